@@ -1,0 +1,89 @@
+"""Where things live: a workspace directory and the identity-derived paths inside it.
+
+A workspace is a directory holding ``bdgen.toml`` (written by ``bdgen init``). Every artifact
+path is derived from identities (dataset id, model id, method name, seed, ...), never from
+command-line tags, so the same run always lands in the same place (ARCHITECTURE.md).
+
+Layout::
+
+    <root>/bdgen.toml                       marker + settings
+    <root>/bdgen.db                         results store (SQLite default)
+    <root>/mlflow.db                        MLflow tracking store (SQLite default)
+    <root>/data/<dataset_id>.pt             prepared datasets
+    <root>/cache/                           reference statistics and other caches
+    <root>/artifacts/models/<model_id>/     checkpoints
+    <root>/artifacts/samples/<model_id>/<method>/seed-<seed>_n<num>_s<steps>.pt
+    <root>/reports/                         generated comparison documents
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bdgen.errors import BdgenError
+
+MARKER = "bdgen.toml"
+ENV_WORKSPACE = "BDGEN_WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "bdgen.db"
+
+    @property
+    def mlflow_db_path(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def dataset_path(self, dataset_id: str) -> Path:
+        return self.data_dir / f"{dataset_id}.pt"
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.root / "artifacts" / "models" / model_id
+
+    def samples_path(self, model_id: str, method: str, seed: int, num_samples: int,
+                     steps: int) -> Path:
+        return (self.root / "artifacts" / "samples" / model_id / method
+                / f"seed-{seed}_n{num_samples}_s{steps}.pt")
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> Workspace:
+        """The workspace of ``$BDGEN_WORKSPACE``, else the nearest one above ``start``/cwd."""
+        env = os.environ.get(ENV_WORKSPACE)
+        if env:
+            ws = cls(Path(env).resolve())
+            if not ws.marker.exists():
+                raise BdgenError(
+                    f"{ENV_WORKSPACE}={env} is not a bdgen workspace (no {MARKER}); "
+                    f"create one with: bdgen init {env}"
+                )
+            return ws
+        here = (start or Path.cwd()).resolve()
+        for d in (here, *here.parents):
+            if (d / MARKER).exists():
+                return cls(d)
+        raise BdgenError(
+            f"not inside a bdgen workspace (no {MARKER} in {here} or above); "
+            "create one with: bdgen init [DIR]"
+        )
