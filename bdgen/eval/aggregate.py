@@ -1,0 +1,76 @@
+"""Multi-seed aggregation (spec §6.13) and the result shape every consumer reads.
+
+Per-seed metric dicts are flattened (nested keys joined with "/", numeric leaves only); each
+key is aggregated over the seeds that have it: mean and *population* std (ddof = 0), in
+float64. Stores compute the same thing in SQL; this is the reference implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from numbers import Real
+
+
+def flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
+    """Flatten nested dicts with "/" keys, keeping numeric leaves (bools excluded)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "/"))
+        elif isinstance(value, Real) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Mean and population std of one metric over seeds."""
+
+    mean: float
+    std: float
+    n: int
+    values: tuple[float, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Aggregate:
+        vals = tuple(float(v) for v in values)
+        if not vals:
+            raise ValueError("cannot aggregate zero values")
+        mean = math.fsum(vals) / len(vals)
+        var = math.fsum((v - mean) ** 2 for v in vals) / len(vals)
+        return cls(mean, math.sqrt(var), len(vals), vals)
+
+
+def aggregate_seeds(per_seed: Mapping[str, Mapping]) -> dict[str, Aggregate]:
+    """``{seed: metrics}`` -> ``{flat_key: Aggregate}`` in sorted key order (legacy order)."""
+    flat = [flatten(m) for m in per_seed.values()]
+    keys = sorted({k for f in flat for k in f})
+    return {k: Aggregate.of(f[k] for f in flat if k in f) for k in keys}
+
+
+@dataclass
+class MethodResult:
+    """Everything known about one (model, method) pair across its seeds.
+
+    This is what the store's queries return and what the leaderboard, ``compare`` and
+    the reports render. ``metrics`` is keyed by canonical metric name (registry), plus
+    derived composites where computed.
+    """
+
+    model: str  # model id (or legacy label, e.g. "legacy:loglinear_noise_sc")
+    method: str  # canonical method name
+    config: dict  # sampling configuration (legacy "config" block keys)
+    metrics: dict[str, Aggregate]
+    seeds: tuple[int, ...] = ()
+    model_fields: dict = field(default_factory=dict)  # version, noise_schedule, ...
+    method_fields: dict = field(default_factory=dict)  # unmasking, top_p, strategy, ...
+    run_ids: dict[int, str] = field(default_factory=dict)  # seed -> evaluation run id
+    mlflow_run_ids: dict[int, str] = field(default_factory=dict)  # seed -> MLflow run id
+    denoising: dict[str, float] = field(default_factory=dict)  # per model, seed-independent
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.method}"
