@@ -87,3 +87,71 @@ class Workspace:
             f"not inside a bdgen workspace (no {MARKER} in {here} or above); "
             "create one with: bdgen init [DIR]"
         )
+
+
+_TOML = """\
+# bdgen workspace (created by `bdgen init`). Its presence marks the workspace root.
+# Store:   bdgen.db here, unless BDGEN_DB_URL selects another database.
+# MLflow:  mlflow.db here, unless MLFLOW_TRACKING_URI points at a tracking server.
+# DVC:     this directory is a DVC repository; checkpoints and samples are `dvc add`-ed.
+[workspace]
+format = 1
+"""
+
+_GITIGNORE = """\
+# bdgen workspace: databases and caches are not versioned (DVC tracks the artifacts)
+/bdgen.db*
+/mlflow.db*
+/mlartifacts/
+/cache/
+/reports/
+"""
+
+_DVCIGNORE = """\
+/bdgen.db*
+/mlflow.db*
+/mlartifacts/
+/cache/
+"""
+
+
+def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = True) -> Workspace:
+    """Create (or complete) a workspace in ``directory``: marker, git + DVC repository with
+    analytics off, results store at the current schema, and the MLflow tracking store.
+
+    Idempotent: running it again on a workspace only fills in what is missing.
+    """
+    root = Path(directory).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise BdgenError(f"cannot create a workspace at {root}: it is a file")
+    root.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(root)
+    for name, text in ((".gitignore", _GITIGNORE), (".dvcignore", _DVCIGNORE)):
+        if not (root / name).exists():
+            _write_atomic(root / name, text)
+    if dvc:
+        from bdgen.tracking.artifacts import init_dvc
+
+        init_dvc(root)
+    from bdgen.store.engine import make_engine
+    from bdgen.store.migrate import upgrade
+
+    url = os.environ.get("BDGEN_DB_URL") or f"sqlite:///{ws.db_path}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    if mlflow:
+        from bdgen.tracking.mlflow_tracker import create_store, default_tracking_uri
+
+        create_store(default_tracking_uri(root))
+    if not ws.marker.exists():
+        _write_atomic(ws.marker, _TOML)  # last: a half-made workspace is not found as one
+    return ws
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

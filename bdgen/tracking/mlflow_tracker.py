@@ -1,0 +1,348 @@
+"""MLflow behind one small interface: one tracked run per job, logged in batches.
+
+Why a wrapper: the pipeline must never import mlflow (ARCHITECTURE.md), every job must fail
+*before* doing work when the tracking server is down, and logging must be batched (a single
+``log_metric`` costs ~20 ms on SQLite, a 100-metric batch ~30 ms; PLATFORM_NOTES.md).
+
+Conventions (documented in README "Tracking"):
+
+- Experiment per dataset: ``bdgen/<dataset_id>`` (e.g. ``bdgen/synthetic-0123abcd4567``), so
+  runs of models trained on the same data are compared side by side; legacy imports go to
+  ``bdgen/legacy-<schedule>``.
+- Run name: ``<kind>:<identity>`` (e.g. ``generate:v1-loglinear-ab12cd34ef/llada_topp0.9/42``).
+- Tags: ``bdgen.kind`` (train | generate | evaluate | legacy-import) plus the ``bdgen.*``
+  identity tags passed by the job (model id, method, seed, store row ids, artifact path and
+  hashes) and ``mlflow.source.git.commit`` / ``bdgen.git_commit`` for the code version.
+
+We use :class:`mlflow.MlflowClient` (no fluent API) so that several runs in one process and
+several processes on one store never share hidden global state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bdgen.errors import BdgenError
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+TAG_PREFIX = "bdgen."
+#: MLflow limits (3.x): 100 params / 1000 metrics / 100 tags per log_batch call;
+#: param values up to 6000 chars; tag values up to 8000 chars.
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LEN = 6000
+_REACH_TIMEOUT_S = 3.0
+
+
+def _quiet_env() -> None:
+    """Telemetry off and no silent retries (an unreachable server must fail fast)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def default_tracking_uri(workspace_root: Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the workspace's SQLite store."""
+    env = os.environ.get(ENV_URI)
+    if env:
+        return env
+    return f"sqlite:///{(Path(workspace_root) / 'mlflow.db').resolve()}"
+
+
+def experiment_name(dataset_id: str) -> str:
+    """The experiment of every run on one dataset (see module docstring)."""
+    return f"bdgen/{dataset_id}"
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the bdgen source tree (``<sha>`` or ``<sha>-dirty``), or ``unknown``."""
+    src = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "bdgen",
+                                "cli"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts -> ``{"a.b.c": value}`` (MLflow params and tags are flat)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_reachable(uri: str, timeout: float = _REACH_TIMEOUT_S) -> None:
+    """Raise :class:`BdgenError` quickly when the tracking store cannot be used.
+
+    HTTP(S) servers are probed with one short GET (no retries); a local SQLite store only
+    needs its directory to exist and be writable. Called before any job does work, so an
+    unreachable server leaves no store rows behind.
+    """
+    hint = "; use --no-mlflow to run offline"
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                if resp.status >= 500:
+                    raise BdgenError(
+                        f"MLflow tracking server at {uri} is unreachable: HTTP {resp.status}{hint}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BdgenError(f"MLflow tracking server at {uri} is unreachable: {reason}{hint}") \
+                from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///"):]).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise BdgenError(f"MLflow tracking store {uri} is unusable: {parent} is not a "
+                             f"writable directory{hint}")
+
+
+def _param_value(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= _MAX_PARAM_LEN else text[: _MAX_PARAM_LEN - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TrackedRun:
+    """One open MLflow run. Every ``log_*`` call is one ``log_batch`` request (or a few, when
+    MLflow's per-request limits are exceeded)."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
+        self._client = client
+        self.run_id: str | None = run_id
+        self.experiment_id = experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in flatten(params).items()]
+        for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=items[i: i + _MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log the numeric leaves of ``metrics`` (nested dicts flatten to ``a.b``); others are
+        skipped (NaN/inf and non-numbers cannot be stored as MLflow metrics)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in flatten(metrics).items()
+                 if _is_number(v)]
+        self._log_metric_items(items)
+
+    def log_metric_series(self, name: str, values: list[float] | list[tuple[int, float]]) -> None:
+        """A curve (e.g. the training loss) as one metric with steps, in batches."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        pairs = [v if isinstance(v, tuple) else (i, v) for i, v in enumerate(values)]
+        self._log_metric_items([Metric(name, float(v), ts, int(s)) for s, v in pairs
+                                if _is_number(v)])
+
+    def _log_metric_items(self, items: list) -> None:
+        for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=items[i: i + _MAX_METRICS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, tags=items[i: i + 100])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class NullRun(TrackedRun):
+    """``--no-mlflow``: the same calls, recording nothing; ``run_id`` is ``None``."""
+
+    def __init__(self) -> None:  # noqa: D107 - nothing to hold
+        self.run_id = None
+        self.experiment_id = ""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        pass
+
+    def log_metric_series(self, name: str, values: Any) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+
+class Tracker:
+    """A connection to one MLflow tracking store.
+
+    ``Tracker(uri)`` checks reachability at once (fast, before any work);
+    ``open_run(...)`` yields a :class:`TrackedRun` that ends FINISHED, or FAILED when the
+    body raises.
+    """
+
+    enabled = True
+
+    def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
+        _quiet_env()
+        check_reachable(uri)
+        import mlflow
+
+        self.uri = uri
+        self._artifact_root = artifact_root
+        mlflow.set_tracking_uri(uri)  # explicit: never the silent ./mlflow.db default
+        self._client = mlflow.MlflowClient(tracking_uri=uri)
+        self._experiments: dict[str, str] = {}
+
+    @classmethod
+    def for_workspace(cls, root: Path, enabled: bool = True) -> Tracker:
+        """The workspace's tracker (``--no-mlflow`` -> :class:`NullTracker`)."""
+        if not enabled:
+            return NullTracker()
+        root = Path(root)
+        uri = default_tracking_uri(root)
+        artifacts = None if os.environ.get(ENV_URI) else root / "mlartifacts"
+        return cls(uri, artifact_root=artifacts)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create the experiment ``name`` (race-safe between processes)."""
+        if name in self._experiments:
+            return self._experiments[name]
+        from mlflow.exceptions import MlflowException
+
+        exp = self._client.get_experiment_by_name(name)
+        if exp is None:
+            location = (self._artifact_root / name.replace("/", "_")).as_uri() \
+                if self._artifact_root else None
+            try:
+                exp_id = self._client.create_experiment(name, artifact_location=location)
+            except MlflowException:  # another process created it first
+                exp = self._client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        self._experiments[name] = exp_id
+        return exp_id
+
+    @contextmanager
+    def open_run(self, kind: str, name: str, experiment: str,
+                 params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        commit = code_version()
+        all_tags = {"mlflow.runName": f"{kind}:{name}", f"{TAG_PREFIX}kind": kind,
+                    f"{TAG_PREFIX}git_commit": commit,
+                    "mlflow.source.git.commit": commit.removesuffix("-dirty"),
+                    **(tags or {})}
+        run = self._client.create_run(self.experiment_id(experiment), run_name=f"{kind}:{name}",
+                                      tags={k: str(v) for k, v in all_tags.items()
+                                            if v is not None and k != "mlflow.runName"})
+        tracked = TrackedRun(self._client, run.info.run_id, run.info.experiment_id)
+        try:
+            if params:
+                tracked.log_params(params)
+            yield tracked
+        except BaseException:
+            self._client.set_terminated(tracked.run_id, "FAILED")
+            raise
+        self._client.set_terminated(tracked.run_id, "FINISHED")
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[str]:
+        """Run ids in ``experiment`` whose tags equal ``tags`` (used for idempotent imports)."""
+        exp = self._client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self._client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000)
+        return [r.info.run_id for r in runs]
+
+    def get_run(self, run_id: str) -> Any:
+        """The MLflow run entity (tests and checks read params/metrics/tags from it)."""
+        return self._client.get_run(run_id)
+
+
+class NullTracker(Tracker):
+    """Records nothing (``--no-mlflow``); runs have ``run_id = None``."""
+
+    enabled = False
+
+    def __init__(self) -> None:  # noqa: D107 - no connection
+        self.uri = ""
+
+    @contextmanager
+    def open_run(self, kind: str, name: str, experiment: str,
+                 params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        yield NullRun()
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[str]:
+        return []
+
+
+def create_store(uri: str) -> None:
+    """Create (migrate) an MLflow SQL tracking store now, so the first job pays nothing."""
+    tracker = Tracker(uri)
+    tracker._client.search_experiments(max_results=1)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_command(uri: str, port: int, artifact_root: Path | None = None,
+                   host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+    """The ``mlflow server`` command line serving ``uri`` on loopback (one worker starts in
+    ~10 s instead of ~20 s with the default four)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    if artifact_root is not None:
+        cmd += ["--artifacts-destination", Path(artifact_root).resolve().as_uri()]
+    return cmd
+
+
+def wait_for_server(url: str, proc: Any = None, timeout: float = 60.0) -> None:
+    """Poll ``url/health`` until it answers; BdgenError when the server exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BdgenError(f"mlflow server exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise BdgenError(f"mlflow server at {url} did not answer within {timeout:.0f} s")
