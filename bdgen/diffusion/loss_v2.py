@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from bdgen.diffusion.loss import _masked_ce
+from bdgen.diffusion.schedules import W_MAX
 
-W_MAX = 1000.0
-EPS = 1e-8
+EPS = 1e-8  # denominator guard of w_l
 
 
 def per_position_weight(alpha: Tensor, alpha_prime: Tensor, w_max: float = W_MAX,

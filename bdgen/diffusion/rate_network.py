@@ -166,3 +166,25 @@ def rate_network_param_count(config: RateNetworkConfig | None = None, n_max: int
     c = config or RateNetworkConfig()
     d, h, k = c.d_emb, c.hidden_dim, c.K
     return n_max * d + 2 * (d * d + d) + (d * h + h) + (h * k + k)
+
+
+def build_rate_network(ckpt: Any, device: str | torch.device = "cpu") -> RateNetwork:
+    """Rebuild a v2 checkpoint's rate network (eval mode) from the checkpoint alone.
+
+    ``ckpt`` is a :class:`bdgen.model.checkpoint.Checkpoint` carrying ``rate_network_state``
+    and ``rate_network_config`` (falling back to the ``noise`` dict for the hyper-parameters).
+    """
+    if getattr(ckpt, "rate_network_state", None) is None:
+        raise BdgenError(f"checkpoint (version {getattr(ckpt, 'version', '?')}) has no rate "
+                         "network: it is not a v2 (learned noise) model")
+    raw = ckpt.rate_network_config
+    if raw is None:
+        raw = {k: v for k, v in (ckpt.noise or {}).items() if k in RateNetworkConfig.__annotations__}
+    net = RateNetwork(RateNetworkConfig.from_dict(raw), VocabConfig(ckpt.n_max))
+    try:
+        net.load_state_dict(ckpt.rate_network_state)
+    except RuntimeError as exc:
+        raise BdgenError("checkpoint rate network weights do not fit its config: "
+                         f"{str(exc).splitlines()[0][:160]}") from None
+    return net.to(device).eval()
+
