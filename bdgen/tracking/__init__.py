@@ -19,6 +19,6 @@ from bdgen.tracking.mlflow_tracker import (
 
 __all__ = [
     "ArtifactRef", "NullRun", "NullTracker", "TrackedRun", "Tracker", "check_reachable",
-    "code_version", "create_store", "default_tracking_uri", "dvc_file", "experiment_name", "file_digests",
-    "flatten", "init_dvc", "track",
+    "code_version", "create_store", "default_tracking_uri", "dvc_file", "experiment_name",
+    "file_digests", "flatten", "init_dvc", "track",
 ]
