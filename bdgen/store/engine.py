@@ -1,0 +1,92 @@
+"""Engines and sessions: which database, and how to talk to it safely under concurrency.
+
+URL resolution (first wins): an explicit ``--db`` URL-or-path, ``$BDGEN_DB_URL``, the
+workspace's ``bdgen.db``. SQLite connections get WAL, a busy timeout and ``BEGIN IMMEDIATE``
+for every transaction (PLATFORM_NOTES: a deferred BEGIN that later writes fails with
+"database is locked" under concurrent writers, whatever the busy timeout).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from bdgen.errors import BdgenError
+
+ENV_DB_URL = "BDGEN_DB_URL"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Execution option marking a connection/session as read-only (SQLite: deferred BEGIN).
+READONLY_OPTION = "bdgen_readonly"
+
+
+def resolve_url(db: str | None = None) -> str:
+    """SQLAlchemy URL for ``db`` (a URL or a file path), else ``$BDGEN_DB_URL``, else the
+    workspace store."""
+    db = db or os.environ.get(ENV_DB_URL)
+    if not db:
+        from bdgen.pipeline.workspace import Workspace
+
+        return f"sqlite:///{Workspace.find().db_path}"
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the per-backend connection settings applied."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BdgenError(f"invalid database URL {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            parent = Path(db).parent
+            if not parent.is_dir():
+                raise BdgenError(f"cannot open store {redact(url)}: directory {parent} "
+                                 "does not exist")
+        # NullPool: connections are cheap for SQLite and a pooled connection must never
+        # be shared across a fork.
+        engine = create_engine(url, poolclass=NullPool)
+        _configure_sqlite(engine)
+        return engine
+    try:
+        if parsed.get_backend_name() == "postgresql":
+            return create_engine(url, pool_pre_ping=True,
+                                 connect_args={"connect_timeout": 10})
+        return create_engine(url)
+    except Exception as exc:  # missing driver etc.
+        raise BdgenError(f"cannot use database URL {redact(url)}: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        # Take transaction control away from pysqlite so that we can emit BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        # Writers take the lock up front; explicitly read-only work may stay deferred.
+        readonly = conn.get_execution_options().get(READONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")

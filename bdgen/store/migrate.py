@@ -1,0 +1,167 @@
+"""Schema versions: programmatic Alembic upgrade / downgrade / current, with version checks.
+
+Alembic is configured in code (no ``alembic.ini`` needed at run time): ``script_location`` is
+the repository's ``migrations/`` folder, found next to the ``bdgen`` package. The check and
+the upgrade run in one write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
+transaction-scoped advisory lock), so several processes opening a new store at once migrate
+it exactly once. A database stamped with a revision this code does not know (written by a
+newer bdgen) is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, inspect, select, text
+
+from bdgen.errors import BdgenError
+from bdgen.store.engine import READONLY_OPTION, redact
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_PG_LOCK_KEY = 0x6264_6765  # "bdge": advisory lock serialising migrations on PostgreSQL
+_FINGERPRINT_KEY = "metric_registry_sha256"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at ``migrations/``, optionally bound to ``connection``."""
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise BdgenError(f"migrations folder not found at {MIGRATIONS_DIR} "
+                         "(bdgen must be installed from its repository, editable)")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def known_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision (``None`` for an empty database)."""
+    with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
+        return _current(conn)
+
+
+def _check_known(rev: str | None, engine: Engine) -> None:
+    if rev is not None and rev not in known_revisions():
+        raise BdgenError(
+            f"store {redact(str(engine.url))} is at schema revision {rev!r}, unknown to this "
+            f"bdgen (head {head_revision()!r}); it was written by a newer bdgen: upgrade bdgen")
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+
+
+def registry_fingerprint() -> str:
+    from bdgen.eval.registry import METRICS
+
+    rows = [_definition_row(m) for m in METRICS.values()]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def _definition_row(m) -> dict:
+    return {"name": m.name, "legacy_key": m.legacy_key, "group": m.group,
+            "direction": m.direction, "primary": m.primary, "displayed": m.displayed,
+            "display": m.display, "percent": m.percent, "description": m.description}
+
+
+def sync_metric_definitions(conn: Connection) -> None:
+    """Mirror the code registry into ``metric_definitions`` (insert new, update changed)."""
+    from bdgen.eval.registry import METRICS
+    from bdgen.store.models import MetricDefinition, StoreMeta
+
+    table = MetricDefinition.__table__
+    existing = {r.name: r for r in conn.execute(select(table))}
+    cols = {a.key: a.columns[0].name for a in MetricDefinition.__mapper__.column_attrs}
+    for m in METRICS.values():
+        row = _definition_row(m)
+        db_row = {cols[k]: v for k, v in row.items()}
+        old = existing.get(m.name)
+        if old is None:
+            conn.execute(table.insert().values(**db_row))
+        elif any(getattr(old, cols[k]) != v for k, v in row.items()):
+            conn.execute(table.update().where(table.c.name == m.name).values(**db_row))
+    meta = StoreMeta.__table__
+    fp = registry_fingerprint()
+    conn.execute(meta.delete().where(meta.c.key == _FINGERPRINT_KEY))
+    conn.execute(meta.insert().values(key=_FINGERPRINT_KEY, value=fp))
+
+
+def _fingerprint(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("store_meta"):
+        return None
+    return conn.execute(text("SELECT value FROM store_meta WHERE key = :k"),
+                        {"k": _FINGERPRINT_KEY}).scalar()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Upgrade to ``revision`` (default head) and sync metric definitions; returns the new
+    revision. Refuses a database at an unknown revision."""
+    with engine.begin() as conn:
+        _lock(conn)
+        _check_known(_current(conn), engine)
+        try:
+            command.upgrade(alembic_config(conn), revision)
+        except CommandError as exc:
+            raise BdgenError(f"cannot upgrade to {revision!r}: {exc}") from None
+        rev = _current(conn)
+        if rev == head_revision():
+            sync_metric_definitions(conn)
+        return rev
+
+
+def downgrade(engine: Engine, revision: str = "-1") -> str | None:
+    """Downgrade to ``revision`` (``-1`` = one step, ``base`` = empty database)."""
+    with engine.begin() as conn:
+        _lock(conn)
+        cur = _current(conn)
+        _check_known(cur, engine)
+        if cur is None:
+            raise BdgenError(f"store {redact(str(engine.url))} has no schema to downgrade")
+        try:
+            command.downgrade(alembic_config(conn), revision)
+        except CommandError as exc:
+            raise BdgenError(f"cannot downgrade to {revision!r}: {exc}") from None
+        return _current(conn)
+
+
+def ensure_current(engine: Engine) -> None:
+    """Make a new or older store usable by this code; refuse a newer one (no writes).
+
+    Cheap when nothing is to do: one read of the revision and the registry fingerprint.
+    """
+    head = head_revision()
+    with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
+        rev = _current(conn)
+        _check_known(rev, engine)
+        if rev == head and _fingerprint(conn) == registry_fingerprint():
+            return
+    with engine.begin() as conn:
+        _lock(conn)
+        rev = _current(conn)  # another process may have upgraded meanwhile
+        _check_known(rev, engine)
+        if rev != head:
+            command.upgrade(alembic_config(conn), "head")
+        if _fingerprint(conn) != registry_fingerprint():
+            sync_metric_definitions(conn)

@@ -1,0 +1,226 @@
+"""The results store schema (SQLAlchemy 2.x typed ORM).
+
+Identities follow ARCHITECTURE.md: dataset -> model -> (method) -> generation run ->
+evaluation run -> metric values. Constraints keep the store honest:
+
+* a method is unique on its canonical name, which :class:`bdgen.diffusion.method.Method`
+  derives injectively from the (normalised) sampling parameters, so "unique name" *is*
+  "unique parameters" without NULL-in-unique-constraint pitfalls;
+* a generation run is unique on (model, method, seed, num_samples, steps);
+* an evaluation run references exactly one generation run and is unique on
+  (generation run, reference split, evaluator version);
+* a metric value is unique on (evaluation run, metric) (its primary key).
+
+Denoising metrics are model quality, not per seed: they live in ``denoising_evaluations``
+(one per model, ``scope = ""``) with their values in ``denoising_values``. Legacy files carry
+one denoising block per *method file*, and those blocks differ, so a legacy import records
+one denoising evaluation per (model, method) with ``scope = <method name>``; queries prefer
+the method-scoped block and fall back to the model-level one.
+
+Aggregates over seeds are never stored; see :mod:`bdgen.store.queries`.
+Schema changes only through Alembic revisions in ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+RUN_STATUSES = ("running", "succeeded", "failed")
+PROVENANCES = ("bdgen", "legacy import")
+
+# Deterministic constraint names, so Alembic batch migrations can address them on SQLite.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RunBookkeeping:
+    """Columns every run row carries (status, timing, code version, host, tracking, origin)."""
+
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    no_mlflow: Mapped[bool] = mapped_column(Boolean, default=False)
+    provenance: Mapped[str] = mapped_column(String(32), default="bdgen")
+    source_path: Mapped[str | None] = mapped_column(Text)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+def _run_checks() -> tuple[CheckConstraint, CheckConstraint]:
+    return (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("provenance IN ('bdgen', 'legacy import')", name="provenance"),
+    )
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    split_seed: Mapped[int | None] = mapped_column(Integer)
+    split_fractions: Mapped[list | None] = mapped_column(JSON)
+    params: Mapped[dict | None] = mapped_column(JSON)
+    stats: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (CheckConstraint("version IN ('v1', 'v2')", name="version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), unique=True)
+    version: Mapped[str] = mapped_column(String(4))
+    noise_schedule: Mapped[str] = mapped_column(String(32))
+    model_config: Mapped[dict | None] = mapped_column(JSON)
+    train_config: Mapped[dict | None] = mapped_column(JSON)
+    dataset_pk: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    legacy_label: Mapped[str | None] = mapped_column(String(128))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    dataset: Mapped[Dataset | None] = relationship()
+
+
+class Method(Base):
+    __tablename__ = "methods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    unmasking: Mapped[str] = mapped_column(String(16))
+    top_p: Mapped[float | None] = mapped_column(Float)
+    temperature: Mapped[float] = mapped_column(Float)
+    strategy: Mapped[str | None] = mapped_column(String(16))
+    eta: Mapped[float | None] = mapped_column(Float)
+    t_switch: Mapped[float | None] = mapped_column(Float)
+    v2: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class GenerationRun(RunBookkeeping, Base):
+    __tablename__ = "generation_runs"
+    __table_args__ = (
+        UniqueConstraint("model_pk", "method_pk", "seed", "num_samples", "steps"),
+        *_run_checks(),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    method_pk: Mapped[int] = mapped_column(ForeignKey("methods.id"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    num_samples: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    samples_path: Mapped[str | None] = mapped_column(Text)
+    samples_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    model: Mapped[Model] = relationship()
+    method: Mapped[Method] = relationship()
+
+
+class EvaluationRun(RunBookkeeping, Base):
+    __tablename__ = "evaluation_runs"
+    __table_args__ = (
+        UniqueConstraint("generation_run_pk", "reference", "evaluator_version"),
+        *_run_checks(),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation_run_pk: Mapped[int] = mapped_column(
+        ForeignKey("generation_runs.id", ondelete="CASCADE"))
+    reference: Mapped[str] = mapped_column(String(255))
+    evaluator_version: Mapped[str] = mapped_column(String(64))
+
+    generation_run: Mapped[GenerationRun] = relationship()
+
+
+class MetricDefinition(Base):
+    """Mirror of :mod:`bdgen.eval.registry` (synced at upgrade; stratified keys on demand)."""
+
+    __tablename__ = "metric_definitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    legacy_key: Mapped[str | None] = mapped_column(String(255))
+    group: Mapped[str] = mapped_column("metric_group", String(32))
+    direction: Mapped[str] = mapped_column(String(8))
+    primary: Mapped[bool] = mapped_column("is_primary", Boolean)
+    displayed: Mapped[bool] = mapped_column(Boolean)
+    display: Mapped[str] = mapped_column(String(255))
+    percent: Mapped[bool] = mapped_column(Boolean)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class MetricValue(Base):
+    __tablename__ = "metric_values"
+    __table_args__ = (
+        # Leaderboard access path over the whole store: metric first, then runs.
+        Index("ix_metric_values_metric_run", "metric_pk", "evaluation_run_pk", "value"),
+    )
+
+    evaluation_run_pk: Mapped[int] = mapped_column(
+        ForeignKey("evaluation_runs.id", ondelete="CASCADE"), primary_key=True)
+    metric_pk: Mapped[int] = mapped_column(ForeignKey("metric_definitions.id"),
+                                           primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class DenoisingEvaluation(RunBookkeeping, Base):
+    __tablename__ = "denoising_evaluations"
+    __table_args__ = (UniqueConstraint("model_pk", "scope"), *_run_checks())
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    scope: Mapped[str] = mapped_column(String(255), default="")  # "" or a method name
+    method_pk: Mapped[int | None] = mapped_column(ForeignKey("methods.id"))
+
+
+class DenoisingValue(Base):
+    __tablename__ = "denoising_values"
+
+    denoising_evaluation_pk: Mapped[int] = mapped_column(
+        ForeignKey("denoising_evaluations.id", ondelete="CASCADE"), primary_key=True)
+    metric_pk: Mapped[int] = mapped_column(ForeignKey("metric_definitions.id"),
+                                           primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class StoreMeta(Base):
+    """Small key/value facts about the store (e.g. the synced registry fingerprint)."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
