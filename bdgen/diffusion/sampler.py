@@ -1,0 +1,311 @@
+"""The reverse process: MDLM sampling with random/LLaDA unmasking and ReMDM remasking (spec §5).
+
+One loop for v1 and v2: the forward process (:mod:`bdgen.diffusion.process`) supplies
+p_unmask and sigma_max as ``[B, 1]`` (schedule) or ``[B, S]`` (rate network) and the loop
+only broadcasts. Node and edge logits are handled as one ``[B, S, 15]`` tensor (edge rows
+padded with -inf for the two classes edges do not have), so every step is a handful of
+batched tensor ops with no Python loop over samples or positions.
+
+Randomness (one generator per batch chunk, on the sampling device). Each step draws, in
+this order and always with the same shapes, whatever the state of the batch:
+
+1. ``random`` unmasking: ``U [B, S]`` float32 (reveal masked l iff ``U_l < p_unmask``);
+2. candidates: top-p ``[B, S, 1]`` float32 (inverse-CDF draw from the renormalised
+   nucleus, i.e. what ``multinomial`` does), temperature ``[B, S, V]`` float64 Gumbel
+   noise (u clamped to [1e-10, 1 - 1e-10]); argmax draws nothing;
+3. remasking, only at steps where it fires: ``U [B, S]`` float32.
+
+Because the draws do not depend on which rows are still being decoded, two speed-ups are
+exact:
+
+* **early stop**: once no position is masked and no remasking can fire at any remaining
+  step, the remaining steps can change nothing (no reveal, no remask; the final clean-up is
+  argmax) and are skipped; with a generator per chunk, skipping draws affects no other
+  chunk. Without remasking LLaDA finishes a graph of r rooms in r + r(r-1)/2 steps.
+* **row compaction** (``compact``, default on CPU): the model is only run on rows whose
+  logits are used in this step (a reveal in ``random`` mode, any masked position in
+  ``llada``, any candidate for ``confidence`` remasking). The model treats rows
+  independently (eval mode, key masking), so this only changes which rows are computed;
+  on CPU the per-row results have been found bit-identical to the full batch (tested), on
+  CUDA kernel choice may depend on the batch size, so it is off there (and it would need
+  a host sync per step).
+
+Room counts come from :func:`draw_num_rooms`, a CPU generator separate from the token
+stream (seeded with the run's seed), so for a given seed every method samples the same
+room counts. The legacy code had this property by accident (on a GPU the room-count draw
+was the only consumer of the CPU random stream, spec §5.2); here it is deliberate: methods
+are compared on identical size distributions and rooms W1/KL measure the seed, not the
+method.
+
+Determinism: the same seed, batch size and device give the same samples. CPU and CUDA give
+different samples (different random streams and float rounding); so do different batch
+sizes (draws are batch-shaped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bdgen.data.vocab import (
+    EDGE_MASK,
+    EDGE_PAD,
+    EDGE_VOCAB_SIZE,
+    NODE_MASK,
+    NODE_PAD,
+    NODE_VOCAB_SIZE,
+    VocabConfig,
+)
+from bdgen.diffusion.method import Method
+from bdgen.diffusion.process import ForwardProcess
+from bdgen.diffusion.remasking import RemaskingStrategy, make_strategy
+from bdgen.errors import BdgenError
+
+CLEANUP_T = 1e-5          # time of the final clean-up call (spec §5.3)
+GUMBEL_U_MIN = 1e-10      # Gumbel noise clamp (spec §3.6)
+V = NODE_VOCAB_SIZE       # width of the combined logits
+
+
+@dataclass
+class SampleOutput:
+    tokens: Tensor        # int64 [N, S]
+    pad_mask: Tensor      # bool  [N, S]
+    num_rooms: Tensor     # int64 [N]
+    model_calls: int      # forward calls (all chunks)
+    rows_evaluated: int   # sum over calls of the rows computed (compaction saves these)
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 63-bit seed for a named sub-stream of ``seed``."""
+    h = hashlib.sha256(repr((int(seed), *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big") & ((1 << 63) - 1)
+
+
+def draw_num_rooms(distribution: Sequence[float], n: int, seed: int) -> Tensor:
+    """``1 + multinomial(distribution, n)`` from a CPU generator seeded with ``seed`` alone.
+
+    Independent of the method and of the token stream, so every method gets the same room
+    counts for a seed (see the module docstring).
+    """
+    p = torch.as_tensor(list(distribution), dtype=torch.float32)
+    if p.dim() != 1 or p.numel() < 1 or bool((p < 0).any()) or not float(p.sum()) > 0:
+        raise BdgenError(f"num_rooms_distribution must be a non-negative histogram with "
+                         f"positive mass, got {list(distribution)}")
+    g = torch.Generator().manual_seed(int(seed))
+    return 1 + torch.multinomial(p, n, replacement=True, generator=g)
+
+
+def make_remasker(method: Method) -> RemaskingStrategy | None:
+    if method.remasking is None:
+        return None
+    return make_strategy(method.remasking, method.eta)
+
+
+class _Tables:
+    """Per-position token constants for the ``[nodes | edges]`` layout."""
+
+    def __init__(self, vocab: VocabConfig, device: torch.device) -> None:
+        n, e = vocab.n_max, vocab.n_edges
+        self.mask_tok = torch.tensor([NODE_MASK] * n + [EDGE_MASK] * e, device=device)
+        self.pad_tok = torch.tensor([NODE_PAD] * n + [EDGE_PAD] * e, device=device)
+        self.pad_table = torch.from_numpy(vocab.pad_mask_table).to(device)
+
+
+def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor) -> Tensor:
+    node, edge = model(x, pad_mask, t)
+    edge = torch.nn.functional.pad(edge.float(), (0, V - EDGE_VOCAB_SIZE), value=-torch.inf)
+    return torch.cat([node.float(), edge], dim=1)
+
+
+def _candidates(logits: Tensor, probs: Tensor | None, method: Method,
+                generator: torch.Generator) -> Tensor:
+    """Step (c): one candidate token per position (top-p > argmax > temperature)."""
+    b, s, _ = logits.shape
+    if method.top_p is not None:
+        sp, si = probs.sort(dim=-1, descending=True)
+        cs = sp.cumsum(-1)
+        keep = (cs - sp) < method.top_p          # preceding mass >= top_p is dropped
+        kept = sp * keep
+        kcs = kept.cumsum(-1)
+        r = torch.rand((b, s, 1), generator=generator, device=logits.device) * kcs[..., -1:]
+        idx = (kcs <= r).sum(-1, keepdim=True)
+        last = ((kept > 0).sum(-1, keepdim=True) - 1).clamp_min(0)
+        return si.gather(-1, torch.minimum(idx, last)).squeeze(-1)
+    if method.temperature == 0.0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device,
+                   dtype=torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
+    g = -torch.log(-torch.log(u))
+    return ((logits / method.temperature).to(torch.float64) + g).argmax(-1)
+
+
+def _llada_reveal(is_mask: Tensor, conf: Tensor, p_unmask: Tensor, last_step: bool) -> Tensor:
+    """Step (e), LLaDA: reveal the k most confident masked positions per sample (§5.4)."""
+    n_masked = is_mask.sum(-1)
+    if last_step:
+        k = n_masked
+    else:
+        if p_unmask.shape[-1] == 1:   # v1: float32 product p * n_masked
+            expected = p_unmask[:, 0] * n_masked.to(torch.float32)
+        else:                         # v2: float32 sum over masked positions
+            expected = (p_unmask * is_mask).sum(-1)
+        k = torch.minimum(torch.round(expected).long().clamp_min(1), n_masked)
+    conf = torch.where(is_mask, conf, torch.full_like(conf, -torch.inf))
+    order = conf.argsort(dim=-1, descending=True, stable=True)
+    ranks = torch.arange(conf.shape[-1], device=conf.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(-1, order, ranks)
+    return is_mask & (rank < k.unsqueeze(-1))
+
+
+def remask_steps(method: Method, remasker: RemaskingStrategy | None, steps: int) -> list[int]:
+    """Step indices i (N-1 .. 1) at which remasking fires: i > 0 and t_now < t_switch."""
+    if remasker is None or not remasker.active:
+        return []
+    return [i for i in range(steps - 1, 0, -1) if (i + 1) / steps < method.t_switch]
+
+
+@torch.inference_mode()
+def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
+                 method: Method, steps: int, generator: torch.Generator, *,
+                 early_stop: bool = True, compact: bool | None = None,
+                 trace: list | None = None) -> tuple[Tensor, int, int]:
+    """Sample one batch; returns (tokens int64 [B, S], model calls, rows evaluated).
+
+    ``trace`` (tests/profiling): if given, one dict per executed step is appended with
+    ``i``, ``t_now``, ``revealed`` [B], ``remasked`` [B] and ``remask_fired``.
+    """
+    if steps < 1:
+        raise BdgenError(f"steps must be >= 1, got {steps}")
+    device = num_rooms.device
+    if compact is None:
+        compact = device.type == "cpu"
+    tb = _Tables(vocab, device)
+    b = num_rooms.shape[0]
+    pad_mask = tb.pad_table[num_rooms]
+    x = torch.where(pad_mask, tb.mask_tok, tb.pad_tok)
+    remasker = make_remasker(method)
+    fire = set(remask_steps(method, remasker, steps))
+    uses_logits = remasker is not None and remasker.uses_logits
+    calls = rows = 0
+    pending: list = []  # CUDA: (event, pinned flag) of "anything masked" per step
+
+    def run_model(needed: Tensor | None, t_val: float) -> Tensor:
+        nonlocal calls, rows
+        t = torch.full((b,), t_val, dtype=torch.float32, device=device)
+        if needed is None:
+            calls, rows = calls + 1, rows + b
+            return _logits(model, x, pad_mask, t)
+        idx = needed.nonzero().squeeze(1)
+        out = torch.zeros((b, x.shape[1], V), device=device)
+        if idx.numel():
+            calls, rows = calls + 1, rows + idx.numel()
+            out[idx] = _logits(model, x[idx], pad_mask[idx], t[idx])
+        return out
+
+    # Early stop only where remasking can never fire: then "nothing masked" is final.
+    stoppable = early_stop and not fire
+    for i in range(steps - 1, -1, -1):
+        if stoppable:
+            if device.type == "cuda":
+                # Look only at flags of steps the GPU has finished (no host sync).
+                done = False
+                while pending and pending[0][0].query():
+                    done = not bool(pending.pop(0)[1])
+                    if done:
+                        break
+                if done:
+                    break
+            elif not bool((x == tb.mask_tok).any()):
+                break
+        t_now, t_next = (i + 1) / steps, i / steps
+        fires = i in fire
+        t_now32 = torch.full((b,), t_now, dtype=torch.float32, device=device)
+        t_next64 = torch.full((b,), t_next, dtype=torch.float64, device=device)
+        is_mask = x == tb.mask_tok
+        p = process.p_unmask(t_now32, t_next64, pad_mask)
+
+        # (e, random) drawn first so that compaction knows which rows reveal something
+        if method.unmasking == "random":
+            u = torch.rand((b, x.shape[1]), generator=generator, device=device)
+            reveal = is_mask & (u < p)
+            needed = reveal.any(-1)
+        else:
+            needed = is_mask.any(-1)
+        if fires and uses_logits:
+            needed = needed | ((~is_mask) & pad_mask).any(-1) | is_mask.any(-1)
+        logits = run_model(needed if compact else None, t_now)     # (a)
+        probs = torch.softmax(logits, dim=-1) if (
+            method.top_p is not None or method.unmasking == "llada" or uses_logits) else None
+        cand = _candidates(logits, probs, method, generator)      # (c)
+        if method.unmasking == "llada":                           # (e, llada)
+            conf = probs.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
+            reveal = _llada_reveal(is_mask, conf, p, last_step=(i == 0))
+        x = torch.where(reveal, cand, x)                          # (f) carry-over
+        x = torch.where(pad_mask, x, tb.pad_tok)                  # (g) PAD re-clamp
+        remasked = None
+        if fires:                                                 # (i)
+            t_now64 = torch.full((b,), t_now, dtype=torch.float64, device=device)
+            sigma_max = process.sigma_max(t_now64, t_next64, pad_mask)
+            candidates = (x != tb.mask_tok) & pad_mask
+            tok_p = probs.gather(-1, x.unsqueeze(-1)).squeeze(-1) if uses_logits else None
+            sig = remasker.probabilities(sigma_max, candidates, tok_p)
+            u = torch.rand((b, x.shape[1]), generator=generator, device=device)
+            remasked = candidates & (u < sig)
+            x = torch.where(remasked, tb.mask_tok, x)
+        if trace is not None:
+            trace.append({"i": i, "t_now": t_now, "remask_fired": fires,
+                          "revealed": reveal.sum(-1).cpu(),
+                          "remasked": (remasked.sum(-1).cpu() if remasked is not None
+                                       else torch.zeros(b, dtype=torch.long))})
+        if stoppable and device.type == "cuda":
+            flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            flag.copy_((x == tb.mask_tok).any(), non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record()
+            pending.append((ev, flag))
+
+    # Final clean-up (safety net): argmax at t = 1e-5 for any MASK left.
+    left = (x == tb.mask_tok) & pad_mask
+    if bool(left.any()):
+        logits = run_model(left.any(-1) if compact else None, CLEANUP_T)
+        x = torch.where(left, logits.argmax(-1), x)
+        x = torch.where(pad_mask, x, tb.pad_tok)
+    return x, calls, rows
+
+
+def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
+           method: Method, steps: int, seed: int, device: torch.device | str = "cpu",
+           batch_size: int | None = None, early_stop: bool = True,
+           compact: bool | None = None, progress=None) -> SampleOutput:
+    """Sample ``len(num_rooms)`` graphs in chunks of ``batch_size`` (default: all at once).
+
+    Chunk c uses its own generator on ``device`` seeded with ``derive_seed(seed, "tokens",
+    c)``, so chunks are independent and early stop in one chunk cannot shift another's
+    draws. ``progress(n_done)`` is called after each chunk.
+    """
+    device = torch.device(device)
+    n = int(num_rooms.shape[0])
+    if n < 1:
+        raise BdgenError(f"num_samples must be >= 1, got {n}")
+    if int(num_rooms.min()) < 1 or int(num_rooms.max()) > vocab.n_max:
+        raise BdgenError(f"num_rooms must lie in [1, {vocab.n_max}]")
+    bs = n if batch_size is None else int(batch_size)
+    if bs < 1:
+        raise BdgenError(f"batch_size must be >= 1, got {batch_size}")
+    out, calls, rows = [], 0, 0
+    for c, start in enumerate(range(0, n, bs)):
+        g = torch.Generator(device=device).manual_seed(derive_seed(seed, "tokens", c))
+        rooms = num_rooms[start:start + bs].to(device)
+        x, k, r = sample_batch(model, process, vocab, rooms, method, steps, g,
+                               early_stop=early_stop, compact=compact)
+        out.append(x.cpu())
+        calls, rows = calls + k, rows + r
+        if progress is not None:
+            progress(min(start + bs, n))
+    tokens = torch.cat(out)
+    pad_mask = torch.from_numpy(vocab.pad_mask_table)[num_rooms.cpu()]
+    return SampleOutput(tokens, pad_mask, num_rooms.cpu().long(), calls, rows)
