@@ -176,7 +176,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
     """Sample one batch; returns (tokens int64 [B, S], model calls, rows evaluated).
 
     ``trace`` (tests/profiling): if given, one dict per executed step is appended with
-    ``i``, ``t_now``, ``revealed`` [B], ``remasked`` [B] and ``remask_fired``.
+    ``i``, ``t_now``, ``remask_fired``, ``p_unmask``, ``n_masked_before`` [B], ``revealed``
+    [B], ``remasked`` [B] and ``x`` (the tokens after the step).
     """
     if steps < 1:
         raise BdgenError(f"steps must be >= 1, got {steps}")
@@ -257,7 +258,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
             remasked = candidates & (u < sig)
             x = torch.where(remasked, tb.mask_tok, x)
         if trace is not None:
-            trace.append({"i": i, "t_now": t_now, "remask_fired": fires,
+            trace.append({"i": i, "t_now": t_now, "remask_fired": fires, "x": x.cpu(),
+                          "n_masked_before": is_mask.sum(-1).cpu(), "p_unmask": p.cpu(),
                           "revealed": reveal.sum(-1).cpu(),
                           "remasked": (remasked.sum(-1).cpu() if remasked is not None
                                        else torch.zeros(b, dtype=torch.long))})
