@@ -220,12 +220,14 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 # --- filters -------------------------------------------------------------------------------
-def parse_where(items: Sequence[str], results: Sequence[MethodResult]) -> dict[str, list]:
+def parse_where(items: Sequence[str], results: Sequence[MethodResult],
+                extra_keys: Sequence[str] = ()) -> dict[str, list]:
     """``["unmasking=llada", "t_switch=0.5,1.0"]`` -> ``{key: [accepted values]}``.
 
-    Unknown keys raise :class:`BdgenError` listing the valid ones.
+    Unknown keys raise :class:`BdgenError` listing the valid ones (``extra_keys``: keys
+    the caller handles elsewhere, listed as valid).
     """
-    valid = known_fields(results)
+    valid = sorted(set(known_fields(results)) | set(extra_keys))
     out: dict[str, list] = {}
     for item in items:
         if "=" not in item:

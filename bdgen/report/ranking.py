@@ -52,7 +52,8 @@ class RankedRow:
         """Table-sized note: the tied metrics and the decider, without p-values."""
         if not self.ties:
             return ""
-        tied = ", ".join(M.plain_display(t.metric) for t in self.ties)
+        tied = (M.plain_display(self.ties[0].metric) if len(self.ties) == 1
+                else f"{len(self.ties)} priorities")
         return f"tied on {tied}; decided by {self.decided_by}"
 
     @property
@@ -140,6 +141,6 @@ def rank(results: Sequence[MethodResult], profile: Profile,
             decided_by = (M.plain_display(profile.priorities[last + 1].metric)
                           if last + 1 < len(profile.priorities)
                           else f"{M.plain_display(profile.priorities[0].metric)} mean "
-                          "(no significant difference)")
+                          "(nothing significant)")
         rows.append(RankedRow(i, r, t, decided_by))
     return Ranking(profile, rows, excluded)

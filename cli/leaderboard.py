@@ -1,0 +1,242 @@
+"""``bdgen leaderboard``, ``bdgen compare``, ``bdgen report`` and ``bdgen check``.
+
+Thin Click wrappers: results come from the store (``--db`` URL-or-path, else
+``$BDGEN_DB_URL``, else the workspace's ``bdgen.db``); ranking, tables, documents and
+verdicts are the pure functions of :mod:`bdgen.report`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from bdgen.errors import BdgenError
+
+DB_HELP = ("Store: a SQLAlchemy URL or a SQLite file path "
+           "(default: $BDGEN_DB_URL, else the workspace's bdgen.db).")
+#: Filters on evaluation/generation runs, applied by the store query itself.
+RUN_FIELDS: tuple[str, ...] = ("num_samples", "steps", "seed", "reference",
+                               "evaluator_version")
+
+
+def _common(f):
+    f = click.option("--db", default=None, metavar="URL-OR-PATH", help=DB_HELP)(f)
+    f = click.option("--min-seeds", type=click.IntRange(1), default=1, show_default=True,
+                     help="Only (model, method) pairs with at least this many seeds.")(f)
+    f = click.option("--where", "where", multiple=True, metavar="KEY=VALUE",
+                     help="Filter on a method/model/run field (unmasking, top_p, strategy, "
+                          "eta, t_switch, temperature, version, noise_schedule, num_samples,"
+                          " ...); VALUE may be a comma list. Repeatable.")(f)
+    f = click.option("--model", "models", multiple=True, metavar="MODEL_ID",
+                     help="Only these models (repeatable).")(f)
+    return f
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str] = (),
+                 min_seeds: int = 1):
+    """Store query + the report layer's filters (validated keys, numeric equality)."""
+    from bdgen.report.profiles import apply_where, parse_scalar, parse_where
+    from bdgen.store.api import Store
+
+    run_where: dict[str, list] = {}
+    rest = []
+    for item in where:
+        key = item.split("=", 1)[0].strip().replace("-", "_")
+        if key in RUN_FIELDS and "=" in item:
+            run_where.setdefault(key, []).extend(
+                parse_scalar(v) for v in item.split("=", 1)[1].split(","))
+        else:
+            rest.append(item)
+    store = Store.open(db)
+    try:
+        model = models[0] if len(models) == 1 else None
+        results = store.method_results(model=model, where=run_where, min_seeds=min_seeds)
+    finally:
+        store.close()
+    if models:
+        known = sorted({r.model for r in results})
+        missing = [m for m in models if m not in known] if len(models) > 1 else []
+        if missing:
+            raise BdgenError(f"unknown model(s) {', '.join(missing)}; known: "
+                             f"{', '.join(known) or 'none'}")
+        results = [r for r in results if r.model in models]
+    filters = parse_where(rest, results, extra_keys=RUN_FIELDS)
+    return apply_where(results, filters, min_seeds)
+
+
+def _verdict_map(results, expect):
+    if not expect:
+        return None, None
+    from bdgen.report.expectations import load_expectations, verdicts
+
+    ex = load_expectations(expect)
+    return ex, {r.label: verdicts(r, ex) for r in results}
+
+
+@click.command()
+@click.option("--profile", default="preferred", show_default=True, metavar="NAME|PATH",
+              help="Ranking profile: a shipped name (preferred, default) or a YAML file.")
+@click.option("--metric", "metric_cols", multiple=True, metavar="NAME",
+              help="Columns to show (default: the profile's). Repeatable.")
+@click.option("--top", type=click.IntRange(1), default=None, help="Show the first N rows.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--expect", default=None, metavar="FILE",
+              help="Expectation file: adds a verdict column.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Significance level of the tie test (default: profile's).")
+@_common
+def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, where, models):
+    """Rank (model, method) pairs by a ranking profile, noise-aware.
+
+    Hard constraints first, then the profile's priority metrics in order: results whose
+    difference on a priority is within seed noise (Welch t-test on per-seed values at
+    alpha) tie on it and are ordered by the next priority; the note column says so.
+    """
+    from bdgen.report.profiles import load_profile
+    from bdgen.report.ranking import rank
+    from bdgen.report.tables import leaderboard_table, render
+
+    prof = load_profile(profile)
+    results = load_results(db, models, where, min_seeds)
+    ex, vs = _verdict_map(results, expect)
+    table = leaderboard_table(rank(results, prof, alpha), list(metric_cols) or None, vs, top)
+    click.echo(render(table, fmt, _color()), nl=False)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--metric", "metric_rows", multiple=True, metavar="NAME",
+              help="Only these metrics (default: every displayed metric). Repeatable.")
+@click.option("--primary-only", is_flag=True, help="Hide diagnostic (KL) metrics.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True, help="Level of the Welch significance mark.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@_common
+def compare(names, metric_rows, primary_only, alpha, fmt, db, min_seeds, where, models):
+    """Side by side: methods (or model/method labels), grouped metrics, deltas vs the first.
+
+    A '*' marks a delta whose Welch t-test on the per-seed values has p < alpha.
+    """
+    from bdgen.report.tables import compare_table, render, resolve_names
+
+    if len(names) < 2:
+        raise BdgenError("compare needs at least two methods (or model/method labels)")
+    results = load_results(db, models, where, min_seeds)
+    chosen = resolve_names(names, results)
+    table = compare_table(chosen, alpha, primary_only, list(metric_rows) or None)
+    click.echo(render(table, fmt, _color()), nl=False)
+
+
+@click.command()
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output directory (default: the workspace's reports/).")
+@click.option("--legacy", is_flag=True,
+              help="Exactly the legacy comparison.md (no leaderboard/verdict sections).")
+@click.option("--profile", default="preferred", show_default=True, metavar="NAME|PATH",
+              help="Ranking profile of the leaderboard section.")
+@click.option("--expect", default=None, metavar="FILE", help="Adds a verdict section.")
+@click.option("--primary-only", is_flag=True, help="Hide diagnostic (KL) metrics.")
+@click.option("--no-html", is_flag=True, help="Write only comparison.md.")
+@_common
+def report(out_dir, legacy, profile, expect, primary_only, no_html, db, min_seeds, where,
+           models):
+    """Write comparison.md and comparison.html from the store (never edit them by hand)."""
+    from bdgen.report.document import write_report
+    from bdgen.report.expectations import load_expectations
+    from bdgen.report.profiles import load_profile
+
+    prof = None if legacy else load_profile(profile)
+    ex = load_expectations(expect) if expect and not legacy else None
+    results = load_results(db, models, where, min_seeds)
+    if not results:
+        raise BdgenError("no results in the store match (import or evaluate first)")
+    if out_dir is None:
+        from bdgen.pipeline.workspace import Workspace
+
+        out_dir = Workspace.find().reports_dir
+    paths = write_report(results, out_dir, legacy=legacy, profile=prof, expectations=ex,
+                         primary_only=primary_only, html=not no_html)
+    for p in paths:
+        click.echo(str(p))
+
+
+def _pick(names, results):
+    """Results for method names, labels or evaluation run ids (a run = that seed alone)."""
+    from bdgen.report.tables import resolve_names
+
+    by_run = {rid: (r, seed) for r in results for seed, rid in r.run_ids.items()}
+    by_run.update({rid: (r, seed) for r in results for seed, rid in r.mlflow_run_ids.items()})
+    out = []
+    for name in names:
+        if name in by_run:
+            r, seed = by_run[name]
+            out.append(single_seed(r, seed, name))
+        else:
+            out.extend(resolve_names([name], results))
+    return out
+
+
+def single_seed(result, seed: int, run_id: str):
+    """The result restricted to one seed's values (``Aggregate.values`` in seed order)."""
+    from dataclasses import replace
+
+    from bdgen.eval.aggregate import Aggregate
+
+    seeds = list(result.seeds)
+    i = seeds.index(seed)
+    metrics = {k: Aggregate.of([a.values[i]]) for k, a in result.metrics.items()
+               if len(a.values) == len(seeds)}
+    return replace(result, method=f"{result.method}@run{run_id}", metrics=metrics,
+                   seeds=(seed,), run_ids={seed: run_id})
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--expect", required=True, metavar="FILE",
+              help="Expectation file (YAML) or the name of a shipped one (v2_remasking).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_common
+def check(targets, expect, fmt, db, min_seeds, where, models):
+    """Judge METHOD|RUN... against an expectation file: pass / in-range / miss / fail.
+
+    Exits 1 when any metric fails (or is missing).
+    """
+    import json
+
+    from bdgen.report.comparison_md import format_agg
+    from bdgen.report.expectations import load_expectations, verdicts
+    from bdgen.report.metrics import metric_def, plain_display
+
+    ex = load_expectations(expect)
+    results = load_results(db, models, where, min_seeds)
+    chosen = _pick(targets, results)
+    failed = False
+    doc = []
+    for r in chosen:
+        vs = verdicts(r, ex)
+        failed |= any(v.failing for v in vs.values())
+        doc.append({"label": r.label, "verdicts": {
+            k: {"verdict": v.verdict, "mean": v.mean, "std": v.std, "n": v.n, "rule": v.rule}
+            for k, v in vs.items()}})
+        if fmt == "table":
+            click.echo(f"{r.label}  (expectations: {ex.name})")
+            for k, v in vs.items():
+                from bdgen.eval.aggregate import Aggregate
+
+                shown = "--" if v.mean is None else format_agg(
+                    Aggregate(v.mean, v.std or 0.0, v.n), metric_def(k).percent)
+                click.echo(f"  {v.verdict:<9} {plain_display(k):<28} {shown:<22} {v.rule}")
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+    if failed:
+        sys.exit(1)
