@@ -353,15 +353,14 @@ def generate_plan(num_rooms: int, d: _Draws, p: SyntheticParams) -> Plan:
 
 def generate_plans(num_graphs: int, seed: int = 0,
                    params: SyntheticParams | None = None) -> list[Plan]:
-    """``num_graphs`` plans, deterministic in (seed, params)."""
+    """``num_graphs`` plans, deterministic in (seed, params); a prefix of a longer run."""
     if num_graphs < 0:
         raise ValueError(f"num_graphs must be >= 0, got {num_graphs}")
     p = params or SyntheticParams()
-    rng = np.random.default_rng(seed)
-    probs = np.asarray(p.room_count_probs, dtype=float)
-    sizes = (rng.choice(len(probs), size=num_graphs, p=probs / probs.sum()) + MIN_ROOMS).tolist()
-    d = _Draws(rng)
-    return [generate_plan(n, d, p) for n in sizes]
+    sizes = list(range(MIN_ROOMS, MAX_ROOMS + 1))
+    d = _Draws(np.random.default_rng(seed))
+    # Sequential draws only, so the first k plans do not depend on num_graphs (prefix-stable).
+    return [generate_plan(d.choice(sizes, p.room_count_probs), d, p) for _ in range(num_graphs)]
 
 
 def generate_graphs(num_graphs: int = DEFAULT_NUM_GRAPHS, seed: int = 0,
