@@ -20,21 +20,13 @@ from typing import Any
 
 import torch
 
+from bdgen import __version__
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
 
 SAMPLES_FORMAT_VERSION = 1
 MODEL_KEYS = ("id", "sha256", "version", "noise", "dataset_hash", "dataset_id", "n_max",
               "split")
-
-
-def _bdgen_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("bdgen")
-    except Exception:  # not installed (running from a checkout)
-        return "0+unknown"
 
 
 def _now() -> str:
@@ -48,7 +40,7 @@ class SamplesFile:
     num_rooms: torch.Tensor   # int64 [N]
     method: str               # Method.format()
     method_config: dict       # Method.legacy_config()
-    model: dict               # {"id","sha256","version","noise","dataset_hash","dataset_id","n_max","split"}
+    model: dict               # MODEL_KEYS: id, sha256, version, noise, dataset_*, n_max, split
     seed: int
     steps: int
     num_samples: int
@@ -58,7 +50,7 @@ class SamplesFile:
 
     def __post_init__(self) -> None:
         if not self.bdgen_version:
-            self.bdgen_version = _bdgen_version()
+            self.bdgen_version = __version__
         if not self.created:
             self.created = _now()
 

@@ -1,0 +1,204 @@
+"""``bdgen generate``: one self-describing samples file per (model, method, seed).
+
+Everything that identifies the run comes from the checkpoint, never from command-line
+defaults: the model version (hence the ``v2_`` prefix of the method name), the noise
+schedule, n_max, the dataset identity and the room-count distribution (the legacy
+generator took model and noise from its CLI and mis-filed results, spec §10 item 23).
+
+All validation (method names and ranges, counts, device, checkpoint, output location)
+happens before any sampling, and each file is written atomically, so a bad invocation
+writes nothing and an interrupted one leaves no partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bdgen.data.samples_file import SamplesFile, save_samples
+from bdgen.diffusion.method import Method
+from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
+from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.schedules import make_schedule
+from bdgen.errors import BdgenError
+from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
+from bdgen.pipeline.workspace import Workspace
+from bdgen.util.hashing import file_sha256
+
+DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
+
+
+@dataclass
+class GenerateResult:
+    path: Path
+    sha256: str
+    model_id: str
+    method: str
+    seed: int
+    num_samples: int
+    steps: int
+    wall_s: float
+    samples_per_s: float
+    model_calls: int
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"42,123"`` -> ``[42, 123]`` (duplicates dropped, order kept)."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            s = int(part)
+        except ValueError:
+            raise BdgenError(f"bad seed {part!r} in --seeds {text!r} (want e.g. 42,123)") from None
+        if s < 0:
+            raise BdgenError(f"seeds must be >= 0, got {s}")
+        if s not in seeds:
+            seeds.append(s)
+    return seeds
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise BdgenError(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BdgenError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
+    """Parse names and give them the checkpoint's version (the ``v2_`` prefix)."""
+    if not names:
+        raise BdgenError("no --method given")
+    is_v2 = ckpt.version == "v2"
+    methods: list[Method] = []
+    for name in names:
+        m = Method.parse(name)
+        if m.v2 and not is_v2:
+            raise BdgenError(f"method {name!r} has the v2_ prefix but the checkpoint is a "
+                             f"{ckpt.version} model (the prefix comes from the checkpoint)")
+        m = dataclasses.replace(m, v2=is_v2)
+        if m not in methods:
+            methods.append(m)
+    return methods
+
+
+def process_for(ckpt: Checkpoint, device: torch.device) -> ForwardProcess:
+    """v1: the checkpoint's noise schedule; v2: its rate network (per-position process)."""
+    if ckpt.version == "v1":
+        return ScheduleProcess(make_schedule(ckpt.noise)).to(device)
+    if ckpt.version == "v2":
+        from bdgen.diffusion import process as proc_mod
+
+        factory = getattr(proc_mod, "RateNetworkProcess", None)
+        if factory is None or not hasattr(factory, "from_checkpoint"):
+            raise BdgenError("sampling a v2 checkpoint needs RateNetworkProcess.from_checkpoint "
+                             "(bdgen.diffusion.process), which is not available")
+        return factory.from_checkpoint(ckpt, device)
+    raise BdgenError(f"checkpoint version {ckpt.version!r} is not v1 or v2")
+
+
+def samples_path(out_root: Workspace | Path, mid: str, method: str, seed: int, n: int,
+                 steps: int) -> Path:
+    """The workspace path, or the same layout below an ``--out-dir``."""
+    if isinstance(out_root, Workspace):
+        return out_root.samples_path(mid, method, seed, n, steps)
+    ws = Workspace(Path(out_root))
+    rel = ws.samples_path(mid, method, seed, n, steps).relative_to(
+        ws.root / "artifacts" / "samples")
+    return Path(out_root) / rel
+
+
+def generate(model_path: str | Path, methods: Sequence[str],
+             seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000, steps: int = 100,
+             batch_size: int | None = None, device: str = "auto",
+             out_dir: str | Path | None = None, workspace: Workspace | None = None,
+             echo: Callable[[str], None] | None = print, progress: bool = True,
+             early_stop: bool = True) -> list[GenerateResult]:
+    """Sample every (method, seed) and write its samples file; returns one result per file."""
+    # ---- validation: nothing below this block runs on bad input ----
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise BdgenError(f"--steps must be an integer >= 1, got {steps!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise BdgenError(f"--num-samples must be an integer >= 1, got {num_samples!r}")
+    if batch_size is not None and batch_size < 1:
+        raise BdgenError(f"--batch-size must be >= 1, got {batch_size}")
+    seeds = list(seeds)
+    if not seeds or any(int(s) < 0 for s in seeds):
+        raise BdgenError(f"--seeds must be a non-empty list of integers >= 0, got {seeds}")
+    for name in methods:
+        Method.parse(name)  # name errors before touching the checkpoint
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(model_path)
+    parsed = resolve_methods(methods, ckpt)
+    model = build_denoiser(ckpt, dev)
+    process = process_for(ckpt, dev)
+    if len(ckpt.num_rooms_distribution) != ckpt.n_max:
+        raise BdgenError(f"checkpoint {model_path}: num_rooms_distribution has "
+                         f"{len(ckpt.num_rooms_distribution)} entries, n_max is {ckpt.n_max}")
+    draw_num_rooms(ckpt.num_rooms_distribution, 1, 0)  # validates the histogram
+    sha = file_sha256(model_path)
+    mid = model_id(ckpt, sha)
+    root: Workspace | Path = Path(out_dir) if out_dir is not None else (
+        workspace or Workspace.find())
+    model_info = {"id": mid, "sha256": sha, "version": ckpt.version, "noise": ckpt.noise,
+                  "dataset_hash": ckpt.dataset_hash, "dataset_id": ckpt.dataset_id,
+                  "n_max": ckpt.n_max, "split": ckpt.split}
+    jobs = [(m, s, samples_path(root, mid, m.format(), int(s), num_samples, steps))
+            for m in parsed for s in seeds]
+
+    # ---- work ----
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs) * num_samples, unit="sample", desc="generate", leave=False)
+    results: list[GenerateResult] = []
+    try:
+        for method, seed, path in jobs:
+            rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
+            done = [0]
+
+            def tick(n: int, done: list[int] = done) -> None:
+                if bar is not None:
+                    bar.update(n - done[0])
+                done[0] = n
+
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            out = sample(model, process, ckpt.vocab, rooms, method, steps, int(seed), dev,
+                         batch_size=batch_size, early_stop=early_stop, progress=tick)
+            wall = time.perf_counter() - start
+            rate = num_samples / wall if wall > 0 else float("inf")
+            sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
+                             method=method.format(), method_config=method.legacy_config(),
+                             model=model_info, seed=int(seed), steps=steps,
+                             num_samples=num_samples,
+                             timings={"wall_s": wall, "samples_per_s": rate,
+                                      "model_calls": out.model_calls,
+                                      "rows_evaluated": out.rows_evaluated,
+                                      "device": str(dev), "batch_size": batch_size or num_samples})
+            digest = save_samples(sf, path)
+            res = GenerateResult(path, digest, mid, method.format(), int(seed), num_samples, steps,
+                                 wall, rate, out.model_calls)
+            results.append(res)
+            if echo is not None:
+                msg = (f"{res.method} seed {seed}: {num_samples} samples x {steps} steps in "
+                       f"{wall:.1f} s ({rate:.1f} samples/s, {out.model_calls} model calls) "
+                       f"-> {path}")
+                if bar is not None:
+                    bar.write(msg)
+                else:
+                    echo(msg)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results

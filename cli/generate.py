@@ -1,0 +1,32 @@
+"""``bdgen generate``: sample a trained model with one or more methods and seeds."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint file (its version and noise schedule are used).")
+@click.option("--method", "methods", required=True, multiple=True,
+              help="Method name, e.g. llada_topp0.9_remdm_confidence_tsw1.0 (repeatable).")
+@click.option("--seeds", default="42,123,456,789,1337", show_default=True,
+              help="Comma-separated seeds; one samples file per seed.")
+@click.option("--num-samples", type=int, default=1000, show_default=True,
+              help="Samples per seed.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Sampling steps N.")
+@click.option("--batch-size", type=int, default=None,
+              help="Generation batch [default: all samples of a seed at once].")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(["auto", "cpu", "cuda"]), help="Sampling device.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Write below DIR/<model_id>/<method>/ instead of the workspace.")
+def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples: int,
+             steps: int, batch_size: int | None, device: str, out_dir: str | None) -> None:
+    """Write one self-describing samples file per (model, method, seed)."""
+    from bdgen.pipeline.generate import generate as run_generate
+    from bdgen.pipeline.generate import parse_seeds
+
+    run_generate(model_path, list(methods), parse_seeds(seeds), num_samples=num_samples,
+                 steps=steps, batch_size=batch_size, device=device, out_dir=out_dir,
+                 echo=click.echo)
