@@ -1,0 +1,83 @@
+"""Small PNGs logged with tracked runs: bubble-diagram renders and metric bars.
+
+Only for browsing runs in MLflow (a glance at what a method generates); reports proper live in
+``bdgen.report``. matplotlib runs headless (Agg) and files are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bdgen.data.graph import Graph
+from bdgen.data.vocab import NODE_SHORT, RELATIONS
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=80)
+    os.replace(tmp, path)
+    return path
+
+
+def render_bubbles(graphs: Sequence[Graph], path: str | Path, title: str = "",
+                   max_graphs: int = 6) -> Path:
+    """A grid of up to ``max_graphs`` bubble diagrams (rooms labelled by type, edges by
+    relation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    shown = list(graphs)[:max_graphs] or [Graph((), ())]
+    cols = min(3, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, g in zip(axes.flat, shown):
+        ax.set_axis_off()
+        nxg = nx.Graph()
+        nxg.add_nodes_from(range(g.num_rooms))
+        for i, j, rel in g.edge_triples:
+            if rel < len(RELATIONS):
+                nxg.add_edge(i, j, rel=RELATIONS[rel])
+        pos = nx.spring_layout(nxg, seed=0) if g.num_rooms else {}
+        labels = {i: NODE_SHORT[t] if 0 <= t < len(NODE_SHORT) else "?"
+                  for i, t in enumerate(g.node_types)}
+        nx.draw_networkx(nxg, pos, ax=ax, labels=labels, node_color="#9ecae1",
+                         node_size=700, font_size=7, edge_color="#777777")
+        nx.draw_networkx_edge_labels(nxg, pos, ax=ax, font_size=5,
+                                     edge_labels=nx.get_edge_attributes(nxg, "rel"))
+        ax.set_title(f"{g.num_rooms} rooms", fontsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save(fig, Path(path))
+    finally:
+        plt.close(fig)
+
+
+def metric_bars(metrics: Mapping[str, float], path: str | Path, title: str = "") -> Path:
+    """Horizontal bars of a few headline metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.0))
+    ax.barh(names, [metrics[n] for n in names], color="#3182bd")
+    ax.invert_yaxis()
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save(fig, Path(path))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,161 @@
+"""``bdgen db upgrade|current|downgrade`` and ``bdgen import-legacy PATH...``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+DB_HELP = ("Store: a SQLAlchemy URL or a SQLite file path "
+           "(default: $BDGEN_DB_URL, else the workspace's bdgen.db).")
+
+
+def db_option(f):
+    return click.option("--db", "db", default=None, metavar="URL-OR-PATH", help=DB_HELP)(f)
+
+
+def _engine(db: str | None):
+    from bdgen.store.engine import make_engine, resolve_url
+
+    url = resolve_url(db)
+    return url, make_engine(url)
+
+
+def _connect_error(url: str, exc: Exception):
+    from bdgen.errors import BdgenError
+    from bdgen.store.engine import redact
+
+    msg = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return BdgenError(f"cannot open store {redact(url)}: {msg[0] if msg else exc}")
+
+
+@click.group()
+def db() -> None:
+    """Manage the results store's schema (Alembic revisions in migrations/)."""
+
+
+@db.command()
+@click.argument("revision", default="head")
+@db_option
+def upgrade(revision: str, db: str | None) -> None:
+    """Upgrade the store to REVISION (default: head)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bdgen.store import migrate
+    from bdgen.store.engine import redact
+
+    url, engine = _engine(db)
+    try:
+        rev = migrate.upgrade(engine, revision)
+    except DBAPIError as exc:
+        raise _connect_error(url, exc) from None
+    finally:
+        engine.dispose()
+    click.echo(f"{redact(url)}: at revision {rev}")
+
+
+@db.command()
+@click.argument("revision", default="-1")
+@db_option
+def downgrade(revision: str, db: str | None) -> None:
+    """Downgrade the store to REVISION (default: one step back; 'base' empties it)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bdgen.store import migrate
+    from bdgen.store.engine import redact
+
+    url, engine = _engine(db)
+    try:
+        rev = migrate.downgrade(engine, revision)
+    except DBAPIError as exc:
+        raise _connect_error(url, exc) from None
+    finally:
+        engine.dispose()
+    click.echo(f"{redact(url)}: at revision {rev or 'base (empty)'}")
+
+
+@db.command()
+@db_option
+def current(db: str | None) -> None:
+    """Show the store's schema revision and the code's head revision (writes nothing)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bdgen.store import migrate
+    from bdgen.store.engine import redact
+
+    url, engine = _engine(db)
+    try:
+        rev = migrate.current_revision(engine)
+    except DBAPIError as exc:
+        raise _connect_error(url, exc) from None
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    if rev is None:
+        state = "empty (created on first use)"
+    elif rev == head:
+        state = "up to date"
+    elif rev in migrate.known_revisions():
+        state = "older than the code (upgraded on first use)"
+    else:
+        state = "UNKNOWN revision, newer than this bdgen: refused"
+    click.echo(f"{redact(url)}: revision {rev or 'none'} (head {head}): {state}")
+
+
+@click.command("import-legacy")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--schedule", default=None,
+              help="Noise schedule of the files' model (linear, loglinear, cosine, learned) "
+                   "when no schedule folder (e.g. loglinear_noise_sc) is above them.")
+@db_option
+@click.option("--no-mlflow", is_flag=True,
+              help="Do not log the imported runs to MLflow (default: one MLflow run per "
+                   "method and seed, tagged legacy-import; needs a workspace or "
+                   "$MLFLOW_TRACKING_URI).")
+def import_legacy(paths: tuple[str, ...], schedule: str | None, db: str | None,
+                  no_mlflow: bool) -> None:
+    """Import legacy format_version 2 result JSON files (files or directory trees).
+
+    Idempotent: files already imported are reported as skipped. A malformed file is
+    reported with its reason and the others are still imported; the exit status is
+    non-zero if any file failed.
+    """
+    from bdgen.store.api import Store
+    from bdgen.store.legacy_import import import_paths
+
+    tracker = _legacy_tracker(no_mlflow)  # before any write: an unreachable server fails here
+    store = Store.open(db)
+    try:
+        reports = import_paths(store, paths, schedule)
+        if tracker.enabled:
+            from bdgen.pipeline.legacy_tracking import log_legacy_reports
+
+            created = log_legacy_reports(store, tracker, reports)
+            click.echo(f"MLflow: {created} legacy-import run(s) created ({tracker.uri})")
+    finally:
+        store.close()
+    for r in reports:
+        click.echo(r.line(), err=r.status == "failed")
+    n = {k: sum(r.status == k for r in reports) for k in ("added", "skipped", "failed")}
+    click.echo(f"{n['added']} file(s) added, {n['skipped']} skipped, {n['failed']} failed")
+    if n["failed"]:
+        sys.exit(1)
+
+
+def _legacy_tracker(no_mlflow: bool):
+    """The workspace's (or $MLFLOW_TRACKING_URI's) tracker; without either, imports go to the
+    store only, as with --no-mlflow."""
+    import os
+
+    from bdgen.errors import BdgenError
+    from bdgen.pipeline.jobs import tracker_for
+    from bdgen.pipeline.workspace import Workspace
+    from bdgen.tracking import NullTracker
+
+    try:
+        ws = Workspace.find()
+    except BdgenError:
+        ws = None
+    if ws is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return NullTracker()
+    return tracker_for(ws, no_mlflow)
