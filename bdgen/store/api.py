@@ -191,10 +191,7 @@ class Store:
         """A read-only session (SQLite: deferred ``BEGIN``, so it never waits for writers)."""
         with self._sessions() as s:
             s.connection(execution_options={READONLY_OPTION: True})
-            try:
-                yield s
-            finally:
-                s.rollback()
+            yield s  # closing the session ends (rolls back) the read transaction
 
     # --- identities ----------------------------------------------------------------------
     @staticmethod

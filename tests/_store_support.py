@@ -1,0 +1,130 @@
+"""Shared fixtures and subprocess workers for the store tests (tests/test_store_*.py).
+
+``store_url`` runs a test on SQLite (a fresh file) and on PostgreSQL (a fresh database on
+the server of ``$BDGEN_TEST_PG_URL``, skipped when unset). Workers live here, not in a test
+module, so that spawned processes import them without importing torch via conftest.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_ENV = "BDGEN_TEST_PG_URL"
+
+
+def _pg_admin_conninfo(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def fresh_pg_url() -> tuple[str, str]:
+    """(URL of a new empty database, its name) on the test PostgreSQL server."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} not set (run scripts/test.sh for PostgreSQL tests)")
+    name = f"bdgen_t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(_pg_admin_conninfo(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(base).set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_admin_conninfo(os.environ[PG_ENV]), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path):
+    """A URL of a fresh, empty store on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url, name = fresh_pg_url()
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def store(store_url):
+    from bdgen.store.api import Store
+
+    s = Store.open(store_url)
+    yield s
+    s.close()
+
+
+MODEL = "v1-loglinear-0123456789"
+METHOD = "llada_topp0.9_no_remask"
+
+
+def make_generation_run(store, seed: int = 42, method: str = METHOD, model: str = MODEL,
+                        num_samples: int = 100, steps: int = 10) -> int:
+    store.get_or_create_model(model, "v1", "loglinear")
+    gid = store.start_generation_run(model, method, seed, num_samples, steps)
+    store.finish_generation_run(gid, "0" * 64, f"/samples/{seed}.pt")
+    return gid
+
+
+def sample_metrics(i: int) -> dict[str, float]:
+    """A small but realistic per-seed metric dict (legacy keys + a nested stratified one)."""
+    return {"eval/validity_rate": 1.0 - i * 1e-4, "eval/node_js": 0.01 * (i % 7),
+            "eval/edge_tv": 0.5 + i * 1e-3, "eval/num_sample_modes": float(20 + i % 5),
+            "validity_by_num_rooms": {"8": {"overall": 0.9}}}
+
+
+# --- subprocess workers (multiprocessing, spawn) -------------------------------------------
+def worker_record(url: str, generation_run_ids: list[int], queue) -> None:
+    """Record one evaluation per generation run; report (ok, error) to ``queue``."""
+    try:
+        from bdgen.store.api import Store
+
+        store = Store.open(url)
+        for gid in generation_run_ids:
+            store.record_evaluation(gid, sample_metrics(gid))
+        store.close()
+        queue.put(("ok", len(generation_run_ids)))
+    except BaseException as exc:  # reported to the parent, which fails the test
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def worker_open_and_generate(url: str, seed: int, queue) -> None:
+    """Open a (possibly brand new) store and create shared identities + one run."""
+    try:
+        from bdgen.store.api import Store
+
+        store = Store.open(url)
+        make_generation_run(store, seed=seed)
+        store.close()
+        queue.put(("ok", seed))
+    except BaseException as exc:
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def worker_half_write(url: str, generation_run_id: int, ready) -> None:
+    """Start an evaluation transaction, write half the metrics, then hang until killed."""
+    import time
+
+    from bdgen.store.api import Store
+    from bdgen.store.models import EvaluationRun, MetricValue
+
+    store = Store.open(url)
+    with store.session() as s:
+        ev = EvaluationRun(generation_run_pk=generation_run_id, reference="train",
+                           evaluator_version="bdgen-0.1.0", status="running")
+        s.add(ev)
+        s.flush()
+        pk = store._metric_pk(s, "validity_rate")
+        s.execute(MetricValue.__table__.insert(),
+                  [{"evaluation_run_pk": ev.id, "metric_pk": pk, "value": 0.5}])
+        s.flush()
+        ready.set()
+        time.sleep(600)
