@@ -212,8 +212,9 @@ def test_cli_errors(tmp_path):
     assert res.exit_code == 2 and "not found" in res.output
 
 
-def test_cli_prepare_needs_workspace_without_out(tmp_path):
-    runner = CliRunner(env={"BDGEN_WORKSPACE": None})
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        res = runner.invoke(cli, ["data", "prepare", "--num-graphs", "10"])
-        assert res.exit_code == 2 and "not inside a bdgen workspace" in res.output
+def test_cli_prepare_needs_workspace_without_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no bdgen.toml here or above
+    res = CliRunner(env={"BDGEN_WORKSPACE": None}).invoke(
+        cli, ["data", "prepare", "--num-graphs", "10"])
+    assert res.exit_code == 2 and "not inside a bdgen workspace" in res.output
+    assert not list(tmp_path.iterdir())
