@@ -27,6 +27,11 @@ class RateNetworkProcess:
     def __init__(self, rate_network: RateNetwork) -> None:
         self.rate_network = rate_network.eval()
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: Any, device: str | torch.device = "cpu") -> RateNetworkProcess:
+        """The process of a v2 checkpoint, rebuilt from the checkpoint alone."""
+        return cls(build_rate_network(ckpt, device))
+
     def to(self, device: torch.device | str) -> RateNetworkProcess:
         self.rate_network = self.rate_network.to(device)
         return self
@@ -66,7 +71,7 @@ def process_from_checkpoint(ckpt: Any, device: str | torch.device = "cpu") -> Fo
     """The forward process a checkpoint was trained with, built from the checkpoint alone:
     v2 → :class:`RateNetworkProcess`, v1 → :class:`ScheduleProcess` of its noise schedule."""
     if is_v2_checkpoint(ckpt):
-        return RateNetworkProcess(build_rate_network(ckpt, device))
+        return RateNetworkProcess.from_checkpoint(ckpt, device)
     from bdgen.diffusion.schedules import make_schedule
 
     return ScheduleProcess(make_schedule(ckpt.noise)).to(device)

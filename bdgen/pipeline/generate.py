@@ -95,13 +95,9 @@ def process_for(ckpt: Checkpoint, device: torch.device) -> ForwardProcess:
     if ckpt.version == "v1":
         return ScheduleProcess(make_schedule(ckpt.noise)).to(device)
     if ckpt.version == "v2":
-        from bdgen.diffusion import process as proc_mod
+        from bdgen.diffusion.process_v2 import RateNetworkProcess
 
-        factory = getattr(proc_mod, "RateNetworkProcess", None)
-        if factory is None or not hasattr(factory, "from_checkpoint"):
-            raise BdgenError("sampling a v2 checkpoint needs RateNetworkProcess.from_checkpoint "
-                             "(bdgen.diffusion.process), which is not available")
-        return factory.from_checkpoint(ckpt, device)
+        return RateNetworkProcess.from_checkpoint(ckpt, device)
     raise BdgenError(f"checkpoint version {ckpt.version!r} is not v1 or v2")
 
 
