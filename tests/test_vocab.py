@@ -36,7 +36,12 @@ def test_vocab_config_sizes(n_max, n_edges, seq_len):
     assert (vc.n_edges, vc.seq_len) == (n_edges, seq_len)
 
 
-@pytest.mark.parametrize("bad", [0, 1, -3, 2.5, "8"])
+def test_vocab_config_accepts_numpy_integers():
+    vc = VocabConfig(np.int64(8))
+    assert vc == RPLAN_VOCAB and type(vc.n_max) is int and hash(vc) == hash(RPLAN_VOCAB)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -3, 2.5, "8", True, np.float64(8.0)])
 def test_vocab_config_rejects_bad_n_max(bad):
     with pytest.raises(ValueError):
         VocabConfig(bad)

@@ -6,6 +6,7 @@ depends on the vocabulary. Everything else imports from here.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -121,8 +122,11 @@ class VocabConfig:
     n_max: int = 8
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_max, int) or self.n_max < 2:
+        # numpy integers (e.g. read back from arrays) are accepted and stored as int.
+        if isinstance(self.n_max, bool) or not isinstance(self.n_max, numbers.Integral) \
+                or self.n_max < 2:
             raise ValueError(f"n_max must be an integer >= 2, got {self.n_max!r}")
+        object.__setattr__(self, "n_max", int(self.n_max))
 
     @property
     def n_edges(self) -> int:
