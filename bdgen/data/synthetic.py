@@ -23,9 +23,14 @@ One plan is built in four steps:
    is joined to its parent; the relation of each edge ``(u, v)``, ``u < v``, is
    ``relation_from_boxes(box_u, box_v)``.
 
-Room order within a graph (documented, deterministic): rooms sorted by type index (so the
-LivingRoom is always room 0), ties broken by the box centre in reading order (top to
-bottom, then left to right).
+Room order within a graph (documented, deterministic): the LivingRoom is room 0, the other
+rooms follow by *descending* type index (Wall-in, Storage, ..., MasterRoom), ties broken by
+the box centre in reading order (top to bottom, then left to right). Why descending: the
+small rooms that sit inside bedrooms (Wall-in, Storage, an en-suite Bathroom) then come
+before their container and read ``inside``, while rooms inside the LivingRoom's box read
+``surrounding`` from room 0, so both containment relations are well represented (with an
+ascending order ``inside`` would almost never occur and its class weight, spec §1.8, would
+explode). Directional relations are balanced either way.
 
 Coordinates are integers (image convention: y grows downwards), so every equality test
 of the relation rule is exact. Everything is drawn from one ``numpy.random.Generator``
@@ -340,8 +345,9 @@ def generate_plan(num_rooms: int, d: _Draws, p: SyntheticParams) -> Plan:
             corner = d.choice([c for c in range(4) if c not in used])
             used.append(corner)
             boxes[k] = _nested_box(boxes[j], corner, d)
-    # Canonical room order: by type, then box centre in reading order.
-    order = sorted(range(num_rooms), key=lambda k: (types[k], boxes[k][1] + boxes[k][3],
+    # Canonical room order: LivingRoom, then by descending type, then reading order.
+    order = sorted(range(num_rooms), key=lambda k: (types[k] != LIVING_ROOM, -types[k],
+                                                     boxes[k][1] + boxes[k][3],
                                                      boxes[k][0] + boxes[k][2]))
     rank = {old: new for new, old in enumerate(order)}
     return Plan(
