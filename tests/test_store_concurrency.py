@@ -1,0 +1,119 @@
+"""Concurrent writers (spawned processes) and a writer killed mid-transaction, per backend."""
+# ruff: noqa: F811  (pytest fixtures imported from _store_support are redefined as arguments)
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+
+import pytest
+from _store_support import (  # noqa: F401  (fixtures)
+    METHOD,
+    MODEL,
+    make_generation_run,
+    sample_metrics,
+    store_url,
+    worker_half_write,
+    worker_open_and_generate,
+    worker_record,
+)
+from sqlalchemy import func, select
+
+from bdgen.eval.registry import METRICS
+from bdgen.store import migrate
+from bdgen.store.api import Store, code_version
+from bdgen.store.models import EvaluationRun, GenerationRun, MetricDefinition, MetricValue
+
+PROCESSES = 8
+RUNS_EACH = 200
+TIMEOUT_S = 300
+
+
+def _collect(procs, queue) -> list[tuple[str, object]]:
+    results = [queue.get(timeout=TIMEOUT_S) for _ in procs]
+    for p in procs:
+        p.join(TIMEOUT_S)
+        assert p.exitcode == 0
+    return results
+
+
+def _bulk_generation_runs(store: Store, n: int) -> list[int]:
+    """n succeeded generation runs (seeds 0..n-1), inserted in one statement."""
+    model_pk = store.get_or_create_model(MODEL, "v1", "loglinear")
+    method_pk = store.get_or_create_method(METHOD)
+    rows = [{"model_pk": model_pk, "method_pk": method_pk, "seed": i, "num_samples": 100,
+             "steps": 10, "status": "succeeded", "no_mlflow": True, "provenance": "bdgen",
+             "code_version": code_version()} for i in range(n)]
+    with store.session() as s:
+        s.execute(GenerationRun.__table__.insert(), rows)
+        return list(s.scalars(select(GenerationRun.id).order_by(GenerationRun.seed)))
+
+
+@pytest.mark.slow
+def test_eight_processes_record_200_evaluations_each(store_url):
+    store = Store.open(store_url)
+    gids = _bulk_generation_runs(store, PROCESSES * RUNS_EACH)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=worker_record,
+                         args=(store_url, gids[i * RUNS_EACH:(i + 1) * RUNS_EACH], queue))
+             for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    results = _collect(procs, queue)
+    assert results == [("ok", RUNS_EACH)] * PROCESSES, results
+    with store.read_session() as s:
+        per_gen = dict(s.execute(select(EvaluationRun.generation_run_pk, func.count())
+                                 .group_by(EvaluationRun.generation_run_pk)).all())
+        statuses = set(s.scalars(select(EvaluationRun.status)))
+        n_values = s.scalar(select(func.count()).select_from(MetricValue))
+    assert per_gen == {g: 1 for g in gids}  # none lost, none duplicated
+    assert statuses == {"succeeded"}
+    assert n_values == PROCESSES * RUNS_EACH * 5
+    # the values are those each process wrote for its runs
+    seeds = store.per_seed_values(MODEL, METHOD, "eval/edge_tv")
+    assert seeds == {i: sample_metrics(g)["eval/edge_tv"] for i, g in enumerate(gids)}
+    store.close()
+
+
+@pytest.mark.slow
+def test_concurrent_first_use_migrates_once_and_shares_identities(store_url):
+    n = 4
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=worker_open_and_generate, args=(store_url, seed, queue))
+             for seed in range(n)]
+    for p in procs:
+        p.start()
+    results = _collect(procs, queue)
+    assert sorted(results) == [("ok", s) for s in range(n)], results
+    with Store.open(store_url) as store:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        counts = store.counts()
+        with store.read_session() as s:
+            assert s.scalar(select(func.count()).select_from(MetricDefinition).where(
+                MetricDefinition.name.in_(list(METRICS)))) == len(METRICS)
+    assert (counts["models"], counts["methods"], counts["generation_runs"]) == (1, 1, n)
+
+
+def test_writer_killed_mid_transaction_leaves_nothing_and_rerun_succeeds(store_url):
+    store = Store.open(store_url)
+    gid = make_generation_run(store)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=worker_half_write, args=(store_url, gid, ready))
+    p.start()
+    try:
+        assert ready.wait(TIMEOUT_S), "worker never reached the middle of its transaction"
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.join(TIMEOUT_S)
+    assert p.exitcode == -signal.SIGKILL
+    counts = store.counts()
+    assert counts["evaluation_runs"] == 0 and counts["metric_values"] == 0
+    ev = store.record_evaluation(gid, sample_metrics(1))  # the re-run takes the lock and wins
+    with store.read_session() as s:
+        assert s.get(EvaluationRun, ev).status == "succeeded"
+    assert store.counts()["metric_values"] == 5
+    store.close()
