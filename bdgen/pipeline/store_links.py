@@ -120,3 +120,19 @@ def legacy_rows(store: Store, source_sha256: str) -> list[ImportedRun]:
             .where(EvaluationRun.source_sha256 == source_sha256)
             .order_by(GenerationRun.seed)).all()
     return [ImportedRun(*r) for r in rows]
+
+
+def generation_row(store: Store, model_id: str, method: str, seed: int, num_samples: int,
+                   steps: int) -> dict | None:
+    """The generation row of an identity as a dict (id, status, samples_path, samples_sha256,
+    mlflow_run_id), or None."""
+    with store.read_session() as s:
+        row = s.execute(
+            select(GenerationRun.id, GenerationRun.status, GenerationRun.samples_path,
+                   GenerationRun.samples_sha256, GenerationRun.mlflow_run_id)
+            .join(Model, GenerationRun.model_pk == Model.id)
+            .join(Method, GenerationRun.method_pk == Method.id)
+            .where(Model.model_id == model_id, Method.name == method,
+                   GenerationRun.seed == seed, GenerationRun.num_samples == num_samples,
+                   GenerationRun.steps == steps)).one_or_none()
+    return dict(row._mapping) if row else None
