@@ -21,12 +21,29 @@ import click
               type=click.Choice(["auto", "cpu", "cuda"]), help="Sampling device.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Write below DIR/<model_id>/<method>/ instead of the workspace.")
+@click.option("--no-mlflow", is_flag=True,
+              help="Do not log to MLflow (recorded on the store rows).")
+@click.option("--force", is_flag=True,
+              help="Redo runs the store already has (default: skip them).")
 def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples: int,
-             steps: int, batch_size: int | None, device: str, out_dir: str | None) -> None:
-    """Write one self-describing samples file per (model, method, seed)."""
+             steps: int, batch_size: int | None, device: str, out_dir: str | None,
+             no_mlflow: bool, force: bool) -> None:
+    """Write one self-describing samples file per (model, method, seed).
+
+    In a workspace each (method, seed) is one tracked run: an MLflow run, a generation row
+    in the store and a DVC-tracked samples file. With --out-dir files are only written.
+    """
     from bdgen.pipeline.generate import generate as run_generate
     from bdgen.pipeline.generate import parse_seeds
 
+    if out_dir is None:
+        from bdgen.pipeline.jobs import tracked_generate
+        from bdgen.pipeline.workspace import Workspace
+
+        tracked_generate(Workspace.find(), model_path, list(methods), parse_seeds(seeds),
+                         num_samples, steps, batch_size=batch_size, device=device,
+                         no_mlflow=no_mlflow, force=force, echo=click.echo)
+        return
     run_generate(model_path, list(methods), parse_seeds(seeds), num_samples=num_samples,
                  steps=steps, batch_size=batch_size, device=device, out_dir=out_dir,
                  echo=click.echo)
