@@ -17,9 +17,6 @@ from bdgen.errors import BdgenError
 
 DB_HELP = ("Store: a SQLAlchemy URL or a SQLite file path "
            "(default: $BDGEN_DB_URL, else the workspace's bdgen.db).")
-#: Filters on evaluation/generation runs, applied by the store query itself.
-RUN_FIELDS: tuple[str, ...] = ("num_samples", "steps", "seed", "reference",
-                               "evaluator_version")
 
 
 def _common(f):
@@ -40,44 +37,55 @@ def _color() -> bool:
 
 
 def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str] = (),
-                 min_seeds: int = 1):
-    """Store query + the report layer's filters (validated keys, numeric equality)."""
-    from bdgen.report.profiles import apply_where, parse_scalar, parse_where
-    from bdgen.store.api import Store
+                 min_seeds: int = 1, metrics: Sequence[str] | None = None):
+    """Store query + the report layer's filters.
 
-    run_where: dict[str, list] = {}
-    rest = []
-    for item in where:
-        key = item.split("=", 1)[0].strip().replace("-", "_")
-        if key in RUN_FIELDS and "=" in item:
-            run_where.setdefault(key, []).extend(
-                parse_scalar(v) for v in item.split("=", 1)[1].split(","))
-        else:
-            rest.append(item)
+    ``where`` keys the store can filter in SQL (method, model and run fields) are pushed
+    down; other keys (e.g. fields only some models carry) are applied here. Unknown keys
+    are an error listing the valid ones. ``metrics`` restricts the metrics loaded (composites
+    are expanded into their components).
+    """
+    from bdgen.report.profiles import apply_where, check_where_keys, known_fields, split_where
+    from bdgen.store.api import Store
+    from bdgen.store.queries import WHERE_COLUMNS
+
+    filters = split_where(where)
+    sql_where = {k: v for k, v in filters.items() if k in WHERE_COLUMNS}
+    rest = {k: v for k, v in filters.items() if k not in WHERE_COLUMNS}
+    if len(models) > 1:
+        sql_where["model"] = list(models)
     store = Store.open(db)
     try:
-        model = models[0] if len(models) == 1 else None
-        results = store.method_results(model=model, where=run_where, min_seeds=min_seeds)
+        results = store.method_results(model=models[0] if len(models) == 1 else None,
+                                       where=sql_where, min_seeds=min_seeds,
+                                       metrics=_expand(metrics))
     finally:
         store.close()
-    if models:
-        known = sorted({r.model for r in results})
-        missing = [m for m in models if m not in known] if len(models) > 1 else []
-        if missing:
-            raise BdgenError(f"unknown model(s) {', '.join(missing)}; known: "
-                             f"{', '.join(known) or 'none'}")
-        results = [r for r in results if r.model in models]
-    filters = parse_where(rest, results, extra_keys=RUN_FIELDS)
-    return apply_where(results, filters, min_seeds)
+    check_where_keys(rest, set(WHERE_COLUMNS) | set(known_fields(results)))
+    return apply_where(results, rest, min_seeds)
 
 
-def _verdict_map(results, expect):
+def _expand(metrics: Sequence[str] | None) -> list[str] | None:
+    """Stored metrics behind ``metrics`` (composites -> components); None = all."""
+    if metrics is None:
+        return None
+    from bdgen.eval.registry import COMPOSITES
+    from bdgen.report.metrics import metric_def
+
+    out: list[str] = []
+    for m in metrics:
+        for name in COMPOSITES.get(m, (metric_def(m).name,)):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _load_expectations(expect):
     if not expect:
-        return None, None
-    from bdgen.report.expectations import load_expectations, verdicts
+        return None
+    from bdgen.report.expectations import load_expectations
 
-    ex = load_expectations(expect)
-    return ex, {r.label: verdicts(r, ex) for r in results}
+    return load_expectations(expect)
 
 
 @click.command()
@@ -104,9 +112,13 @@ def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, wh
     from bdgen.report.ranking import rank
     from bdgen.report.tables import leaderboard_table, render
 
+    from bdgen.report.expectations import verdicts
+
     prof = load_profile(profile)
-    results = load_results(db, models, where, min_seeds)
-    ex, vs = _verdict_map(results, expect)
+    ex = _load_expectations(expect)
+    needed = prof.metrics + list(metric_cols) + ([e.metric for e in ex.items] if ex else [])
+    results = load_results(db, models, where, min_seeds, metrics=needed)
+    vs = {r.label: verdicts(r, ex) for r in results} if ex else None
     table = leaderboard_table(rank(results, prof, alpha), list(metric_cols) or None, vs, top)
     click.echo(render(table, fmt, _color()), nl=False)
 
@@ -128,10 +140,22 @@ def compare(names, metric_rows, primary_only, alpha, fmt, db, min_seeds, where, 
     """
     from bdgen.report.tables import compare_table, render, resolve_names
 
+    from bdgen.diffusion.method import Method
+
     if len(names) < 2:
         raise BdgenError("compare needs at least two methods (or model/method labels)")
-    results = load_results(db, models, where, min_seeds)
-    chosen = resolve_names(names, results)
+    methods = [n.rsplit("/", 1)[-1] for n in names]
+    try:
+        for m in methods:
+            Method.parse(m)
+        narrowed = list(where) + ["method=" + ",".join(methods)]
+    except BdgenError:
+        narrowed = list(where)  # a model id among the names: load everything
+    try:
+        chosen = resolve_names(names, load_results(db, models, narrowed, min_seeds))
+    except BdgenError:
+        # Unknown name: reload without narrowing so the error lists the closest known names.
+        chosen = resolve_names(names, load_results(db, models, where, min_seeds))
     table = compare_table(chosen, alpha, primary_only, list(metric_rows) or None)
     click.echo(render(table, fmt, _color()), nl=False)
 

@@ -220,23 +220,33 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 # --- filters -------------------------------------------------------------------------------
-def parse_where(items: Sequence[str], results: Sequence[MethodResult],
-                extra_keys: Sequence[str] = ()) -> dict[str, list]:
-    """``["unmasking=llada", "t_switch=0.5,1.0"]`` -> ``{key: [accepted values]}``.
-
-    Unknown keys raise :class:`BdgenError` listing the valid ones (``extra_keys``: keys
-    the caller handles elsewhere, listed as valid).
-    """
-    valid = sorted(set(known_fields(results)) | set(extra_keys))
+def split_where(items: Sequence[str]) -> dict[str, list]:
+    """``["unmasking=llada", "t_switch=0.5,1.0"]`` -> ``{key: [accepted values]}`` (no
+    validation of the keys)."""
     out: dict[str, list] = {}
     for item in items:
         if "=" not in item:
             raise BdgenError(f"--where {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
+        out.setdefault(key, []).extend(parse_scalar(v) for v in raw.split(","))
+    return out
+
+
+def check_where_keys(keys: Iterable[str], valid: Iterable[str]) -> None:
+    """:class:`BdgenError` listing the valid keys when a key is not one of them."""
+    valid = sorted(set(valid))
+    for key in keys:
         if key not in valid:
             raise BdgenError(f"--where: unknown key {key!r}; valid keys: {', '.join(valid)}")
-        out.setdefault(key, []).extend(parse_scalar(v) for v in raw.split(","))
+
+
+def parse_where(items: Sequence[str], results: Sequence[MethodResult],
+                extra_keys: Sequence[str] = ()) -> dict[str, list]:
+    """:func:`split_where` with the keys validated against the results' fields (and
+    ``extra_keys``, keys the caller handles elsewhere)."""
+    out = split_where(items)
+    check_where_keys(out, set(known_fields(results)) | set(extra_keys))
     return out
 
 
@@ -270,5 +280,5 @@ def _n_seeds(r: MethodResult) -> int:
 
 __all__ = [
     "Constraint", "Priority", "Profile", "load_profile", "profile_from_dict", "builtin_profiles",
-    "parse_where", "apply_where", "known_fields", "field_value", "values_equal",
+    "parse_where", "split_where", "check_where_keys", "apply_where", "known_fields", "field_value", "values_equal",
 ]
