@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,11 +20,20 @@ def n_max_from_seq_len(seq_len: int) -> int:
 
 
 def mask_tokens(seq_len: int, device: torch.device | str = "cpu") -> Tensor:
-    """``[S]`` int64: the MASK token of every slot (13 on node slots, 11 on edge slots)."""
+    """``[S]`` int64: the MASK token of every slot (13 on node slots, 11 on edge slots).
+
+    Cached per (length, device) so a training step launches no kernels for it; treat the
+    result as read-only.
+    """
+    return _mask_tokens(seq_len, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=32)
+def _mask_tokens(seq_len: int, device: str) -> Tensor:
     n = n_max_from_seq_len(seq_len)
-    out = torch.full((seq_len,), EDGE_MASK, dtype=torch.long, device=device)
+    out = torch.full((seq_len,), EDGE_MASK, dtype=torch.long)
     out[:n] = NODE_MASK
-    return out
+    return out.to(device)
 
 
 def forward_mask(x0: Tensor, pad_mask: Tensor, alpha: Tensor,

@@ -1,0 +1,178 @@
+"""``bdgen train`` (v1): load a prepared dataset, train, write checkpoints atomically, resume.
+
+Where checkpoints go: a model's id depends on the final checkpoint's sha256, which is not
+known while training, so a run writes into a *run directory* derived from what determines
+its trajectory::
+
+    <workspace>/artifacts/models/<run-name>/
+    run-name = v1-<noise>-<dataset_hash[:8]>-<config_hash[:8]>
+
+where ``config_hash`` covers the model config, noise config, split and the trajectory
+fields of :class:`TrainConfig` (batch, lr, weight decay, warm-up, clip, IS mode, seed) but
+not the step count, so ``--resume --steps <more>`` finds the same directory. ``--out DIR``
+overrides it. Files: ``checkpoint_step_<step>.pt`` every N steps, ``checkpoint_final.pt``
+at the end, ``train_log.jsonl`` (one line per validation).
+
+The split seed is fixed (42, spec §1.7) and independent of the training seed: the legacy
+quirk of re-splitting with the training seed is not reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bdgen.diffusion.schedules import DEFAULT_NOISE, make_schedule
+from bdgen.diffusion.trainer import TrainConfig, Trainer, ValResult, seed_everything
+from bdgen.errors import BdgenError
+from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bdgen.model.denoiser import BDDenoiser, model_preset
+from bdgen.pipeline.workspace import Workspace
+from bdgen.util.hashing import config_hash
+
+SPLIT_SEED = 42
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+FINAL_NAME = "checkpoint_final.pt"
+_STEP_RE = re.compile(r"checkpoint_step_(\d+)\.pt$")
+
+
+@dataclass
+class TrainOutcome:
+    checkpoint: Path          # checkpoint_final.pt
+    run_dir: Path
+    step: int
+    final_loss: float
+    steps_per_s: float
+    wall_s: float
+    resumed_from: int         # 0 for a fresh run
+    val: ValResult | None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable ``cuda`` is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BdgenError(f"--device {device} requested but CUDA is not available here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise BdgenError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+def noise_config(noise: str) -> dict:
+    if noise == "learned":
+        raise BdgenError("--noise learned is v2 training; v2 training arrives with the v2 "
+                         "issue (use linear, loglinear or cosine)")
+    if noise not in DEFAULT_NOISE:
+        raise BdgenError(f"unknown noise schedule {noise!r}; valid: {', '.join(DEFAULT_NOISE)}")
+    return dict(DEFAULT_NOISE[noise])
+
+
+def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainConfig,
+             split: dict) -> str:
+    ident = {"model": model_config, "noise": noise, "train": config.trajectory(),
+             "split": split}
+    return f"v1-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest step in ``run_dir`` (final wins ties)."""
+    best: tuple[int, int, Path] | None = None
+    for path in run_dir.glob("checkpoint_*.pt"):
+        m = _STEP_RE.search(path.name)
+        if m:
+            key = (int(m.group(1)), 0, path)
+        elif path.name == FINAL_NAME:
+            key = (load_checkpoint(path).step, 1, path)
+        else:
+            continue
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return None if best is None else best[2]
+
+
+def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
+    """Resuming continues one trajectory: everything that shapes it must match."""
+    found = {"dataset_hash": ckpt.dataset_hash, "model_config": ckpt.model_config,
+             "noise": ckpt.noise, "split": ckpt.split,
+             "trajectory": {k: ckpt.train_config.get(k) for k in TrainConfig.TRAJECTORY_KEYS}}
+    for key, value in expected.items():
+        if found[key] != value:
+            raise BdgenError(f"cannot resume from {path}: its {key} {found[key]} differs "
+                             f"from this run's {value}")
+
+
+def train_v1(dataset_path: str | Path, noise: str = "loglinear", model: str = "small",
+             config: TrainConfig | None = None, out_dir: str | Path | None = None,
+             resume: bool = False, device: str = "auto", progress: bool = True) -> TrainOutcome:
+    """Train (or resume) a v1 model on a prepared dataset; returns where the final
+    checkpoint is and the run's figures."""
+    from bdgen.data.dataset import PreparedDataset
+
+    config = config or TrainConfig()
+    noise_cfg = noise_config(noise)
+    model_cfg = model_preset(model)
+    dev = resolve_device(device)
+    ds = PreparedDataset.load(dataset_path)
+    split = {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
+    train = ds.split("train", seed=SPLIT_SEED, fractions=SPLIT_FRACTIONS)
+    val = ds.split("val", seed=SPLIT_SEED, fractions=SPLIT_FRACTIONS)
+    stats = ds.train_stats(seed=SPLIT_SEED, fractions=SPLIT_FRACTIONS)
+
+    name = run_name(noise_cfg, ds.dataset_hash, model_cfg.to_dict(), config, split)
+    run_dir = Path(out_dir) if out_dir is not None else Workspace.find().model_dir(name)
+    existing = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if existing is not None and not resume:
+        raise BdgenError(f"{run_dir} already holds checkpoints; pass --resume to continue "
+                         "that run or choose another --out")
+    if resume and existing is None:
+        raise BdgenError(f"--resume: no checkpoint to resume in {run_dir}")
+
+    seed_everything(config.seed)
+    net = BDDenoiser(model_cfg, ds.vocab)
+    trainer = Trainer(net, make_schedule(noise_cfg), train.tokens, train.pad_mask,
+                      stats.edge_class_weights, config, dev,
+                      val_tokens=val.tokens if len(val) else None,
+                      val_pad_mask=val.pad_mask if len(val) else None)
+    resumed_from = 0
+    if existing is not None:
+        ckpt = load_checkpoint(existing, n_max=ds.vocab.n_max)
+        _check_same_run(ckpt, existing, {
+            "dataset_hash": ds.dataset_hash, "model_config": model_cfg.to_dict(),
+            "noise": noise_cfg, "split": split, "trajectory": config.trajectory()})
+        if ckpt.optimizer_state is None or ckpt.rng_state is None:
+            raise BdgenError(f"cannot resume from {existing}: it has no optimizer/RNG state")
+        trainer.load_state_dict({"step": ckpt.step, "model": ckpt.model_state,
+                                 "optimizer": ckpt.optimizer_state,
+                                 "scheduler": ckpt.scheduler_state, "rng": ckpt.rng_state})
+        resumed_from = ckpt.step
+
+    def on_checkpoint(tr: Trainer, final: bool) -> None:
+        state = tr.state_dict()
+        ckpt = Checkpoint(
+            version="v1", model_config=model_cfg.to_dict(), n_max=ds.vocab.n_max,
+            noise=noise_cfg, train_config={**config.to_dict(), "model": model, "device": str(dev)},
+            dataset_hash=ds.dataset_hash, dataset_id=ds.dataset_id, split=split,
+            num_rooms_distribution=list(stats.num_rooms_distribution),
+            edge_class_weights=list(stats.edge_class_weights), step=state["step"],
+            model_state=state["model"], optimizer_state=state["optimizer"],
+            scheduler_state=state["scheduler"], rng_state=state["rng"])
+        name = FINAL_NAME if final else f"checkpoint_step_{state['step']:07d}.pt"
+        save_checkpoint(ckpt, run_dir / name)
+
+    def on_validation(v: ValResult) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train_log.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": v.step, "val_loss": v.loss,
+                                 "val_node_accuracy": v.node_accuracy,
+                                 "val_edge_accuracy": v.edge_accuracy}) + "\n")
+
+    result = trainer.run(on_checkpoint, on_validation, progress=progress)
+    return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
+                        result.steps_per_s, result.wall_s, resumed_from,
+                        result.val[-1] if result.val else None)

@@ -1,0 +1,48 @@
+"""``bdgen train``: train a v1 model on a prepared dataset (see bdgen.pipeline.train)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--dataset", "dataset", required=True, type=click.Path(dir_okay=False),
+              help="Prepared dataset file (from `bdgen data prepare`).")
+@click.option("--noise", type=click.Choice(["loglinear", "linear", "cosine", "learned"]),
+              default="loglinear", show_default=True, help="Noise schedule.")
+@click.option("--model", type=click.Choice(["small", "base", "tiny"]), default="small",
+              show_default=True, help="Denoiser size preset.")
+@click.option("--steps", type=int, default=126_000, show_default=True,
+              help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--is-mode", type=click.Choice(["unbiased", "legacy", "off"]), default="unbiased",
+              show_default=True,
+              help="Importance sampling of t: unbiased (divide by q(t)), legacy (w(t)^2 "
+                   "objective of the original code) or off (uniform t).")
+@click.option("--checkpoint-every", type=int, default=5000, show_default=True)
+@click.option("--val-every", type=int, default=1260, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True,
+              help="Steps between progress-bar loss updates (the only host syncs).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory [default: <workspace>/artifacts/models/<run-name>].")
+@click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the denoiser.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(dataset: str, noise: str, model: str, steps: int, batch_size: int, is_mode: str,
+          checkpoint_every: int, val_every: int, log_every: int, out: str | None, resume: bool,
+          device: str, seed: int, compile_: bool, quiet: bool) -> None:
+    """Train a denoiser (v1: fixed noise schedule) and write checkpoints."""
+    from bdgen.diffusion.trainer import TrainConfig
+    from bdgen.pipeline.train import train_v1
+
+    config = TrainConfig(steps=steps, batch_size=batch_size, is_mode=is_mode, seed=seed,
+                         checkpoint_every=checkpoint_every, val_every=val_every,
+                         log_every=log_every, compile=compile_)
+    res = train_v1(dataset, noise=noise, model=model, config=config, out_dir=out,
+                   resume=resume, device=device, progress=not quiet)
+    val = (f", val loss {res.val.loss:.4f} (node acc {res.val.node_accuracy:.3f}, edge acc "
+           f"{res.val.edge_accuracy:.3f})" if res.val else "")
+    click.echo(f"trained to step {res.step} (from {res.resumed_from}): final loss "
+               f"{res.final_loss:.4f}{val}, {res.steps_per_s:.2f} steps/s, {res.checkpoint}")
