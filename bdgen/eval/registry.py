@@ -255,6 +255,8 @@ def lookup(name: str) -> MetricDef:
         return METRICS[name]
     if name in BY_LEGACY_KEY:
         return BY_LEGACY_KEY[name]
+    if name.startswith("eval/") and name[5:] in METRICS:  # bdgen-only per-seed keys
+        return METRICS[name[5:]]
     m = _STRATIFIED_RE.match(name)
     if m:
         family, rooms, field = m.group(1), m.group(2), m.group(3)

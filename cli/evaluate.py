@@ -1,0 +1,69 @@
+"""``bdgen evaluate``: the metric suite over samples files, one result per (model, method)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("samples", nargs=-1, required=True, type=click.Path())
+@click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False), default=None,
+              help="Prepared dataset file [default: the workspace's, matched by hash].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write results below DIR/<model id>/ [default: next to the samples].")
+@click.option("--legacy-json", is_flag=True,
+              help="Write the legacy format_version 2 layout (<method>.json).")
+@click.option("--denoising/--no-denoising", default=None,
+              help="Denoising metrics on the validation split (need the checkpoint) "
+                   "[default: when the checkpoint is found].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint for the denoising metrics [default: the workspace's].")
+@click.option("--no-cache", is_flag=True, help="Rebuild the reference statistics.")
+def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
+             legacy_json: bool, denoising: bool | None, model_path: str | None,
+             no_cache: bool) -> None:
+    """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
+    split of the dataset their model was trained on; aggregate over seeds per
+    (model, method), print a summary and write one result file per (model, method)."""
+    from bdgen.errors import BdgenError
+    from bdgen.pipeline.evaluate import evaluate_samples_files, summary_rows, write_result
+    from bdgen.pipeline.workspace import Workspace
+
+    try:
+        ws = Workspace.find()
+    except BdgenError:
+        ws = None
+    if ws is None and dataset_path is None:
+        raise BdgenError("not inside a bdgen workspace: pass --dataset PATH "
+                         "(the prepared dataset file)")
+    errors: list[str] = []
+    results = evaluate_samples_files(
+        samples,
+        dataset_path=dataset_path,
+        data_dir=ws.data_dir if ws else None,
+        cache_dir=None if (no_cache or ws is None) else ws.cache_dir,
+        denoising=denoising,
+        model_path=model_path,
+        models_dir=(ws.root / "artifacts" / "models") if ws else None,
+        errors=errors,
+    )
+    for err in errors:
+        click.echo(f"error: {err}", err=True)
+    if results:
+        header, rows = summary_rows(results)
+        _print_table(header, rows)
+        for r in results:
+            path = write_result(r, out_dir, legacy=legacy_json)
+            click.echo(f"wrote {path}")
+    if errors:
+        sys.exit(1)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
