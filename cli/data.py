@@ -62,12 +62,13 @@ def stats(source: str, mat: str | None, num_graphs: int | None, seed: int, n_max
     """Dataset statistics beside the RPLAN reference, with the TV per distribution."""
     from bdgen.data.dataset import PreparedDataset
     from bdgen.data.stats import dataset_statistics, format_statistics, tv_to_reference
-    from bdgen.pipeline.data import build_dataset
+    from bdgen.pipeline.data import build_dataset, graph2plan_cache_dir
 
     if dataset_path is not None:
         ds = PreparedDataset.load(dataset_path)
     else:
-        ds = build_dataset(source, mat=mat, num_graphs=num_graphs, seed=seed, n_max=n_max)
+        ds = build_dataset(source, mat=mat, num_graphs=num_graphs, seed=seed, n_max=n_max,
+                           cache_dir=graph2plan_cache_dir() if mat else None)
     result = dataset_statistics(ds.graphs(), n_max=ds.vocab.n_max)
     if as_json:
         result["tv"] = tv_to_reference(result)

@@ -21,6 +21,12 @@ def _workspace_or_none() -> Workspace | None:
         return None
 
 
+def graph2plan_cache_dir(ws: Workspace | None = None) -> Path | None:
+    """Where parsed ``data.mat`` files are cached: the workspace cache, if in a workspace."""
+    ws = ws or _workspace_or_none()
+    return ws.cache_dir / "graph2plan" if ws is not None else None
+
+
 def build_dataset(source: str = "synthetic", *, mat: str | Path | None = None,
                   num_graphs: int | None = None, seed: int = 0, n_max: int = 8,
                   cache_dir: str | Path | None = None) -> PreparedDataset:
@@ -49,7 +55,7 @@ def prepare_dataset(source: str = "synthetic", *, mat: str | Path | None = None,
     ws = workspace or _workspace_or_none()
     if out is None and ws is None:
         Workspace.find()  # raises the standard "not inside a bdgen workspace" error
-    cache_dir = ws.cache_dir / "graph2plan" if ws is not None else None
+    cache_dir = graph2plan_cache_dir(ws) if ws is not None else None
     ds = build_dataset(source, mat=mat, num_graphs=num_graphs, seed=seed, n_max=n_max,
                        cache_dir=cache_dir)
     path = Path(out) if out is not None else ws.dataset_path(ds.dataset_id)
@@ -57,4 +63,4 @@ def prepare_dataset(source: str = "synthetic", *, mat: str | Path | None = None,
     return ds, path
 
 
-__all__ = ["SOURCES", "build_dataset", "prepare_dataset"]
+__all__ = ["SOURCES", "build_dataset", "graph2plan_cache_dir", "prepare_dataset"]
