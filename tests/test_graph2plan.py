@@ -76,10 +76,23 @@ def test_quirks_self_loops_flips_and_skips(tmp_path):
     assert len(graphs9) == 3 and report9.skipped_too_large == 0
 
 
+def test_skipped_records_are_not_validated(tmp_path):
+    # Spec §1.2 validates only kept records: a bad record over n_max is just skipped.
+    path = write_mat(tmp_path / "data.mat", [
+        (np.array([0, 1]), edges((0, 1, 2))),
+        (np.array([0, 1, 2, 13]), edges((0, 1, 12))),
+    ])
+    graphs, report = read_mat(path, n_max=3)
+    assert graphs == [Graph((0, 1), ((0, 1, 2),))] and report.skipped_too_large == 1
+    with pytest.raises(BdgenError, match="record 1"):
+        read_mat(path, n_max=4)
+
+
 @pytest.mark.parametrize("record,needle", [
     ((np.array([0, 13]), NO_EDGES), "room type"),
     ((np.array([0, -1]), NO_EDGES), "room type"),
     ((np.array([0, 1]), edges((0, 1, 10))), "relation 10"),
+    ((np.array([0, 1]), edges((1, 0, 10))), "relation -1"),     # flipped first: 9 - 10
     ((np.array([0, 1]), edges((0, 2, 3))), "out of range"),
     ((np.array([0, 1]), np.array([[0, 1], [1, 0]])), "shape"),
     ((np.array([0, 1]), np.array([0, 1, 2, 3])), "rEdge"),

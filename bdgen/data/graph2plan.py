@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bdgen.data.graph import Graph
-from bdgen.data.vocab import N_RELATIONS, N_ROOM_TYPES, invert_relation
+from bdgen.data.vocab import N_RELATIONS, N_ROOM_TYPES
 from bdgen.errors import BdgenError
 from bdgen.util.hashing import file_sha256
 
@@ -54,9 +54,8 @@ def _int_array(value: object, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _parse_record(rec: object, index: int) -> tuple[list[int], list[tuple[int, int, int]], int,
-                                                    int]:
-    """(node types, triples, self-loops dropped, edges flipped) of one record."""
+def _parse_record(rec: object, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Structure of one record: (room types [n], edge rows [E, 3]), squeeze quirks undone."""
     for name in ("rType", "rEdge"):
         if not hasattr(rec, name):
             raise ValueError(f"record {index} has no field {name!r}")
@@ -70,25 +69,35 @@ def _parse_record(rec: object, index: int) -> tuple[list[int], list[tuple[int, i
         edges = _int_array(raw, f"record {index} rEdge").reshape(-1, 3)
     else:
         raise ValueError(f"record {index} rEdge has shape {raw.shape}, expected (E, 3)")
-    n = len(types)
-    if n and (types.min() < 0 or types.max() >= N_ROOM_TYPES):
-        raise ValueError(f"record {index} room type outside [0, {N_ROOM_TYPES - 1}]: "
-                         f"{types.tolist()}")
+    return types, edges
+
+
+def _normalise_edges(edges: np.ndarray) -> tuple[list[tuple[int, int, int]], int, int]:
+    """Drop self-loops, swap ``u > v`` rows with the inverse relation ``9 - rel``."""
     triples: list[tuple[int, int, int]] = []
     loops = flips = 0
     for u, v, rel in edges.tolist():
-        if not 0 <= rel < N_RELATIONS:
-            raise ValueError(f"record {index} edge ({u}, {v}) has relation {rel} outside [0, 9]")
         if u == v:
             loops += 1
-            continue
-        if u > v:
-            u, v, rel = v, u, invert_relation(rel)
+        elif u > v:
+            triples.append((v, u, N_RELATIONS - 1 - rel))
             flips += 1
+        else:
+            triples.append((u, v, rel))
+    return triples, loops, flips
+
+
+def _validate(types: np.ndarray, triples: list[tuple[int, int, int]], index: int) -> None:
+    n = len(types)
+    if types.min() < 0 or types.max() >= N_ROOM_TYPES:
+        raise ValueError(f"record {index} room type outside [0, {N_ROOM_TYPES - 1}]: "
+                         f"{types.tolist()}")
+    for u, v, rel in triples:
+        if not 0 <= rel < N_RELATIONS:
+            raise ValueError(f"record {index} edge ({u}, {v}) has relation {rel} outside "
+                             f"[0, {N_RELATIONS - 1}]")
         if u < 0 or v >= n:
             raise ValueError(f"record {index} edge ({u}, {v}) out of range for {n} rooms")
-        triples.append((u, v, rel))
-    return types.tolist(), triples, loops, flips
 
 
 def _records(path: Path) -> np.ndarray:
@@ -116,19 +125,22 @@ def read_mat(path: str | os.PathLike, n_max: int = 8) -> tuple[list[Graph], Load
     graphs: list[Graph] = []
     empty = too_large = loops = flips = 0
     for index, rec in enumerate(records):
+        # Spec §1.2 order: empty -> skip; edge quirks; > n_max -> skip; validate the rest.
         try:
-            types, triples, n_loops, n_flips = _parse_record(rec, index)
+            types, edges = _parse_record(rec, index)
+            if len(types) == 0:
+                empty += 1
+                continue
+            triples, n_loops, n_flips = _normalise_edges(edges)
+            loops += n_loops
+            flips += n_flips
+            if len(types) > n_max:
+                too_large += 1
+                continue
+            _validate(types, triples, index)
         except ValueError as exc:
             raise BdgenError(f"{path}: {exc}") from None
-        loops += n_loops
-        flips += n_flips
-        if not types:
-            empty += 1
-            continue
-        if len(types) > n_max:
-            too_large += 1
-            continue
-        graphs.append(Graph(tuple(types), tuple(triples)))
+        graphs.append(Graph(tuple(types.tolist()), tuple(triples)))
     report = LoadReport(len(records), len(graphs), empty, too_large, loops, flips)
     if empty or too_large or loops:
         log.info("%s: %s", path, report)
