@@ -165,10 +165,14 @@ class CosineSchedule(NoiseSchedule):
         self.register_buffer("eps", _scalar(eps))
 
     def alpha(self, t: Tensor) -> Tensor:
-        return self.eps + (1 - self.eps) * torch.cos(math.pi / 2 * t)
+        # eps is promoted to t's dtype first: in float32, f32(eps) + f32(1 - eps) > 1, which
+        # made 1 - alpha(t) < 0 and w(t) hugely negative for t < ~1e-4 (a legacy rounding bug).
+        eps = self.eps.to(t.dtype)
+        return eps + (1 - eps) * torch.cos(math.pi / 2 * t)
 
     def alpha_prime(self, t: Tensor) -> Tensor:
-        return -(1 - self.eps) * (math.pi / 2) * torch.sin(math.pi / 2 * t)
+        eps = self.eps.to(t.dtype)
+        return -(1 - eps) * (math.pi / 2) * torch.sin(math.pi / 2 * t)
 
     def to_config(self) -> dict:
         return {"type": "cosine", "eps": float(self.eps)}
