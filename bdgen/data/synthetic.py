@@ -256,15 +256,14 @@ def _nesting(types: list[int], d: _Draws, p: SyntheticParams) -> list[int]:
     parent = [-1] * n
     children = [0] * n
     rules = {inner: (outers, prob) for inner, outers, prob in p.nesting}
-    order = list(range(1, n))  # the LivingRoom (index 0) is never nested
-    for k in order:
-        if types[k] not in rules:
+    for k in range(1, n):  # the LivingRoom (index 0 of the program) is never nested
+        if types[k] not in rules or children[k] > 0:
             continue
         outers, prob = rules[types[k]]
         if d.u() >= prob:
             continue
         cands = [j for j in range(n) if j != k and parent[j] < 0 and types[j] in outers
-                 and children[j] < p.max_children and children[k] == 0]
+                 and children[j] < p.max_children]
         if cands:
             j = d.choice(cands)
             parent[k] = j
