@@ -37,13 +37,14 @@ def _color() -> bool:
 
 
 def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str] = (),
-                 min_seeds: int = 1, metrics: Sequence[str] | None = None):
+                 min_seeds: int = 1, metrics: Sequence[str] | None = None, profile=None):
     """Store query + the report layer's filters.
 
     ``where`` keys the store can filter in SQL (method, model and run fields) are pushed
     down; other keys (e.g. fields only some models carry) are applied here. Unknown keys
     are an error listing the valid ones. ``metrics`` restricts the metrics loaded (composites
-    are expanded into their components).
+    are expanded into their components). A ``profile``'s ``field == value`` constraints are
+    pushed down too (the ranking re-checks every constraint).
     """
     from bdgen.report.profiles import apply_where, check_where_keys, known_fields, split_where
     from bdgen.store.api import Store
@@ -54,6 +55,9 @@ def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str
     rest = {k: v for k, v in filters.items() if k not in WHERE_COLUMNS}
     if len(models) > 1:
         sql_where["model"] = list(models)
+    if profile is not None:
+        for key, values in profile.field_equalities(WHERE_COLUMNS).items():
+            sql_where.setdefault(key, values)
     store = Store.open(db)
     try:
         results = store.method_results(model=models[0] if len(models) == 1 else None,
@@ -117,7 +121,7 @@ def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, wh
     prof = load_profile(profile)
     ex = _load_expectations(expect)
     needed = prof.metrics + list(metric_cols) + ([e.metric for e in ex.items] if ex else [])
-    results = load_results(db, models, where, min_seeds, metrics=needed)
+    results = load_results(db, models, where, min_seeds, metrics=needed, profile=prof)
     vs = {r.label: verdicts(r, ex) for r in results} if ex else None
     table = leaderboard_table(rank(results, prof, alpha), list(metric_cols) or None, vs, top)
     click.echo(render(table, fmt, _color()), nl=False)

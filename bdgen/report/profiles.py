@@ -159,6 +159,12 @@ class Profile:
     description: str = ""
     source: str = ""
 
+    def field_equalities(self, keys: Iterable[str]) -> dict[str, list]:
+        """``{field: [value]}`` of the ``field == value`` constraints on ``keys``: filters a
+        store can apply in its query before ranking (the ranking checks them again)."""
+        return {c.lhs: [c.value] for c in self.constraints
+                if not c.is_metric and c.op == "==" and c.lhs in set(keys)}
+
     @property
     def metrics(self) -> list[str]:
         """Display columns: constrained metrics, priorities, then extra columns (no repeats)."""

@@ -129,7 +129,8 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
                  f"{p.display} ({p.direction})" for p in prof.priorities),
              f"ties: Welch t-test on per-seed values, two-sided, alpha = {prof.alpha:g} "
              f"(mean +/- std overlap when a side has < 2 seeds); "
-             f"{len(ranking.excluded)} excluded by constraints"]
+             f"{len(ranking.excluded)} excluded by constraints (field == value constraints may "
+             "already be applied by the store query)"]
     return Table(header, out_rows, doc, flat, bold, title="Leaderboard", notes=notes)
 
 

@@ -1,0 +1,169 @@
+"""Leaderboard and compare latency on a large results store (SQLite).
+
+    .venv/bin/python bench/leaderboard.py                  # 100,000 evaluation runs
+    .venv/bin/python bench/leaderboard.py --runs 20000     # scaled down
+    .venv/bin/python bench/leaderboard.py --db /tmp/lb.db --keep   # keep / reuse the store
+
+Layout (as bench/store.py): 100 methods x 5 seeds per model, as many models as the run count
+needs (200 for 100,000 runs); each evaluation has the 46 legacy per-seed scalars + 4
+stratified keys (random values). Generation runs are bulk-inserted, evaluations go through
+``Store.record_evaluations``. An existing ``--db`` with evaluation runs is reused as is.
+
+Figures (median of repeats, in-process, warm imports):
+* ``leaderboard`` (profile ``preferred``): store query + ranking + terminal table;
+* ``leaderboard --profile default`` (no field constraints to push down: every result loaded);
+* ``leaderboard --model M`` (one model, default profile);
+* ``compare A B`` (two methods across all models, and two model/method labels);
+and the wall time of the ``bdgen leaderboard`` / ``bdgen compare`` commands as subprocesses
+(Python start-up and imports included). Aim: < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bdgen.diffusion.method import Method  # noqa: E402
+from bdgen.eval.registry import LEGACY_PER_SEED_ORDER  # noqa: E402
+from bdgen.store.api import Store  # noqa: E402
+from bdgen.store.models import GenerationRun  # noqa: E402
+
+SEEDS = (42, 123, 456, 789, 1337)
+STRATIFIED = tuple(f"validity_by_num_rooms/{n}/overall" for n in (5, 6, 7, 8))
+
+
+def methods() -> list[str]:
+    """100 distinct valid method names (10 are LLaDA + top-p 0.9)."""
+    remask = [{}, {"remasking": "cap", "eta": 0.2}, {"remasking": "cap", "eta": 0.4},
+              {"remasking": "confidence", "t_switch": 0.5}, {"remasking": "confidence"}]
+    return [Method(u, top_p=round(0.5 + 0.05 * i, 2), **r).format()
+            for u in ("random", "llada") for i in range(10) for r in remask]
+
+
+def build(db: str, runs: int, batch: int = 2000) -> None:
+    store = Store.open(db)
+    names = methods()
+    method_pks = [store.get_or_create_method(n) for n in names]
+    n_models = max(1, -(-runs // (len(names) * len(SEEDS))))
+    model_pks = [store.get_or_create_model(f"bench-v1-loglinear-{i:04d}", "v1", "loglinear")
+                 for i in range(n_models)]
+    t0 = time.perf_counter()
+    gids: list[int] = []
+    with store.session() as s:
+        table = GenerationRun.__table__
+        for mpk in model_pks:
+            rows = [{"model_pk": mpk, "method_pk": ppk, "seed": seed, "num_samples": 1000,
+                     "steps": 100, "status": "succeeded", "no_mlflow": True,
+                     "provenance": "bdgen", "code_version": "bench"}
+                    for ppk in method_pks for seed in SEEDS][: runs - len(gids)]
+            if rows:
+                gids += list(s.execute(table.insert().returning(
+                    table.c.id, sort_by_parameter_order=True), rows).scalars())
+    rng = random.Random(0)
+    keys = list(LEGACY_PER_SEED_ORDER) + list(STRATIFIED)
+    for i in range(0, len(gids), batch):
+        store.record_evaluations([(g, {k: rng.random() for k in keys})
+                                  for g in gids[i:i + batch]])
+    if store.engine.dialect.name == "sqlite":
+        raw = store.engine.raw_connection()
+        try:
+            raw.execute("ANALYZE")
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+    store.close()
+    print(f"built: {len(gids):,} evaluation runs ({n_models} models x {len(names)} methods x "
+          f"{len(SEEDS)} seeds, {len(keys)} metrics each) in {time.perf_counter() - t0:.0f} s")
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=100_000)
+    ap.add_argument("--db", default=None, help="SQLite path (default: a temp file)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary store")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    tmp = None
+    db = args.db
+    if db is None:
+        tmp = tempfile.mkdtemp(prefix="bdgen-bench-lb-")
+        db = os.path.join(tmp, "lb.db")
+    store = Store.open(db)
+    n_eval = store.counts()["evaluation_runs"]
+    store.close()
+    if n_eval == 0:
+        build(db, args.runs)
+    else:
+        print(f"reusing {db}: {n_eval:,} evaluation runs")
+
+    from cli.leaderboard import load_results
+    from bdgen.report.profiles import load_profile
+    from bdgen.report.ranking import rank
+    from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
+
+    names = methods()
+    model = "bench-v1-loglinear-0000"
+    a, b = "llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"
+
+    def board(profile: str, models=()):
+        prof = load_profile(profile)
+        res = load_results(db, models, (), 1, metrics=prof.metrics, profile=prof)
+        return len(res), render(leaderboard_table(rank(res, prof)), "table")
+
+    def cmp(x: str, y: str):
+        res = load_results(db, (), [f"method={x.rsplit('/', 1)[-1]},{y.rsplit('/', 1)[-1]}"])
+        return len(res), render(compare_table(resolve_names([x, y], res)), "table")
+
+    assert a in names and b in names
+    cases = [
+        ("leaderboard (preferred)", lambda: board("preferred")),
+        ("leaderboard --profile default (all results)", lambda: board("default")),
+        ("leaderboard --model M (default profile)", lambda: board("default", (model,))),
+        ("compare A B (labels, one model each)",
+         lambda: cmp(f"{model}/{a}", f"bench-v1-loglinear-0001/{b}")),
+    ]
+    print(f"in-process latency (median of {args.repeat}):")
+    for label, fn in cases:
+        t, (n, _) = timed(fn, args.repeat)
+        print(f"  {label:<48} {t * 1000:8.0f} ms  ({n:,} (model, method) results loaded)")
+
+    env = dict(os.environ, BDGEN_DB_URL=db)
+    bdgen = [str(Path(sys.executable).parent / "bdgen")]
+    cmds = [["leaderboard"], ["leaderboard", "--profile", "default", "--top", "10"],
+            ["compare", f"{model}/{a}", f"{model}/{b}"]]
+    print("command wall time (subprocess, imports included):")
+    for cmd in cmds:
+        def go(cmd=cmd):
+            subprocess.run(bdgen + cmd, env=env, check=True, capture_output=True, cwd=ROOT)
+        t, _ = timed(go, args.repeat)
+        print(f"  bdgen {' '.join(cmd):<58} {t * 1000:8.0f} ms")
+    if tmp and not args.keep:
+        for f in Path(tmp).iterdir():
+            f.unlink()
+        os.rmdir(tmp)
+    elif tmp:
+        print(f"kept {db}")
+
+
+if __name__ == "__main__":
+    main()
