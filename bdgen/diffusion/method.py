@@ -158,6 +158,10 @@ class Method:
     def parse(cls, name: str) -> Method:
         """Parse a method name; :class:`BdgenError` with the closest valid name otherwise."""
         m = _NAME_RE.match(name) if isinstance(name, str) else None
+        neg = re.search(r"(topp|temp|eta|tsw)-", name) if isinstance(name, str) else None
+        if m is None and neg:
+            raise BdgenError(f"method name {name!r}: {neg.group(1)} must not be negative"
+                             f"{_suggest(name)}")
         if m is None:
             raise BdgenError(f"invalid method name {name!r}{_suggest(name)}; grammar: {GRAMMAR}")
         g = m.groupdict()
@@ -231,8 +235,22 @@ class Method:
 
 
 def _suggest(name: Any) -> str:
+    """The closest valid name: the legacy grid plus grammar shapes filled with the
+    numbers found in ``name`` (so typos keep the user's values)."""
     if not isinstance(name, str):
         return ""
-    known = list(LEGACY_GRID) + [f"v2_{n}" for n in LEGACY_GRID]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
-    return f" (closest valid name: {close[0]!r})" if close else ""
+    nums = re.findall(_NUM, name) or ["0.9"]
+    first, last = nums[0], nums[-1]
+    shapes = [f"{u}_{smp}_{rem}" for u in UNMASKING_MODES
+              for smp in (f"topp{first}", "argmax", f"temp{first}")
+              for rem in ("no_remask", f"remdm_confidence_tsw{last}",
+                          f"remdm_cap_eta{last}", f"remdm_rescale_eta{last}",
+                          f"remdm_cap_eta{first}_tsw{last}")]
+    known = [n for base in (*LEGACY_GRID, *shapes) for n in (base, f"v2_{base}")]
+    for cand in difflib.get_close_matches(name, known, n=5, cutoff=0.0):
+        try:
+            canonical = Method.parse(cand).format()
+        except BdgenError:
+            continue
+        return f" (closest valid name: {canonical!r})"
+    return ""
