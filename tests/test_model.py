@@ -98,7 +98,8 @@ def test_time_argument_forms_and_errors() -> None:
     tokens, pads = _batch()
     model = _randomised(MODEL_PRESETS["tiny"])
     ref = model(tokens, pads, torch.full((3,), 0.25))[0]
-    for t in (0.25, torch.tensor(0.25), torch.tensor([0.25]), torch.tensor(0.25, dtype=torch.float64)):
+    for t in (0.25, torch.tensor(0.25), torch.tensor([0.25]),
+              torch.tensor(0.25, dtype=torch.float64)):
         torch.testing.assert_close(model(tokens, pads, t)[0], ref)
     per_sample = model(tokens, pads, torch.tensor([0.1, 0.5, 0.9]))[0]
     assert not torch.allclose(per_sample[0], per_sample[2])
