@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true",
                     help="also run the full loop at the optimised batch size and compare tokens")
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs in the model)")
     ap.add_argument("--profile", action="store_true", help="profile one optimised run")
     args = ap.parse_args()
     if args.threads:
@@ -89,13 +91,15 @@ def main() -> None:
     device = torch.device(args.device)
     model, process, vocab, dist = load(args, device)
     if args.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=args.compile_mode)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
           f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
           f"steps, model {args.model or args.preset}, torch {torch.__version__}")
-    # warm-up (kernels, allocator, compile)
-    sample(model, process, vocab, rooms[:64], Method.parse(METHODS[0]), 3, 0, device)
+    # warm-up at both batch sizes (kernels, allocator, torch.compile)
+    for bs in (args.batch_size, args.legacy_batch):
+        sample(model, process, vocab, rooms, Method.parse(METHODS[0]), 2, 0, device,
+               batch_size=bs, compact=False)
     header = (f"{'method':42s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
               f"{'calls':>5s} {'rows':>7s} | {'ratio':>5s}")
     print(header)
