@@ -1,4 +1,4 @@
-"""``bdgen train``: train a v1 model on a prepared dataset (see bdgen.pipeline.train)."""
+"""``bdgen train``: train a v1 model, or v2 with ``--noise learned`` (see bdgen.pipeline.train)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import click
 @click.option("--steps", type=int, default=126_000, show_default=True,
               help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--is-mode", type=click.Choice(["unbiased", "legacy", "off"]), default="unbiased",
-              show_default=True,
+@click.option("--is-mode", type=click.Choice(["unbiased", "legacy", "off"]), default=None,
               help="Importance sampling of t: unbiased (divide by q(t)), legacy (w(t)^2 "
-                   "objective of the original code) or off (uniform t).")
+                   "objective of the original code) or off (uniform t). [default: unbiased; "
+                   "off for --noise learned, which only allows off]")
 @click.option("--checkpoint-every", type=int, default=5000, show_default=True)
 @click.option("--val-every", type=int, default=1260, show_default=True)
 @click.option("--log-every", type=int, default=50, show_default=True,
@@ -30,17 +30,22 @@ import click
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the denoiser.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset: str, noise: str, model: str, steps: int, batch_size: int, is_mode: str,
+def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
+          is_mode: str | None,
           checkpoint_every: int, val_every: int, log_every: int, out: str | None, resume: bool,
           device: str, seed: int, compile_: bool, quiet: bool) -> None:
-    """Train a denoiser (v1: fixed noise schedule) and write checkpoints."""
+    """Train a denoiser (v1: fixed noise schedule; v2: --noise learned, with a rate network)
+    and write checkpoints."""
     from bdgen.diffusion.trainer import TrainConfig
-    from bdgen.pipeline.train import train_v1
+    from bdgen.pipeline.train import train_model
+
+    if is_mode is None:
+        is_mode = "off" if noise == "learned" else "unbiased"
 
     config = TrainConfig(steps=steps, batch_size=batch_size, is_mode=is_mode, seed=seed,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          log_every=log_every, compile=compile_)
-    res = train_v1(dataset, noise=noise, model=model, config=config, out_dir=out,
+    res = train_model(dataset, noise=noise, model=model, config=config, out_dir=out,
                    resume=resume, device=device, progress=not quiet)
     val = (f", val loss {res.val.loss:.4f} (node acc {res.val.node_accuracy:.3f}, edge acc "
            f"{res.val.edge_accuracy:.3f})" if res.val else "")

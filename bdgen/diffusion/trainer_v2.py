@@ -32,7 +32,7 @@ from bdgen.diffusion.stgs import (
     gumbel_temperature,
     stgs_forward,
 )
-from bdgen.diffusion.trainer import Trainer, TrainConfig, ValResult, warmup_factor
+from bdgen.diffusion.trainer import Trainer, TrainConfig, ValResult, make_adamw, warmup_factor
 from bdgen.errors import BdgenError
 
 
@@ -85,8 +85,7 @@ class TrainerV2(Trainer):
         self.rate_network = rate_network.to(self.device)
         self.loss_v2 = ELBOLossV2(self.loss_fn.edge_class_weights,
                                   lambda_edge=self.v2.lambda_edge)
-        self.optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = make_adamw(self.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
 

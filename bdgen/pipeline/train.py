@@ -1,11 +1,17 @@
-"""``bdgen train`` (v1): load a prepared dataset, train, write checkpoints atomically, resume.
+"""``bdgen train``: load a prepared dataset, train, write checkpoints atomically, resume.
+
+v1 (a fixed noise schedule) uses :class:`~bdgen.diffusion.trainer.Trainer`; ``--noise learned``
+(v2, spec §4.4) uses :class:`~bdgen.diffusion.trainer_v2.TrainerV2`, which trains the denoiser
+and the rate network jointly. A v2 checkpoint has ``version="v2"``, ``noise = {"type":
+"learned", <rate-network hyper-parameters>, <v2 settings>}`` and carries
+``rate_network_state`` / ``rate_network_config``.
 
 Where checkpoints go: a model's id depends on the final checkpoint's sha256, which is not
 known while training, so a run writes into a *run directory* derived from what determines
 its trajectory::
 
     <workspace>/artifacts/models/<run-name>/
-    run-name = v1-<noise>-<dataset_hash[:8]>-<config_hash[:8]>
+    run-name = <v1|v2>-<noise>-<dataset_hash[:8]>-<config_hash[:8]>
 
 where ``config_hash`` covers the model config, noise config, split and the trajectory
 fields of :class:`TrainConfig` (batch, lr, weight decay, warm-up, clip, IS mode, seed) but
@@ -66,8 +72,11 @@ def resolve_device(device: str) -> torch.device:
 
 def noise_config(noise: str) -> dict:
     if noise == "learned":
-        raise BdgenError("--noise learned is v2 training; v2 training arrives with the v2 "
-                         "issue (use linear, loglinear or cosine)")
+        from bdgen.diffusion.rate_network import NOISE_TYPE_LEARNED, RateNetworkConfig
+        from bdgen.diffusion.trainer_v2 import V2Settings
+
+        return {"type": NOISE_TYPE_LEARNED, **RateNetworkConfig().to_dict(),
+                **V2Settings().to_dict()}
     if noise not in DEFAULT_NOISE:
         raise BdgenError(f"unknown noise schedule {noise!r}; valid: {', '.join(DEFAULT_NOISE)}")
     return dict(DEFAULT_NOISE[noise])
@@ -77,7 +86,33 @@ def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainCo
              split: dict) -> str:
     ident = {"model": model_config, "noise": noise, "train": config.trajectory(),
              "split": split}
-    return f"v1-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
+    return f"{model_version(noise)}-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
+
+
+def model_version(noise: dict) -> str:
+    """"v2" for the learned forward process, "v1" for a fixed schedule."""
+    return "v2" if noise["type"] == "learned" else "v1"
+
+
+def make_trainer(noise: dict, net: BDDenoiser, train, val, stats, config: TrainConfig,
+                 device: torch.device) -> Trainer:
+    """The v1 trainer of a fixed schedule, or the v2 trainer with a fresh rate network."""
+    val_tokens = val.tokens if len(val) else None
+    val_pad = val.pad_mask if len(val) else None
+    if model_version(noise) == "v1":
+        return Trainer(net, make_schedule(noise), train.tokens, train.pad_mask,
+                       stats.edge_class_weights, config, device, val_tokens=val_tokens,
+                       val_pad_mask=val_pad)
+    from bdgen.diffusion.rate_network import RateNetwork, RateNetworkConfig
+    from bdgen.diffusion.trainer_v2 import TrainerV2, V2Settings
+
+    rate_keys = RateNetworkConfig.__dataclass_fields__
+    rate = RateNetwork(RateNetworkConfig.from_dict({k: v for k, v in noise.items()
+                                                    if k in rate_keys}), net.vocab)
+    v2 = V2Settings.from_dict({k: v for k, v in noise.items()
+                               if k in V2Settings.__dataclass_fields__})
+    return TrainerV2(net, rate, train.tokens, train.pad_mask, stats.edge_class_weights, config,
+                     device, val_tokens=val_tokens, val_pad_mask=val_pad, v2=v2)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -107,11 +142,12 @@ def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
                              f"from this run's {value}")
 
 
-def train_v1(dataset_path: str | Path, noise: str = "loglinear", model: str = "small",
-             config: TrainConfig | None = None, out_dir: str | Path | None = None,
-             resume: bool = False, device: str = "auto", progress: bool = True) -> TrainOutcome:
-    """Train (or resume) a v1 model on a prepared dataset; returns where the final
-    checkpoint is and the run's figures."""
+def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str = "small",
+                config: TrainConfig | None = None, out_dir: str | Path | None = None,
+                resume: bool = False, device: str = "auto", progress: bool = True
+                ) -> TrainOutcome:
+    """Train (or resume) a v1 or v2 (``noise="learned"``) model on a prepared dataset;
+    returns where the final checkpoint is and the run's figures."""
     from bdgen.data.dataset import PreparedDataset
 
     config = config or TrainConfig()
@@ -135,10 +171,8 @@ def train_v1(dataset_path: str | Path, noise: str = "loglinear", model: str = "s
 
     seed_everything(config.seed)
     net = BDDenoiser(model_cfg, ds.vocab)
-    trainer = Trainer(net, make_schedule(noise_cfg), train.tokens, train.pad_mask,
-                      stats.edge_class_weights, config, dev,
-                      val_tokens=val.tokens if len(val) else None,
-                      val_pad_mask=val.pad_mask if len(val) else None)
+    trainer = make_trainer(noise_cfg, net, train, val, stats, config, dev)
+    version = model_version(noise_cfg)
     resumed_from = 0
     if existing is not None:
         ckpt = load_checkpoint(existing, n_max=ds.vocab.n_max)
@@ -147,21 +181,27 @@ def train_v1(dataset_path: str | Path, noise: str = "loglinear", model: str = "s
             "noise": noise_cfg, "split": split, "trajectory": config.trajectory()})
         if ckpt.optimizer_state is None or ckpt.rng_state is None:
             raise BdgenError(f"cannot resume from {existing}: it has no optimizer/RNG state")
-        trainer.load_state_dict({"step": ckpt.step, "model": ckpt.model_state,
-                                 "optimizer": ckpt.optimizer_state,
-                                 "scheduler": ckpt.scheduler_state, "rng": ckpt.rng_state})
+        state = {"step": ckpt.step, "model": ckpt.model_state,
+                 "optimizer": ckpt.optimizer_state, "scheduler": ckpt.scheduler_state,
+                 "rng": ckpt.rng_state}
+        if version == "v2":
+            state["rate_network"] = ckpt.rate_network_state
+        trainer.load_state_dict(state)
         resumed_from = ckpt.step
 
     def on_checkpoint(tr: Trainer, final: bool) -> None:
         state = tr.state_dict()
         ckpt = Checkpoint(
-            version="v1", model_config=model_cfg.to_dict(), n_max=ds.vocab.n_max,
+            version=version, model_config=model_cfg.to_dict(), n_max=ds.vocab.n_max,
             noise=noise_cfg, train_config={**config.to_dict(), "model": model, "device": str(dev)},
             dataset_hash=ds.dataset_hash, dataset_id=ds.dataset_id, split=split,
             num_rooms_distribution=list(stats.num_rooms_distribution),
             edge_class_weights=list(stats.edge_class_weights), step=state["step"],
             model_state=state["model"], optimizer_state=state["optimizer"],
-            scheduler_state=state["scheduler"], rng_state=state["rng"])
+            scheduler_state=state["scheduler"], rng_state=state["rng"],
+            rate_network_state=state.get("rate_network"),
+            rate_network_config=(tr.rate_network.config.to_dict()
+                                 if hasattr(tr, "rate_network") else None))
         name = FINAL_NAME if final else f"checkpoint_step_{state['step']:07d}.pt"
         save_checkpoint(ckpt, run_dir / name)
 
@@ -176,3 +216,6 @@ def train_v1(dataset_path: str | Path, noise: str = "loglinear", model: str = "s
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
                         result.steps_per_s, result.wall_s, resumed_from,
                         result.val[-1] if result.val else None)
+
+
+train_v1 = train_model  # the name callers used before v2 existed
