@@ -21,9 +21,13 @@ import click
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint for the denoising metrics [default: the workspace's].")
 @click.option("--no-cache", is_flag=True, help="Rebuild the reference statistics.")
+@click.option("--legacy-v2-denoising", is_flag=True,
+              help="Mask v2 models with the legacy dummy log-linear schedule in the denoising "
+                   "metrics (reproduces old numbers) instead of their learned per-position "
+                   "rates.")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
-             no_cache: bool) -> None:
+             no_cache: bool, legacy_v2_denoising: bool) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
@@ -48,6 +52,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         model_path=model_path,
         models_dir=(ws.root / "artifacts" / "models") if ws else None,
         errors=errors,
+        legacy_v2_denoising=legacy_v2_denoising,
     )
     for err in errors:
         click.echo(f"error: {err}", err=True)

@@ -230,17 +230,31 @@ def find_checkpoint(model: dict, model_path: str | os.PathLike | None,
     return None
 
 
-def compute_denoising(checkpoint: Path, dataset: PreparedDataset) -> dict[str, float]:
-    """Denoising block of a checkpoint on the validation split of its dataset (seeded)."""
+LEGACY_V2_DENOISING_NOISE = {"type": "loglinear", "eps": 1e-3}
+"""The dummy schedule the legacy evaluator masked v2 models with (spec §6.11, §10 item 10)."""
+
+
+def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
+                      legacy_v2: bool = False) -> dict[str, float]:
+    """Denoising block of a checkpoint on the validation split of its dataset (seeded).
+
+    v1 masks with the checkpoint's schedule; v2 with its learned per-position rates
+    (``[B, S]`` α from the rate network). ``legacy_v2=True`` reproduces the legacy
+    evaluator, which masked v2 models with a dummy log-linear schedule instead.
+    """
+    from bdgen.diffusion.process_v2 import RateNetworkProcess
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
     from bdgen.model.checkpoint import build_denoiser, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model = build_denoiser(ckpt)
-    # v2: legacy masked with the dummy loglinear schedule (spec §6.11); kept for now.
-    noise = ckpt.noise if ckpt.version == "v1" else {"type": "loglinear", "eps": 1e-3}
-    alpha_fn = schedule_alpha_fn(make_schedule(noise))
+    if ckpt.version == "v1":
+        alpha_fn = schedule_alpha_fn(make_schedule(ckpt.noise))
+    elif legacy_v2:
+        alpha_fn = schedule_alpha_fn(make_schedule(LEGACY_V2_DENOISING_NOISE))
+    else:
+        alpha_fn = RateNetworkProcess.from_checkpoint(ckpt).alpha
     seed, fractions = _split_of({"split": ckpt.split})
     val = dataset.split("val", seed, fractions)
     return denoising_metrics(model, alpha_fn, val)
@@ -259,11 +273,14 @@ def evaluate_samples_files(
     models_dir: str | os.PathLike | None = None,
     errors: list[str] | None = None,
     echo: Callable[[str], None] | None = None,
+    legacy_v2_denoising: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
 
     ``denoising``: True = required (error if the checkpoint is not found), None = when the
     checkpoint can be found (``model_path`` or ``models_dir/<model id>/*.pt``), False = off.
+    ``legacy_v2_denoising``: mask v2 models with the legacy dummy log-linear schedule instead
+    of their learned rates (to reproduce old numbers; see :func:`compute_denoising`).
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -331,7 +348,8 @@ def evaluate_samples_files(
                     denoise_cache[mid] = {}
                 else:
                     ds = datasets[g["dataset"]["hash"]][0]
-                    denoise_cache[mid] = compute_denoising(ckpt_path, ds)
+                    denoise_cache[mid] = compute_denoising(ckpt_path, ds,
+                                                           legacy_v2=legacy_v2_denoising)
             den = denoise_cache[mid]
         ref, cached, ref_s = refs[g["rkey"]]
         # Seeds in numeric order (file names sort "seed-1337" before "seed-42").
