@@ -238,9 +238,13 @@ class TrainRecord:
 def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "loglinear",
                   model: str = "small", config=None, out_dir: str | Path | None = None,
                   resume: bool = False, device: str = "auto", progress: bool = True,
-                  no_mlflow: bool = False) -> TrainRecord:
+                  no_mlflow: bool = False, reuse: bool = False) -> TrainRecord:
     """Train one model as one tracked run: config as params, validation curve as metric
-    series, final checkpoint DVC-tracked, dataset + model rows in the store."""
+    series, final checkpoint DVC-tracked, dataset + model rows in the store.
+
+    ``reuse`` (pipelines): a run directory of the same identity that already holds the
+    final checkpoint at ``config.steps`` is reused as is (no new run); one with fewer steps
+    is resumed."""
     from bdgen.data.dataset import PreparedDataset
     from bdgen.diffusion.trainer import TrainConfig
     from bdgen.model.checkpoint import load_checkpoint, model_id
@@ -266,6 +270,11 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
             split = {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
             out_dir = ws.model_dir(run_name(noise_config(noise), ds.dataset_hash,
                                             model_preset(model).to_dict(), config, split))
+        if reuse:
+            done = _reusable(Path(out_dir), config.steps)
+            if done is True:
+                return _reuse_checkpoint(ws, tracker, Path(out_dir), ds.dataset_id, run)
+            resume = resume or done is False
         out = train_v1(dataset_path, noise=noise, model=model, config=config, out_dir=out_dir,
                        resume=resume, device=device, progress=progress)
         ref = track(ws.root, out.checkpoint)
@@ -291,6 +300,48 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
                        out.final_loss)
 
 
+def _reusable(run_dir: Path, steps: int) -> bool | None:
+    """True: the final checkpoint at ``steps`` is there; False: resumable checkpoints with
+    fewer steps; None: nothing there."""
+    from bdgen.model.checkpoint import load_checkpoint
+    from bdgen.pipeline.train import FINAL_NAME, latest_checkpoint
+
+    latest = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if latest is None:
+        return None
+    step = load_checkpoint(latest).step
+    if latest.name == FINAL_NAME and step == steps:
+        return True
+    if step > steps:
+        raise BdgenError(f"{run_dir} holds a model trained for {step} steps, more than the "
+                         f"{steps} asked for; remove it or raise the step count")
+    return False
+
+
+def _reuse_checkpoint(ws: Workspace, tracker: Tracker, run_dir: Path, dataset_id: str,
+                      run) -> TrainRecord:
+    """An already trained model: re-register (idempotent), point at its original run."""
+    from bdgen.model.checkpoint import load_checkpoint, model_id
+    from bdgen.pipeline.train import FINAL_NAME
+
+    final = run_dir / FINAL_NAME
+    ref = track(ws.root, final)
+    ckpt = load_checkpoint(final)
+    mid = model_id(ckpt, ref.sha256)
+    found = tracker.find_runs(experiment_name(dataset_id),
+                              {"bdgen.kind": "train", "bdgen.model_id": mid})
+    original = found[-1] if found else None
+    run.set_tags({"bdgen.model_id": mid, "bdgen.reused_from_run": original, **ref.tags(
+        "checkpoint")})
+    store = open_store(ws)
+    try:
+        register_checkpoint(store, ckpt, Path(ref.path), ref.sha256, mid, original)
+    finally:
+        store.close()
+    return TrainRecord(mid, ref.path, ref.md5, ref.sha256, original or run.run_id, dataset_id,
+                       ckpt.step, float("nan"))
+
+
 def _inside(ws: Workspace, path: Path) -> bool:
     try:
         Path(path).resolve().relative_to(ws.root)
@@ -310,3 +361,148 @@ def _log_val_curve(run, log: Path) -> None:
         series = [(int(r["step"]), float(r[key])) for r in rows if key in r]
         if series:
             run.log_metric_series(f"curve/{key}", series)
+
+
+#: Headline metrics written to the per-evaluation metrics JSON (``dvc exp show``/``metrics``).
+HEADLINE_METRICS = ("validity_rate", "inside_validity", "novelty", "mode_coverage_weighted",
+                    "node_tv", "edge_tv", "conditional_edge_tv_weighted", "transitivity_score")
+
+
+@dataclass
+class EvaluationRecord:
+    generation_run_id: int
+    evaluation_run_id: int
+    mlflow_run_id: str | None
+    model_id: str
+    method: str
+    seed: int
+    samples_sha256: str
+    metrics: dict[str, float]     # canonical name -> value (this seed)
+    skipped: bool = False
+
+
+def verify_samples(ws: Workspace, info: dict) -> Path:
+    """The samples file of a generation row, after checking its sha256 against the store.
+
+    Called before any metric is computed: a file changed or replaced since it was generated
+    is refused (its metrics would describe other samples than the store says)."""
+    if info["status"] != "succeeded" or not info["samples_path"]:
+        raise BdgenError(f"generation run {info['id']} has status {info['status']} and no "
+                         "samples file to evaluate")
+    path = Path(info["samples_path"])
+    path = path if path.is_absolute() else ws.root / path
+    if not path.is_file():
+        raise BdgenError(f"samples file of generation run {info['id']} is missing: {path} "
+                         "(restore it with `dvc pull` / `dvc checkout` in the workspace)")
+    sha = file_digests(path)[1]
+    if sha != info["samples_sha256"]:
+        raise BdgenError(f"samples file {path} does not match the store: sha256 "
+                         f"{sha[:12]}... but generation run {info['id']} recorded "
+                         f"{str(info['samples_sha256'])[:12]}...; refusing to evaluate")
+    return path
+
+
+def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
+                     replace: bool = False, echo: Callable[[str], None] | None = print,
+                     metrics_out: dict[int, Path] | None = None,
+                     plots: bool = True) -> list[EvaluationRecord]:
+    """Evaluate generation runs, one tracked evaluation run each.
+
+    Every samples file is verified against the store's sha256 before anything is computed.
+    Runs already evaluated (same reference and evaluator version) are skipped unless
+    ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
+    headline metrics (for DVC).
+    """
+    from bdgen.eval.registry import canonical_name
+    from bdgen.pipeline.evaluate import evaluate_samples_files
+    from bdgen.pipeline.store_links import (
+        evaluation_metrics,
+        evaluation_row,
+        generation_run_info,
+    )
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, normalise_metrics
+
+    tracker = tracker_for(ws, no_mlflow)
+    store = open_store(ws)
+    records: list[EvaluationRecord] = []
+    try:
+        infos = [generation_run_info(store, int(r)) for r in run_ids]
+        paths = [verify_samples(ws, info) for info in infos]  # all checked before any work
+        for info, path in zip(infos, paths):
+            prev = evaluation_row(store, info["id"], DEFAULT_REFERENCE,
+                                  DEFAULT_EVALUATOR_VERSION)
+            if prev is not None and prev["status"] == "succeeded" and not replace:
+                if echo:
+                    echo(f"generation run {info['id']}: already evaluated (evaluation run "
+                         f"{prev['id']}), skipped")
+                rec = EvaluationRecord(info["id"], prev["id"], prev["mlflow_run_id"],
+                                       info["model_id"], info["method"], info["seed"],
+                                       info["samples_sha256"],
+                                       evaluation_metrics(store, prev["id"]), skipped=True)
+            else:
+                rec = _evaluate_one(ws, store, tracker, info, path, replace, echo,
+                                    evaluate_samples_files, normalise_metrics, canonical_name,
+                                    plots)
+            records.append(rec)
+            if metrics_out and info["id"] in metrics_out:
+                _write_json(metrics_out[info["id"]],
+                            {k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics})
+    finally:
+        store.close()
+    return records
+
+
+def _evaluate_one(ws, store, tracker, info, path, replace, echo, evaluate_samples_files,
+                  normalise_metrics, canonical_name, plots) -> EvaluationRecord:
+    from datetime import datetime, timezone
+
+    rel = _rel(ws, path)
+    md5, sha = file_digests(path)
+    gen_id = info["id"]
+    name = f"{info['model_id']}/{info['method']}/{info['seed']}"
+    params = {"generation_run_id": gen_id, "model_id": info["model_id"],
+              "method": info["method"], "seed": info["seed"],
+              "num_samples": info["num_samples"], "steps": info["steps"],
+              "samples": {"path": rel, "sha256": sha}}
+    tags = {"bdgen.generation_run_id": gen_id, "bdgen.model_id": info["model_id"],
+            "bdgen.method": info["method"], "bdgen.seed": info["seed"],
+            "bdgen.generation_mlflow_run_id": info["mlflow_run_id"],
+            "bdgen.artifact.samples.path": rel, "bdgen.artifact.samples.md5": md5,
+            "bdgen.artifact.samples.sha256": sha}
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    (result,) = evaluate_samples_files([path], data_dir=ws.data_dir, cache_dir=ws.cache_dir,
+                                       denoising=False)
+    per_seed = result.per_seed[str(info["seed"])]
+    clean = normalise_metrics(per_seed)
+    dataset_id = result.dataset.get("id") or result.model.get("dataset_id", "unknown")
+    with tracker.open_run("evaluate", name, experiment_name(dataset_id), params,
+                          {**tags, "bdgen.dataset_id": dataset_id}) as run:
+        ev_id = store.record_evaluation(gen_id, per_seed, mlflow_run_id=run.run_id,
+                                        no_mlflow=not tracker.enabled, started_at=started,
+                                        duration_s=time.perf_counter() - t0, replace=replace)
+        run.set_tags({"bdgen.evaluation_run_id": ev_id})
+        run.log_metrics({**clean, "eval_time_s": time.perf_counter() - t0})
+        if plots and tracker.enabled:
+            import tempfile
+
+            from bdgen.pipeline.plots import metric_bars
+
+            with tempfile.TemporaryDirectory() as d:
+                bars = {k: clean[k] for k in HEADLINE_METRICS if k in clean}
+                run.log_artifact(metric_bars(bars, Path(d) / "headline.png", name), "plots")
+    if echo:
+        shown = ", ".join(f"{k} {clean[k]:.3f}" for k in HEADLINE_METRICS[:4] if k in clean)
+        echo(f"{name}: evaluation run {ev_id} ({shown})")
+    return EvaluationRecord(gen_id, ev_id, run.run_id, info["model_id"], info["method"],
+                            info["seed"], sha, clean)
+
+
+def _write_json(path: Path, obj) -> None:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.store.api import Store, code_version, hostname
-from bdgen.store.models import EvaluationRun, GenerationRun, Method, Model
+from bdgen.store.models import EvaluationRun, GenerationRun, Method, Model, Series
 
 #: A "running" generation row older than this is taken to be from a dead process.
 STALE_AFTER = timedelta(hours=6)
@@ -24,20 +24,6 @@ STALE_AFTER = timedelta(hours=6)
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def generation_status(store: Store, model_id: str, method: str, seed: int, num_samples: int,
-                      steps: int) -> tuple[int, str] | None:
-    """(row id, status) of a generation run identity, or None when the store lacks it."""
-    with store.read_session() as s:
-        row = s.execute(
-            select(GenerationRun.id, GenerationRun.status)
-            .join(Model, GenerationRun.model_pk == Model.id)
-            .join(Method, GenerationRun.method_pk == Method.id)
-            .where(Model.model_id == model_id, Method.name == method,
-                   GenerationRun.seed == seed, GenerationRun.num_samples == num_samples,
-                   GenerationRun.steps == steps)).one_or_none()
-    return (row[0], row[1]) if row else None
 
 
 def claim_generation_run(store: Store, model_id: str, method: str, seed: int,
@@ -60,8 +46,8 @@ def claim_generation_run(store: Store, model_id: str, method: str, seed: int,
     with store.session() as s:
         model_pk = store._model_pk(s, model_id)
         method_pk = s.scalar(select(Method.id).where(Method.name == spec.format()))
-        key = {"model_pk": model_pk, "method_pk": method_pk, "seed": seed,
-               "num_samples": num_samples, "steps": steps}
+        series = store._series(s, model_pk, method_pk, num_samples, steps)
+        key = {"series_pk": series.id, "seed": seed}
         try:
             with s.begin_nested():
                 row = GenerationRun(**key, **book)
@@ -111,12 +97,13 @@ def legacy_rows(store: Store, source_sha256: str) -> list[ImportedRun]:
     """The evaluation rows imported from the legacy file with this sha256."""
     with store.read_session() as s:
         rows = s.execute(
-            select(Model.model_id, Method.name, GenerationRun.seed, GenerationRun.num_samples,
-                   GenerationRun.steps, GenerationRun.id, EvaluationRun.id,
+            select(Model.model_id, Method.name, GenerationRun.seed, Series.num_samples,
+                   Series.steps, GenerationRun.id, EvaluationRun.id,
                    EvaluationRun.mlflow_run_id)
             .join(GenerationRun, EvaluationRun.generation_run_pk == GenerationRun.id)
-            .join(Model, GenerationRun.model_pk == Model.id)
-            .join(Method, GenerationRun.method_pk == Method.id)
+            .join(Series, GenerationRun.series_pk == Series.id)
+            .join(Model, Series.model_pk == Model.id)
+            .join(Method, Series.method_pk == Method.id)
             .where(EvaluationRun.source_sha256 == source_sha256)
             .order_by(GenerationRun.seed)).all()
     return [ImportedRun(*r) for r in rows]
@@ -130,9 +117,77 @@ def generation_row(store: Store, model_id: str, method: str, seed: int, num_samp
         row = s.execute(
             select(GenerationRun.id, GenerationRun.status, GenerationRun.samples_path,
                    GenerationRun.samples_sha256, GenerationRun.mlflow_run_id)
-            .join(Model, GenerationRun.model_pk == Model.id)
-            .join(Method, GenerationRun.method_pk == Method.id)
+            .join(Series, GenerationRun.series_pk == Series.id)
+            .join(Model, Series.model_pk == Model.id)
+            .join(Method, Series.method_pk == Method.id)
             .where(Model.model_id == model_id, Method.name == method,
-                   GenerationRun.seed == seed, GenerationRun.num_samples == num_samples,
-                   GenerationRun.steps == steps)).one_or_none()
+                   GenerationRun.seed == seed, Series.num_samples == num_samples,
+                   Series.steps == steps)).one_or_none()
     return dict(row._mapping) if row else None
+
+
+def generation_run_info(store: Store, run_id: int) -> dict:
+    """A generation row with its model and method names (BdgenError if unknown)."""
+    from bdgen.errors import BdgenError
+
+    with store.read_session() as s:
+        row = s.execute(
+            select(GenerationRun.id, GenerationRun.status, GenerationRun.seed,
+                   Series.num_samples, Series.steps, GenerationRun.samples_path,
+                   GenerationRun.samples_sha256, GenerationRun.mlflow_run_id,
+                   GenerationRun.provenance, Model.model_id, Method.name.label("method"))
+            .join(Series, GenerationRun.series_pk == Series.id)
+            .join(Model, Series.model_pk == Model.id)
+            .join(Method, Series.method_pk == Method.id)
+            .where(GenerationRun.id == run_id)).one_or_none()
+    if row is None:
+        raise BdgenError(f"generation run {run_id} is not in the store")
+    return dict(row._mapping)
+
+
+def generation_runs_by_path(store: Store, paths: list[str]) -> dict[str, int]:
+    """Samples path (as recorded) -> generation run id, for the given paths."""
+    with store.read_session() as s:
+        rows = s.execute(select(GenerationRun.samples_path, GenerationRun.id)
+                         .where(GenerationRun.samples_path.in_(paths))).all()
+    return {p: i for p, i in rows}
+
+
+def pending_generation_runs(store: Store, reference: str, evaluator_version: str,
+                            model_id: str | None = None) -> list[int]:
+    """Succeeded bdgen generation runs without a succeeded evaluation (reference, version)."""
+    with store.read_session() as s:
+        done = select(EvaluationRun.generation_run_pk).where(
+            EvaluationRun.reference == reference,
+            EvaluationRun.evaluator_version == evaluator_version,
+            EvaluationRun.status == "succeeded")
+        q = (select(GenerationRun.id).join(Series, GenerationRun.series_pk == Series.id)
+             .join(Model, Series.model_pk == Model.id)
+             .where(GenerationRun.status == "succeeded", GenerationRun.provenance == "bdgen",
+                    GenerationRun.id.not_in(done)).order_by(GenerationRun.id))
+        if model_id is not None:
+            q = q.where(Model.model_id == model_id)
+        return list(s.scalars(q))
+
+
+def evaluation_row(store: Store, generation_run_id: int, reference: str,
+                   evaluator_version: str) -> dict | None:
+    with store.read_session() as s:
+        row = s.execute(select(EvaluationRun.id, EvaluationRun.status,
+                               EvaluationRun.mlflow_run_id)
+                        .where(EvaluationRun.generation_run_pk == generation_run_id,
+                               EvaluationRun.reference == reference,
+                               EvaluationRun.evaluator_version == evaluator_version)
+                        ).one_or_none()
+    return dict(row._mapping) if row else None
+
+
+def evaluation_metrics(store: Store, evaluation_run_id: int) -> dict[str, float]:
+    """Canonical metric name -> value of one evaluation run."""
+    from bdgen.store.models import MetricDefinition, MetricValue
+
+    with store.read_session() as s:
+        rows = s.execute(select(MetricDefinition.name, MetricValue.value)
+                         .join(MetricValue, MetricValue.metric_pk == MetricDefinition.id)
+                         .where(MetricValue.evaluation_run_pk == evaluation_run_id)).all()
+    return {n: v for n, v in rows}
