@@ -98,7 +98,8 @@ def _csv(text: str) -> list[str]:
 
 @click.command()
 @click.option("--models", required=True,
-              help="Comma-separated checkpoint files (e.g. artifacts/models/*/checkpoint_final.pt).")
+              help="Comma-separated checkpoint files "
+                   "(e.g. artifacts/models/<run>/checkpoint_final.pt).")
 @click.option("--methods", required=True, help="Comma-separated method names.")
 @click.option("--seeds", default="42,123,456,789,1337", show_default=True)
 @click.option("--num-samples", type=int, default=1000, show_default=True)
