@@ -197,3 +197,21 @@ def test_where_filters(legacy_dir):
     with pytest.raises(BdgenError, match=r"unknown key 'temprature'.*valid keys: .*temperature"):
         parse_where(["temprature=0"], results)
     assert len(apply_where(results, parse_where(["noise_schedule=loglinear"], results))) == 22
+
+
+def test_vectorised_test_matches_the_scalar_one():
+    import random
+
+    import numpy as np
+
+    rng = random.Random(3)
+    aggs = [Aggregate.of([rng.gauss(0.5, rng.choice([0.0, 0.01, 0.1])) for _ in
+                          range(rng.choice([1, 2, 5]))]) for _ in range(200)]
+    aggs.append(Aggregate.of([0.5, 0.5]))
+    for a in aggs[:20]:
+        diff, p = M.differs_many(a, [b.mean for b in aggs], [b.std for b in aggs],
+                                 [b.n for b in aggs], 0.05)
+        for k, b in enumerate(aggs):
+            d1, p1 = M.differs(a, b, 0.05)
+            assert bool(diff[k]) == d1
+            assert (p1 is None and np.isnan(p[k])) or p[k] == pytest.approx(p1, rel=1e-12)
