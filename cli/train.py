@@ -30,10 +30,12 @@ import click
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the denoiser.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-mlflow", is_flag=True,
+              help="Do not log to MLflow (in a workspace the run is tracked by default).")
 def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
           is_mode: str | None,
           checkpoint_every: int, val_every: int, log_every: int, out: str | None, resume: bool,
-          device: str, seed: int, compile_: bool, quiet: bool) -> None:
+          device: str, seed: int, compile_: bool, quiet: bool, no_mlflow: bool) -> None:
     """Train a denoiser (v1: fixed noise schedule; v2: --noise learned, with a rate network)
     and write checkpoints."""
     from bdgen.diffusion.trainer import TrainConfig
@@ -45,9 +47,36 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
     config = TrainConfig(steps=steps, batch_size=batch_size, is_mode=is_mode, seed=seed,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          log_every=log_every, compile=compile_)
+    ws = _tracking_workspace(out)
+    if ws is not None:  # one tracked run: MLflow, store rows, DVC-tracked checkpoint
+        from bdgen.pipeline.jobs import tracked_train
+
+        rec = tracked_train(ws, dataset, noise=noise, model=model, config=config,
+                            out_dir=out, resume=resume, device=device,
+                            progress=not quiet, no_mlflow=no_mlflow)
+        click.echo(f"model {rec.model_id}: step {rec.step}, final loss {rec.final_loss:.4f}, "
+                   f"{rec.checkpoint} (sha256 {rec.sha256[:12]}, MLflow run "
+                   f"{rec.mlflow_run_id or 'none'})")
+        return
     res = train_model(dataset, noise=noise, model=model, config=config, out_dir=out,
                    resume=resume, device=device, progress=not quiet)
     val = (f", val loss {res.val.loss:.4f} (node acc {res.val.node_accuracy:.3f}, edge acc "
            f"{res.val.edge_accuracy:.3f})" if res.val else "")
     click.echo(f"trained to step {res.step} (from {res.resumed_from}): final loss "
                f"{res.final_loss:.4f}{val}, {res.steps_per_s:.2f} steps/s, {res.checkpoint}")
+
+
+def _tracking_workspace(out: str | None):
+    """The workspace when training inside one (runs are then tracked), else None."""
+    from pathlib import Path
+
+    from bdgen.errors import BdgenError
+    from bdgen.pipeline.workspace import Workspace
+
+    try:
+        ws = Workspace.find()
+    except BdgenError:
+        return None
+    if out is not None and not Path(out).resolve().is_relative_to(ws.root):
+        return None
+    return ws

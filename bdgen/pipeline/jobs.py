@@ -249,7 +249,7 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
     from bdgen.diffusion.trainer import TrainConfig
     from bdgen.model.checkpoint import load_checkpoint, model_id
     from bdgen.pipeline.store_links import link_model_run
-    from bdgen.pipeline.train import train_v1
+    from bdgen.pipeline.train import train_model
 
     tracker = tracker_for(ws, no_mlflow)
     config = config or TrainConfig()
@@ -275,7 +275,7 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
             if done is True:
                 return _reuse_checkpoint(ws, tracker, Path(out_dir), ds.dataset_id, run)
             resume = resume or done is False
-        out = train_v1(dataset_path, noise=noise, model=model, config=config, out_dir=out_dir,
+        out = train_model(dataset_path, noise=noise, model=model, config=config, out_dir=out_dir,
                        resume=resume, device=device, progress=progress)
         ref = track(ws.root, out.checkpoint)
         ckpt = load_checkpoint(out.checkpoint)
