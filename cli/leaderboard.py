@@ -112,11 +112,10 @@ def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, wh
     difference on a priority is within seed noise (Welch t-test on per-seed values at
     alpha) tie on it and are ordered by the next priority; the note column says so.
     """
+    from bdgen.report.expectations import verdicts
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import leaderboard_table, render
-
-    from bdgen.report.expectations import verdicts
 
     prof = load_profile(profile)
     ex = _load_expectations(expect)
@@ -142,9 +141,8 @@ def compare(names, metric_rows, primary_only, alpha, fmt, db, min_seeds, where, 
 
     A '*' marks a delta whose Welch t-test on the per-seed values has p < alpha.
     """
-    from bdgen.report.tables import compare_table, render, resolve_names
-
     from bdgen.diffusion.method import Method
+    from bdgen.report.tables import compare_table, render, resolve_names
 
     if len(names) < 2:
         raise BdgenError("compare needs at least two methods (or model/method labels)")

@@ -9,8 +9,13 @@ import pytest
 
 from bdgen.eval.aggregate import Aggregate
 from bdgen.report.comparison_md import (
-    build_comparison, comparison_markdown, format_cell, format_delta, parse_markdown_tables,
-    render_markdown)
+    build_comparison,
+    comparison_markdown,
+    format_cell,
+    format_delta,
+    parse_markdown_tables,
+    render_markdown,
+)
 from bdgen.report.document import build_report, write_report
 from bdgen.report.expectations import load_expectations
 from bdgen.report.legacy import load_legacy_dir

@@ -6,8 +6,7 @@ import pytest
 
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult
-from bdgen.report.expectations import (
-    expectations_from_dict, load_expectations, overall, verdicts)
+from bdgen.report.expectations import expectations_from_dict, load_expectations, overall, verdicts
 from bdgen.report.legacy import load_legacy_dir
 
 

@@ -11,7 +11,13 @@ from bdgen.eval.aggregate import Aggregate, MethodResult
 from bdgen.report import metrics as M
 from bdgen.report.legacy import load_legacy_dir
 from bdgen.report.profiles import (
-    Constraint, apply_where, builtin_profiles, load_profile, parse_where, profile_from_dict)
+    Constraint,
+    apply_where,
+    builtin_profiles,
+    load_profile,
+    parse_where,
+    profile_from_dict,
+)
 from bdgen.report.ranking import rank
 
 

@@ -131,7 +131,8 @@ def _is_guided(results: Sequence[MethodResult]) -> bool:
 
 
 def _metric_section(title: str, results: Sequence[MethodResult], labels: list[str],
-                    rows: Sequence[tuple[str, str]], percent_of=None, fixed4=False) -> Section | None:
+                    rows: Sequence[tuple[str, str]], percent_of=None,
+                    fixed4=False) -> Section | None:
     """Rows are ``(metric name, display)``; rows that no method has are skipped."""
     two = len(results) == 2
     header = ["Metric", *labels] + (["Delta"] if two else [])

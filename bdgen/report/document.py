@@ -14,7 +14,12 @@ from pathlib import Path
 
 from bdgen.eval.aggregate import MethodResult
 from bdgen.report.comparison_md import (
-    ComparisonDoc, Section, build_comparison, column_labels, render_markdown)
+    ComparisonDoc,
+    Section,
+    build_comparison,
+    column_labels,
+    render_markdown,
+)
 from bdgen.report.expectations import Expectations, verdicts
 from bdgen.report.profiles import Profile
 from bdgen.report.ranking import rank

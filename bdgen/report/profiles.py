@@ -286,5 +286,6 @@ def _n_seeds(r: MethodResult) -> int:
 
 __all__ = [
     "Constraint", "Priority", "Profile", "load_profile", "profile_from_dict", "builtin_profiles",
-    "parse_where", "split_where", "check_where_keys", "apply_where", "known_fields", "field_value", "values_equal",
+    "parse_where", "split_where", "check_where_keys", "apply_where", "known_fields",
+    "field_value", "values_equal",
 ]
