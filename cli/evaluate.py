@@ -8,7 +8,15 @@ import click
 
 
 @click.command()
-@click.argument("samples", nargs=-1, required=True, type=click.Path())
+@click.argument("samples", nargs=-1, required=False, type=click.Path())
+@click.option("--run", "run_ids", type=int, multiple=True,
+              help="Evaluate this generation run of the store as a tracked run (repeatable).")
+@click.option("--pending", is_flag=True,
+              help="Evaluate, as tracked runs, every generation run not evaluated yet "
+                   "(with --model-id: of that model only).")
+@click.option("--model-id", default=None, help="With --pending: only this model id.")
+@click.option("--replace", is_flag=True, help="With --run/--pending: redo evaluated runs.")
+@click.option("--no-mlflow", is_flag=True, help="With --run/--pending: no MLflow run.")
 @click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False), default=None,
               help="Prepared dataset file [default: the workspace's, matched by hash].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -27,7 +35,8 @@ import click
                    "rates.")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
-             no_cache: bool, legacy_v2_denoising: bool) -> None:
+             no_cache: bool, legacy_v2_denoising: bool, run_ids: tuple[int, ...],
+             pending: bool, model_id: str | None, replace: bool, no_mlflow: bool) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
@@ -39,9 +48,26 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         ws = Workspace.find()
     except BdgenError:
         ws = None
+    if run_ids or pending:  # tracked: store row + MLflow run per generation run
+        if ws is None:
+            raise BdgenError("--run/--pending need a bdgen workspace (bdgen init)")
+        from bdgen.pipeline.jobs import pending_runs, tracked_evaluate
+
+        ids = list(run_ids) + (pending_runs(ws, model_id) if pending else [])
+        if not ids:
+            click.echo("nothing to evaluate")
+            return
+        tracked_evaluate(ws, ids, no_mlflow=no_mlflow, replace=replace, echo=click.echo)
+        return
+    if not samples:
+        raise BdgenError("give SAMPLES files/directories, --run ID or --pending")
     if ws is None and dataset_path is None:
         raise BdgenError("not inside a bdgen workspace: pass --dataset PATH "
                          "(the prepared dataset file)")
+    if ws is not None:  # files the store knows must still be what it recorded
+        from bdgen.pipeline.jobs import verify_registered_files
+
+        verify_registered_files(ws, samples)
     errors: list[str] = []
     results = evaluate_samples_files(
         samples,

@@ -506,3 +506,34 @@ def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:
+    """Check every samples file (or directory of them) that the store knows against its
+    recorded sha256, before evaluating; BdgenError on a mismatch. Returns how many were
+    checked (files the store does not know are left alone)."""
+    from bdgen.pipeline.evaluate import find_samples_files
+    from bdgen.pipeline.store_links import generation_run_info, generation_runs_by_path
+
+    files = {_rel(ws, f): f for f in find_samples_files(paths)}
+    store = open_store(ws)
+    try:
+        known = generation_runs_by_path(store, list(files))
+        for rel, run_id in known.items():
+            verify_samples(ws, generation_run_info(store, run_id))
+    finally:
+        store.close()
+    return len(known)
+
+
+def pending_runs(ws: Workspace, model_id: str | None = None) -> list[int]:
+    """Generation runs (succeeded, made by bdgen) not evaluated yet."""
+    from bdgen.pipeline.store_links import pending_generation_runs
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+
+    store = open_store(ws)
+    try:
+        return pending_generation_runs(store, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                       model_id)
+    finally:
+        store.close()
