@@ -114,17 +114,20 @@ def worker_half_write(url: str, generation_run_id: int, ready) -> None:
     import time
 
     from bdgen.store.api import Store
-    from bdgen.store.models import EvaluationRun, MetricValue
+    from bdgen.store.models import EvaluationRun, GenerationRun, MetricValue
 
     store = Store.open(url)
     with store.session() as s:
-        ev = EvaluationRun(generation_run_pk=generation_run_id, reference="train",
-                           evaluator_version="bdgen-0.1.0", status="running")
+        gen = s.get(GenerationRun, generation_run_id)
+        ev = EvaluationRun(generation_run_pk=gen.id, series_pk=gen.series_pk,
+                           reference="train", evaluator_version="bdgen-0.1.0",
+                           status="running")
         s.add(ev)
         s.flush()
         pk = store._metric_pk(s, "validity_rate")
         s.execute(MetricValue.__table__.insert(),
-                  [{"evaluation_run_pk": ev.id, "metric_pk": pk, "value": 0.5}])
+                  [{"evaluation_run_pk": ev.id, "series_pk": gen.series_pk, "metric_pk": pk,
+                    "value": 0.5}])
         s.flush()
         ready.set()
         time.sleep(600)

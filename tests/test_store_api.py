@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate
-from bdgen.store.api import Store
+from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, Store
 from bdgen.store.models import EvaluationRun, GenerationRun, MetricValue
 from bdgen.store.queries import metric_aggregates
 
@@ -168,13 +168,14 @@ def test_failure_inside_the_transaction_rolls_everything_back(store):
     gid = make_generation_run(store)
     with pytest.raises(RuntimeError):
         with store.session() as s:
-            ev = EvaluationRun(generation_run_pk=gid, reference="train",
+            series = s.get(GenerationRun, gid).series_pk
+            ev = EvaluationRun(generation_run_pk=gid, series_pk=series, reference="train",
                                evaluator_version="x", status="running")
             s.add(ev)
             s.flush()
             s.execute(MetricValue.__table__.insert(),
-                      [{"evaluation_run_pk": ev.id, "metric_pk": store._metric_pk(s, "node_js"),
-                        "value": 0.1}])
+                      [{"evaluation_run_pk": ev.id, "series_pk": series,
+                        "metric_pk": store._metric_pk(s, "node_js"), "value": 0.1}])
             raise RuntimeError("evaluator crashed mid-write")
     assert store.counts()["evaluation_runs"] == 0 and store.counts()["metric_values"] == 0
 
@@ -192,6 +193,11 @@ def test_duplicate_evaluation_is_refused_unless_replace(store):
     store.record_evaluation(gid, {"node_js": 0.3}, evaluator_version="bdgen-9")
     (r,) = store.method_results()
     assert r.metrics["node_js"].mean == 0.3 and r.metrics["node_js"].n == 1
+    with store.read_session() as s:
+        (a,) = metric_aggregates(s, metrics=["node_js"])
+        (b,) = metric_aggregates(s, metrics=["node_js"],
+                                 where={"evaluator_version": DEFAULT_EVALUATOR_VERSION})
+    assert (a.mean, a.n) == (0.3, 1) and (b.mean, b.n) == (0.2, 1)
 
 
 def test_stratified_definitions_are_added_on_demand(store):

@@ -42,10 +42,10 @@ def _bulk_generation_runs(store: Store, n: int) -> list[int]:
     """n succeeded generation runs (seeds 0..n-1), inserted in one statement."""
     model_pk = store.get_or_create_model(MODEL, "v1", "loglinear")
     method_pk = store.get_or_create_method(METHOD)
-    rows = [{"model_pk": model_pk, "method_pk": method_pk, "seed": i, "num_samples": 100,
-             "steps": 10, "status": "succeeded", "no_mlflow": True, "provenance": "bdgen",
-             "code_version": code_version()} for i in range(n)]
     with store.session() as s:
+        series = store._series(s, model_pk, method_pk, 100, 10).id
+        rows = [{"series_pk": series, "seed": i, "status": "succeeded", "no_mlflow": True,
+                 "provenance": "bdgen", "code_version": code_version()} for i in range(n)]
         s.execute(GenerationRun.__table__.insert(), rows)
         return list(s.scalars(select(GenerationRun.id).order_by(GenerationRun.seed)))
 

@@ -132,11 +132,13 @@ def test_import_is_idempotent_and_records_provenance(store, legacy_dir):
 
     with store.read_session() as s:
         gen = s.scalars(select(GenerationRun)).first()
+        gen.series  # load while the session is open
         ev = s.scalars(select(EvaluationRun)).first()
         model = s.scalars(select(Model)).one()
     assert gen.provenance == ev.provenance == "legacy import"
     assert Path(gen.source_path).name == files[0].name and len(gen.source_sha256) == 64
-    assert gen.samples_path is None and gen.num_samples == 1000 and gen.steps == 100
+    assert gen.samples_path is None and gen.series.num_samples == 1000
+    assert gen.series.steps == 100
     assert (model.model_id, model.version, model.noise_schedule, model.checkpoint_path) == (
         MODEL, "v1", "loglinear", "checkpoint_final.pt")
 

@@ -18,7 +18,7 @@ from bdgen.store.engine import make_engine
 from bdgen.store.models import Base, MetricDefinition
 from cli.main import cli
 
-TABLES = {"datasets", "models", "methods", "generation_runs", "evaluation_runs",
+TABLES = {"datasets", "models", "methods", "series", "generation_runs", "evaluation_runs",
           "metric_values", "metric_definitions", "denoising_evaluations", "denoising_values",
           "store_meta"}
 

@@ -49,6 +49,7 @@ from bdgen.store.models import (
     MetricDefinition,
     MetricValue,
     Model,
+    Series,
 )
 from bdgen.store.models import Method as MethodRow
 
@@ -79,6 +80,15 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical_or_none(name: str) -> str | None:
+    """Cached registry lookup (hot in bulk ingest); ``None`` for unknown names."""
+    try:
+        return lookup(name).name
+    except KeyError:
+        return None
+
+
 def normalise_metrics(metrics: Any, what: str = "metrics") -> dict[str, float]:
     """Validate a per-seed metric dict and key it by canonical metric name.
 
@@ -93,25 +103,29 @@ def normalise_metrics(metrics: Any, what: str = "metrics") -> dict[str, float]:
 
     def walk(m: Mapping, prefix: str) -> None:
         for key, value in m.items():
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
+            if type(key) is not str and (not isinstance(key, (str, int))
+                                         or isinstance(key, bool)):
                 raise BdgenError(f"{what}: metric names must be strings, got {key!r}")
-            name = f"{prefix}{key}"
-            if isinstance(value, Mapping):
-                walk(value, name + "/")
+            name = f"{prefix}{key}" if prefix else key
+            kind = type(value)
+            if kind is not float and kind is not int and isinstance(value, Mapping):
+                walk(value, f"{name}/")
                 continue
-            try:
-                d = lookup(name)
-            except KeyError as exc:
-                raise BdgenError(f"{what}: {exc.args[0]}") from None
-            if isinstance(value, bool) or not isinstance(value, Real):
+            canonical = _canonical_or_none(str(name))
+            if canonical is None:
+                try:
+                    lookup(str(name))
+                except KeyError as exc:
+                    raise BdgenError(f"{what}: {exc.args[0]}") from None
+            if kind is not float and (kind is bool or not isinstance(value, Real)):
                 raise BdgenError(f"{what}: metric {name!r} has a non-numeric value {value!r} "
-                                 f"({type(value).__name__})")
+                                 f"({kind.__name__})")
             v = float(value)
             if not math.isfinite(v):
                 raise BdgenError(f"{what}: metric {name!r} is {v} (must be finite)")
-            if d.name in out:
-                raise BdgenError(f"{what}: metric {d.name!r} given twice (as {name!r})")
-            out[d.name] = v
+            if canonical in out:
+                raise BdgenError(f"{what}: metric {canonical!r} given twice (as {name!r})")
+            out[canonical] = v
 
     walk(metrics, "")
     return out
@@ -276,6 +290,11 @@ class Store:
              "strategy": f["strategy"], "eta": f["eta"], "t_switch": f["t_switch"],
              "v2": m.v2})
 
+    def _series(self, s: Session, model_pk: int, method_pk: int, num_samples: int,
+                steps: int) -> Series:
+        return self._get_or_create(s, Series, {"model_pk": model_pk, "method_pk": method_pk,
+                                               "num_samples": num_samples, "steps": steps}, {})
+
     def _model_pk(self, s: Session, model_id: str) -> int:
         pk = s.scalar(select(Model.id).where(Model.model_id == model_id))
         if pk is None:
@@ -317,9 +336,8 @@ class Store:
         now = utcnow()
         with self.session() as s:
             model_pk = self._model_pk(s, model_id)
-            method_pk = self._method(s, spec).id
-            key = {"model_pk": model_pk, "method_pk": method_pk, "seed": seed,
-                   "num_samples": num_samples, "steps": steps}
+            series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps)
+            key = {"series_pk": series.id, "seed": seed}
             row = s.scalars(select(GenerationRun).filter_by(**key)).one_or_none()
             if row is not None and row.status == "succeeded" and not force:
                 raise BdgenError(
@@ -432,8 +450,8 @@ class Store:
                     f"(id {row.id}, reference {reference!r}, evaluator {evaluator_version!r})")
             s.execute(delete(MetricValue).where(MetricValue.evaluation_run_pk == row.id))
         else:
-            row = EvaluationRun(generation_run_pk=gen.id, reference=reference,
-                                evaluator_version=evaluator_version)
+            row = EvaluationRun(generation_run_pk=gen.id, series_pk=gen.series_pk,
+                                reference=reference, evaluator_version=evaluator_version)
             s.add(row)
         started = bookkeeping.get("started_at") or now
         duration = bookkeeping.get("duration_s")
@@ -447,8 +465,9 @@ class Store:
         row.source_path = bookkeeping.get("source_path")
         row.source_sha256 = bookkeeping.get("source_sha256")
         s.flush()
-        values = [{"evaluation_run_pk": row.id, "metric_pk": self._metric_pk(s, name),
-                   "value": v} for name, v in metrics.items()]
+        values = [{"evaluation_run_pk": row.id, "series_pk": gen.series_pk,
+                   "metric_pk": self._metric_pk(s, name), "value": v}
+                  for name, v in metrics.items()]
         if values:
             s.execute(MetricValue.__table__.insert(), values)
         return row.id
@@ -463,15 +482,17 @@ class Store:
         now = utcnow()
         try:
             with self.session() as s:
-                if s.get(GenerationRun, generation_run_id) is None:
+                gen = s.get(GenerationRun, generation_run_id)
+                if gen is None:
                     return
                 row = s.scalars(select(EvaluationRun).filter_by(
                     generation_run_pk=generation_run_id, reference=reference,
                     evaluator_version=evaluator_version)).one_or_none()
                 if row is None:
                     s.add(EvaluationRun(
-                        generation_run_pk=generation_run_id, reference=reference,
-                        evaluator_version=evaluator_version, status="failed", started_at=now,
+                        generation_run_pk=generation_run_id, series_pk=gen.series_pk,
+                        reference=reference, evaluator_version=evaluator_version,
+                        status="failed", started_at=now,
                         finished_at=now, error=reason, code_version=code_version(),
                         host=hostname()))
                 elif row.status != "succeeded":
@@ -495,17 +516,18 @@ class Store:
                 "source_path": None, "source_sha256": None, "error": None}
         with self.session() as s:
             gids = sorted({g for g, _ in clean})
-            ok = set()
+            series: dict[int, int] = {}
             for i in range(0, len(gids), 5000):
                 chunk = gids[i:i + 5000]
-                ok.update(s.scalars(select(GenerationRun.id).where(
-                    GenerationRun.id.in_(chunk), GenerationRun.status == "succeeded")))
-            missing = [g for g in gids if g not in ok]
+                series.update((g, sp) for g, sp in s.execute(
+                    select(GenerationRun.id, GenerationRun.series_pk).where(
+                        GenerationRun.id.in_(chunk), GenerationRun.status == "succeeded")))
+            missing = [g for g in gids if g not in series]
             if missing:
                 raise BdgenError(f"generation run {missing[0]} not found or not succeeded")
             names = {n for _, m in clean for n in m}
             pks = {n: self._metric_pk(s, n) for n in sorted(names)}
-            rows = [{"generation_run_pk": g, "reference": reference,
+            rows = [{"generation_run_pk": g, "series_pk": series[g], "reference": reference,
                      "evaluator_version": evaluator_version, **book} for g, _ in clean]
             try:
                 ids = list(s.execute(ev_table.insert().returning(
@@ -513,10 +535,14 @@ class Store:
             except IntegrityError as exc:
                 raise BdgenError(f"bulk evaluation insert conflicts with an existing "
                                  f"evaluation: {str(exc.orig).splitlines()[0]}") from None
-            values = [{"evaluation_run_pk": ev, "metric_pk": pks[n], "value": v}
-                      for ev, (_, m) in zip(ids, clean) for n, v in m.items()]
-            if values:
-                s.execute(mv_table.insert(), values)
+            values = [(ev, pks[n], series[g], v)
+                      for ev, (g, m) in zip(ids, clean) for n, v in m.items()]
+            if values:  # plain DBAPI executemany: no per-row statement compilation
+                conn = s.connection()
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                conn.exec_driver_sql(
+                    f"INSERT INTO {mv_table.name} (evaluation_run_pk, metric_pk, series_pk, "
+                    f"value) VALUES ({mark}, {mark}, {mark}, {mark})", values)
         return ids
 
     # --- denoising (per model) -----------------------------------------------------------
@@ -600,8 +626,9 @@ class Store:
                  .join(EvaluationRun, EvaluationRun.generation_run_pk == GenerationRun.id)
                  .join(MetricValue, MetricValue.evaluation_run_pk == EvaluationRun.id)
                  .join(MetricDefinition, MetricDefinition.id == MetricValue.metric_pk)
-                 .join(Model, Model.id == GenerationRun.model_pk)
-                 .join(MethodRow, MethodRow.id == GenerationRun.method_pk)
+                 .join(Series, Series.id == GenerationRun.series_pk)
+                 .join(Model, Model.id == Series.model_pk)
+                 .join(MethodRow, MethodRow.id == Series.method_pk)
                  .where(Model.model_id == model, MethodRow.name == spec.format(),
                         MetricDefinition.name == name, EvaluationRun.status == "succeeded")
                  .order_by(EvaluationRun.id))
@@ -613,8 +640,8 @@ class Store:
 
         out = {}
         with self.read_session() as s:
-            for cls in (Dataset, Model, MethodRow, GenerationRun, EvaluationRun, MetricValue,
-                        MetricDefinition, DenoisingEvaluation, DenoisingValue):
+            for cls in (Dataset, Model, MethodRow, Series, GenerationRun, EvaluationRun,
+                        MetricValue, MetricDefinition, DenoisingEvaluation, DenoisingValue):
                 out[cls.__tablename__] = s.scalar(select(func.count()).select_from(cls))
         return out
 

@@ -187,10 +187,10 @@ def _write(store: Store, s: Session, path: Path, sha: str, p: dict) -> tuple[int
     prov = {"provenance": LEGACY_PROVENANCE, "source_path": str(path), "source_sha256": sha,
             "code_version": "legacy"}
     when = p["finished"] or utcnow()
+    series = store._series(s, model.id, method.id, p["num_samples"], p["steps"])
     added = skipped = 0
     for seed, metrics in sorted(p["seeds"].items()):
-        key = {"model_pk": model.id, "method_pk": method.id, "seed": seed,
-               "num_samples": p["num_samples"], "steps": p["steps"]}
+        key = {"series_pk": series.id, "seed": seed}
         gen = s.scalars(select(GenerationRun).filter_by(**key)).one_or_none()
         if gen is None:
             gen = GenerationRun(**key, status="succeeded", started_at=when, finished_at=when,

@@ -6,7 +6,8 @@ evaluation run -> metric values. Constraints keep the store honest:
 * a method is unique on its canonical name, which :class:`bdgen.diffusion.method.Method`
   derives injectively from the (normalised) sampling parameters, so "unique name" *is*
   "unique parameters" without NULL-in-unique-constraint pitfalls;
-* a generation run is unique on (model, method, seed, num_samples, steps);
+* a generation run is unique on (model, method, seed, num_samples, steps), stored as
+  (series, seed) where a series is (model, method, num_samples, steps) unique;
 * an evaluation run references exactly one generation run and is unique on
   (generation run, reference split, evaluator version);
 * a metric value is unique on (evaluation run, metric) (its primary key).
@@ -32,6 +33,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -130,40 +132,65 @@ class Method(Base):
     v2: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class GenerationRun(RunBookkeeping, Base):
-    __tablename__ = "generation_runs"
-    __table_args__ = (
-        UniqueConstraint("model_pk", "method_pk", "seed", "num_samples", "steps"),
-        *_run_checks(),
-    )
+class Series(Base):
+    """A model sampled with one method at one size: a generation run minus its seed.
+
+    The seeds of a series are what aggregates run over, so its id is the grouping key of
+    every leaderboard query (see ``metric_values.series_pk``).
+    """
+
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("model_pk", "method_pk", "num_samples", "steps"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_pk: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method_pk: Mapped[int] = mapped_column(ForeignKey("methods.id"), index=True)
-    seed: Mapped[int] = mapped_column(Integer)
     num_samples: Mapped[int] = mapped_column(Integer)
     steps: Mapped[int] = mapped_column(Integer)
-    samples_path: Mapped[str | None] = mapped_column(Text)
-    samples_sha256: Mapped[str | None] = mapped_column(String(64))
 
     model: Mapped[Model] = relationship()
     method: Mapped[Method] = relationship()
 
 
-class EvaluationRun(RunBookkeeping, Base):
-    __tablename__ = "evaluation_runs"
+class GenerationRun(RunBookkeeping, Base):
+    """Unique on (series, seed), i.e. on (model, method, seed, num_samples, steps)."""
+
+    __tablename__ = "generation_runs"
     __table_args__ = (
-        UniqueConstraint("generation_run_pk", "reference", "evaluator_version"),
+        UniqueConstraint("series_pk", "seed"),
+        UniqueConstraint("id", "series_pk"),  # target of the evaluation_runs composite FK
         *_run_checks(),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    generation_run_pk: Mapped[int] = mapped_column(
-        ForeignKey("generation_runs.id", ondelete="CASCADE"))
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    seed: Mapped[int] = mapped_column(Integer)
+    samples_path: Mapped[str | None] = mapped_column(Text)
+    samples_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    series: Mapped[Series] = relationship()
+
+
+class EvaluationRun(RunBookkeeping, Base):
+    """One evaluation of exactly one generation run. ``series_pk`` repeats the generation
+    run's series (a composite foreign key keeps the copy exact) so that metric values can
+    carry it too."""
+
+    __tablename__ = "evaluation_runs"
+    __table_args__ = (
+        UniqueConstraint("generation_run_pk", "reference", "evaluator_version"),
+        UniqueConstraint("id", "series_pk"),  # target of the metric_values composite FK
+        ForeignKeyConstraint(["generation_run_pk", "series_pk"],
+                             ["generation_runs.id", "generation_runs.series_pk"],
+                             ondelete="CASCADE"),
+        *_run_checks(),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation_run_pk: Mapped[int] = mapped_column(Integer)
+    series_pk: Mapped[int] = mapped_column(Integer)
     reference: Mapped[str] = mapped_column(String(255))
     evaluator_version: Mapped[str] = mapped_column(String(64))
-
-    generation_run: Mapped[GenerationRun] = relationship()
 
 
 class MetricDefinition(Base):
@@ -184,16 +211,23 @@ class MetricDefinition(Base):
 
 
 class MetricValue(Base):
+    """One per-seed metric value. ``series_pk`` (kept equal to its run's series by a
+    composite foreign key) lets the leaderboard aggregate read one covering index in group
+    order, (metric, series, value), without joins or sorting."""
+
     __tablename__ = "metric_values"
     __table_args__ = (
-        # Leaderboard access path over the whole store: metric first, then runs.
-        Index("ix_metric_values_metric_run", "metric_pk", "evaluation_run_pk", "value"),
+        ForeignKeyConstraint(["evaluation_run_pk", "series_pk"],
+                             ["evaluation_runs.id", "evaluation_runs.series_pk"],
+                             ondelete="CASCADE"),
+        Index("ix_metric_values_metric_series", "metric_pk", "series_pk", "value"),
+        {"sqlite_with_rowid": False},  # clustered on the primary key: one b-tree less
     )
 
-    evaluation_run_pk: Mapped[int] = mapped_column(
-        ForeignKey("evaluation_runs.id", ondelete="CASCADE"), primary_key=True)
+    evaluation_run_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     metric_pk: Mapped[int] = mapped_column(ForeignKey("metric_definitions.id"),
                                            primary_key=True)
+    series_pk: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
 
 

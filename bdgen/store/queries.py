@@ -18,9 +18,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, and_, func, or_, select
+from sqlalchemy import Float, Select, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from bdgen.diffusion.method import Method as MethodSpec
@@ -35,6 +35,7 @@ from bdgen.store.models import (
     MetricDefinition,
     MetricValue,
     Model,
+    Series,
 )
 from bdgen.store.models import Method as MethodRow
 
@@ -52,8 +53,8 @@ WHERE_COLUMNS: dict[str, Any] = {
     "t_switch": MethodRow.t_switch,
     "v2": MethodRow.v2,
     "seed": GenerationRun.seed,
-    "num_samples": GenerationRun.num_samples,
-    "steps": GenerationRun.steps,
+    "num_samples": Series.num_samples,
+    "steps": Series.steps,
     "reference": EvaluationRun.reference,
     "evaluator_version": EvaluationRun.evaluator_version,
 }
@@ -94,13 +95,14 @@ def where_clauses(where: Mapping[str, Any]) -> list:
 
 def _runs_query(model: str | None, where: Mapping[str, Any]) -> Select:
     q = (select(EvaluationRun.id, EvaluationRun.generation_run_pk, EvaluationRun.mlflow_run_id,
-                GenerationRun.seed, GenerationRun.num_samples, GenerationRun.steps,
+                GenerationRun.seed, Series.num_samples, Series.steps,
                 Model.id.label("model_pk"), Model.model_id, Model.version,
                 Model.noise_schedule, Model.checkpoint_path, Model.checkpoint_sha256,
                 Model.legacy_label, MethodRow.name)
          .join(GenerationRun, GenerationRun.id == EvaluationRun.generation_run_pk)
-         .join(Model, Model.id == GenerationRun.model_pk)
-         .join(MethodRow, MethodRow.id == GenerationRun.method_pk)
+         .join(Series, Series.id == GenerationRun.series_pk)
+         .join(Model, Model.id == Series.model_pk)
+         .join(MethodRow, MethodRow.id == Series.method_pk)
          .where(EvaluationRun.status == "succeeded", GenerationRun.status == "succeeded"))
     if model is not None:
         q = q.where(Model.model_id == model)
@@ -212,8 +214,9 @@ def _metric_order(name: str) -> tuple[int, str]:
     return (order.get(name, len(order)), name)
 
 
-@dataclass(frozen=True)
-class AggregateRow:
+class AggregateRow(NamedTuple):
+    """One leaderboard cell: a metric of (model, method, num_samples, steps) over seeds."""
+
     model: str
     method: str
     num_samples: int
@@ -224,49 +227,80 @@ class AggregateRow:
     n: int
 
 
+RUN_LEVEL_FILTERS = ("seed", "reference", "evaluator_version")
+
+
 def metric_aggregates(s: Session, *, model: str | None = None,
                       metrics: Sequence[str] | None = None, primary_only: bool = False,
                       where: Mapping[str, Any] | None = None) -> list[AggregateRow]:
     """Mean, population std and n over seeds, per (model, method, num_samples, steps,
     metric), computed in SQL. ``primary_only``: only the registry's primary metrics.
 
-    Every succeeded evaluation counts (use :func:`select_method_results` when generation
-    runs may have been evaluated more than once).
+    Two passes over the covering index (metric, series, value): the group means, then the
+    mean squared deviation from them (robust, unlike ``avg(v*v) - avg(v)^2``). When a
+    generation run has several succeeded evaluations (or run-level filters are given), only
+    the newest matching evaluation of each generation run counts, as in
+    :func:`select_method_results`.
     """
+    where = dict(where or {})
     names = _canonical_names(metrics)
-    keys = [GenerationRun.model_pk, GenerationRun.method_pk, GenerationRun.num_samples,
-            GenerationRun.steps, MetricValue.metric_pk]
-    inner = (select(*keys, MetricValue.value.label("v"),
-                    func.avg(MetricValue.value).over(partition_by=keys).label("mean"))
-             .select_from(GenerationRun)
-             .join(EvaluationRun, EvaluationRun.generation_run_pk == GenerationRun.id)
-             .join(MetricValue, MetricValue.evaluation_run_pk == EvaluationRun.id)
-             .where(EvaluationRun.status == "succeeded", GenerationRun.status == "succeeded"))
-    if model is not None:
-        inner = inner.where(GenerationRun.model_pk == select(Model.id).where(
-            Model.model_id == model).scalar_subquery())
+    mv = MetricValue.__table__.c
+    conds = []
     metric_filter = []
     if names is not None:
         metric_filter.append(MetricDefinition.name.in_(names))
     if primary_only:
         metric_filter.append(MetricDefinition.primary.is_(True))
     if metric_filter:
-        inner = inner.where(MetricValue.metric_pk.in_(
-            select(MetricDefinition.id).where(and_(*metric_filter))))
-    if where:
-        inner = (inner.join(Model, Model.id == GenerationRun.model_pk)
-                 .join(MethodRow, MethodRow.id == GenerationRun.method_pk)
-                 .where(*where_clauses(where)))
-    sub = inner.subquery()
-    dev = sub.c.v - sub.c.mean
-    k = [sub.c.model_pk, sub.c.method_pk, sub.c.num_samples, sub.c.steps, sub.c.metric_pk]
-    agg = (select(*k, func.avg(sub.c.mean).label("mean"),
-                  func.avg(dev * dev).cast(Float).label("var"), func.count().label("n"))
-           .group_by(*k).subquery())
-    q = (select(Model.model_id, MethodRow.name, agg.c.num_samples, agg.c.steps,
-                MetricDefinition.name, agg.c.mean, agg.c.var, agg.c.n)
-         .join(Model, Model.id == agg.c.model_pk)
-         .join(MethodRow, MethodRow.id == agg.c.method_pk)
-         .join(MetricDefinition, MetricDefinition.id == agg.c.metric_pk))
-    return [AggregateRow(mo, me, ns, st, mn, float(mean), math.sqrt(max(float(var), 0.0)), n)
-            for mo, me, ns, st, mn, mean, var, n in s.execute(q)]
+        conds.append(mv.metric_pk.in_(select(MetricDefinition.id).where(*metric_filter)))
+    series_where = {k: v for k, v in where.items() if k not in RUN_LEVEL_FILTERS}
+    if model is not None:
+        series_where["model"] = model
+    if series_where:
+        conds.append(mv.series_pk.in_(
+            select(Series.id).join(Model, Model.id == Series.model_pk)
+            .join(MethodRow, MethodRow.id == Series.method_pk)
+            .where(*where_clauses(series_where))))
+    run_where = {k: v for k, v in where.items() if k in RUN_LEVEL_FILTERS}
+    repeated = s.execute(select(EvaluationRun.generation_run_pk)
+                         .where(EvaluationRun.status == "succeeded")
+                         .group_by(EvaluationRun.generation_run_pk)
+                         .having(func.count() > 1).limit(1)).first() is not None
+    run_conds = []
+    if run_where or repeated:
+        newest = (select(func.max(EvaluationRun.id))
+                  .join(GenerationRun, GenerationRun.id == EvaluationRun.generation_run_pk)
+                  .where(EvaluationRun.status == "succeeded", *where_clauses(run_where))
+                  .group_by(EvaluationRun.generation_run_pk))
+        run_conds.append(mv.evaluation_run_pk.in_(newest))
+    means = (select(mv.metric_pk, mv.series_pk, func.avg(mv.value).label("mean"),
+                    func.count().label("n"))
+             .where(*conds, *run_conds).group_by(mv.metric_pk, mv.series_pk)
+             .cte("means").prefix_with("MATERIALIZED"))
+    x = MetricValue.__table__.alias("x")
+    dev = x.c.value - means.c.mean
+    var = (select(func.avg(dev * dev).cast(Float))
+           .where(x.c.metric_pk == means.c.metric_pk, x.c.series_pk == means.c.series_pk,
+                  *[_rebind(c, x) for c in run_conds])
+           .scalar_subquery())
+    rows = s.execute(select(means.c.metric_pk, means.c.series_pk, means.c.mean, var,
+                            means.c.n)).all()
+    wanted = {r[1] for r in rows}
+    series = {pk: rest for pk, *rest in s.execute(
+        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
+        .join(Model, Model.id == Series.model_pk)
+        .join(MethodRow, MethodRow.id == Series.method_pk)
+        .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
+    metric_names = {pk: name for pk, name in s.execute(
+        select(MetricDefinition.id, MetricDefinition.name))}
+    sqrt = math.sqrt
+    return [AggregateRow(*series[series_pk], metric_names[metric_pk], mean,
+                         sqrt(v) if v > 0 else 0.0, n)
+            for metric_pk, series_pk, mean, v, n in rows]
+
+
+def _rebind(cond, alias):
+    """A condition on metric_values rewritten onto an alias of it."""
+    from sqlalchemy.sql.util import ClauseAdapter
+
+    return ClauseAdapter(alias).traverse(cond)

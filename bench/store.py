@@ -1,0 +1,145 @@
+"""Results-store benchmark: ingest rate and leaderboard aggregate latency at scale (SQLite).
+
+    .venv/bin/python bench/store.py                 # 100,000 evaluation runs x 50 metrics
+    .venv/bin/python bench/store.py --runs 20000    # scaled down
+    .venv/bin/python bench/store.py --db postgresql+psycopg://...   # another backend
+
+Layout: 100 methods x 5 seeds per model, as many models as the run count needs (200 models
+for 100,000 runs); each evaluation has the 46 legacy per-seed scalars + 4 stratified keys.
+Figures: ingest of evaluation runs in batches through ``Store.record_evaluations`` (runs/s,
+one transaction per batch), and the latency of the leaderboard aggregate (all methods x all
+primary metrics, mean / population std / n over seeds) over the whole store and filtered to
+one model, in SQL (``metric_aggregates``) and through ``Store.method_results`` (per-seed
+values aggregated in Python, what the leaderboard renders). Aims: >= 2,000 runs/s; < 3 s
+whole store; < 200 ms one model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bdgen.diffusion.method import Method  # noqa: E402
+from bdgen.eval.registry import LEGACY_PER_SEED_ORDER, METRICS  # noqa: E402
+from bdgen.store.api import Store, code_version  # noqa: E402
+from bdgen.store.models import GenerationRun  # noqa: E402
+from bdgen.store.queries import metric_aggregates  # noqa: E402
+
+SEEDS = (42, 123, 456, 789, 1337)
+STRATIFIED = tuple(f"validity_by_num_rooms/{n}/overall" for n in (5, 6, 7, 8))
+
+
+def methods() -> list[str]:
+    """100 distinct valid method names."""
+    remask = [{}, {"remasking": "cap", "eta": 0.2}, {"remasking": "cap", "eta": 0.4},
+              {"remasking": "confidence", "t_switch": 0.5}, {"remasking": "confidence"}]
+    return [Method(u, top_p=round(0.5 + 0.05 * i, 2), **r).format()
+            for u in ("random", "llada") for i in range(10) for r in remask]
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
+    """Median wall seconds of ``repeat`` calls, and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=100_000, help="evaluation runs to ingest")
+    ap.add_argument("--batch", type=int, default=1000, help="evaluation runs per transaction")
+    ap.add_argument("--db", default=None, help="store URL or path (default: a temp SQLite file)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary store")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bdgen-bench-store-")
+    db = args.db or os.path.join(tmp, "bench.db")
+    names = methods()
+    per_model = len(names) * len(SEEDS)
+    n_models = max(1, -(-args.runs // per_model))
+    metric_keys = list(LEGACY_PER_SEED_ORDER) + list(STRATIFIED)
+    primary = [n for n, d in METRICS.items() if d.primary and d.group != "denoising"]
+    print(f"store: {db}\ncode: {code_version()}")
+    print(f"layout: {args.runs} evaluation runs = {n_models} models x {len(names)} methods x "
+          f"{len(SEEDS)} seeds (truncated), {len(metric_keys)} metrics each "
+          f"({args.runs * len(metric_keys):,} metric rows); {len(primary)} primary metrics")
+
+    store = Store.open(db)
+    method_pks = [store.get_or_create_method(n) for n in names]
+    model_ids = [f"bench-v1-loglinear-{i:04d}" for i in range(n_models)]
+    model_pks = [store.get_or_create_model(m, "v1", "loglinear") for m in model_ids]
+
+    # generation runs (bulk, one statement per model)
+    t0 = time.perf_counter()
+    gids: list[int] = []
+    with store.session() as s:
+        table = GenerationRun.__table__
+        for mpk in model_pks:
+            series = [store._series(s, mpk, ppk, 1000, 100).id for ppk in method_pks]
+            rows = [{"series_pk": spk, "seed": seed, "status": "succeeded", "no_mlflow": True,
+                     "provenance": "bdgen", "code_version": "bench"}
+                    for spk in series for seed in SEEDS][: args.runs - len(gids)]
+            if not rows:
+                break
+            gids += list(s.execute(table.insert().returning(
+                table.c.id, sort_by_parameter_order=True), rows).scalars())
+    print(f"generation runs: {len(gids)} inserted in {time.perf_counter() - t0:.1f} s")
+
+    # evaluation runs + metric values, in batches
+    rng = random.Random(0)
+    t0 = time.perf_counter()
+    prep = 0.0
+    for i in range(0, len(gids), args.batch):
+        tp = time.perf_counter()
+        batch = [(g, {k: rng.random() for k in metric_keys}) for g in gids[i:i + args.batch]]
+        prep += time.perf_counter() - tp
+        store.record_evaluations(batch)
+    ingest = time.perf_counter() - t0 - prep
+    print(f"ingest: {len(gids)} evaluation runs in {ingest:.1f} s = "
+          f"{len(gids) / ingest:,.0f} runs/s ({len(gids) * len(metric_keys) / ingest:,.0f} "
+          f"metric rows/s; batches of {args.batch}; metric-dict generation excluded)")
+    if store.engine.dialect.name == "sqlite":
+        raw = store.engine.raw_connection()  # autocommit: no transaction around these
+        try:
+            raw.execute("ANALYZE")
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+        print(f"database file: {Path(db).stat().st_size / 1e6:,.0f} MB")
+
+    one = model_ids[len(model_ids) // 2]
+
+    def sql(model=None):
+        with store.read_session() as s:
+            return metric_aggregates(s, model=model, primary_only=True)
+
+    t_all, rows_all = timed(lambda: sql(), repeat=1 if args.runs > 20000 else 3)
+    t_one, rows_one = timed(lambda: sql(one), repeat=5)
+    print(f"leaderboard aggregate (SQL, primary metrics): whole store {t_all * 1000:,.0f} ms "
+          f"({len(rows_all):,} (model, method, metric) cells); one model {t_one * 1000:,.0f} ms "
+          f"({len(rows_one):,} cells)")
+    t_mr, res = timed(lambda: store.method_results(model=one, metrics=primary), repeat=5)
+    print(f"Store.method_results(model=..., primary metrics): {t_mr * 1000:,.0f} ms "
+          f"({len(res)} methods)")
+    t_mra, res = timed(lambda: store.method_results(model=one), repeat=3)
+    print(f"Store.method_results(model=..., all metrics): {t_mra * 1000:,.0f} ms")
+    store.close()
+    if not args.keep and args.db is None:
+        for f in Path(tmp).iterdir():
+            f.unlink()
+        os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
