@@ -5,6 +5,11 @@ process, so v1 (a fixed schedule: one value per sample, ``[B, 1]``) and v2 (a ra
 network: one value per position, ``[B, S]``) plug into the same loop; the sampler only
 broadcasts. Both quantities follow the float64 rules of spec §3.6 and are returned as
 float32.
+
+v2 plugs in here as ``RateNetworkProcess`` (rate network evaluated in float32, only the
+difference/ratio in float64, ``[B, S]`` outputs, PAD -> p_unmask 0 / sigma_max 0) with a
+``from_checkpoint(ckpt, device)`` classmethod, which ``bdgen.pipeline.generate`` calls for
+v2 checkpoints.
 """
 
 from __future__ import annotations
