@@ -158,6 +158,13 @@ def test_cli_legacy_json_and_denoising_with_checkpoint(ws, dataset):
     assert len(doc["denoising"]) == 20
     assert len(doc["summary"]) == len({k for k in doc["summary"]})
     assert all(len(s) == 49 for s in doc["per_seed"].values())
+    # Found in the workspace by its hash when no --model is given.
+    run_dir = ws / "artifacts" / "models" / "some-run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint_final.pt").write_bytes(ckpt_path.read_bytes())
+    res = evaluate_samples_files(files, data_dir=ws / "data",
+                                 models_dir=ws / "artifacts" / "models")
+    assert res[0].denoising == doc["denoising"]
     # A checkpoint that did not make the samples is refused.
     other = ws / "other.pt"
     ckpt.step = 1

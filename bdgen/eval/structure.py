@@ -117,7 +117,7 @@ def mmd_reference_subset(num_reference: int, num_samples: int = 0,
 #: spectral feature these are the same spectrum up to eigen-solver round-off (isomorphic
 #: rooms orders), which are bitwise distinct, so the legacy computation saw tiny non-zero
 #: distances between them. Groups are what makes the kernel matrices small.
-_GROUP_DECIMALS = 9
+_GROUP_DECIMALS = 12
 _TINY = 1e-12
 
 

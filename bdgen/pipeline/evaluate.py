@@ -213,14 +213,16 @@ def _atomic_torch_save(obj, path: Path) -> None:
 # --- denoising ------------------------------------------------------------------------------
 def find_checkpoint(model: dict, model_path: str | os.PathLike | None,
                     models_dir: str | os.PathLike | None) -> Path | None:
-    """The checkpoint file of ``model`` (sha256 must match); None when not found."""
+    """The checkpoint file of ``model``: ``model_path`` (its sha256 must match) or the
+    ``*.pt`` file below ``models_dir`` whose sha256 matches; None when not found."""
     want = model.get("sha256")
     candidates: list[Path] = []
     if model_path is not None:
         candidates = [Path(model_path)]
-    elif models_dir is not None:
-        d = Path(models_dir) / str(model.get("id", ""))
-        candidates = sorted(d.glob("*.pt")) if d.is_dir() else []
+    elif models_dir is not None and Path(models_dir).is_dir():
+        # Final checkpoints first; training runs name their directories freely.
+        found = sorted(Path(models_dir).rglob("*.pt"))
+        candidates = sorted(found, key=lambda p: p.name != "checkpoint_final.pt")
     for c in candidates:
         if c.is_file() and (want is None or file_sha256(c) == want):
             return c
