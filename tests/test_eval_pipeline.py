@@ -74,6 +74,10 @@ def test_evaluate_groups_seeds_and_caches_reference(ws, dataset):
         r.summary["eval/novelty"].mean * r.summary["eval/mode_coverage_weighted"].mean)
     assert r.per_seed["42"]["eval/num_pairs_eligible"] >= r.per_seed["42"][
         "eval/num_pairs_evaluated"]
+    mr = r.to_method_result()
+    assert mr.metrics["mmd2_spectral"] == r.summary["eval/mmd_spectral"]
+    assert mr.metrics["num_pairs_eligible"].n == 3
+    assert mr.method_fields["unmasking"] == "llada" and mr.model_fields["version"] == "v1"
     again = evaluate_samples_files(files, data_dir=ws / "data", cache_dir=ws / "cache",
                                    denoising=False)
     assert again[0].timings["reference_cached"] is True

@@ -113,4 +113,6 @@ def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None =
 
 def legacy_view(per_seed_metrics: dict) -> dict:
     """The 49 legacy entries only (drops bdgen's additions), in legacy order."""
-    return {k: v for k, v in per_seed_metrics.items() if k not in EXTRA_KEYS}
+    from bdgen.eval.legacy_json import legacy_per_seed
+
+    return legacy_per_seed(per_seed_metrics)

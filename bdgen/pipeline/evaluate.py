@@ -26,7 +26,7 @@ import torch
 from bdgen.data.dataset import PreparedDataset
 from bdgen.data.samples_file import SamplesFile, load_samples
 from bdgen.errors import BdgenError
-from bdgen.eval.aggregate import Aggregate, aggregate_seeds, flatten
+from bdgen.eval.aggregate import Aggregate, MethodResult, aggregate_seeds, flatten
 from bdgen.eval.legacy_json import legacy_document, write_legacy_json
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
@@ -87,6 +87,22 @@ class EvaluationResult:
     def legacy_document(self, timestamp: str | None = None) -> dict:
         return legacy_document(self.method, self.legacy_config(), self.per_seed,
                                self.denoising, timestamp)
+
+    def to_method_result(self) -> MethodResult:
+        """The shape the store, leaderboard and reports read (canonical metric names)."""
+        from bdgen.diffusion.method import Method
+
+        metrics = {canonical_name(k): a for k, a in self.summary.items()}
+        n = len(self.per_seed)
+        for name, value in self.composites.items():
+            metrics[name] = Aggregate(value, 0.0, n, (value,))
+        return MethodResult(
+            model=self.model_id, method=self.method, config=self.legacy_config(),
+            metrics=metrics, seeds=tuple(self.seeds),
+            model_fields={"version": self.model.get("version"),
+                          "noise_schedule": (self.model.get("noise") or {}).get("type")},
+            method_fields=Method.parse(self.method).fields(),
+            denoising={canonical_name(k): v for k, v in self.denoising.items()})
 
     def to_json(self) -> dict:
         """bdgen's own result format: canonical metric names, provenance."""
