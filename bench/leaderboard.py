@@ -6,8 +6,8 @@
 
 Layout (as bench/store.py): 100 methods x 5 seeds per model, as many models as the run count
 needs (200 for 100,000 runs); each evaluation has the 46 legacy per-seed scalars + 4
-stratified keys (random values). Generation runs are bulk-inserted, evaluations go through
-``Store.record_evaluations``. An existing ``--db`` with evaluation runs is reused as is.
+stratified keys (random values). Generation runs are bulk-inserted as bench/store.py does,
+evaluations go through ``Store.record_evaluations``. An existing ``--db`` with evaluation runs is reused as is.
 
 Figures (median of repeats, in-process, warm imports):
 * ``leaderboard`` (profile ``preferred``): store query + ranking + terminal table;
@@ -62,10 +62,10 @@ def build(db: str, runs: int, batch: int = 2000) -> None:
     with store.session() as s:
         table = GenerationRun.__table__
         for mpk in model_pks:
-            rows = [{"model_pk": mpk, "method_pk": ppk, "seed": seed, "num_samples": 1000,
-                     "steps": 100, "status": "succeeded", "no_mlflow": True,
+            series = [store._series(s, mpk, ppk, 1000, 100).id for ppk in method_pks]
+            rows = [{"series_pk": spk, "seed": seed, "status": "succeeded", "no_mlflow": True,
                      "provenance": "bdgen", "code_version": "bench"}
-                    for ppk in method_pks for seed in SEEDS][: runs - len(gids)]
+                    for spk in series for seed in SEEDS][: runs - len(gids)]
             if rows:
                 gids += list(s.execute(table.insert().returning(
                     table.c.id, sort_by_parameter_order=True), rows).scalars())
