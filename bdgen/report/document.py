@@ -41,7 +41,7 @@ def extra_sections(results: Sequence[MethodResult], profile: Profile | None,
         t = leaderboard_table(rank(results, profile), verdicts=vs)
         rows = t.rows or [["--"] * len(t.header)]
         out.append(Section(f"Leaderboard (profile: {profile.name})", t.header, rows,
-                           [None] * len(rows), text=" ".join(t.notes)))
+                           [None] * len(rows), text="\n\n".join(t.notes)))
     if expectations is not None and vs is not None:
         labels = column_labels(results)
         rows = []

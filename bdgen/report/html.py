@@ -56,7 +56,7 @@ def section_html(sec: Section, best: set[tuple[int, int]] | None = None) -> str:
             f'<td class="best">{_md_inline(c)}</td>' if best and (i, j) in best
             else f"<td>{_md_inline(c)}</td>" for j, c in enumerate(row))
         body.append(f"<tr>{tds}</tr>")
-    text = f"<p>{_md_inline(sec.text)}</p>" if sec.text else ""
+    text = "".join(f"<p>{_md_inline(t)}</p>" for t in sec.text.split("\n\n") if t)
     return (f"<h2>{html.escape(sec.title)}</h2>\n<div class=\"scroll\"><table>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{text}")
 
