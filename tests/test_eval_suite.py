@@ -17,7 +17,7 @@ from bdgen.data.vocab import FORBIDDEN_INSIDE, RPLAN_VOCAB
 from bdgen.eval.arrays import GraphArrays
 from bdgen.eval.reference import ReferenceStats
 from bdgen.eval.registry import LEGACY_PER_SEED_ORDER
-from bdgen.eval.structure import graph_features, mmd2_direct, mmd_reference_subset
+from bdgen.eval.structure import graph_features, mmd2, mmd2_direct, mmd_reference_subset
 from bdgen.eval.suite import FAMILIES, evaluate_seed, legacy_view
 
 V = RPLAN_VOCAB
@@ -309,3 +309,19 @@ def test_all_placeholder_samples(ref):
     assert m["eval/novelty"] == 1.0 and m["eval/num_sample_modes"] == 1.0
     assert m["eval/mmd_degree"] == 0.0 and m["eval/inside_validity"] == 1.0
     assert list(m["validity_by_num_rooms"]) == ["0"]
+
+
+def test_more_than_5000_samples_follow_the_legacy_subsets(train, ref):
+    tokens = np.tile(train.tokens.numpy(), (5, 1))[:5200].copy()
+    pads = np.tile(train.pad_mask.numpy(), (5, 1))[:5200]
+    tokens[::7, V.n_max] = 10  # vary the graphs a little
+    ref_ga = GraphArrays.from_tokens(train.tokens.numpy(), train.pad_mask.numpy(), V)
+    with pytest.raises(ValueError, match="reference_graphs"):
+        evaluate_seed(tokens, pads, ref)
+    m = evaluate_seed(tokens, pads, ref, reference_graphs=lambda: ref_ga)
+    s_idx, r_idx = mmd_reference_subset(len(ref_ga), 5200)
+    assert r_idx is None  # a small reference is taken whole
+    feats = graph_features(GraphArrays.from_tokens(tokens, pads, V).subset(s_idx))
+    ref_feats = graph_features(ref_ga)
+    for name in ("degree", "clustering", "spectral"):
+        assert m[f"eval/mmd_{name}"] == mmd2(feats[name], ref_feats[name])

@@ -8,6 +8,7 @@ addition; the legacy JSON writer drops it).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -31,6 +32,7 @@ from bdgen.eval.registry import LEGACY_PER_SEED_ORDER
 from bdgen.eval.structure import (
     FEATURES,
     MMD_MAX_SAMPLES,
+    MMDReference,
     graph_features,
     mmd2_against,
     mmd_reference_subset,
@@ -57,18 +59,22 @@ def _timed(timings: dict | None, family: str):
         timings[family] = timings.get(family, 0.0) + time.perf_counter() - t0
 
 
-def evaluate_seed(tokens, pad_mask, ref: ReferenceStats,
-                  timings: dict | None = None) -> dict:
+def evaluate_seed(tokens, pad_mask, ref: ReferenceStats, timings: dict | None = None,
+                  reference_graphs: Callable[[], GraphArrays] | None = None) -> dict:
     """All per-seed metrics of one sample set (token rows ``[N, S]``, PAD masks).
 
     ``timings``, when given, accumulates seconds per metric family.
+    ``reference_graphs`` (the reference split, in split order) is only called for sample
+    sets of more than 5,000 graphs: the legacy MMD then draws the sample subset first from
+    its RandomState(42), which moves the reference subset away from the cached one.
     """
     vocab = ref.vocab
     ga = GraphArrays.from_tokens(np.asarray(tokens), np.asarray(pad_mask), vocab)
-    return evaluate_arrays(ga, ref, timings)
+    return evaluate_arrays(ga, ref, timings, reference_graphs)
 
 
-def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None = None) -> dict:
+def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None = None,
+                    reference_graphs: Callable[[], GraphArrays] | None = None) -> dict:
     """:func:`evaluate_seed` on an already detokenised :class:`GraphArrays`."""
     m: dict = {}
     with _timed(timings, "validity"):
@@ -90,16 +96,22 @@ def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None =
         m.update(type_degree_metrics(type_degree_counts(ga), ref.type_degree))
     with _timed(timings, "mmd"):
         nonempty = ga if (ga.num_rooms > 0).all() else ga.subset(ga.num_rooms > 0)
+        mmd_refs = {f: ref.mmd_reference(f) for f in FEATURES}
         if len(nonempty) > MMD_MAX_SAMPLES:
-            # Legacy draws the sample subset first from the same RandomState(42); the
-            # reference subset is the cached default one (documented deviation).
-            s_idx, _ = mmd_reference_subset(0, len(nonempty))
+            if reference_graphs is None:
+                raise ValueError(f"{len(nonempty)} samples > {MMD_MAX_SAMPLES}: the legacy "
+                                 "MMD subsets need the reference graphs (reference_graphs)")
+            full = reference_graphs()
+            full = full if (full.num_rooms > 0).all() else full.subset(full.num_rooms > 0)
+            s_idx, r_idx = mmd_reference_subset(len(full), len(nonempty))
             nonempty = nonempty.subset(s_idx)
+            ref_feats = graph_features(full if r_idx is None else full.subset(r_idx))
+            mmd_refs = {f: MMDReference.of(ref_feats[f]) for f in FEATURES}
         feats = graph_features(nonempty)
         names = {"degree": "eval/mmd_degree", "clustering": "eval/mmd_clustering",
                  "spectral": "eval/mmd_spectral"}
         for f in FEATURES:
-            m[names[f]] = mmd2_against(feats[f], ref.mmd_reference(f))
+            m[names[f]] = mmd2_against(feats[f], mmd_refs[f])
     with _timed(timings, "transitivity"):
         trans, trans_by = transitivity(ga)
         m.update(trans)

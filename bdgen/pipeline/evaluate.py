@@ -27,6 +27,7 @@ from bdgen.data.dataset import PreparedDataset
 from bdgen.data.samples_file import SamplesFile, load_samples
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult, aggregate_seeds, flatten
+from bdgen.eval.arrays import GraphArrays
 from bdgen.eval.legacy_json import legacy_document, write_legacy_json
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
@@ -213,6 +214,11 @@ def load_reference(dataset: PreparedDataset, seed: int = 42,
     return ref, False
 
 
+def _train_arrays(dataset: PreparedDataset, seed: int, fractions) -> GraphArrays:
+    train = dataset.split("train", seed, tuple(fractions))
+    return GraphArrays.from_tokens(train.tokens.numpy(), train.pad_mask.numpy(), dataset.vocab)
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -343,8 +349,10 @@ def evaluate_samples_files(
                  f"another file; skipped")
             continue
         t0 = time.perf_counter()
-        g["per_seed"][str(sf.seed)] = evaluate_seed(sf.tokens.numpy(), sf.pad_mask.numpy(),
-                                                     ref, g["timings"])
+        g["per_seed"][str(sf.seed)] = evaluate_seed(
+            sf.tokens.numpy(), sf.pad_mask.numpy(), ref, g["timings"],
+            reference_graphs=lambda ds=ds, seed=seed, fractions=fractions: _train_arrays(
+                ds, seed, fractions))
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
