@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -35,7 +38,8 @@ def test_train_learned_writes_a_v2_checkpoint_and_generates(tmp_path):
     assert isinstance(process_from_checkpoint(ckpt), RateNetworkProcess)
     net = build_rate_network(ckpt)
     assert sum(p.numel() for p in net.parameters()) == 4740
-    assert (out / "train_log.jsonl").read_text().count("val_loss") == 1
+    [row] = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert row["step"] == 3 and row["gumbel_temp"] == pytest.approx(0.1)
 
     # resume to more steps: the rate network continues from the checkpoint
     r = _train(*common, "--steps", 6, "--resume")

@@ -208,9 +208,11 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
     def on_validation(v: ValResult) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train_log.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": v.step, "val_loss": v.loss,
-                                 "val_node_accuracy": v.node_accuracy,
-                                 "val_edge_accuracy": v.edge_accuracy}) + "\n")
+            row = {"step": v.step, "val_loss": v.loss, "val_node_accuracy": v.node_accuracy,
+                   "val_edge_accuracy": v.edge_accuracy}
+            if version == "v2":  # the Gumbel temperature reached (legacy train/gumbel_temp)
+                row["gumbel_temp"] = trainer.gumbel_tau
+            fh.write(json.dumps(row) + "\n")
 
     result = trainer.run(on_checkpoint, on_validation, progress=progress)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
