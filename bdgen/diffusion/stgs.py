@@ -53,8 +53,9 @@ def straight_through_mask(alpha: Tensor, pad_mask: Tensor, tau: float,
     soft = F.softmax((logits + g) / tau, dim=-1).to(torch.float32)
     hard = F.one_hot(soft.argmax(-1), 2).to(torch.float32)
     st = hard - soft.detach() + soft
-    keep_pad = torch.tensor([1.0, 0.0], device=st.device)
-    return torch.where(pad_mask[..., None], st, keep_pad)
+    keep = torch.where(pad_mask, st[..., 0], torch.ones_like(st[..., 0]))
+    mask = torch.where(pad_mask, st[..., 1], torch.zeros_like(st[..., 1]))
+    return torch.stack([keep, mask], dim=-1)
 
 
 @dataclass
