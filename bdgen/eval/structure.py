@@ -284,7 +284,7 @@ def _sorted_pairs(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray]:
     """Distances with positive weight, ascending, and their cumulative weights."""
     v = np.concatenate([b.d[b.w > 0] for b in blocks])
     w = np.concatenate([b.w[b.w > 0] for b in blocks])
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # ties have equal values: their order cannot change a rank's value
     return v[order], np.cumsum(w[order])
 
 
@@ -363,7 +363,7 @@ def mmd2_exact(x: np.ndarray, y: np.ndarray) -> float:
     total = wts.sum()
     if total == 0:
         return 0.0
-    order = np.argsort(vals, kind="stable")
+    order = np.argsort(vals)
     vals, cum = vals[order], np.cumsum(wts[order])
     lo, hi = (float(vals[np.searchsorted(cum, r, side="right")])
               for r in ((total - 1) // 2, total // 2))
