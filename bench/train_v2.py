@@ -48,7 +48,7 @@ def main() -> None:
     from bdgen.diffusion.rate_network import RateNetwork
     from bdgen.diffusion.sampler import draw_num_rooms, sample
     from bdgen.diffusion.schedules import make_schedule
-    from bdgen.diffusion.trainer import Trainer, TrainConfig
+    from bdgen.diffusion.trainer import TrainConfig, Trainer
     from bdgen.diffusion.trainer_v2 import TrainerV2
     from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
 

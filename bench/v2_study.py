@@ -296,7 +296,8 @@ def print_table(results: dict, versions, seeds, args) -> None:
             print(f"| {name:45} | " + " | ".join(cells) + " |")
     if {"v1", "v2"} <= set(versions):
         for base in METHODS:
-            a, b = results[base]["eval/edge_js"]["mean"], results[f"v2_{base}"]["eval/edge_js"]["mean"]
+            a = results[base]["eval/edge_js"]["mean"]
+            b = results[f"v2_{base}"]["eval/edge_js"]["mean"]
             ma = results[base]["eval/num_sample_modes"]["mean"]
             mb = results[f"v2_{base}"]["eval/num_sample_modes"]["mean"]
             ratio = a / b if b > 0 else float("inf")

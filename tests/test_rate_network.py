@@ -89,7 +89,8 @@ def test_analytic_derivative_matches_finite_differences() -> None:
     # and with autograd through t
     tt = torch.full((1,), 0.37, requires_grad=True)
     a = net(tt)
-    grads = torch.stack([torch.autograd.grad(a[0, s], tt, retain_graph=True)[0][0] for s in (0, 20)])
+    grads = torch.stack([torch.autograd.grad(a[0, s], tt, retain_graph=True)[0][0]
+                         for s in (0, 20)])
     analytic1 = net.rates(torch.tensor([0.37])).alpha_prime[0, [0, 20]]
     assert torch.allclose(grads, analytic1.detach(), rtol=1e-4, atol=1e-6)
 

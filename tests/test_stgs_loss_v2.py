@@ -15,8 +15,8 @@ from bdgen.diffusion.stgs import (
     anneal_progress,
     forward_mask_eval_learned,
     gumbel_temperature,
-    straight_through_mask,
     stgs_forward,
+    straight_through_mask,
 )
 from bdgen.errors import BdgenError
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser

@@ -76,7 +76,8 @@ class Rates(NamedTuple):
     gamma: torch.Tensor
 
 
-def as_time_column(t: torch.Tensor | float, batch: int | None, device: torch.device) -> torch.Tensor:
+def as_time_column(t: torch.Tensor | float, batch: int | None,
+                   device: torch.device) -> torch.Tensor:
     """Normalise a time argument to a float32 ``[B, 1]`` column.
 
     Accepts a Python number, a 0-d tensor, a 1-element tensor (broadcast to ``batch``), a
@@ -88,12 +89,13 @@ def as_time_column(t: torch.Tensor | float, batch: int | None, device: torch.dev
     if t.dim() == 0 or (t.dim() == 1 and t.numel() == 1):
         return t.reshape(1, 1).expand(batch or 1, 1)
     if t.dim() != 1 or (batch is not None and t.shape[0] != batch):
-        raise ValueError(f"t must be a scalar or a length-{batch} vector, got shape {tuple(t.shape)}")
+        raise ValueError(f"t must be a scalar or a length-{batch} vector, "
+                         f"got shape {tuple(t.shape)}")
     return t[:, None]
 
 
 class RateNetwork(nn.Module):
-    """Per-position learned schedule α_l(t) with analytic derivative (4,740 parameters by default)."""
+    """Per-position learned schedule α_l(t) with analytic α' (4,740 parameters by default)."""
 
     def __init__(self, config: RateNetworkConfig | None = None, vocab: VocabConfig | None = None):
         super().__init__()
@@ -111,7 +113,8 @@ class RateNetwork(nn.Module):
         pairs = torch.as_tensor(self.vocab.edge_pairs, dtype=torch.long)
         self.register_buffer("edge_i", pairs[:, 0].clone(), persistent=False)
         self.register_buffer("edge_j", pairs[:, 1].clone(), persistent=False)
-        self.register_buffer("powers", torch.arange(1, c.K + 1, dtype=torch.float32), persistent=False)
+        powers = torch.arange(1, c.K + 1, dtype=torch.float32)
+        self.register_buffer("powers", powers, persistent=False)
 
     @property
     def seq_len(self) -> int:
@@ -156,7 +159,8 @@ class RateNetwork(nn.Module):
                 gamma = torch.where(real, gamma, torch.full_like(gamma, self.config.gamma_min))
         return Rates(alpha, alpha_prime, gamma)
 
-    def forward(self, t: torch.Tensor | float, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, t: torch.Tensor | float,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Keep probability α ``[B, S]`` (float32)."""
         return self.rates(t, pad_mask).alpha
 
@@ -179,7 +183,8 @@ def build_rate_network(ckpt: Any, device: str | torch.device = "cpu") -> RateNet
                          "network: it is not a v2 (learned noise) model")
     raw = ckpt.rate_network_config
     if raw is None:
-        raw = {k: v for k, v in (ckpt.noise or {}).items() if k in RateNetworkConfig.__annotations__}
+        keys = RateNetworkConfig.__dataclass_fields__
+        raw = {k: v for k, v in (ckpt.noise or {}).items() if k in keys}
     net = RateNetwork(RateNetworkConfig.from_dict(raw), VocabConfig(ckpt.n_max))
     try:
         net.load_state_dict(ckpt.rate_network_state)

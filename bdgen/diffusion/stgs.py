@@ -106,7 +106,7 @@ def forward_mask_eval_learned(x0: Tensor, pad_mask: Tensor, alpha: Tensor,
 
 
 def anneal_progress(index: int, total: int) -> float:
-    """Progress in [0, 1] of epoch (or step) ``index`` out of ``total``: ``index/max(total−1, 1)``."""
+    """Progress in [0, 1] of epoch (or step) ``index`` of ``total``: ``index/max(total−1, 1)``."""
     return min(max(index / max(total - 1, 1), 0.0), 1.0)
 
 

@@ -32,7 +32,7 @@ from bdgen.diffusion.stgs import (
     gumbel_temperature,
     stgs_forward,
 )
-from bdgen.diffusion.trainer import Trainer, TrainConfig, ValResult, make_adamw, warmup_factor
+from bdgen.diffusion.trainer import TrainConfig, Trainer, ValResult, make_adamw, warmup_factor
 from bdgen.errors import BdgenError
 
 
