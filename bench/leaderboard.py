@@ -130,8 +130,12 @@ def main() -> None:
         res = load_results(db, models, (), 1, metrics=prof.metrics, profile=prof)
         return len(res), render(leaderboard_table(rank(res, prof)), "table")
 
-    def cmp(x: str, y: str):
-        res = load_results(db, (), [f"method={x.rsplit('/', 1)[-1]},{y.rsplit('/', 1)[-1]}"])
+    def cmp(x: str, y: str, labels: bool = True):
+        """What ``bdgen compare`` loads: the named methods (and models, for labels)."""
+        where = [f"method={x.rsplit('/', 1)[-1]},{y.rsplit('/', 1)[-1]}"]
+        if labels:
+            where.append(f"model={x.rsplit('/', 1)[0]},{y.rsplit('/', 1)[0]}")
+        res = load_results(db, (), where)
         return len(res), render(compare_table(resolve_names([x, y], res)), "table")
 
     assert a in names and b in names
@@ -139,6 +143,7 @@ def main() -> None:
         ("leaderboard (preferred)", lambda: board("preferred")),
         ("leaderboard --profile default (all results)", lambda: board("default")),
         ("leaderboard --model M (default profile)", lambda: board("default", (model,))),
+        ("leaderboard --model M (preferred)", lambda: board("preferred", (model,))),
         ("compare A B (labels, one model each)",
          lambda: cmp(f"{model}/{a}", f"bench-v1-loglinear-0001/{b}")),
     ]

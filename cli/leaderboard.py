@@ -151,6 +151,8 @@ def compare(names, metric_rows, primary_only, alpha, fmt, db, min_seeds, where, 
         for m in methods:
             Method.parse(m)
         narrowed = list(where) + ["method=" + ",".join(methods)]
+        if all("/" in n for n in names) and not models:
+            narrowed.append("model=" + ",".join(n.rsplit("/", 1)[0] for n in names))
     except BdgenError:
         narrowed = list(where)  # a model id among the names: load everything
     try:
