@@ -7,7 +7,8 @@
 Layout (as bench/store.py): 100 methods x 5 seeds per model, as many models as the run count
 needs (200 for 100,000 runs); each evaluation has the 46 legacy per-seed scalars + 4
 stratified keys (random values). Generation runs are bulk-inserted as bench/store.py does,
-evaluations go through ``Store.record_evaluations``. An existing ``--db`` with evaluation runs is reused as is.
+evaluations go through ``Store.record_evaluations``. An existing ``--db`` with evaluation
+runs is reused as is.
 
 Figures (median of repeats, in-process, warm imports):
 * ``leaderboard`` (profile ``preferred``): store query + ranking + terminal table;
