@@ -77,19 +77,19 @@ def evaluate(samples_receipt: Path, params_path: str, out: Path, no_mlflow: bool
 
 
 @pipeline.command()
-@click.argument("model_receipts", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--models-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory of the train receipts (<model key>.json).")
 @_PARAMS
 @click.option("--markdown", "out_md", required=True,
               type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--summary", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def leaderboard(model_receipts: tuple[Path, ...], params_path: str, out_md: Path,
-                summary: Path) -> None:
-    """Rank the pipeline's models' methods and print the leaderboard."""
+def leaderboard(models_dir: Path, params_path: str, out_md: Path, summary: Path) -> None:
+    """Rank the methods of the models in params `models` and print the leaderboard."""
     from bdgen.pipeline.stages import load_params, stage_leaderboard
 
-    stage_leaderboard(load_params(params_path), list(model_receipts), out_md, summary,
-                      params_path, echo=click.echo)
+    params = load_params(params_path)
+    receipts = [models_dir / f"{key}.json" for key in params["models"]]
+    stage_leaderboard(params, receipts, out_md, summary, params_path, echo=click.echo)
 
 
 def _csv(text: str) -> list[str]:
