@@ -231,11 +231,15 @@ def test_bulk_record_is_all_or_nothing(store):
     gids = [make_generation_run(store, seed=s) for s in range(3)]
     ids = store.record_evaluations([(g, sample_metrics(g)) for g in gids[:2]])
     assert len(ids) == 2 and store.counts()["metric_values"] == 10
-    with pytest.raises(BdgenError, match="conflicts"):
-        store.record_evaluations([(gids[2], sample_metrics(0)), (gids[0], sample_metrics(0))])
+    new_key = {"transitivity_by_num_rooms/6/v_consistent": 0.75}
+    with pytest.raises(BdgenError, match="conflicts"):  # its new definition is rolled back
+        store.record_evaluations([(gids[2], new_key), (gids[0], sample_metrics(0))])
     with pytest.raises(BdgenError, match="is nan"):
         store.record_evaluations([(gids[2], {"node_js": float("nan")})])
     assert store.counts()["evaluation_runs"] == 2 and store.counts()["metric_values"] == 10
+    store.record_evaluation(gids[2], new_key)  # no stale cached definition id
+    assert store.per_seed_values(MODEL, METHOD, "transitivity_by_num_rooms/6/v_consistent") \
+        == {2: 0.75}
 
 
 def test_reopen_sees_committed_data(store_url):

@@ -305,8 +305,12 @@ class Store:
         """Primary key of a metric definition; stratified keys are inserted on demand."""
         pk = self._metric_pks.get(name)
         if pk is None:
-            for n, p in s.execute(select(MetricDefinition.name, MetricDefinition.id)):
-                self._metric_pks[n] = p
+            # Refresh from committed rows only (a separate read connection), so that a
+            # definition inserted by a transaction that later rolls back is never cached.
+            with self.read_session() as rs:
+                self._metric_pks.update(
+                    (n, p) for n, p in rs.execute(select(MetricDefinition.name,
+                                                         MetricDefinition.id)))
             pk = self._metric_pks.get(name)
         if pk is None:
             d: MetricDef = lookup(name)

@@ -245,6 +245,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
     where = dict(where or {})
     names = _canonical_names(metrics)
     mv = MetricValue.__table__.c
+    conn = s.connection()  # Core rows: no ORM result processing over ~10^5-10^6 rows
     conds = []
     metric_filter = []
     if names is not None:
@@ -262,7 +263,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
             .join(MethodRow, MethodRow.id == Series.method_pk)
             .where(*where_clauses(series_where))))
     run_where = {k: v for k, v in where.items() if k in RUN_LEVEL_FILTERS}
-    repeated = s.execute(select(EvaluationRun.generation_run_pk)
+    repeated = conn.execute(select(EvaluationRun.generation_run_pk)
                          .where(EvaluationRun.status == "succeeded")
                          .group_by(EvaluationRun.generation_run_pk)
                          .having(func.count() > 1).limit(1)).first() is not None
@@ -283,15 +284,15 @@ def metric_aggregates(s: Session, *, model: str | None = None,
            .where(x.c.metric_pk == means.c.metric_pk, x.c.series_pk == means.c.series_pk,
                   *[_rebind(c, x) for c in run_conds])
            .scalar_subquery())
-    rows = s.execute(select(means.c.metric_pk, means.c.series_pk, means.c.mean, var,
+    rows = conn.execute(select(means.c.metric_pk, means.c.series_pk, means.c.mean, var,
                             means.c.n)).all()
     wanted = {r[1] for r in rows}
-    series = {pk: rest for pk, *rest in s.execute(
+    series = {pk: rest for pk, *rest in conn.execute(
         select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
         .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
-    metric_names = {pk: name for pk, name in s.execute(
+    metric_names = {pk: name for pk, name in conn.execute(
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
     return [AggregateRow(*series[series_pk], metric_names[metric_pk], mean,
