@@ -6,10 +6,9 @@ network: one value per position, ``[B, S]``) plug into the same loop; the sample
 broadcasts. Both quantities follow the float64 rules of spec §3.6 and are returned as
 float32.
 
-v2 plugs in here as ``RateNetworkProcess`` (rate network evaluated in float32, only the
-difference/ratio in float64, ``[B, S]`` outputs, PAD -> p_unmask 0 / sigma_max 0) with a
-``from_checkpoint(ckpt, device)`` classmethod, which ``bdgen.pipeline.generate`` calls for
-v2 checkpoints.
+v2 plugs in as ``bdgen.diffusion.process_v2.RateNetworkProcess`` (rate network evaluated
+in float32, only the difference/ratio in float64, ``[B, S]`` outputs), built by
+``bdgen.pipeline.generate`` for v2 checkpoints through ``from_checkpoint(ckpt, device)``.
 """
 
 from __future__ import annotations
