@@ -143,3 +143,29 @@ def test_other_vocabulary_and_bad_configs() -> None:
         ModelConfig(d_model=30, n_heads=4, cond_dim=30)
     with pytest.raises(BdgenError):
         ModelConfig(d_model=32, n_heads=4, cond_dim=64)
+
+
+def test_packed_cpu_path_equals_dense_path() -> None:
+    """On CPU the token-wise layers run on real rows only; real outputs must not change."""
+    tokens, pads = _batch()
+    model = _randomised(MODEL_PRESETS["tiny"])
+    t = torch.tensor([0.2, 0.6, 0.9])
+    model.pack_real_positions = False
+    dense = model(tokens, pads, t)
+    model.pack_real_positions = True
+    packed = model(tokens, pads, t)
+    torch.testing.assert_close(packed[0][pads[:, :8]], dense[0][pads[:, :8]])
+    torch.testing.assert_close(packed[1][pads[:, 8:]], dense[1][pads[:, 8:]])
+
+
+def test_dropout_only_in_training() -> None:
+    tokens, pads = _batch()
+    model = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.3))
+    model.eval()
+    a = model(tokens, pads, 0.5)[0]
+    torch.testing.assert_close(model(tokens, pads, 0.5)[0], a)
+    model.train()
+    for pack in (False, True):
+        model.pack_real_positions = pack
+        b = model(tokens, pads, 0.5)[0]
+        assert torch.isfinite(b[pads[:, :8]][:, :13]).all() and not torch.allclose(a, b)

@@ -92,6 +92,21 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout. On CPU the keep mask comes from 16-bit slices of 64-bit random
+    integers (p rounded to a multiple of 2^-16), about twice as fast as ``F.dropout``'s
+    per-element Bernoulli draws; elsewhere it is ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    bits = words.view(torch.int16)[:n].view(x.shape)
+    keep = bits >= round(p * 65536) - 32768
+    return torch.where(keep, x * (1.0 / (1.0 - p)), torch.zeros((), dtype=x.dtype))
+
+
 class AdaLNBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero modulation by the time embedding (§2.3)."""
 
@@ -107,21 +122,46 @@ class AdaLNBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
         )
-        self.drop = nn.Dropout(cfg.dropout)
         self.modulation = _zero(nn.Linear(cfg.cond_dim, 6 * d))
+
+    def _attention(self, qkv: Tensor, key_mask: Tensor) -> Tensor:
+        """``qkv [B, S, 3d]`` -> attention output ``[B, S, d]`` (before the out projection)."""
+        b, s, d3 = qkv.shape
+        d = d3 // 3
+        q, k, v = qkv.view(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if self.training and self.dropout > 0 and qkv.device.type == "cpu":
+            # Written out so the attention-probability dropout uses the fast CPU dropout.
+            scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+            scores = scores.masked_fill(~key_mask, float("-inf"))
+            attn = dropout(scores.softmax(-1), self.dropout, True) @ v
+        else:
+            attn = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0)
+        return attn.transpose(1, 2).reshape(b, s, d)
 
     def forward(self, x: Tensor, c: Tensor, key_mask: Tensor) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, None].chunk(6, -1)
-        b, s, d = x.shape
         h = _modulate(self.norm1(x), shift1, scale1)
-        q, k, v = self.qkv(h).view(b, s, 3, self.n_heads, d // self.n_heads).permute(
-            2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0)
-        attn = self.attn_out(attn.transpose(1, 2).reshape(b, s, d))
-        x = x + gate1 * self.drop(attn)
+        attn = self.attn_out(self._attention(self.qkv(h), key_mask))
+        x = x + gate1 * dropout(attn, self.dropout, self.training)
         h = _modulate(self.norm2(x), shift2, scale2)
-        return x + gate2 * self.drop(self.mlp(h))
+        return x + gate2 * dropout(self.mlp(h), self.dropout, self.training)
+
+    def forward_packed(self, xp: Tensor, c: Tensor, key_mask: Tensor, rows: Tensor,
+                       sample: Tensor) -> Tensor:
+        """The same block on the real positions only: ``xp [N, d]`` holds the rows ``rows``
+        of the flattened ``[B*S, d]`` sequence, ``sample`` their batch index."""
+        b, s = key_mask.shape[0], key_mask.shape[-1]
+        mod = self.modulation(c).index_select(0, sample)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, -1)
+        h = _modulate(self.norm1(xp), shift1, scale1)
+        qkv = self.qkv(h)
+        dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
+        attn = self._attention(dense.view(b, s, -1), key_mask)
+        attn = self.attn_out(attn.reshape(b * s, -1).index_select(0, rows))
+        xp = xp + gate1 * dropout(attn, self.dropout, self.training)
+        h = _modulate(self.norm2(xp), shift2, scale2)
+        return xp + gate2 * dropout(self.mlp(h), self.dropout, self.training)
 
 
 class BDDenoiser(nn.Module):
@@ -164,6 +204,29 @@ class BDDenoiser(nn.Module):
         edge_bias[[EDGE_MASK, EDGE_PAD]] = float("-inf")
         self.register_buffer("node_subs", node_bias, persistent=False)
         self.register_buffer("edge_subs", edge_bias, persistent=False)
+        self.pack_real_positions: bool | None = None
+        """Run the token-wise layers on real positions only: None = on CPU (where it saves
+        the ~25% of the work spent on PAD rows); off on CUDA, where selecting the rows
+        would need a host sync every step."""
+
+    def _packs(self, x: Tensor) -> bool:
+        if self.pack_real_positions is None:
+            return x.device.type == "cpu"
+        return self.pack_real_positions
+
+    def _blocks_packed(self, x: Tensor, c: Tensor, pad_mask: Tensor, key_mask: Tensor
+                       ) -> Tensor:
+        """Blocks + final modulation on the real rows; PAD rows come back as zeros (their
+        outputs are never used: PAD keys are masked and PAD logits ignored)."""
+        b, s, d = x.shape
+        rows = pad_mask.reshape(-1).nonzero().squeeze(1)
+        sample = torch.div(rows, s, rounding_mode="floor")
+        xp = x.reshape(b * s, d).index_select(0, rows)
+        for block in self.blocks:
+            xp = block.forward_packed(xp, c, key_mask, rows, sample)
+        shift, scale = self.final_modulation(c).index_select(0, sample).chunk(2, -1)
+        xp = _modulate(self.final_norm(xp), shift, scale)
+        return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
 
     def positional_encoding(self) -> Tensor:
         """``[S, d]``: entity type + node index (nodes) or pair_i + pair_j (edges)."""
@@ -196,10 +259,13 @@ class BDDenoiser(nn.Module):
         t = self._time(t, b, tokens.device)
         c = F.silu(self.time_mlp(timestep_embedding(t, self.config.frequency_embedding_size)))
         key_mask = pad_mask[:, None, None, :]  # True = attend; PAD keys excluded
-        for block in self.blocks:
-            x = block(x, c, key_mask)
-        shift, scale = self.final_modulation(c)[:, None].chunk(2, -1)
-        x = _modulate(self.final_norm(x), shift, scale)
+        if self._packs(x):
+            x = self._blocks_packed(x, c, pad_mask, key_mask)
+        else:
+            for block in self.blocks:
+                x = block(x, c, key_mask)
+            shift, scale = self.final_modulation(c)[:, None].chunk(2, -1)
+            x = _modulate(self.final_norm(x), shift, scale)
         n = self.vocab.n_max
         node_logits = self.node_head(x[:, :n]) + self.node_subs
         edge_logits = self.edge_head(x[:, n:]) + self.edge_subs

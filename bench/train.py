@@ -1,0 +1,217 @@
+"""v1 training throughput: steps/s and graphs/s of the real training loop, start-up apart.
+
+    .venv/bin/python bench/train.py                          # CPU, small model, batch 256
+    .venv/bin/python bench/train.py --device cuda --steps 3000
+    .venv/bin/python bench/train.py --legacy-style           # + a DataLoader-style baseline
+
+What is timed:
+
+* start-up: building the synthetic dataset (or loading ``--dataset``), the split, the model,
+  moving the train split to the device and the first ``--warmup`` steps (allocator / CUDA
+  context / torch.compile warm-up), reported separately;
+* steady state: ``--steps`` optimiser steps of :meth:`Trainer.train_step` with the loss read
+  back every ``--log-every`` steps, exactly as ``bdgen train`` does. The train split is small
+  enough (``--num-graphs``) that the run crosses several epoch boundaries; on CPU every step
+  is timed and the steps that start an epoch are compared with the median (no stall expected:
+  there is no DataLoader and no worker restart).
+
+``--legacy-style`` also times the loop the original code used (a per-item Dataset, a
+DataLoader with shuffling, 4 worker processes and default collation, non-fused AdamW), with
+the same model, so the two are measured under the same (possibly shared) CPU load.
+Reference figures of the original (spec §9.5, issue 2): ~2.2 steps/s on the 2-core CPU,
+8-10 s start-up, 1-2 s at every epoch boundary; 39.5 steps/s on one H100 (126,000 steps
+in about 53 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+LEGACY_STEPS = 126_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fmt_duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _timed_loop(step_fn, steps: int, log_every: int, device: torch.device,
+                per_step: bool) -> tuple[float, list[float]]:
+    """Run ``steps`` steps; returns wall seconds and (CPU only) each step's duration."""
+    times: list[float] = []
+    acc = None
+    _sync(device)
+    t0 = time.perf_counter()
+    last = t0
+    for i in range(1, steps + 1):
+        loss = step_fn()
+        acc = loss if acc is None else acc + loss
+        if i % log_every == 0:
+            float(acc)  # the progress-bar read-back of bdgen train
+            acc = None
+        if per_step:
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+    _sync(device)
+    return time.perf_counter() - t0, times
+
+
+def _legacy_style_step(model, schedule, dataset_tokens, dataset_pads, weights, batch_size,
+                       device):
+    """The original's data path: per-item dicts, DataLoader(4 workers), default collate."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from bdgen.diffusion.forward import forward_mask
+    from bdgen.diffusion.loss import ELBOLoss, sample_t
+
+    class Items(Dataset):
+        def __len__(self) -> int:
+            return dataset_tokens.shape[0]
+
+        def __getitem__(self, i: int) -> dict:
+            return {"tokens": dataset_tokens[i], "pad_mask": dataset_pads[i],
+                    "num_rooms": int(dataset_pads[i, :8].sum())}
+
+    loader = DataLoader(Items(), batch_size=batch_size, shuffle=True, drop_last=True,
+                        num_workers=4, pin_memory=device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+    loss_fn = ELBOLoss(schedule, weights.to(device))
+
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+
+    def step() -> torch.Tensor:
+        batch = next(it)
+        x0 = batch["tokens"].to(device)
+        pad = batch["pad_mask"].to(device)
+        t, _ = sample_t(schedule, x0.shape[0], "legacy", device)
+        x_t, mask = forward_mask(x0, pad, schedule.alpha(t)[:, None])
+        node_logits, edge_logits = model(x_t, pad, t)
+        loss = loss_fn(node_logits, edge_logits, x0, pad, mask, t).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="timed steps (default: 40 on CPU, 3000 on CUDA)")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="untimed steps counted as start-up (default: 3 CPU, 50 CUDA)")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--num-graphs", type=int, default=0,
+                    help="synthetic graphs (default: 3,000 on CPU so epochs are short; "
+                         "25,000 on CUDA)")
+    ap.add_argument("--dataset", default=None, help="a prepared dataset file instead")
+    ap.add_argument("--is-mode", default="unbiased", choices=["unbiased", "legacy", "off"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--legacy-style", action="store_true",
+                    help="also time a DataLoader-based loop like the original's")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    t_start = time.perf_counter()
+    from bdgen.data.dataset import PreparedDataset, prepare_synthetic
+    from bdgen.diffusion.schedules import make_schedule
+    from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
+    from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
+    from bdgen.pipeline.train import resolve_device
+
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    steps = args.steps or (3000 if cuda else 40)
+    warmup = args.warmup or (50 if cuda else 3)
+    t_import = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    if args.dataset:
+        ds = PreparedDataset.load(args.dataset)
+    else:
+        ds = prepare_synthetic(args.num_graphs or (25_000 if cuda else 3_000), seed=0)
+    train = ds.split("train")
+    stats = ds.train_stats()
+    t_data = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    seed_everything(0)
+    cfg = model_preset(args.model)
+    model = BDDenoiser(cfg, ds.vocab)
+    tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
+                     compile=args.compile, log_every=args.log_every)
+    trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
+                      train.pad_mask, stats.edge_class_weights, tc, device)
+    model.train()
+    for _ in range(warmup):
+        trainer.train_step()
+    _sync(device)
+    t_setup = time.perf_counter() - t0
+
+    wall, times = _timed_loop(trainer.train_step, steps, args.log_every, device,
+                              per_step=not cuda)
+    sps = steps / wall
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device} ({name}); torch {torch.__version__}; model {args.model} "
+          f"({count_parameters(model):,} params); batch {args.batch_size}; is_mode "
+          f"{args.is_mode}; compile {args.compile}")
+    print(f"train split: {len(train):,} graphs -> {trainer.batches_per_epoch} batches/epoch; "
+          f"{steps} timed steps crossed {trainer.epoch} epoch boundaries")
+    print(f"start-up: imports {t_import:.1f} s, dataset {t_data:.1f} s, model + data to "
+          f"device + {warmup} warm-up steps {t_setup:.1f} s "
+          f"(total {t_import + t_data + t_setup:.1f} s)")
+    print(f"steady state: {sps:.2f} steps/s, {sps * args.batch_size:,.0f} graphs/s "
+          f"({wall:.1f} s for {steps} steps)")
+    if times:
+        median = statistics.median(times)
+        first = [times[i] for i in range(len(times))
+                 if (warmup + i) % trainer.batches_per_epoch == 0]
+        worst = max(first) if first else float("nan")
+        print(f"step time: median {median * 1000:.0f} ms, max {max(times) * 1000:.0f} ms; "
+              f"epoch-start steps: max {worst * 1000:.0f} ms ({len(first)} of them)")
+    total = t_import + t_data + t_setup + LEGACY_STEPS / sps
+    print(f"extrapolated {LEGACY_STEPS:,} steps (legacy 500 epochs): {_fmt_duration(total)} "
+          f"including start-up")
+
+    if args.legacy_style:
+        seed_everything(0)
+        model2 = BDDenoiser(cfg, ds.vocab).to(device).train()
+        step = _legacy_style_step(model2, make_schedule({"type": "loglinear"}).to(device),
+                                  train.tokens, train.pad_mask,
+                                  torch.tensor(stats.edge_class_weights), args.batch_size,
+                                  device)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        _sync(device)
+        t_first = time.perf_counter() - t0
+        wall2, times2 = _timed_loop(step, steps, args.log_every, device, per_step=not cuda)
+        sps2 = steps / wall2
+        print(f"legacy-style loop (DataLoader, 4 workers, per-item collate, AdamW): "
+              f"{sps2:.2f} steps/s, {sps2 * args.batch_size:,.0f} graphs/s; first "
+              f"{warmup} steps {t_first:.1f} s; max step {max(times2, default=0) * 1000:.0f} ms"
+              f" -> this loop is {sps / sps2:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
