@@ -49,16 +49,18 @@ class RankedRow:
 
     @property
     def short_note(self) -> str:
-        """Table-sized note: the tied metrics and the decider, without p-values."""
-        if not self.ties:
-            return ""
-        tied = (M.plain_display(self.ties[0].metric) if len(self.ties) == 1
-                else f"{len(self.ties)} priorities")
-        return f"tied on {tied}; decided by {self.decided_by}"
+        """Table-sized :attr:`note`: a single tie in full, several as a count."""
+        if len(self.ties) > 1:
+            return f"tied on {len(self.ties)} priorities; decided by {self.decided_by}"
+        return self.note
 
     @property
     def note(self) -> str:
-        """Human explanation, e.g. ``tied on Novelty x MC (wt.) (p=0.41), decided by ...``."""
+        """Human explanation, e.g. ``tied on Novelty x MC (wt.) (p=0.41); decided by ...``.
+
+        The p-value is against the tie block's leader; the leader itself shows the block
+        size (``3-way``).
+        """
         if not self.ties:
             return ""
         parts = []
