@@ -123,6 +123,9 @@ def main() -> None:
         finally:
             raw.close()
         print(f"database file: {Path(db).stat().st_size / 1e6:,.0f} MB")
+    elif store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
 
     one = model_ids[len(model_ids) // 2]
 

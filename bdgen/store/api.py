@@ -131,6 +131,22 @@ def normalise_metrics(metrics: Any, what: str = "metrics") -> dict[str, float]:
     return out
 
 
+def _bulk_insert(s: Session, table: str, columns: Sequence[str],
+                 rows: list[tuple]) -> None:
+    """Insert many rows in the session's transaction, bypassing per-row statement work:
+    COPY on PostgreSQL, a plain DBAPI executemany elsewhere."""
+    conn = s.connection()
+    cols = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.dbapi_connection.cursor()
+        with cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
+
+
 def normalise_denoising(metrics: Any, what: str) -> dict[str, float]:
     """:func:`normalise_metrics` for a denoising block: only denoising metrics allowed."""
     clean = normalise_metrics(metrics, what)
@@ -541,12 +557,9 @@ class Store:
                                  f"evaluation: {str(exc.orig).splitlines()[0]}") from None
             values = [(ev, pks[n], series[g], v)
                       for ev, (g, m) in zip(ids, clean) for n, v in m.items()]
-            if values:  # plain DBAPI executemany: no per-row statement compilation
-                conn = s.connection()
-                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                conn.exec_driver_sql(
-                    f"INSERT INTO {mv_table.name} (evaluation_run_pk, metric_pk, series_pk, "
-                    f"value) VALUES ({mark}, {mark}, {mark}, {mark})", values)
+            if values:
+                _bulk_insert(s, mv_table.name,
+                             ("evaluation_run_pk", "metric_pk", "series_pk", "value"), values)
         return ids
 
     # --- denoising (per model) -----------------------------------------------------------
