@@ -161,7 +161,9 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
 
     ws = workspace_of(params, params_path)
     model_ids = [read_receipt(r)["model_id"] for r in receipts]
-    profile = load_profile(params.get("leaderboard", {}).get("profile", "preferred"))
+    name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
+    beside = Path(params_path).resolve().parent / name
+    profile = load_profile(str(beside) if beside.is_file() else name)
     store = Store.open(os.environ.get("BDGEN_DB_URL") or str(ws.db_path))
     try:
         results = [r for mid in model_ids for r in store.method_results(model=mid)]
