@@ -236,8 +236,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
             needed = reveal.any(-1)
         else:
             needed = is_mask.any(-1)
-        if fires and uses_logits:
-            needed = needed | ((~is_mask) & pad_mask).any(-1) | is_mask.any(-1)
+        if fires and uses_logits:  # confidence needs every row's probabilities
+            needed = torch.ones_like(needed)
         logits = run_model(needed if compact else None, t_now)     # (a)
         probs = torch.softmax(logits, dim=-1) if (
             method.top_p is not None or method.unmasking == "llada" or uses_logits) else None
