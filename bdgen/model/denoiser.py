@@ -92,13 +92,13 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+def dropout(x: Tensor, p: float, training: bool, fast: bool = True) -> Tensor:
     """Inverted dropout. On CPU the keep mask comes from 16-bit slices of 64-bit random
     integers (p rounded to a multiple of 2^-16), about twice as fast as ``F.dropout``'s
     per-element Bernoulli draws; elsewhere it is ``F.dropout``."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or not fast:
         return F.dropout(x, p, True)
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
@@ -123,13 +123,14 @@ class AdaLNBlock(nn.Module):
             nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
         )
         self.modulation = _zero(nn.Linear(cfg.cond_dim, 6 * d))
+        self.fast_cpu = True  # fast CPU dropout (see :func:`dropout`); False = torch's own
 
     def _attention(self, qkv: Tensor, key_mask: Tensor) -> Tensor:
         """``qkv [B, S, 3d]`` -> attention output ``[B, S, d]`` (before the out projection)."""
         b, s, d3 = qkv.shape
         d = d3 // 3
         q, k, v = qkv.view(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        if self.training and self.dropout > 0 and qkv.device.type == "cpu":
+        if self.training and self.dropout > 0 and qkv.device.type == "cpu" and self.fast_cpu:
             # Written out so the attention-probability dropout uses the fast CPU dropout.
             scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
             scores = scores.masked_fill(~key_mask, float("-inf"))
@@ -143,9 +144,9 @@ class AdaLNBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, None].chunk(6, -1)
         h = _modulate(self.norm1(x), shift1, scale1)
         attn = self.attn_out(self._attention(self.qkv(h), key_mask))
-        x = x + gate1 * dropout(attn, self.dropout, self.training)
+        x = x + gate1 * dropout(attn, self.dropout, self.training, self.fast_cpu)
         h = _modulate(self.norm2(x), shift2, scale2)
-        return x + gate2 * dropout(self.mlp(h), self.dropout, self.training)
+        return x + gate2 * dropout(self.mlp(h), self.dropout, self.training, self.fast_cpu)
 
     def forward_packed(self, xp: Tensor, c: Tensor, key_mask: Tensor, rows: Tensor,
                        sample: Tensor) -> Tensor:
@@ -159,9 +160,9 @@ class AdaLNBlock(nn.Module):
         dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
         attn = self._attention(dense.view(b, s, -1), key_mask)
         attn = self.attn_out(attn.reshape(b * s, -1).index_select(0, rows))
-        xp = xp + gate1 * dropout(attn, self.dropout, self.training)
+        xp = xp + gate1 * dropout(attn, self.dropout, self.training, self.fast_cpu)
         h = _modulate(self.norm2(xp), shift2, scale2)
-        return xp + gate2 * dropout(self.mlp(h), self.dropout, self.training)
+        return xp + gate2 * dropout(self.mlp(h), self.dropout, self.training, self.fast_cpu)
 
 
 class BDDenoiser(nn.Module):
@@ -208,6 +209,13 @@ class BDDenoiser(nn.Module):
         """Run the token-wise layers on real positions only: None = on CPU (where it saves
         the ~25% of the work spent on PAD rows); off on CUDA, where selecting the rows
         would need a host sync every step."""
+
+    def use_reference_kernels(self) -> None:
+        """Switch the CPU speed-ups off (dense rows, torch dropout, fused attention): the
+        computation as the original code did it, for benchmarks and cross-checks."""
+        self.pack_real_positions = False
+        for block in self.blocks:
+            block.fast_cpu = False
 
     def _packs(self, x: Tensor) -> bool:
         if self.pack_real_positions is None:
