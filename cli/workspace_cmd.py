@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -47,6 +48,11 @@ def ui(port: int | None, host: str) -> None:
     port = port or free_port(host)
     url = f"http://{host}:{port}"
     proc = subprocess.Popen(server_command(uri, port, ws.root / "mlartifacts", host=host))
+
+    def _stop(*_: object) -> None:  # SIGTERM too stops the server (no orphan process)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         wait_for_server(url, proc)
         click.echo(f"MLflow UI for {ws.root}: {url}  (Ctrl-C to stop)")
