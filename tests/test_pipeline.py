@@ -4,12 +4,14 @@ row, a SIGKILLed generate leaves nothing half-registered, parallel sweeps never 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,12 @@ from bdgen.pipeline.data import prepare_dataset
 from bdgen.pipeline.jobs import tracked_evaluate, tracked_generate, tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.tracking import Tracker, dvc_file, experiment_name, file_digests
-from bdgen.tracking.mlflow_tracker import free_port
+from bdgen.tracking.mlflow_tracker import (
+    default_tracking_uri,
+    free_port,
+    server_command,
+    wait_for_server,
+)
 from cli.main import cli
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_no_remask"]
@@ -195,3 +202,33 @@ def test_parallel_sweeps_never_do_a_run_twice(e2e):
     assert len(runs) == 6
     assert _rows(ws, "select count(*) from evaluation_runs e join generation_runs g on "
                      "e.generation_run_pk = g.id where g.seed in (11, 12, 13)") == [(6,)]
+
+
+@pytest.mark.slow
+def test_generate_runs_are_visible_through_the_mlflow_server_rest_api(e2e):
+    ws, ds, _, gens, _ = e2e
+    port = free_port()
+    proc = subprocess.Popen(server_command(default_tracking_uri(ws.root), port,
+                                           ws.root / "mlartifacts"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_server(url, proc, timeout=120)
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/runs/get?run_id="
+                                    f"{gens[0].mlflow_run_id}") as r:
+            run = json.load(r)["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags["bdgen.generation_run_id"] == str(gens[0].generation_run_id)
+        assert tags["bdgen.artifact.samples.sha256"] == gens[0].sha256
+        body = json.dumps({"experiment_ids": [run["info"]["experiment_id"]],
+                           "filter": "tags.`bdgen.kind` = 'generate'",
+                           "max_results": 100}).encode()
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            found = {x["info"]["run_id"] for x in json.load(r)["runs"]}
+        assert {g.mlflow_run_id for g in gens} <= found
+        Tracker(url)  # a reachable server passes the reachability check
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
