@@ -186,11 +186,13 @@ def test_argmax_remasking_with_context_free_model_changes_nothing(process):
 
 @pytest.mark.parametrize("name", ["llada_topp0.9_no_remask", "random_topp0.9_no_remask",
                                   "llada_argmax_no_remask", "random_topp0.9_remdm_cap_eta0.0"])
-def test_early_stop_and_compaction_are_bit_identical(model, process, name):
-    full = run(model, process, name, early_stop=False, compact=False, batch_size=10)
-    for es, cp in ((True, True), (True, False), (False, True)):
-        fast = run(model, process, name, early_stop=es, compact=cp, batch_size=10)
-        assert torch.equal(fast.tokens, full.tokens), (es, cp)
+def test_early_stop_compaction_and_micro_batches_are_bit_identical(model, process, name):
+    full = run(model, process, name, early_stop=False, compact=False, batch_size=10,
+               model_batch=10)
+    for es, cp, mb in ((True, True, None), (True, False, 3), (False, True, 4)):
+        fast = run(model, process, name, early_stop=es, compact=cp, batch_size=10,
+                   model_batch=mb)
+        assert torch.equal(fast.tokens, full.tokens), (es, cp, mb)
         assert fast.rows_evaluated <= full.rows_evaluated
 
 

@@ -28,7 +28,8 @@ exact:
   independently (eval mode, key masking), so this only changes which rows are computed;
   on CPU the per-row results have been found bit-identical to the full batch (tested), on
   CUDA kernel choice may depend on the batch size, so it is off there (and it would need
-  a host sync per step).
+  a host sync per step). For the same reason the model may be run in micro-batches of
+  ``model_batch`` rows (CPU default 256; large batches fall out of cache on CPU).
 
 Room counts come from :func:`draw_num_rooms`, a CPU generator separate from the token
 stream (seeded with the run's seed), so for a given seed every method samples the same
@@ -68,6 +69,7 @@ from bdgen.errors import BdgenError
 CLEANUP_T = 1e-5          # time of the final clean-up call (spec §5.3)
 GUMBEL_U_MIN = 1e-10      # Gumbel noise clamp (spec §3.6)
 V = NODE_VOCAB_SIZE       # width of the combined logits
+CPU_MODEL_BATCH = 256     # rows per forward on CPU (cache-friendly, see sample_batch)
 
 
 @dataclass
@@ -172,8 +174,13 @@ def remask_steps(method: Method, remasker: RemaskingStrategy | None, steps: int)
 def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
                  method: Method, steps: int, generator: torch.Generator, *,
                  early_stop: bool = True, compact: bool | None = None,
+                 model_batch: int | None = None,
                  trace: list | None = None) -> tuple[Tensor, int, int]:
     """Sample one batch; returns (tokens int64 [B, S], model calls, rows evaluated).
+
+    ``model_batch``: run the model on at most this many rows at a time (CPU default 256:
+    activations of a 1000-row batch fall out of cache; rows are independent, so this only
+    changes speed). ``model_calls`` counts sampler steps that called the model.
 
     ``trace`` (tests/profiling): if given, one dict per executed step is appended with
     ``i``, ``t_now``, ``remask_fired``, ``p_unmask``, ``n_masked_before`` [B], ``revealed``
@@ -184,6 +191,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
     device = num_rooms.device
     if compact is None:
         compact = device.type == "cpu"
+    if model_batch is None and device.type == "cpu":
+        model_batch = CPU_MODEL_BATCH
     tb = _Tables(vocab, device)
     b = num_rooms.shape[0]
     pad_mask = tb.pad_table[num_rooms]
@@ -197,14 +206,16 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
     def run_model(needed: Tensor | None, t_val: float) -> Tensor:
         nonlocal calls, rows
         t = torch.full((b,), t_val, dtype=torch.float32, device=device)
-        if needed is None:
+        if needed is None and (model_batch is None or model_batch >= b):
             calls, rows = calls + 1, rows + b
             return _logits(model, x, pad_mask, t)
-        idx = needed.nonzero().squeeze(1)
+        idx = (needed.nonzero().squeeze(1) if needed is not None
+               else torch.arange(b, device=device))
         out = torch.zeros((b, x.shape[1], V), device=device)
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
-            out[idx] = _logits(model, x[idx], pad_mask[idx], t[idx])
+            for part in idx.split(model_batch or idx.numel()):
+                out[part] = _logits(model, x[part], pad_mask[part], t[part])
         return out
 
     # Early stop only where remasking can never fire: then "nothing masked" is final.
@@ -282,7 +293,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
 def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
            method: Method, steps: int, seed: int, device: torch.device | str = "cpu",
            batch_size: int | None = None, early_stop: bool = True,
-           compact: bool | None = None, progress=None) -> SampleOutput:
+           compact: bool | None = None, model_batch: int | None = None,
+           progress=None) -> SampleOutput:
     """Sample ``len(num_rooms)`` graphs in chunks of ``batch_size`` (default: all at once).
 
     Chunk c uses its own generator on ``device`` seeded with ``derive_seed(seed, "tokens",
@@ -303,7 +315,8 @@ def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor
         g = torch.Generator(device=device).manual_seed(derive_seed(seed, "tokens", c))
         rooms = num_rooms[start:start + bs].to(device)
         x, k, r = sample_batch(model, process, vocab, rooms, method, steps, g,
-                               early_stop=early_stop, compact=compact)
+                               early_stop=early_stop, compact=compact,
+                               model_batch=model_batch)
         out.append(x.cpu())
         calls, rows = calls + k, rows + r
         if progress is not None:
