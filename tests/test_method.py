@@ -16,10 +16,23 @@ from bdgen.errors import BdgenError
 V2_NAMES = ("v2_llada_topp0.9_no_remask", "v2_llada_topp0.9_remdm_confidence_tsw1.0")
 
 
-def test_grid_has_22_names_and_round_trips():
+LINEAR_GRID = (
+    [f"{u}_{s}_no_remask" for u in ("random", "llada") for s in ("argmax", "topp0.9")]
+    + [f"random_topp0.9_remdm_cap_eta{e}" for e in ("0.2", "0.4", "0.6", "0.8", "1.0")]
+    + [f"random_topp0.9_remdm_confidence_tsw{t}" for t in ("0.3", "0.5", "0.7")]
+)
+
+
+def test_grid_of_36_round_trips():
     assert len(LEGACY_GRID) == 22 == len(set(LEGACY_GRID))
-    for name in (*LEGACY_GRID, *V2_NAMES, *("v2_" + n for n in LEGACY_GRID)):
-        assert Method.parse(name).format() == name
+    assert len(LINEAR_GRID) == 12 and set(LINEAR_GRID) <= set(LEGACY_GRID)
+    grid = [*LEGACY_GRID, *LINEAR_GRID, *V2_NAMES]
+    assert len(grid) == 36
+    for name in (*grid, *("v2_" + n for n in LEGACY_GRID)):
+        m = Method.parse(name)
+        assert m.format() == name and Method.parse(m.format()) == m
+        assert Method.from_legacy_config(m.legacy_config(), is_v2=m.v2) == m
+    assert len({Method.parse(n) for n in LEGACY_GRID}) == 22  # distinct configs
 
 
 def test_legacy_files_round_trip(legacy_dir):
