@@ -81,3 +81,14 @@ def test_validation_before_write(tmp_path):
     with pytest.raises(BdgenError, match="pad_mask"):
         save_samples(bad, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_file_and_keeps_old(tmp_path):
+    p = tmp_path / "s.pt"
+    save_samples(_make(), p)
+    before = p.read_bytes()
+    bad = _make()
+    bad.timings = {"wall_s": lambda: 0}  # not serialisable: the write fails
+    with pytest.raises(Exception):
+        save_samples(bad, p)
+    assert p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["s.pt"]
