@@ -160,13 +160,18 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
     from bdgen.store.api import Store
 
     ws = workspace_of(params, params_path)
-    model_ids = [read_receipt(r)["model_id"] for r in receipts]
+    keys = {read_receipt(r)["model_id"]: read_receipt(r).get("model_key", Path(r).stem)
+            for r in receipts}
+    gen = _param(params, "generate")
+    wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
+    where = {"num_samples": int(gen.get("num_samples", 100)), "steps": int(gen.get("steps", 50))}
     name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
     beside = Path(params_path).resolve().parent / name
     profile = load_profile(str(beside) if beside.is_file() else name)
     store = Store.open(os.environ.get("BDGEN_DB_URL") or str(ws.db_path))
     try:
-        results = [r for mid in model_ids for r in store.method_results(model=mid)]
+        results = [r for mid in keys for r in store.method_results(model=mid, where=where)
+                   if r.method in wanted]  # only this pipeline's methods and sizes
     finally:
         store.close()
     table = leaderboard_table(rank(results, profile), None, None, None)
@@ -176,7 +181,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
     tmp.write_text(md)
     os.replace(tmp, out_md)
     write_receipt(summary, {
-        f"{r.model.split('-')[0]}/{r.method}": {
+        f"{keys[r.model]}/{r.method}": {
             k: round(r.metrics[k].mean, 6) for k in HEADLINE_METRICS if k in r.metrics}
         for r in results})
     echo(render(table, "table", False))
