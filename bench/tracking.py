@@ -5,7 +5,8 @@
 Simulates what a job adds on top of the science: open one MLflow run with ~40 params, log
 the per-seed metric block (~120 metrics) and throughput in one batch, tag store row ids and
 artifact hashes, `dvc add` a samples-sized file (~50 KB) and log one small PNG artifact.
-Prints the median/max seconds per run (goal: < 1 s). One-off costs (importing mlflow,
+Prints the median/max seconds per run (goal: < 1 s) and the cost of the PNGs logged with
+runs. One-off costs (importing mlflow,
 creating the SQLite tracking DB) are printed separately: they are paid once per process or
 once per workspace, not per run.
 """
@@ -67,12 +68,28 @@ def main() -> None:
             run.log_artifact(png, "plots")
         ev.append(time.perf_counter() - t0)
 
+    from bdgen.data.graph import Graph
+    from bdgen.pipeline.plots import metric_bars, render_bubbles
+
+    graphs = [Graph((0, 1, 2, 3), ((0, 1, 4), (1, 2, 0), (2, 3, 7)))] * 6
+    t0 = time.perf_counter()
+    render_bubbles(graphs, root / "warm.png")
+    t_mpl = time.perf_counter() - t0
+    plots = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        render_bubbles(graphs, root / "b.png", "bench")
+        metric_bars({f"m{i}": i / 8 for i in range(8)}, root / "m.png", "bench")
+        plots.append(time.perf_counter() - t0)
+
     print(f"one-off: import mlflow {t_import:.2f} s, bdgen init (git+dvc+store+mlflow db) "
           f"{t_init:.2f} s")
     for name, xs in (("generate (run + dvc add + artifact)", gen),
                      ("evaluate (run + 120 metrics + artifact)", ev)):
         print(f"{name}: median {statistics.median(xs):.3f} s, max {max(xs):.3f} s "
               f"over {len(xs)} runs")
+    print(f"plots (6 bubble renders + metric bars): median {statistics.median(plots):.3f} s "
+          f"(first call, importing matplotlib: {t_mpl:.2f} s)")
 
 
 if __name__ == "__main__":
