@@ -156,6 +156,10 @@ def test_packed_cpu_path_equals_dense_path() -> None:
     packed = model(tokens, pads, t)
     torch.testing.assert_close(packed[0][pads[:, :8]], dense[0][pads[:, :8]])
     torch.testing.assert_close(packed[1][pads[:, 8:]], dense[1][pads[:, 8:]])
+    model.pack_real_positions = None
+    model.use_reference_kernels()   # the plain computation, as the original did it
+    reference = model(tokens, pads, t)
+    torch.testing.assert_close(reference[0], dense[0])
 
 
 def test_dropout_only_in_training() -> None:
