@@ -115,8 +115,8 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
     (sweeps) a run another process is doing is skipped too: the row is claimed atomically.
     """
     from bdgen.model.checkpoint import load_checkpoint, model_id
-    from bdgen.pipeline.generate import generate, resolve_methods
-    from bdgen.pipeline.store_links import claim_generation_run, link_mlflow_run
+    from bdgen.pipeline.generate import resolve_methods
+    from bdgen.pipeline.store_links import claim_generation_run
 
     tracker = tracker_for(ws, no_mlflow)  # unreachable MLflow fails here: nothing written
     for name, v in (("--steps", steps), ("--num-samples", num_samples)):
@@ -154,18 +154,24 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                     row_id = store.start_generation_run(mid, method, seed, num_samples, steps,
                                                         no_mlflow=no_mlflow, force=force)
                 records.append(_generate_one(
-                    ws, store, tracker, generate, link_mlflow_run, ckpt, model_path, sha, mid,
-                    experiment, method, seed, num_samples, steps, row_id, batch_size, device,
-                    echo, renders))
+                    ws, store, tracker, ckpt, model_path, sha, experiment, method, seed,
+                    num_samples, steps, row_id, batch_size, device, echo, renders))
     finally:
         store.close()
     return records
 
 
-def _generate_one(ws, store, tracker, generate, link_mlflow_run, ckpt, model_path, sha, mid,
-                  experiment, method, seed, num_samples, steps, row_id, batch_size, device,
-                  echo, renders) -> GenerationRecord:
+def _generate_one(ws: Workspace, store, tracker: Tracker, ckpt, model_path: Path, sha: str,
+                  experiment: str, method: str, seed: int, num_samples: int, steps: int,
+                  row_id: int, batch_size: int | None, device: str,
+                  echo: Callable[[str], None] | None, renders: int) -> GenerationRecord:
+    """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded."""
     from bdgen.diffusion.method import Method
+    from bdgen.model.checkpoint import model_id
+    from bdgen.pipeline.generate import generate
+    from bdgen.pipeline.store_links import link_mlflow_run
+
+    mid = model_id(ckpt, sha)
 
     spec = Method.parse(method)
     params = {"model_id": mid, "method": method, "seed": seed, "num_samples": num_samples,
@@ -413,14 +419,12 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
     headline metrics (for DVC).
     """
-    from bdgen.eval.registry import canonical_name
-    from bdgen.pipeline.evaluate import evaluate_samples_files
     from bdgen.pipeline.store_links import (
         evaluation_metrics,
         evaluation_row,
         generation_run_info,
     )
-    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, normalise_metrics
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
 
     tracker = tracker_for(ws, no_mlflow)
     store = open_store(ws)
@@ -440,9 +444,7 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                                        info["samples_sha256"],
                                        evaluation_metrics(store, prev["id"]), skipped=True)
             else:
-                rec = _evaluate_one(ws, store, tracker, info, path, replace, echo,
-                                    evaluate_samples_files, normalise_metrics, canonical_name,
-                                    plots)
+                rec = _evaluate_one(ws, store, tracker, info, path, replace, echo, plots)
             records.append(rec)
             if metrics_out and info["id"] in metrics_out:
                 _write_json(metrics_out[info["id"]],
@@ -452,9 +454,14 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     return records
 
 
-def _evaluate_one(ws, store, tracker, info, path, replace, echo, evaluate_samples_files,
-                  normalise_metrics, canonical_name, plots) -> EvaluationRecord:
+def _evaluate_one(ws: Workspace, store, tracker: Tracker, info: dict, path: Path,
+                  replace: bool, echo: Callable[[str], None] | None,
+                  plots: bool) -> EvaluationRecord:
+    """One generation run: metrics computed, then MLflow run + evaluation row together."""
     from datetime import datetime, timezone
+
+    from bdgen.pipeline.evaluate import evaluate_samples_files
+    from bdgen.store.api import normalise_metrics
 
     rel = _rel(ws, path)
     md5, sha = file_digests(path)
