@@ -267,8 +267,9 @@ class Trainer:
                                                     or self.step == cfg.steps):
                     val = self.validate()
                     vals.append(val)
-                    bar.write(f"step {val.step}: val loss {val.loss:.4f}, node acc "
-                              f"{val.node_accuracy:.3f}, edge acc {val.edge_accuracy:.3f}")
+                    if progress:
+                        bar.write(f"step {val.step}: val loss {val.loss:.4f}, node acc "
+                                  f"{val.node_accuracy:.3f}, edge acc {val.edge_accuracy:.3f}")
                     if on_validation:
                         on_validation(val)
                 if on_checkpoint and self.step % cfg.checkpoint_every == 0 \
