@@ -7,7 +7,7 @@ For each method it samples ``num_samples x steps`` twice with the small model (r
 initialised and perturbed so that logits are not all zero, or a checkpoint via --model):
 
 * optimised: one batch of all samples, early stop, row compaction and model micro-batches
-  of 256 rows (both CPU defaults);
+  of 128 rows (both CPU defaults);
 * legacy-style: batch 64, no early stop, no compaction (what the original code did),
   always with the eager model (``--compile`` only applies to the optimised setting; the
   compiled model is float32 too but fuses ops, so its tokens may differ in rare ties).
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="optimised batch [all]")
     ap.add_argument("--legacy-batch", type=int, default=64)
     ap.add_argument("--model-batch", type=int, default=None,
-                    help="rows per forward in the optimised setting [CPU 256, CUDA all]")
+                    help="rows per forward in the optimised setting [CPU 128, CUDA all]")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--model", default=None, help="checkpoint (default: random small model)")
     ap.add_argument("--preset", default="small", choices=sorted(MODEL_PRESETS))

@@ -29,7 +29,7 @@ exact:
   on CPU the per-row results have been found bit-identical to the full batch (tested), on
   CUDA kernel choice may depend on the batch size, so it is off there (and it would need
   a host sync per step). For the same reason the model may be run in micro-batches of
-  ``model_batch`` rows (CPU default 256; large batches fall out of cache on CPU).
+  ``model_batch`` rows (CPU default 128; large batches fall out of cache on CPU).
 
 Room counts come from :func:`draw_num_rooms`, a CPU generator separate from the token
 stream (seeded with the run's seed), so for a given seed every method samples the same
@@ -69,7 +69,7 @@ from bdgen.errors import BdgenError
 CLEANUP_T = 1e-5          # time of the final clean-up call (spec §5.3)
 GUMBEL_U_MIN = 1e-10      # Gumbel noise clamp (spec §3.6)
 V = NODE_VOCAB_SIZE       # width of the combined logits
-CPU_MODEL_BATCH = 256     # rows per forward on CPU (cache-friendly, see sample_batch)
+CPU_MODEL_BATCH = 128     # rows per forward on CPU (cache-friendly, see sample_batch)
 
 
 @dataclass
@@ -178,7 +178,7 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
                  trace: list | None = None) -> tuple[Tensor, int, int]:
     """Sample one batch; returns (tokens int64 [B, S], model calls, rows evaluated).
 
-    ``model_batch``: run the model on at most this many rows at a time (CPU default 256:
+    ``model_batch``: run the model on at most this many rows at a time (CPU default 128:
     activations of a 1000-row batch fall out of cache; rows are independent, so this only
     changes speed). ``model_calls`` counts sampler steps that called the model.
 
