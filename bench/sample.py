@@ -6,7 +6,8 @@
 For each method it samples ``num_samples x steps`` twice with the small model (randomly
 initialised and perturbed so that logits are not all zero, or a checkpoint via --model):
 
-* optimised: one batch of all samples, early stop, row compaction and model micro-batches
+* optimised: chunks of 128 on CPU (all samples at once on CUDA), early stop, row
+  compaction and model micro-batches
   of 128 rows (both CPU defaults);
 * legacy-style: batch 64, no early stop, no compaction (what the original code did),
   always with the eager model (``--compile`` only applies to the optimised setting; the
