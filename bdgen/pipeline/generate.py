@@ -23,7 +23,7 @@ import torch
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
-from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
@@ -181,7 +181,10 @@ def generate(model_path: str | Path, methods: Sequence[str],
                              timings={"wall_s": wall, "samples_per_s": rate,
                                       "model_calls": out.model_calls,
                                       "rows_evaluated": out.rows_evaluated,
-                                      "device": str(dev), "batch_size": batch_size or num_samples})
+                                      "device": str(dev),
+                                      "batch_size": batch_size or (
+                                          min(num_samples, CPU_BATCH) if dev.type == "cpu"
+                                          else num_samples)})
             digest = save_samples(sf, path)
             res = GenerateResult(path, digest, mid, method.format(), int(seed), num_samples, steps,
                                  wall, rate, out.model_calls)
