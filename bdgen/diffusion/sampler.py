@@ -212,6 +212,9 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
             return _logits(model, x, pad_mask, t)
         idx = (needed.nonzero().squeeze(1) if needed is not None
                else torch.arange(b, device=device))
+        if idx.numel() == b and (model_batch is None or model_batch >= b):
+            calls, rows = calls + 1, rows + b  # every row needed: no gather/scatter
+            return _logits(model, x, pad_mask, t)
         out = torch.zeros((b, x.shape[1], V), device=device)
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
