@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--dataset", default=None, help="a prepared dataset file instead")
     ap.add_argument("--is-mode", default="unbiased", choices=["unbiased", "legacy", "off"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode with --compile (default, reduce-overhead, ...)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--legacy-style", action="store_true",
                     help="also time a DataLoader-based loop like the original's")
@@ -174,7 +176,7 @@ def main() -> None:
     cfg = model_preset(args.model)
     model = BDDenoiser(cfg, ds.vocab)
     tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
-                     compile=args.compile, log_every=args.log_every)
+                     compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every)
     trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
                       train.pad_mask, stats.edge_class_weights, tc, device)
     model.train()

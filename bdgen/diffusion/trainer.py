@@ -45,6 +45,7 @@ class TrainConfig:
     val_every: int = 1260         # legacy: every 5 epochs of RPLAN
     log_every: int = 50
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
 
     # Fields that change the optimisation trajectory (part of a run's identity).
     TRAJECTORY_KEYS = ("batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip",
@@ -131,7 +132,8 @@ class Trainer:
         self.optimizer = make_adamw(model.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
-        self.forward_model = torch.compile(model) if config.compile else model
+        self.forward_model = (torch.compile(model, mode=config.compile_mode) if config.compile
+                              else model)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
