@@ -26,3 +26,16 @@ def legacy_dir() -> str:
     if not os.path.isdir(LEGACY_DIR):
         pytest.skip(f"legacy results not found at {LEGACY_DIR}")
     return LEGACY_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking_env():
+    """Each test sees the MLflow/bdgen environment it started with (no leaks between tests)."""
+    keys = ("MLFLOW_TRACKING_URI", "BDGEN_WORKSPACE", "BDGEN_DB_URL")
+    saved = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -215,7 +215,8 @@ class Tracker:
 
         self.uri = uri
         self._artifact_root = artifact_root
-        mlflow.set_tracking_uri(uri)  # explicit: never the silent ./mlflow.db default
+        # Explicit URI on the client only: mlflow.set_tracking_uri() would also export
+        # MLFLOW_TRACKING_URI into this process's environment and leak into later work.
         self._client = mlflow.MlflowClient(tracking_uri=uri)
         self._experiments: dict[str, str] = {}
 
