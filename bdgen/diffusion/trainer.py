@@ -192,26 +192,42 @@ class Trainer:
         self.batch_in_epoch += 1
         return self.tokens[idx], self.pad_mask[idx]
 
-    def train_step(self) -> Tensor:
-        """One optimiser step; returns the (detached, on-device) loss."""
-        x0, pad = self._next_batch()
+    def parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates and gradient clipping covers."""
+        return list(self.model.parameters())
+
+    def _train_loss(self, x0: Tensor, pad: Tensor) -> Tensor:
+        """The v1 objective on one batch: forward masking at sampled t, weighted ELBO."""
         t, factor = sample_t(self.schedule, x0.shape[0], self.config.is_mode, self.device)
         alpha = self.schedule.alpha(t)[:, None]
         x_t, mask = forward_mask(x0, pad, alpha)
         node_logits, edge_logits = self.forward_model(x_t, pad, t)
-        out = self.loss_fn(node_logits, edge_logits, x0, pad, mask, t, factor)
+        return self.loss_fn(node_logits, edge_logits, x0, pad, mask, t, factor).loss
+
+    def _val_batch(self, x0: Tensor, pad: Tensor, t: Tensor, gen: torch.Generator
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Summed val loss of one batch plus logits and mask for the accuracies."""
+        x_t, mask = forward_mask(x0, pad, self.schedule.alpha(t)[:, None], generator=gen)
+        node_logits, edge_logits = self.model(x_t, pad, t)
+        out = self.loss_fn(node_logits, edge_logits, x0, pad, mask, t)
+        return (out.weight * out.per_sample).sum(), node_logits, edge_logits, mask
+
+    def train_step(self) -> Tensor:
+        """One optimiser step; returns the (detached, on-device) loss."""
+        x0, pad = self._next_batch()
+        loss = self._train_loss(x0, pad)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return out.loss.detach()
+        return loss.detach()
 
     @torch.no_grad()
     def validate(self) -> ValResult:
-        """Val loss (uniform t, no IS) and argmax accuracy at masked real positions."""
+        """Val loss (uniform t, no IS, fixed seed) and argmax accuracy at masked real positions."""
         if self.val_tokens is None or self.val_pad_mask is None:
             raise BdgenError("no validation split was given to the trainer")
         was_training = self.model.training
@@ -225,10 +241,8 @@ class Trainer:
             x0 = self.val_tokens[start:start + self.config.batch_size]
             pad = self.val_pad_mask[start:start + self.config.batch_size]
             t = torch.rand(x0.shape[0], generator=gen, device=self.device).clamp_min(T_MIN)
-            x_t, mask = forward_mask(x0, pad, self.schedule.alpha(t)[:, None], generator=gen)
-            node_logits, edge_logits = self.model(x_t, pad, t)
-            out = self.loss_fn(node_logits, edge_logits, x0, pad, mask, t)
-            loss_sum += (out.weight * out.per_sample).sum()
+            batch_loss, node_logits, edge_logits, mask = self._val_batch(x0, pad, t, gen)
+            loss_sum += batch_loss
             counts += masked_accuracy(node_logits, edge_logits, x0, mask & pad)
         self.model.train(was_training)
         c = counts.tolist()

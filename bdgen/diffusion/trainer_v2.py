@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from bdgen.diffusion.loss import masked_accuracy
 from bdgen.diffusion.loss_v2 import ELBOLossV2
 from bdgen.diffusion.rate_network import RateNetwork
 from bdgen.diffusion.schedules import T_MIN, make_schedule
@@ -32,7 +31,7 @@ from bdgen.diffusion.stgs import (
     gumbel_temperature,
     stgs_forward,
 )
-from bdgen.diffusion.trainer import TrainConfig, Trainer, ValResult, make_adamw, warmup_factor
+from bdgen.diffusion.trainer import TrainConfig, Trainer, make_adamw, warmup_factor
 from bdgen.errors import BdgenError
 
 
@@ -114,49 +113,22 @@ class TrainerV2(Trainer):
         super().load_state_dict(state)
 
     # -- steps ---------------------------------------------------------------------------
-    def train_step(self) -> Tensor:
-        x0, pad = self._next_batch()
+    def _train_loss(self, x0: Tensor, pad: Tensor) -> Tensor:
+        """The v2 objective: STGS masking from the rate network, per-position ELBO."""
         t = torch.rand(x0.shape[0], device=self.device).clamp_min(T_MIN)
-        tau = self.gumbel_tau
         self.rate_network.train()
         rates = self.rate_network.rates(t, pad)
-        sample = stgs_forward(self.model, x0, pad, rates.alpha, tau)
+        sample = stgs_forward(self.model, x0, pad, rates.alpha, self.gumbel_tau)
         node_logits, edge_logits = self.forward_model(x0, pad, t, pre_embedded=sample.embeddings)
-        out = self.loss_v2(node_logits, edge_logits, x0, pad, sample.mask, rates.alpha,
-                           rates.alpha_prime)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        return out.loss.detach()
+        return self.loss_v2(node_logits, edge_logits, x0, pad, sample.mask, rates.alpha,
+                            rates.alpha_prime).loss
 
-    @torch.no_grad()
-    def validate(self) -> ValResult:
-        """V2 loss with Bernoulli per-position masking (uniform t) and masked accuracies."""
-        if self.val_tokens is None or self.val_pad_mask is None:
-            raise BdgenError("no validation split was given to the trainer")
-        was_training = self.model.training
-        self.model.eval()
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.config.seed + 1)
-        loss_sum = torch.zeros((), device=self.device)
-        counts = torch.zeros(4, dtype=torch.long, device=self.device)
-        n = self.val_tokens.shape[0]
-        for start in range(0, n, self.config.batch_size):
-            x0 = self.val_tokens[start:start + self.config.batch_size]
-            pad = self.val_pad_mask[start:start + self.config.batch_size]
-            t = torch.rand(x0.shape[0], generator=gen, device=self.device).clamp_min(T_MIN)
-            rates = self.rate_network.rates(t, pad)
-            x_t, mask = forward_mask_eval_learned(x0, pad, rates.alpha, generator=gen)
-            node_logits, edge_logits = self.model(x_t, pad, t)
-            out = self.loss_v2(node_logits, edge_logits, x0, pad, mask, rates.alpha,
-                               rates.alpha_prime)
-            loss_sum += out.loss * x0.shape[0]
-            counts += masked_accuracy(node_logits, edge_logits, x0, mask & pad)
-        self.model.train(was_training)
-        c = counts.tolist()
-        return ValResult(self.step, loss_sum.item() / max(n, 1), c[0] / max(c[1], 1),
-                         c[2] / max(c[3], 1))
+    def _val_batch(self, x0: Tensor, pad: Tensor, t: Tensor, gen: torch.Generator
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """V2 loss with plain Bernoulli per-position masking (no STGS) on one val batch."""
+        rates = self.rate_network.rates(t, pad)
+        x_t, mask = forward_mask_eval_learned(x0, pad, rates.alpha, generator=gen)
+        node_logits, edge_logits = self.model(x_t, pad, t)
+        out = self.loss_v2(node_logits, edge_logits, x0, pad, mask, rates.alpha,
+                           rates.alpha_prime)
+        return out.loss * x0.shape[0], node_logits, edge_logits, mask
