@@ -475,15 +475,8 @@ class Store:
             s.add(row)
         started = bookkeeping.get("started_at") or now
         duration = bookkeeping.get("duration_s")
-        row.status, row.started_at, row.finished_at, row.error = "succeeded", started, now, None
-        row.duration_s = duration if duration is not None else (now - started).total_seconds()
-        row.code_version = bookkeeping.get("code_version") or code_version()
-        row.host = hostname()
-        row.mlflow_run_id = bookkeeping.get("mlflow_run_id")
-        row.no_mlflow = bool(bookkeeping.get("no_mlflow", False))
-        row.provenance = bookkeeping.get("provenance", "bdgen")
-        row.source_path = bookkeeping.get("source_path")
-        row.source_sha256 = bookkeeping.get("source_sha256")
+        _stamp_succeeded(row, bookkeeping, started, now,
+                         duration if duration is not None else (now - started).total_seconds())
         s.flush()
         values = [{"evaluation_run_pk": row.id, "series_pk": gen.series_pk,
                    "metric_pk": self._metric_pk(s, name), "value": v}
@@ -597,15 +590,7 @@ class Store:
             row = DenoisingEvaluation(model_pk=model_pk, scope=scope,
                                       method_pk=method_row.id if method_row else None)
             s.add(row)
-        row.status, row.started_at, row.finished_at, row.error = "succeeded", now, now, None
-        row.duration_s = bookkeeping.get("duration_s")
-        row.code_version = bookkeeping.get("code_version") or code_version()
-        row.host = hostname()
-        row.mlflow_run_id = bookkeeping.get("mlflow_run_id")
-        row.no_mlflow = bool(bookkeeping.get("no_mlflow", False))
-        row.provenance = bookkeeping.get("provenance", "bdgen")
-        row.source_path = bookkeeping.get("source_path")
-        row.source_sha256 = bookkeeping.get("source_sha256")
+        _stamp_succeeded(row, bookkeeping, now, now, bookkeeping.get("duration_s"))
         s.flush()
         values = [{"denoising_evaluation_pk": row.id, "metric_pk": self._metric_pk(s, n),
                    "value": v} for n, v in metrics.items()]
@@ -680,3 +665,17 @@ def aggregate_values(values_by_seed: Mapping[int, float]) -> Aggregate:
 
 __all__ = ["Store", "normalise_metrics", "code_version", "DEFAULT_REFERENCE",
            "DEFAULT_EVALUATOR_VERSION", "LEGACY_PROVENANCE"]
+
+
+def _stamp_succeeded(row, bookkeeping: dict, started: datetime, now: datetime,
+                     duration_s: float | None) -> None:
+    """Mark an evaluation-like run row succeeded with its provenance and bookkeeping."""
+    row.status, row.started_at, row.finished_at, row.error = "succeeded", started, now, None
+    row.duration_s = duration_s
+    row.code_version = bookkeeping.get("code_version") or code_version()
+    row.host = hostname()
+    row.mlflow_run_id = bookkeeping.get("mlflow_run_id")
+    row.no_mlflow = bool(bookkeeping.get("no_mlflow", False))
+    row.provenance = bookkeeping.get("provenance", "bdgen")
+    row.source_path = bookkeeping.get("source_path")
+    row.source_sha256 = bookkeeping.get("source_sha256")
