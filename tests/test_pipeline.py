@@ -91,6 +91,9 @@ def test_store_mlflow_and_dvc_agree(e2e):
     assert train.data.tags["bdgen.artifact.checkpoint.sha256"] == model.sha256
     history = tracker._client.get_metric_history(model.mlflow_run_id, "curve/val_loss")
     assert [m.step for m in history] == [10, 20, 30]
+    losses = tracker._client.get_metric_history(model.mlflow_run_id, "curve/train_loss")
+    assert [m.step for m in losses] == [10, 20, 30]
+    assert all(m.value == m.value and m.value > 0 for m in losses)
     # DVC: every registered file has a .dvc file whose md5 is the file's and the recorded one
     for path, md5, sha in [(g.path, g.md5, g.sha256) for g in gens] + [
             (model.checkpoint, model.md5, model.sha256)]:

@@ -252,8 +252,13 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------
     def run(self, on_checkpoint: Callable[[Trainer, bool], None] | None = None,
             on_validation: Callable[[ValResult], None] | None = None,
-            progress: bool = True) -> TrainResult:
-        """Train from ``self.step`` to ``config.steps``; checkpoint every N steps and at the end."""
+            progress: bool = True,
+            on_log: Callable[[int, float, float], None] | None = None) -> TrainResult:
+        """Train from ``self.step`` to ``config.steps``; checkpoint every N steps and at the end.
+
+        ``on_log(step, mean_loss, lr)`` receives the training-loss curve every ``log_every``
+        steps (the loss is read from the device only then, never per step).
+        """
         from tqdm import tqdm
 
         cfg = self.config
@@ -279,6 +284,8 @@ class Trainer:
                     window = 0
                     lr = self.scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+                    if on_log:
+                        on_log(self.step, last_loss, lr)
                 if self.val_tokens is not None and (self.step % cfg.val_every == 0
                                                     or self.step == cfg.steps):
                     val = self.validate()

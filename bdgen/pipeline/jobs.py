@@ -357,14 +357,16 @@ def _inside(ws: Workspace, path: Path) -> bool:
 
 
 def _log_val_curve(run, log: Path) -> None:
-    """The validation curve (``train_log.jsonl``, one line per validation) as metric series."""
+    """The training-loss and validation curves (``train_log.jsonl``) as metric series."""
     import json
 
     if not log.exists():
         return
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    for key in ("val_loss", "val_node_accuracy", "val_edge_accuracy"):
-        series = [(int(r["step"]), float(r[key])) for r in rows if key in r]
+    for key in ("train_loss", "lr", "gumbel_temp", "val_loss", "val_node_accuracy",
+                "val_edge_accuracy"):
+        # A resumed run appends to the log: keep the last value logged for each step.
+        series = sorted({int(r["step"]): float(r[key]) for r in rows if key in r}.items())
         if series:
             run.log_metric_series(f"curve/{key}", series)
 

@@ -214,7 +214,15 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
                 row["gumbel_temp"] = trainer.gumbel_tau
             fh.write(json.dumps(row) + "\n")
 
-    result = trainer.run(on_checkpoint, on_validation, progress=progress)
+    def on_log(step: int, loss: float, lr: float) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train_log.jsonl", "a") as fh:
+            row = {"step": step, "train_loss": loss, "lr": lr}
+            if version == "v2":
+                row["gumbel_temp"] = trainer.gumbel_tau
+            fh.write(json.dumps(row) + "\n")
+
+    result = trainer.run(on_checkpoint, on_validation, progress=progress, on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
                         result.steps_per_s, result.wall_s, resumed_from,
                         result.val[-1] if result.val else None)
