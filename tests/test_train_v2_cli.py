@@ -38,8 +38,10 @@ def test_train_learned_writes_a_v2_checkpoint_and_generates(tmp_path):
     assert isinstance(process_from_checkpoint(ckpt), RateNetworkProcess)
     net = build_rate_network(ckpt)
     assert sum(p.numel() for p in net.parameters()) == 4740
-    [row] = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    [row] = [r for r in rows if "val_loss" in r]
     assert row["step"] == 3 and row["gumbel_temp"] == pytest.approx(0.1)
+    assert [r["step"] for r in rows if "train_loss" in r] == [3]
 
     # resume to more steps: the rate network continues from the checkpoint
     r = _train(*common, "--steps", 6, "--resume")
