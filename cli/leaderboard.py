@@ -233,11 +233,14 @@ def single_seed(result, seed: int, run_id: str):
               help="Expectation file (YAML) or the name of a shipped one (v2_remasking).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@click.option("--no-mlflow", is_flag=True,
+              help="Do not record the verdicts as tags on the evaluation runs' MLflow runs.")
 @_common
-def check(targets, expect, fmt, db, min_seeds, where, models):
+def check(targets, expect, fmt, no_mlflow, db, min_seeds, where, models):
     """Judge METHOD|RUN... against an expectation file: pass / in-range / miss / fail.
 
-    Exits 1 when any metric fails (or is missing).
+    The verdicts are also recorded as tags (bdgen.verdict.<expectations>.<metric>) on the
+    MLflow runs of the judged evaluations. Exits 1 when any metric fails (or is missing).
     """
     import json
 
@@ -250,8 +253,10 @@ def check(targets, expect, fmt, db, min_seeds, where, models):
     chosen = _pick(targets, results)
     failed = False
     doc = []
+    judged = []
     for r in chosen:
         vs = verdicts(r, ex)
+        judged.append((r, vs))
         failed |= any(v.failing for v in vs.values())
         doc.append({"label": r.label, "verdicts": {
             k: {"verdict": v.verdict, "mean": v.mean, "std": v.std, "n": v.n, "rule": v.rule}
@@ -266,5 +271,10 @@ def check(targets, expect, fmt, db, min_seeds, where, models):
                 click.echo(f"  {v.verdict:<9} {plain_display(k):<28} {shown:<22} {v.rule}")
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
+    from bdgen.pipeline.jobs import record_verdicts
+
+    tagged = record_verdicts(judged, ex.name, no_mlflow=no_mlflow)
+    if tagged and fmt == "table":
+        click.echo(f"verdicts recorded as tags on {tagged} MLflow run(s)")
     if failed:
         sys.exit(1)

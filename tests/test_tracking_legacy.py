@@ -49,3 +49,34 @@ def test_import_legacy_logs_one_mlflow_run_per_method_seed(tmp_path, legacy_dir,
             assert run.data.metrics  # canonical metric names with the per-seed values
     finally:
         store.close()
+
+
+def test_check_records_verdicts_as_tags_on_the_evaluation_runs(tmp_path, legacy_dir,
+                                                                monkeypatch):
+    ws = init_workspace(tmp_path / "ws", dvc=False)
+    src = tmp_path / "loglinear_noise_sc"
+    src.mkdir()
+    shutil.copy(f"{legacy_dir}/{FILES[0]}", src / FILES[0])
+    monkeypatch.chdir(ws.root)
+    for var in ("BDGEN_WORKSPACE", "BDGEN_DB_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import-legacy", str(src)]).exit_code == 0
+    r = runner.invoke(cli, ["check", "--expect", "v2_remasking", "llada_topp0.9_no_remask"])
+    # llada_topp0.9_no_remask has 28.6 unique archetypes: below the failure threshold of 50
+    assert r.exit_code == 1, r.output
+    assert "verdicts recorded as tags on 5 MLflow run(s)" in r.output
+
+    tracker = Tracker.for_workspace(ws.root)
+    store = Store.open(f"sqlite:///{ws.db_path}")
+    try:
+        rows = legacy_rows(store, file_digests(src / FILES[0])[1])
+        for row in rows:
+            tags = tracker.get_run(row.mlflow_run_id).data.tags
+            assert tags["bdgen.verdict.v2_remasking.num_sample_modes"] == "fail"
+            assert tags["bdgen.verdict.v2_remasking.inside_validity"] == "pass"
+    finally:
+        store.close()
+    offline = runner.invoke(cli, ["check", "--expect", "v2_remasking", "--no-mlflow",
+                                  "llada_topp0.9_no_remask"])
+    assert "verdicts recorded" not in offline.output

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bdgen.errors import BdgenError
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import NullTracker, Tracker, dvc_file, experiment_name, file_digests, track
+
+if TYPE_CHECKING:
+    from bdgen.eval.aggregate import MethodResult
+    from bdgen.report.expectations import Verdict
 
 
 def tracker_for(workspace: Workspace | None, no_mlflow: bool = False) -> Tracker:
@@ -546,3 +551,31 @@ def pending_runs(ws: Workspace, model_id: str | None = None) -> list[int]:
                                        model_id)
     finally:
         store.close()
+
+
+def record_verdicts(judged: Sequence[tuple[MethodResult, Mapping[str, Verdict]]],
+                    expectations: str, no_mlflow: bool = False) -> int:
+    """Tag every evaluation MLflow run behind each judged result with its verdicts.
+
+    Tags are ``bdgen.verdict.<expectations>.<metric> = pass|in-range|miss|fail|missing``, so
+    the MLflow UI can filter runs by verdict. Returns the number of runs tagged; with
+    ``--no-mlflow`` or no tracking store reachable from here (no workspace, no
+    ``$MLFLOW_TRACKING_URI``) nothing is tagged and 0 is returned.
+    """
+    run_ids = [rid for result, _ in judged for rid in result.mlflow_run_ids.values() if rid]
+    if no_mlflow or not run_ids:
+        return 0
+    try:
+        ws: Workspace | None = Workspace.find()
+    except BdgenError:
+        ws = None
+    if ws is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return 0
+    tracker = tracker_for(ws)
+    tagged = 0
+    for result, verdicts in judged:
+        ids = [rid for rid in result.mlflow_run_ids.values() if rid]
+        tracker.tag_runs(ids, {f"bdgen.verdict.{expectations}.{metric}": v.verdict
+                               for metric, v in verdicts.items()})
+        tagged += len(ids)
+    return tagged

@@ -26,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -283,6 +283,15 @@ class Tracker:
         runs = self._client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000)
         return [r.info.run_id for r in runs]
 
+    def tag_runs(self, run_ids: Iterable[str], tags: Mapping[str, Any]) -> None:
+        """Set ``tags`` on existing runs (e.g. expectation verdicts), one batch per run."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        for run_id in run_ids:
+            for i in range(0, len(items), 100):
+                self._client.log_batch(run_id, tags=items[i: i + 100])
+
     def get_run(self, run_id: str) -> Any:
         """The MLflow run entity (tests and checks read params/metrics/tags from it)."""
         return self._client.get_run(run_id)
@@ -304,6 +313,9 @@ class NullTracker(Tracker):
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[str]:
         return []
+
+    def tag_runs(self, run_ids: Iterable[str], tags: Mapping[str, Any]) -> None:
+        pass
 
 
 def create_store(uri: str) -> None:
