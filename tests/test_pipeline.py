@@ -72,8 +72,14 @@ def test_store_mlflow_and_dvc_agree(e2e):
     assert ev_rows == [(e.evaluation_run_id, e.generation_run_id, e.mlflow_run_id)
                        for e in evals]
     # MLflow: 1 train + 4 generate + 4 evaluate runs, tagged with the store ids and hashes
-    for kind, n in (("train", 1), ("generate", 4), ("evaluate", 4)):
+    for kind, n in (("train", 1), ("generate", 4), ("evaluate", 4), ("denoising", 1)):
         assert len(tracker.find_runs(exp, {"bdgen.kind": kind})) == n
+    # denoising: computed once for the model (seeded), stored at model level and in MLflow
+    [den_run] = tracker.find_runs(exp, {"bdgen.kind": "denoising"})
+    den = _rows(ws, "select d.mlflow_run_id, count(v.value) from denoising_evaluations d "
+                    "join denoising_values v on v.denoising_evaluation_pk = d.id group by d.id")
+    assert den == [(den_run, 20)]
+    assert len(tracker.get_run(den_run).data.metrics) == 20
     for g in gens:
         run = tracker.get_run(g.mlflow_run_id)
         assert run.info.status == "FINISHED"

@@ -453,12 +453,47 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
             else:
                 rec = _evaluate_one(ws, store, tracker, info, path, replace, echo, plots)
             records.append(rec)
+            _denoise_model_once(ws, store, tracker, info["model_id"], echo)
             if metrics_out and info["id"] in metrics_out:
                 _write_json(metrics_out[info["id"]],
                             {k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics})
     finally:
         store.close()
     return records
+
+
+def _denoise_model_once(ws: Workspace, store, tracker: Tracker, model_id: str,
+                        echo: Callable[[str], None] | None) -> None:
+    """Seeded denoising metrics of a model (spec §6.11), computed once per model and stored
+    at model level (they do not depend on the sampling method), in their own MLflow run."""
+    from bdgen.data.dataset import PreparedDataset
+    from bdgen.eval.registry import lookup
+    from bdgen.model.checkpoint import load_checkpoint
+    from bdgen.pipeline.evaluate import compute_denoising
+    from bdgen.pipeline.store_links import model_needing_denoising
+
+    todo = model_needing_denoising(store, model_id)
+    if todo is None:
+        return
+    rel, sha = todo
+    path = ws.root / rel
+    if not path.exists() or file_digests(path)[1] != sha:
+        raise BdgenError(f"checkpoint {rel} of model {model_id} is missing or does not match "
+                         "the store's sha256; cannot compute its denoising metrics")
+    ckpt = load_checkpoint(path)
+    dataset = PreparedDataset.load(ws.dataset_path(ckpt.dataset_id))
+    t0 = time.perf_counter()
+    metrics = compute_denoising(path, dataset)
+    with tracker.open_run("denoising", f"{model_id}/denoising", experiment_name(ckpt.dataset_id),
+                          {"model_id": model_id, "checkpoint_sha256": sha},
+                          {"bdgen.model_id": model_id}) as run:
+        store.record_denoising(model_id, metrics, mlflow_run_id=run.run_id,
+                               no_mlflow=not tracker.enabled,
+                               duration_s=time.perf_counter() - t0)
+        run.log_metrics({lookup(k).name: v for k, v in metrics.items()})
+    if echo:
+        echo(f"{model_id}: denoising metrics recorded ({len(metrics)} values, "
+             f"{time.perf_counter() - t0:.1f} s)")
 
 
 def _evaluate_one(ws: Workspace, store, tracker: Tracker, info: dict, path: Path,

@@ -16,7 +16,14 @@ from sqlalchemy.exc import IntegrityError
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.store.api import Store, code_version, hostname
-from bdgen.store.models import EvaluationRun, GenerationRun, Method, Model, Series
+from bdgen.store.models import (
+    DenoisingEvaluation,
+    EvaluationRun,
+    GenerationRun,
+    Method,
+    Model,
+    Series,
+)
 
 #: A "running" generation row older than this is taken to be from a dead process.
 STALE_AFTER = timedelta(hours=6)
@@ -191,3 +198,16 @@ def evaluation_metrics(store: Store, evaluation_run_id: int) -> dict[str, float]
                          .join(MetricValue, MetricValue.metric_pk == MetricDefinition.id)
                          .where(MetricValue.evaluation_run_pk == evaluation_run_id)).all()
     return {n: v for n, v in rows}
+
+
+def model_needing_denoising(store: Store, model_id: str) -> tuple[str, str] | None:
+    """(checkpoint path, sha256) of a bdgen model with no succeeded model-level denoising
+    record yet; None when it has one, or when the model has no checkpoint (legacy)."""
+    with store.read_session() as s:
+        model = s.execute(select(Model).where(Model.model_id == model_id)).scalar_one_or_none()
+        if model is None or not model.checkpoint_path or not model.checkpoint_sha256:
+            return None
+        done = s.execute(select(DenoisingEvaluation.id).where(
+            DenoisingEvaluation.model_pk == model.id, DenoisingEvaluation.scope == "",
+            DenoisingEvaluation.status == "succeeded")).first()
+        return None if done else (model.checkpoint_path, model.checkpoint_sha256)
