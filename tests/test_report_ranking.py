@@ -138,7 +138,7 @@ def test_nontransitive_ties_use_the_block_leader():
     assert rk.rows[0].ties[0].leader == x1.label
 
 
-def test_all_tied_falls_back_to_the_first_priority_mean():
+def test_all_tied_falls_back_to_the_priority_means_in_order():
     a = result("llada_topp0.9_no_remask", mode_coverage_weighted=[0.70, 0.80],
                node_tv=[0.2, 0.3])
     b = result("llada_argmax_no_remask", mode_coverage_weighted=[0.72, 0.80],
@@ -221,3 +221,13 @@ def test_vectorised_test_matches_the_scalar_one():
             d1, p1 = M.differs(a, b, 0.05)
             assert bool(diff[k]) == d1
             assert (p1 is None and np.isnan(p[k])) or p[k] == pytest.approx(p1, rel=1e-12)
+
+
+def test_all_tied_with_equal_first_means_is_decided_by_the_next_mean():
+    a = result("llada_topp0.9_no_remask", mode_coverage_weighted=[0.70, 0.80],
+               node_tv=[0.25, 0.35])
+    b = result("llada_argmax_no_remask", mode_coverage_weighted=[0.70, 0.80],
+               node_tv=[0.2, 0.3])
+    rk = rank([a, b], profile_from_dict(TWO))
+    assert [r.result.method for r in rk.rows] == [b.method, a.method]  # lower node TV first
+    assert rk.rows[0].decided_by == "Node TV mean (nothing significant)"

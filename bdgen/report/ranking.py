@@ -8,9 +8,10 @@ Ordering rule (well defined although "within noise" is not transitive):
    consecutive *blocks*: a block starts at its *leader* (its best member) and takes every
    following result that does not differ significantly from the leader; the first one that
    does starts the next block. Each block of two or more is ordered recursively by
-   ``level + 1``. A block still tied after the last priority is ordered by the plain mean of
-   the *first* priority (then label): no metric separated them, so the most important one
-   decides on its point estimate, and the note says so.
+   ``level + 1``. A block still tied after the last priority is ordered by the plain means
+   of the priorities, lexicographically (then label): no metric separated them
+   significantly, so the most important metric whose point estimates differ decides, and the
+   note says so.
 3. "Differs significantly" is :func:`bdgen.report.metrics.differs`: a two-sided Welch t-test
    on the per-seed values at the profile's ``alpha`` (default 0.05) when both sides have at
    least two seeds, else non-overlapping mean +/- std intervals.
@@ -138,7 +139,9 @@ def _order(group: list[_Item], prios: Sequence[Priority], level: int,
     if len(group) == 1:
         return group
     if level == len(prios):
-        return sorted(group, key=_sort_key(0, -1.0 if prios[0].direction == "higher" else 1.0))
+        return sorted(group, key=lambda it: (
+            *(_sort_key(k, -1.0 if p.direction == "higher" else 1.0)(it)[:2]
+              for k, p in enumerate(prios)), it.label))
     prio = prios[level]
     ordered = sorted(group, key=_sort_key(level, -1.0 if prio.direction == "higher" else 1.0))
     blocks = _blocks(ordered, level, alpha)
@@ -152,6 +155,17 @@ def _order(group: list[_Item], prios: Sequence[Priority], level: int,
         else:
             out.append(block[0][0])
     return out
+
+
+def _mean_decider(it: _Item, ordered: list[_Item], prios: Sequence[Priority]) -> str:
+    """Which priority's point estimate separated ``it`` from its all-tied neighbour."""
+    i = ordered.index(it)
+    other = ordered[i + 1] if i + 1 < len(ordered) else ordered[i - 1] if i else None
+    for k, p in enumerate(prios):
+        a, b = it.aggs[k], other.aggs[k] if other is not None else None
+        if a is not None and b is not None and a.mean != b.mean:
+            return f"{M.plain_display(p.metric)} mean (nothing significant)"
+    return "label (nothing significant)"
 
 
 def rank(results: Sequence[MethodResult], profile: Profile,
@@ -177,7 +191,6 @@ def rank(results: Sequence[MethodResult], profile: Profile,
             last = t[-1].level
             decided_by = (M.plain_display(profile.priorities[last + 1].metric)
                           if last + 1 < len(profile.priorities)
-                          else f"{M.plain_display(profile.priorities[0].metric)} mean "
-                          "(nothing significant)")
+                          else _mean_decider(it, ordered, profile.priorities))
         rows.append(RankedRow(i, r, t, decided_by))
     return Ranking(profile, rows, excluded)
