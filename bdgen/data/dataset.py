@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from bdgen.data.graph import Graph, detokenize, tokenize_many
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_PAD, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
+from bdgen.util.atomic import atomic_torch_save
 
 FORMAT = "bdgen-dataset"
 FORMAT_VERSION = 1
@@ -155,15 +155,7 @@ class PreparedDataset:
             "tokens": self.tokens.contiguous(),
             "num_rooms": self.num_rooms.contiguous(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PreparedDataset:

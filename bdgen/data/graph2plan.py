@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from bdgen.data.graph import Graph
 from bdgen.data.vocab import N_RELATIONS, N_ROOM_TYPES
 from bdgen.errors import BdgenError
+from bdgen.util.atomic import atomic_open
 from bdgen.util.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -160,18 +160,10 @@ def _save_cache(path: Path, graphs: list[Graph], report: LoadReport, sha256: str
     n_edges = np.array([len(g.edge_triples) for g in graphs], dtype=np.int64)
     types = np.fromiter((t for g in graphs for t in g.node_types), dtype=np.int64)
     triples = np.array([t for g in graphs for t in g.edge_triples], dtype=np.int64).reshape(-1, 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, rooms=rooms, n_edges=n_edges, types=types, triples=triples,
-                     report=np.array(list(asdict(report).values()), dtype=np.int64),
-                     key=np.array([sha256, str(n_max), str(CACHE_FORMAT_VERSION)]))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, rooms=rooms, n_edges=n_edges, types=types, triples=triples,
+                 report=np.array(list(asdict(report).values()), dtype=np.int64),
+                 key=np.array([sha256, str(n_max), str(CACHE_FORMAT_VERSION)]))
 
 
 def _load_cache(path: Path, sha256: str, n_max: int) -> tuple[list[Graph], LoadReport] | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from bdgen import __version__
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
+from bdgen.util.atomic import atomic_write_bytes
 
 SAMPLES_FORMAT_VERSION = 1
 MODEL_KEYS = ("id", "sha256", "version", "noise", "dataset_hash", "dataset_id", "n_max",
@@ -113,18 +113,7 @@ def save_samples(sf: SamplesFile, path: str | os.PathLike) -> str:
     buf = io.BytesIO()
     torch.save(sf.to_dict(), buf)
     data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import flatten
 from bdgen.eval.registry import LEGACY_PER_SEED_ORDER
+from bdgen.util.atomic import atomic_write_text
 
 FORMAT_VERSION = 2
 TOP_LEVEL_KEYS = ("format_version", "method", "timestamp", "config", "per_seed", "summary",
@@ -94,18 +94,7 @@ def dumps(doc: Mapping) -> str:
 
 def write_legacy_json(path: str | os.PathLike, doc: Mapping) -> None:
     """Atomic write of a legacy document (temp file in the same directory + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(doc)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, dumps(doc))
 
 
 def read_legacy_json(path: str | os.PathLike) -> dict:

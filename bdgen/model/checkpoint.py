@@ -9,8 +9,6 @@ the optimiser / LR-schedule / RNG states.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ from bdgen import __version__
 from bdgen.data.vocab import VocabConfig
 from bdgen.errors import BdgenError
 from bdgen.model.denoiser import BDDenoiser, ModelConfig
+from bdgen.util.atomic import atomic_torch_save
 
 FORMAT = "bdgen-checkpoint"
 FORMAT_VERSION = 1
@@ -63,20 +62,8 @@ class Checkpoint:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
     """Write atomically: a temp file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(ckpt)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

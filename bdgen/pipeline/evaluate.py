@@ -11,9 +11,7 @@ the tracked jobs wrap; :func:`write_result` writes one result.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from bdgen.eval.legacy_json import legacy_document, write_legacy_json
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
 from bdgen.eval.suite import evaluate_seed
+from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
 
 RESULT_FORMAT = "bdgen-evaluation"
@@ -210,26 +209,13 @@ def load_reference(dataset: PreparedDataset, seed: int = 42,
     ref = ReferenceStats.build(train.tokens.numpy(), train.pad_mask.numpy(), dataset.vocab,
                                meta)
     if path is not None:
-        _atomic_torch_save(ref.to_dict(), path)
+        atomic_torch_save(ref.to_dict(), path)
     return ref, False
 
 
 def _train_arrays(dataset: PreparedDataset, seed: int, fractions) -> GraphArrays:
     train = dataset.split("train", seed, tuple(fractions))
     return GraphArrays.from_tokens(train.tokens.numpy(), train.pad_mask.numpy(), dataset.vocab)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --- denoising ------------------------------------------------------------------------------
@@ -414,16 +400,7 @@ def write_result(result: EvaluationResult, out_dir: str | os.PathLike | None = N
     if legacy:
         write_legacy_json(path, result.legacy_document())
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result.to_json(), fh, indent=2, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, result.to_json(), indent=2, default=_json_default)
     return path
 
 

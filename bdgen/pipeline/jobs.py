@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from bdgen.errors import BdgenError
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import NullTracker, Tracker, dvc_file, experiment_name, file_digests, track
+from bdgen.util.atomic import atomic_write_json
 
 if TYPE_CHECKING:
     from bdgen.eval.aggregate import MethodResult
@@ -548,13 +549,7 @@ def _evaluate_one(ws: Workspace, store, tracker: Tracker, info: dict, path: Path
 
 
 def _write_json(path: Path, obj) -> None:
-    import json
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
 def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:

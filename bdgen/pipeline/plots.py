@@ -6,19 +6,17 @@ Only for browsing runs in MLflow (a glance at what a method generates); reports 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bdgen.data.graph import Graph
 from bdgen.data.vocab import NODE_SHORT, RELATIONS
+from bdgen.util.atomic import atomic_open
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=80)
     return path
 
 

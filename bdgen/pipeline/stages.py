@@ -22,6 +22,7 @@ from typing import Any
 
 from bdgen.errors import BdgenError
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.atomic import atomic_write_json, atomic_write_text
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -64,11 +65,7 @@ def read_receipt(path: str | Path) -> dict:
 
 
 def write_receipt(path: str | Path, obj: dict) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -176,10 +173,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
         store.close()
     table = leaderboard_table(rank(results, profile), None, None, None)
     md = render(table, "markdown", False)
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_md.with_name(f".{out_md.name}.tmp")
-    tmp.write_text(md)
-    os.replace(tmp, out_md)
+    atomic_write_text(out_md, md)
     write_receipt(summary, {
         f"{keys[r.model]}/{r.method}": {
             k: round(r.metrics[k].mean, 6) for k in HEADLINE_METRICS if k in r.metrics}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bdgen.errors import BdgenError
+from bdgen.util.atomic import atomic_write_text
 
 MARKER = "bdgen.toml"
 ENV_WORKSPACE = "BDGEN_WORKSPACE"
@@ -128,7 +129,7 @@ def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = Tr
     ws = Workspace(root)
     for name, text in ((".gitignore", _GITIGNORE), (".dvcignore", _DVCIGNORE)):
         if not (root / name).exists():
-            _write_atomic(root / name, text)
+            atomic_write_text(root / name, text)
     if dvc:
         from bdgen.tracking.artifacts import init_dvc
 
@@ -147,11 +148,5 @@ def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = Tr
 
         create_store(default_tracking_uri(root))
     if not ws.marker.exists():
-        _write_atomic(ws.marker, _TOML)  # last: a half-made workspace is not found as one
+        atomic_write_text(ws.marker, _TOML)  # last: a half-made workspace is not found as one
     return ws
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

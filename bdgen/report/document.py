@@ -8,7 +8,6 @@ file, a verdict table. Files are written atomically (temp file + ``os.replace``)
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from bdgen.report.expectations import Expectations, verdicts
 from bdgen.report.profiles import Profile
 from bdgen.report.ranking import rank
 from bdgen.report.tables import leaderboard_table
+from bdgen.util.atomic import atomic_write_text
 
 
 def ordered(results: Sequence[MethodResult]) -> list[MethodResult]:
@@ -78,19 +78,6 @@ def build_report(results: Sequence[MethodResult], *, legacy: bool = False,
     return md, page
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(results: Sequence[MethodResult], out_dir: str | os.PathLike,
                  **kwargs) -> list[Path]:
     """Write ``comparison.md`` (and ``comparison.html``) into ``out_dir``; returns paths.
@@ -100,8 +87,8 @@ def write_report(results: Sequence[MethodResult], out_dir: str | os.PathLike,
     md, page = build_report(results, **kwargs)
     out = Path(out_dir)
     paths = [out / "comparison.md"]
-    write_atomic(paths[0], md)
+    atomic_write_text(paths[0], md)
     if page is not None:
         paths.append(out / "comparison.html")
-        write_atomic(paths[1], page)
+        atomic_write_text(paths[1], page)
     return paths
