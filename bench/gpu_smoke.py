@@ -51,6 +51,21 @@ def main() -> int:
               f"{max_diff:.3g}")
         if not on_cuda or ca.step != 40 or cb.step != 40:
             return 1
+        # torch.compile with CUDA graphs must train the same objective: compare the
+        # validation after 200 steps with the eager run (not bitwise: other kernels).
+        vals = {}
+        for mode in ("eager", "reduce-overhead"):
+            c = TrainConfig(steps=200, **{**cfg, "val_every": 200, "checkpoint_every": 1000},
+                            compile=mode != "eager",
+                            compile_mode="reduce-overhead" if mode != "eager" else "default")
+            out = train_model(tmp / "ds.pt", noise=version, model="small", config=c,
+                              out_dir=tmp / f"{version}-{mode}", device="cuda", progress=False)
+            vals[mode] = out.val
+        e, r = vals["eager"], vals["reduce-overhead"]
+        print(f"{version}: 200 steps, val loss eager {e.loss:.4f} vs compiled (CUDA graphs) "
+              f"{r.loss:.4f}; edge acc {e.edge_accuracy:.3f} vs {r.edge_accuracy:.3f}")
+        if abs(e.loss - r.loss) > 0.1 * abs(e.loss):
+            return 1
     return 0
 
 

@@ -132,8 +132,11 @@ class Trainer:
         self.optimizer = make_adamw(model.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
-        self.forward_model = (torch.compile(model, mode=config.compile_mode) if config.compile
-                              else model)
+        self.forward_model = model
+        # With --compile the whole loss (masking, model, ELBO) is one compiled graph, so
+        # "reduce-overhead" can replay forward and backward as CUDA graphs.
+        self._loss_step = (torch.compile(self._train_loss, mode=config.compile_mode)
+                           if config.compile else self._train_loss)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -215,7 +218,7 @@ class Trainer:
     def train_step(self) -> Tensor:
         """One optimiser step; returns the (detached, on-device) loss."""
         x0, pad = self._next_batch()
-        loss = self._train_loss(x0, pad)
+        loss = self._loss_step(x0, pad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:

@@ -87,6 +87,11 @@ class TrainerV2(Trainer):
         self.optimizer = make_adamw(self.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
+        if config.compile:
+            # The Gumbel temperature changes every step: compiling the whole loss would
+            # recompile each step, so only the denoiser is compiled for v2.
+            self._loss_step = self._train_loss
+            self.forward_model = torch.compile(model, mode=config.compile_mode)
 
     def parameters(self) -> list[nn.Parameter]:
         """Denoiser then rate-network parameters (the single optimiser's parameter list)."""
