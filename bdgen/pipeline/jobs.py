@@ -18,6 +18,7 @@ file that is not complete.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -484,7 +485,10 @@ def _denoise_model_once(ws: Workspace, store, tracker: Tracker, model_id: str,
     ckpt = load_checkpoint(path)
     dataset = PreparedDataset.load(ws.dataset_path(ckpt.dataset_id))
     t0 = time.perf_counter()
-    metrics = compute_denoising(path, dataset)
+    computed = compute_denoising(path, dataset)
+    # A t at which no real position was masked (e.g. a learned v2 rate that keeps almost
+    # everything at t = 0.1) has no defined accuracy/CE: record only the defined values.
+    metrics = {k: v for k, v in computed.items() if math.isfinite(v)}
     with tracker.open_run("denoising", f"{model_id}/denoising", experiment_name(ckpt.dataset_id),
                           {"model_id": model_id, "checkpoint_sha256": sha},
                           {"bdgen.model_id": model_id}) as run:
@@ -493,8 +497,10 @@ def _denoise_model_once(ws: Workspace, store, tracker: Tracker, model_id: str,
                                duration_s=time.perf_counter() - t0)
         run.log_metrics({lookup(k).name: v for k, v in metrics.items()})
     if echo:
-        echo(f"{model_id}: denoising metrics recorded ({len(metrics)} values, "
-             f"{time.perf_counter() - t0:.1f} s)")
+        undefined = len(computed) - len(metrics)
+        echo(f"{model_id}: denoising metrics recorded ({len(metrics)} values"
+             + (f", {undefined} undefined: nothing masked" if undefined else "")
+             + f", {time.perf_counter() - t0:.1f} s)")
 
 
 def _evaluate_one(ws: Workspace, store, tracker: Tracker, info: dict, path: Path,
