@@ -83,6 +83,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
+        # Large aggregate reads (the leaderboard over the whole store): memory-mapped I/O and
+        # a 64 MiB page cache instead of the 2 MiB default.
+        cur.execute("PRAGMA mmap_size = 268435456")
+        cur.execute("PRAGMA cache_size = -65536")
         cur.close()
 
     @event.listens_for(engine, "begin")
