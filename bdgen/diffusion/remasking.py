@@ -46,10 +46,9 @@ def _check_eta(eta: float) -> float:
 
 
 @dataclass(frozen=True)
-class Cap(RemaskingStrategy):
-    """ReMDM-cap: sigma = min(eta, sigma_max) for every candidate."""
+class _EtaStrategy(RemaskingStrategy):
+    """A strategy whose budget is set by ``eta >= 0``; eta = 0 turns remasking off."""
 
-    name: ClassVar[str] = "cap"
     eta: float = 0.1
 
     def __post_init__(self) -> None:
@@ -58,24 +57,23 @@ class Cap(RemaskingStrategy):
     @property
     def active(self) -> bool:
         return self.eta > 0.0
+
+
+@dataclass(frozen=True)
+class Cap(_EtaStrategy):
+    """ReMDM-cap: sigma = min(eta, sigma_max) for every candidate."""
+
+    name: ClassVar[str] = "cap"
 
     def probabilities(self, sigma_max, candidates, token_probs=None):
         return sigma_max.clamp_max(self.eta)
 
 
 @dataclass(frozen=True)
-class Rescale(RemaskingStrategy):
+class Rescale(_EtaStrategy):
     """ReMDM-rescale: sigma = eta * sigma_max for every candidate."""
 
     name: ClassVar[str] = "rescale"
-    eta: float = 0.1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "eta", _check_eta(self.eta))
-
-    @property
-    def active(self) -> bool:
-        return self.eta > 0.0
 
     def probabilities(self, sigma_max, candidates, token_probs=None):
         return sigma_max * self.eta
