@@ -34,24 +34,30 @@ def db() -> None:
     """Manage the results store's schema (Alembic revisions in migrations/)."""
 
 
+def _migrate(db: str | None, step, revision: str) -> tuple[str, str | None]:
+    """Run one Alembic step on the store; returns (redacted URL, revision reached)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bdgen.store.engine import redact
+
+    url, engine = _engine(db)
+    try:
+        return redact(url), step(engine, revision)
+    except DBAPIError as exc:
+        raise _connect_error(url, exc) from None
+    finally:
+        engine.dispose()
+
+
 @db.command()
 @click.argument("revision", default="head")
 @db_option
 def upgrade(revision: str, db: str | None) -> None:
     """Upgrade the store to REVISION (default: head)."""
-    from sqlalchemy.exc import DBAPIError
-
     from bdgen.store import migrate
-    from bdgen.store.engine import redact
 
-    url, engine = _engine(db)
-    try:
-        rev = migrate.upgrade(engine, revision)
-    except DBAPIError as exc:
-        raise _connect_error(url, exc) from None
-    finally:
-        engine.dispose()
-    click.echo(f"{redact(url)}: at revision {rev}")
+    where, rev = _migrate(db, migrate.upgrade, revision)
+    click.echo(f"{where}: at revision {rev}")
 
 
 @db.command()
@@ -59,19 +65,10 @@ def upgrade(revision: str, db: str | None) -> None:
 @db_option
 def downgrade(revision: str, db: str | None) -> None:
     """Downgrade the store to REVISION (default: one step back; 'base' empties it)."""
-    from sqlalchemy.exc import DBAPIError
-
     from bdgen.store import migrate
-    from bdgen.store.engine import redact
 
-    url, engine = _engine(db)
-    try:
-        rev = migrate.downgrade(engine, revision)
-    except DBAPIError as exc:
-        raise _connect_error(url, exc) from None
-    finally:
-        engine.dispose()
-    click.echo(f"{redact(url)}: at revision {rev or 'base (empty)'}")
+    where, rev = _migrate(db, migrate.downgrade, revision)
+    click.echo(f"{where}: at revision {rev or 'base (empty)'}")
 
 
 @db.command()
