@@ -7,10 +7,11 @@ float64. Stores compute the same thing in SQL; this is the reference implementat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
+
+import numpy as np
 
 
 def flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
@@ -36,12 +37,13 @@ class Aggregate:
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Aggregate:
+        """``np.mean`` / ``np.std`` (ddof 0) in float64: the legacy arithmetic, which
+        reproduces every legacy summary bit for bit (``math.fsum`` differs in the last bit)."""
         vals = tuple(float(v) for v in values)
         if not vals:
             raise ValueError("cannot aggregate zero values")
-        mean = math.fsum(vals) / len(vals)
-        var = math.fsum((v - mean) ** 2 for v in vals) / len(vals)
-        return cls(mean, math.sqrt(var), len(vals), vals)
+        arr = np.asarray(vals, dtype=np.float64)
+        return cls(float(np.mean(arr)), float(np.std(arr)), len(vals), vals)
 
 
 def aggregate_seeds(per_seed: Mapping[str, Mapping]) -> dict[str, Aggregate]:
