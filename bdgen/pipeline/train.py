@@ -226,6 +226,3 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
                         result.steps_per_s, result.wall_s, resumed_from,
                         result.val[-1] if result.val else None)
-
-
-train_v1 = train_model  # the name callers used before v2 existed
