@@ -111,7 +111,8 @@ def current(db: str | None) -> None:
                    "$MLFLOW_TRACKING_URI).")
 def import_legacy(paths: tuple[str, ...], schedule: str | None, db: str | None,
                   no_mlflow: bool) -> None:
-    """Import legacy format_version 2 result JSON files (files or directory trees).
+    """Import legacy result JSON files (files or directory trees): format_version 2, and
+    single-seed format v1 files upgraded on load (spec §7.3).
 
     Idempotent: files already imported are reported as skipped. A malformed file is
     reported with its reason and the others are still imported; the exit status is

@@ -151,6 +151,7 @@ def _bad_tree(tmp_path: Path, legacy_dir: str) -> Path:
     data = json.loads(good.read_text())
     (d / "a_broken.json").write_text("{not json")
     (d / "b_v1.json").write_text(json.dumps({**data, "format_version": 1}))
+    (d / "b_v3.json").write_text(json.dumps({**data, "format_version": 3}))
     unknown = json.loads(good.read_text())
     unknown["per_seed"]["42"]["eval/bogus_metric"] = 1.0
     (d / "c_unknown.json").write_text(json.dumps(unknown))
@@ -173,13 +174,15 @@ def test_malformed_files_are_reported_and_good_ones_imported(store_url, tmp_path
     lines = {Path(line.split(": ")[1]).name: line for line in r.output.splitlines()
              if line.startswith(("added:", "failed:", "skipped:"))}
     assert lines["llada_argmax_no_remask.json"].startswith("added:")
-    expect = {"a_broken.json": "not valid JSON", "b_v1.json": "format_version 1",
+    expect = {"a_broken.json": "not valid JSON",
+              "b_v1.json": "format v1 file has unexpected keys 'per_seed'",
+              "b_v3.json": "format_version 3 is not supported",
               "c_unknown.json": "unknown metric 'eval/bogus_metric'",
               "d_edited.json": "summary eval/novelty mean", "e_renamed.json": "file names",
               "f_string.json": "non-numeric value 'NaN'"}
     for name, needle in expect.items():
         assert lines[name].startswith("failed:") and needle in lines[name], lines[name]
-    assert "1 file(s) added, 0 skipped, 6 failed" in r.output
+    assert "1 file(s) added, 0 skipped, 7 failed" in r.output
     from bdgen.store.api import Store
 
     with Store.open(store_url) as s:

@@ -72,6 +72,9 @@ class MethodResult:
     run_ids: dict[int, str] = field(default_factory=dict)  # seed -> evaluation run id
     mlflow_run_ids: dict[int, str] = field(default_factory=dict)  # seed -> MLflow run id
     denoising: dict[str, float] = field(default_factory=dict)  # per model, seed-independent
+    # Some of the values came from a single-seed legacy format v1 file (spec §7.3): the
+    # comparison marks the column and adds a footnote, since std over one seed is 0.0.
+    upgraded_from_v1: bool = False
 
     @property
     def label(self) -> str:

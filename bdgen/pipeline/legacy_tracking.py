@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from bdgen.eval.legacy_json import UPGRADED_FLAG, as_format_2
 from bdgen.pipeline.store_links import legacy_rows, link_mlflow_run
 from bdgen.store.api import Store, normalise_metrics
 from bdgen.store.legacy_import import FileReport
@@ -34,8 +35,9 @@ def log_legacy_reports(store: Store, tracker: Tracker, reports: Iterable[FileRep
             continue
         raw = Path(report.path).read_bytes()
         sha = hashlib.sha256(raw).hexdigest()
-        data = json.loads(raw)
+        data = as_format_2(json.loads(raw))  # a v1 file: its one seed, as imported
         per_seed = {int(k): v for k, v in data["per_seed"].items()}
+        upgraded = {"bdgen.legacy.upgraded_from_v1": "true"} if data.get(UPGRADED_FLAG) else {}
         for row in legacy_rows(store, sha):
             tags = {"bdgen.kind": KIND, "bdgen.legacy.source_sha256": sha,
                     "bdgen.seed": str(row.seed)}
@@ -51,7 +53,8 @@ def log_legacy_reports(store: Store, tracker: Tracker, reports: Iterable[FileRep
                         tags={**tags, "bdgen.model_id": row.model_id, "bdgen.method": row.method,
                               "bdgen.legacy.source_path": str(Path(report.path).resolve()),
                               "bdgen.generation_run_id": row.generation_run_id,
-                              "bdgen.evaluation_run_id": row.evaluation_run_id}) as run:
+                              "bdgen.evaluation_run_id": row.evaluation_run_id,
+                              **upgraded}) as run:
                     run.log_metrics(normalise_metrics(per_seed[row.seed]))
                 run_id = run.run_id
                 created += 1

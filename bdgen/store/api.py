@@ -56,6 +56,9 @@ from bdgen.store.models import Method as MethodRow
 DEFAULT_REFERENCE = "train"  # the metric reference set: the training split (spec §6.1)
 DEFAULT_EVALUATOR_VERSION = f"bdgen-{bdgen.__version__}"
 LEGACY_PROVENANCE = "legacy import"
+# evaluator_version of evaluations imported from a format v1 file (spec §7.3), which is how
+# the store remembers the upgrade without a column of its own (see legacy_import).
+LEGACY_V1_EVALUATOR = "legacy-format-1"
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -615,8 +618,10 @@ class Store:
         from bdgen.store.queries import select_method_results
 
         with self.read_session() as s:
-            return select_method_results(s, model=model, where=dict(where or {}),
-                                         min_seeds=min_seeds, metrics=metrics)
+            results = select_method_results(s, model=model, where=dict(where or {}),
+                                            min_seeds=min_seeds, metrics=metrics)
+            _flag_v1_upgraded(s, results)
+            return results
 
     def per_seed_values(self, model: str, method: MethodSpec | str,
                         metric: str) -> dict[int, float]:
@@ -664,7 +669,22 @@ def aggregate_values(values_by_seed: Mapping[int, float]) -> Aggregate:
 
 
 __all__ = ["Store", "normalise_metrics", "code_version", "DEFAULT_REFERENCE",
-           "DEFAULT_EVALUATOR_VERSION", "LEGACY_PROVENANCE"]
+           "DEFAULT_EVALUATOR_VERSION", "LEGACY_PROVENANCE", "LEGACY_V1_EVALUATOR"]
+
+
+def _flag_v1_upgraded(s: Session, results: Sequence[MethodResult]) -> None:
+    """Set ``upgraded_from_v1`` on results that count an evaluation imported from a format
+    v1 file, so the comparison can mark and footnote them. Few run ids: primary-key
+    lookups; many (a whole-store report): one scan for the rare v1 rows."""
+    ids = {int(i) for r in results for i in r.run_ids.values()}
+    if not ids:
+        return
+    q = select(EvaluationRun.id).where(EvaluationRun.evaluator_version == LEGACY_V1_EVALUATOR)
+    if len(ids) <= 5000:
+        q = q.where(EvaluationRun.id.in_(ids))
+    v1 = set(s.scalars(q))
+    for r in results:
+        r.upgraded_from_v1 = any(int(i) in v1 for i in r.run_ids.values())
 
 
 def _stamp_succeeded(row, bookkeeping: dict, started: datetime, now: datetime,

@@ -16,6 +16,14 @@ Identity of what a legacy file describes:
 Every row carries provenance "legacy import" with the source path and the file's sha256.
 Each file is imported in one transaction; importing the same file again changes nothing,
 and the same identities from a file with other content are refused.
+
+Format v1 files (one seed, flat metrics; spec §7.3) are upgraded on load
+(:func:`bdgen.eval.legacy_json.upgrade_v1`) and imported as one-seed results. That they were
+upgraded is kept without a schema change in the evaluation run's ``evaluator_version``:
+``legacy-format-1`` instead of ``legacy-format-2`` (the column already names the legacy
+file format, is free text, and is a ``--where`` filter). ``provenance`` cannot say it: a
+CHECK constraint allows only "bdgen" and "legacy import". ``Store.method_results`` turns
+the marker into ``MethodResult.upgraded_from_v1``.
 """
 
 from __future__ import annotations
@@ -36,8 +44,10 @@ from sqlalchemy.orm import Session
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import aggregate_seeds
+from bdgen.eval.legacy_json import UPGRADED_FLAG, as_format_2
 from bdgen.store.api import (
     LEGACY_PROVENANCE,
+    LEGACY_V1_EVALUATOR,
     Store,
     _AlreadyRecorded,
     normalise_denoising,
@@ -48,6 +58,7 @@ from bdgen.store.models import DenoisingEvaluation, EvaluationRun, GenerationRun
 
 LEGACY_REFERENCE = "legacy"  # hard-coded train split, seed 42 (spec §6.1, §10 #24)
 LEGACY_EVALUATOR = "legacy-format-2"
+LEGACY_EVALUATORS = (LEGACY_EVALUATOR, LEGACY_V1_EVALUATOR)
 SCHEDULES = ("linear", "loglinear", "cosine", "learned")
 _SCHEDULE_DIR = re.compile(rf"^({'|'.join(SCHEDULES)})(?:_noise_sc)?$")
 
@@ -99,11 +110,7 @@ def _parse(path: Path, raw: bytes, schedule: str | None) -> dict[str, Any]:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BdgenError(f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BdgenError("not a result object")
-    if data.get("format_version") != 2:
-        raise BdgenError(f"format_version {data.get('format_version')!r} is not supported "
-                         "(expected 2)")
+    data = as_format_2(data)  # a v1 file becomes a one-seed v2 object
     for key in ("method", "config", "per_seed"):
         if key not in data:
             raise BdgenError(f"missing key {key!r}")
@@ -138,7 +145,8 @@ def _parse(path: Path, raw: bytes, schedule: str | None) -> dict[str, Any]:
             pass
     return {"model": model, "method": spec, "seeds": seeds, "denoising": denoising,
             "num_samples": config["num_samples"], "steps": config["sampling_steps"],
-            "checkpoint": config.get("checkpoint"), "finished": finished}
+            "checkpoint": config.get("checkpoint"), "finished": finished,
+            "evaluator": LEGACY_V1_EVALUATOR if data.get(UPGRADED_FLAG) else LEGACY_EVALUATOR}
 
 
 def _check_summary(summary: Any, per_seed: dict) -> None:
@@ -202,17 +210,21 @@ def _write(store: Store, s: Session, path: Path, sha: str, p: dict) -> tuple[int
         elif gen.provenance != LEGACY_PROVENANCE:
             raise BdgenError(f"seed {seed}: a bdgen generation run (id {gen.id}) has the same "
                              "identity")
-        ev = s.scalars(select(EvaluationRun).filter_by(
-            generation_run_pk=gen.id, reference=LEGACY_REFERENCE,
-            evaluator_version=LEGACY_EVALUATOR)).one_or_none()
-        if ev is not None and ev.status == "succeeded":
-            if ev.source_sha256 != sha:
-                raise BdgenError(f"seed {seed} was already imported from {ev.source_path} "
+        # either legacy format: a v1 and a v2 file must not both count for one seed
+        done = s.scalars(select(EvaluationRun).where(
+            EvaluationRun.generation_run_pk == gen.id,
+            EvaluationRun.reference == LEGACY_REFERENCE,
+            EvaluationRun.evaluator_version.in_(LEGACY_EVALUATORS),
+            EvaluationRun.status == "succeeded").order_by(EvaluationRun.id)).all()
+        if done:
+            other = next((ev for ev in done if ev.source_sha256 != sha), None)
+            if other is not None:
+                raise BdgenError(f"seed {seed} was already imported from {other.source_path} "
                                  "with different content")
             skipped += 1
             continue
         store._insert_evaluation(s, gen.id, metrics, reference=LEGACY_REFERENCE,
-                                 evaluator_version=LEGACY_EVALUATOR, replace=True,
+                                 evaluator_version=p["evaluator"], replace=True,
                                  bookkeeping={**prov, "no_mlflow": True, "started_at": when,
                                               "duration_s": 0.0})
         added += 1
