@@ -50,6 +50,12 @@ BDGEN_FOOTER = (
     "as mean +/- std (population) over N seeds.*",
     LEGACY_FOOTER[1],
 )
+# Spec §7.6 item 6 asks for "a V1-upgrade footnote when applicable" without wording it.
+V1_MARK = " (v1)"
+V1_FOOTNOTE = (
+    "*Methods marked (v1) come from legacy format v1 files (one seed per file, upgraded on "
+    "load): over a single seed std is 0.0, and v1 files carry no denoising metrics.*"
+)
 
 
 # --- cell formatting (spec §7.6, exact) ---------------------------------------------------
@@ -112,10 +118,17 @@ class ComparisonDoc:
 
 
 def column_labels(results: Sequence[MethodResult]) -> list[str]:
-    """Method names when all results share one model, else ``model/method`` labels."""
-    if len({r.model for r in results}) <= 1:
-        return [r.method for r in results]
-    return [r.label for r in results]
+    """Method names when all results share one model, else ``model/method`` labels; results
+    upgraded from format v1 files are marked " (v1)" (explained by :data:`V1_FOOTNOTE`)."""
+    one_model = len({r.model for r in results}) <= 1
+    return [(r.method if one_model else r.label) + (V1_MARK if r.upgraded_from_v1 else "")
+            for r in results]
+
+
+def footer(results: Sequence[MethodResult], legacy: bool = False) -> tuple[str, ...]:
+    """The footer lines; the V1-upgrade footnote only when a shown result needs it."""
+    lines = LEGACY_FOOTER if legacy else BDGEN_FOOTER
+    return lines + (V1_FOOTNOTE,) if any(r.upgraded_from_v1 for r in results) else lines
 
 
 def _config_value(result: MethodResult, key: str) -> str:
@@ -232,7 +245,7 @@ def build_comparison(results: Sequence[MethodResult], *, primary_only: bool = Fa
     return ComparisonDoc(
         generated=generated or _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         methods=labels, sections=sections,
-        footer=LEGACY_FOOTER if legacy else BDGEN_FOOTER)
+        footer=footer(results, legacy))
 
 
 # --- markdown -----------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Read a folder of legacy format_version 2 result files into :class:`MethodResult` objects.
+"""Read a folder of legacy result files into :class:`MethodResult` objects.
+
+Format_version 2 files are read as they are; format v1 files are upgraded on load
+(:func:`bdgen.eval.legacy_json.upgrade_v1`: one seed, std 0.0) and their results flagged
+``upgraded_from_v1``, which the comparison marks and footnotes.
 
 The store's ``import-legacy`` is the normal way in; this reader exists so that reports can be
 checked against the legacy ``comparison.md`` without a database, and so tests exercise the
@@ -8,7 +12,6 @@ renderers on the real legacy numbers. Aggregates are recomputed from the per-see
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from bdgen.diffusion.method import Method
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
 from bdgen.eval.aggregate import MethodResult, aggregate_seeds
+from bdgen.eval.legacy_json import UPGRADED_FLAG, read_legacy_json
 
 
 def _canonical(key: str) -> str:
@@ -28,14 +32,15 @@ def _canonical(key: str) -> str:
 def load_legacy_file(path: str | os.PathLike, model: str | None = None) -> MethodResult:
     """One legacy result JSON -> :class:`MethodResult` (BdgenError naming the file if bad)."""
     path = Path(path)
+    data = read_legacy_json(path)
     try:
-        data = json.loads(path.read_text())
         name = data["method"]
         config = dict(data["config"])
         per_seed = data["per_seed"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        seeds = tuple(int(s) for s in per_seed)
+        aggregates = aggregate_seeds(per_seed)
+    except (ValueError, TypeError, AttributeError) as exc:
         raise BdgenError(f"{path}: not a legacy result file ({exc})") from None
-    aggregates = aggregate_seeds(per_seed)
     metrics = {_canonical(k): agg for k, agg in aggregates.items()}
     is_v2 = name.startswith("v2_")
     method_fields = Method.from_legacy_config(config, is_v2=is_v2).fields()
@@ -46,10 +51,11 @@ def load_legacy_file(path: str | os.PathLike, model: str | None = None) -> Metho
         method=name,
         config=config,
         metrics=metrics,
-        seeds=tuple(int(s) for s in per_seed),
+        seeds=seeds,
         model_fields={"version": "v2" if is_v2 else "v1", "noise_schedule": schedule},
         method_fields=method_fields,
         denoising={_canonical(k): float(v) for k, v in (data.get("denoising") or {}).items()},
+        upgraded_from_v1=bool(data.get(UPGRADED_FLAG)),
     )
 
 
