@@ -9,9 +9,13 @@ initialised and perturbed so that logits are not all zero, or a checkpoint via -
 * optimised: chunks of 128 on CPU (all samples at once on CUDA), early stop, row
   compaction and model micro-batches
   of 128 rows (both CPU defaults);
-* legacy-style: batch 64, no early stop, no compaction (what the original code did),
-  always with the eager model (``--compile`` only applies to the optimised setting; the
-  compiled model is float32 too but fuses ops, so its tokens may differ in rare ties).
+* legacy-style: batch 64, no early stop, no compaction, dense rows (no PAD-row packing),
+  float32 (a ``_bf16`` method is timed against its float32 twin): what the original code
+  did, always with the eager model (``--compile`` only applies to the optimised setting;
+  the compiled model is float32 too but fuses ops, so its tokens may differ in rare ties).
+
+``--precision bf16`` appends ``_bf16`` to every method (the denoiser in bfloat16 mixed
+precision, :mod:`bdgen.model.precision`).
 
 and prints samples/s, model calls, rows evaluated, the ratio, and whether both produced
 the same tokens where they must (early stop and compaction alone never change tokens; the
@@ -23,6 +27,8 @@ run (torch.profiler) to show what bounds the rest.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -91,12 +97,16 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode, e.g. reduce-overhead (CUDA graphs in the model)")
     ap.add_argument("--profile", action="store_true", help="profile one optimised run")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="run the optimised setting in this precision (method suffix _bf16)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model, process, vocab, dist = load(args, device)
-    legacy_model = model  # the legacy-style setting always runs the eager model
+    # The legacy-style setting always runs the eager model with the original's dense rows.
+    legacy_model = copy.deepcopy(model)
+    legacy_model.use_reference_kernels()
     if args.compile:
         model = torch.compile(model, mode=args.compile_mode)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
@@ -107,19 +117,23 @@ def main() -> None:
     for mdl, bs in ((model, args.batch_size), (legacy_model, args.legacy_batch)):
         sample(mdl, process, vocab, rooms, Method.parse(METHODS[0]), 2, 0, device,
                batch_size=bs, compact=False)
-    header = (f"{'method':42s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
+    header = (f"{'method':47s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
               f"{'calls':>5s} {'rows':>7s} | {'ratio':>5s}")
     print(header)
     print("-" * len(header))
     for name in args.methods.split(","):
-        m = Method.parse(name)
+        m = dataclasses.replace(Method.parse(name), precision=args.precision) \
+            if args.precision != "fp32" else Method.parse(name)
+        name = m.format()
+        legacy_m = dataclasses.replace(m, precision="fp32")
         opt, t_opt = timed(lambda: sample(model, process, vocab, rooms, m, args.steps, args.seed,
                                           device, batch_size=args.batch_size,
                                           model_batch=args.model_batch), device)
-        line = (f"{name:42s} {args.num_samples / t_opt:8.1f} {opt.model_calls:5d} "
+        line = (f"{name:47s} {args.num_samples / t_opt:8.1f} {opt.model_calls:5d} "
                 f"{opt.rows_evaluated:7d} |")
         if not args.skip_legacy:
-            leg, t_leg = timed(lambda: sample(legacy_model, process, vocab, rooms, m, args.steps,
+            leg, t_leg = timed(lambda: sample(legacy_model, process, vocab, rooms, legacy_m,
+                                              args.steps,
                                               args.seed, device, batch_size=args.legacy_batch,
                                               early_stop=False, compact=False), device)
             line += (f" {args.num_samples / t_leg:10.1f} {leg.model_calls:5d} "

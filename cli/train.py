@@ -32,13 +32,19 @@ import click
               help="torch.compile the training loss (v2: the denoiser).")
 @click.option("--compile-mode", default="default", show_default=True,
               help="torch.compile mode; 'reduce-overhead' replays CUDA graphs (fastest on GPU).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True,
+              help="Denoiser forward in float32 or bfloat16 mixed precision (about 1.5x "
+                   "faster on CPUs with AVX512-BF16/AMX and on tensor-core GPUs; part of the "
+                   "run's identity).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-mlflow", is_flag=True,
               help="Do not log to MLflow (in a workspace the run is tracked by default).")
 def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
           is_mode: str | None,
           checkpoint_every: int, val_every: int, log_every: int, out: str | None, resume: bool,
-          device: str, seed: int, compile_: bool, compile_mode: str, quiet: bool,
+          device: str, seed: int, compile_: bool, compile_mode: str, precision: str,
+          quiet: bool,
           no_mlflow: bool) -> None:
     """Train a denoiser (v1: fixed noise schedule; v2: --noise learned, with a rate network)
     and write checkpoints."""
@@ -51,7 +57,7 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
     config = TrainConfig(steps=steps, batch_size=batch_size, is_mode=is_mode, seed=seed,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          log_every=log_every, compile=compile_,
-                         compile_mode=compile_mode)
+                         compile_mode=compile_mode, precision=precision)
     ws = _tracking_workspace(out)
     if ws is not None:  # one tracked run: MLflow, store rows, DVC-tracked checkpoint
         from bdgen.pipeline.jobs import tracked_train

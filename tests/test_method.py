@@ -87,7 +87,8 @@ def test_normalisation():
 def test_fields_and_legacy_config():
     m = Method.parse("random_topp0.9_remdm_cap_eta0.2")
     assert m.fields() == {"unmasking": "random", "top_p": 0.9, "temperature": 0.0,
-                          "strategy": "cap", "eta": 0.2, "t_switch": 1.0, "version": "v1"}
+                          "strategy": "cap", "eta": 0.2, "t_switch": 1.0, "version": "v1",
+                          "precision": "fp32"}
     assert Method().legacy_config()["remasking_enabled"] is False
 
 

@@ -7,6 +7,7 @@ round-trips exactly. Grammar::
     [v2_] {random|llada} _ {topp<p>|argmax|temp<T>} _ {no_remask
                                                      |remdm_confidence_tsw<t>
                                                      |remdm_{cap|rescale}_eta<e>[_tsw<t>]}
+    [_bf16]
 
 Numbers are Python ``str()`` of the float (``0.9 -> "0.9"``, ``1.0 -> "1.0"``); when
 parsing, any float literal is accepted (``tsw1`` reads as 1.0 and formats as ``tsw1.0``).
@@ -20,6 +21,9 @@ Backward-compatible extensions, so that distinct configurations always get disti
   temperature 1 (the legacy sampler silently fell back to argmax/``temp`` and reused that
   name). ``top_p=None`` means "no nucleus sampling".
 * temperature sampling is ``temp{T}`` (as in the legacy scheme).
+* a ``_bf16`` suffix: the denoiser runs in bfloat16 mixed precision
+  (:mod:`bdgen.model.precision`), which changes the samples; float32 (every legacy name)
+  has no suffix.
 
 Normalisation (so equal behaviour gives equal values and names): with ``top_p`` set the
 temperature is ignored by the sampler and stored as 0.0 (the legacy JSONs record 0.0 too);
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bdgen.errors import BdgenError
+from bdgen.model.precision import DEFAULT_PRECISION, check_precision
 
 UNMASKING_MODES: tuple[str, ...] = ("random", "llada")
 REMASKING_STRATEGIES: tuple[str, ...] = ("cap", "rescale", "confidence")
@@ -44,7 +49,7 @@ DEFAULT_ETA = 0.1  # legacy eval-config default for cap/rescale (spec §5.1)
 
 GRAMMAR = (
     "[v2_]{random|llada}_{topp<p>|argmax|temp<T>}_"
-    "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}"
+    "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}[_bf16]"
 )
 
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -53,7 +58,8 @@ _NAME_RE = re.compile(
     rf"(?:topp(?P<topp>{_NUM})|(?P<argmax>argmax)|temp(?P<temp>{_NUM}))_"
     rf"(?:(?P<none>no_remask)"
     rf"|remdm_confidence_tsw(?P<conf_tsw>{_NUM})"
-    rf"|remdm_(?P<strategy>[a-z]+)_eta(?P<eta>{_NUM})(?:_tsw(?P<tsw>{_NUM}))?)$"
+    rf"|remdm_(?P<strategy>[a-z]+)_eta(?P<eta>{_NUM})(?:_tsw(?P<tsw>{_NUM}))?)"
+    r"(?:_(?P<precision>bf16))?$"
 )
 
 # The legacy grid of spec §5.8 (v1 loglinear + linear names; v2 adds the prefix).
@@ -100,6 +106,7 @@ class Method:
     eta: float | None = None
     t_switch: float | None = None
     v2: bool = False
+    precision: str = DEFAULT_PRECISION  # of the denoiser's forward pass: fp32 | bf16
 
     def __post_init__(self) -> None:
         def put(field: str, value: Any) -> None:
@@ -131,6 +138,7 @@ class Method:
             tsw = 1.0 if self.t_switch is None else self.t_switch
             put("t_switch", _check_float("t_switch", tsw, low=0.0, low_open=True, high=1.0))
         put("v2", bool(self.v2))
+        check_precision(self.precision)
 
     # --- names ------------------------------------------------------------------------
     def format(self) -> str:
@@ -149,7 +157,8 @@ class Method:
             remask = f"remdm_{self.remasking}_eta{_num(self.eta)}"
             if self.t_switch != 1.0:
                 remask += f"_tsw{_num(self.t_switch)}"
-        return f"{'v2_' if self.v2 else ''}{self.unmasking}_{sampling}_{remask}"
+        suffix = "" if self.precision == DEFAULT_PRECISION else f"_{self.precision}"
+        return f"{'v2_' if self.v2 else ''}{self.unmasking}_{sampling}_{remask}{suffix}"
 
     def __str__(self) -> str:
         return self.format()
@@ -173,7 +182,8 @@ class Method:
                 f"unknown remasking strategy {g['strategy']!r} in method name {name!r}; valid: "
                 f"remdm_cap_eta<e>, remdm_rescale_eta<e>, remdm_confidence_tsw<t>"
                 f"{_suggest(name)}")
-        kw: dict[str, Any] = {"unmasking": g["unmask"], "v2": g["v2"] is not None}
+        kw: dict[str, Any] = {"unmasking": g["unmask"], "v2": g["v2"] is not None,
+                              "precision": g["precision"] or DEFAULT_PRECISION}
         if g["topp"] is not None:
             kw["top_p"] = float(g["topp"])
         elif g["temp"] is not None:
@@ -192,8 +202,10 @@ class Method:
 
     # --- views --------------------------------------------------------------------------
     def legacy_config(self) -> dict[str, Any]:
-        """The sampling keys of a legacy result/samples ``config`` (spec §7.2-7.3)."""
+        """The sampling keys of a legacy result/samples ``config`` (spec §7.2-7.3), plus
+        ``precision`` when it is not the (legacy) float32."""
         on = self.remasking is not None
+        extra = {} if self.precision == DEFAULT_PRECISION else {"precision": self.precision}
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -202,6 +214,7 @@ class Method:
             "remasking_strategy": self.remasking,
             "remasking_eta": self.eta if on else None,
             "remasking_t_switch": self.t_switch if on else None,
+            **extra,
         }
 
     @classmethod
@@ -217,6 +230,7 @@ class Method:
                 eta=config["remasking_eta"] if on else None,
                 t_switch=config["remasking_t_switch"] if on else None,
                 v2=bool(config.get("is_v2", False)) if is_v2 is None else is_v2,
+                precision=config.get("precision", DEFAULT_PRECISION),
             )
         except KeyError as exc:
             raise BdgenError(f"legacy config lacks key {exc.args[0]!r}") from None
@@ -231,6 +245,7 @@ class Method:
             "eta": self.eta,
             "t_switch": self.t_switch,
             "version": "v2" if self.v2 else "v1",
+            "precision": self.precision,
         }
 
 

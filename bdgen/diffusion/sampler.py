@@ -65,6 +65,7 @@ from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
 from bdgen.diffusion.remasking import RemaskingStrategy, make_strategy
 from bdgen.errors import BdgenError
+from bdgen.model.precision import autocast
 
 CLEANUP_T = 1e-5          # time of the final clean-up call (spec §5.3)
 GUMBEL_U_MIN = 1e-10      # Gumbel noise clamp (spec §3.6)
@@ -118,8 +119,10 @@ class _Tables:
         self.pad_table = torch.from_numpy(vocab.pad_mask_table).to(device)
 
 
-def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor) -> Tensor:
-    node, edge = model(x, pad_mask, t)
+def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor, precision: str = "fp32") -> Tensor:
+    """``[B, S, V]`` float32 logits; the forward pass runs at the method's ``precision``."""
+    with autocast(x.device, precision):
+        node, edge = model(x, pad_mask, t)
     edge = torch.nn.functional.pad(edge.float(), (0, V - EDGE_VOCAB_SIZE), value=-torch.inf)
     return torch.cat([node.float(), edge], dim=1)
 
@@ -209,17 +212,17 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
         t = torch.full((b,), t_val, dtype=torch.float32, device=device)
         if needed is None and (model_batch is None or model_batch >= b):
             calls, rows = calls + 1, rows + b
-            return _logits(model, x, pad_mask, t)
+            return _logits(model, x, pad_mask, t, method.precision)
         idx = (needed.nonzero().squeeze(1) if needed is not None
                else torch.arange(b, device=device))
         if idx.numel() == b and (model_batch is None or model_batch >= b):
             calls, rows = calls + 1, rows + b  # every row needed: no gather/scatter
-            return _logits(model, x, pad_mask, t)
+            return _logits(model, x, pad_mask, t, method.precision)
         out = torch.zeros((b, x.shape[1], V), device=device)
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
             for part in idx.split(model_batch or idx.numel()):
-                out[part] = _logits(model, x[part], pad_mask[part], t[part])
+                out[part] = _logits(model, x[part], pad_mask[part], t[part], method.precision)
         return out
 
     # Early stop only where remasking can never fire: then "nothing masked" is final.

@@ -29,6 +29,7 @@ from bdgen.diffusion.forward import forward_mask
 from bdgen.diffusion.loss import IS_MODES, ELBOLoss, masked_accuracy, sample_t
 from bdgen.diffusion.schedules import T_MIN, NoiseSchedule
 from bdgen.errors import BdgenError
+from bdgen.model.precision import DEFAULT_PRECISION, autocast, check_precision
 
 
 @dataclass
@@ -46,12 +47,14 @@ class TrainConfig:
     log_every: int = 50
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
+    precision: str = DEFAULT_PRECISION  # denoiser forward: fp32 | bf16 (bdgen.model.precision)
 
     # Fields that change the optimisation trajectory (part of a run's identity).
     TRAJECTORY_KEYS = ("batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip",
                        "is_mode", "seed")
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.is_mode not in IS_MODES:
             raise BdgenError(f"is_mode {self.is_mode!r} is not one of {', '.join(IS_MODES)}")
         for name in ("steps", "batch_size", "checkpoint_every", "val_every", "log_every"):
@@ -62,7 +65,18 @@ class TrainConfig:
         return asdict(self)
 
     def trajectory(self) -> dict:
-        return {k: getattr(self, k) for k in self.TRAJECTORY_KEYS}
+        return trajectory_of(self.to_dict())
+
+
+def trajectory_of(train_config: dict) -> dict:
+    """The fields of a (checkpoint's) train config that make a run's identity. ``precision``
+    joins them only when it is not float32, so run names (and resumable runs) from before
+    the option existed stay valid."""
+    ident = {k: train_config.get(k) for k in TrainConfig.TRAJECTORY_KEYS}
+    precision = train_config.get("precision", DEFAULT_PRECISION)
+    if precision != DEFAULT_PRECISION:
+        ident["precision"] = precision
+    return ident
 
 
 def seed_everything(seed: int) -> None:
@@ -204,8 +218,10 @@ class Trainer:
         t, factor = sample_t(self.schedule, x0.shape[0], self.config.is_mode, self.device)
         alpha = self.schedule.alpha(t)[:, None]
         x_t, mask = forward_mask(x0, pad, alpha)
-        node_logits, edge_logits = self.forward_model(x_t, pad, t)
-        return self.loss_fn(node_logits, edge_logits, x0, pad, mask, t, factor).loss
+        with autocast(self.device, self.config.precision):
+            node_logits, edge_logits = self.forward_model(x_t, pad, t)
+        return self.loss_fn(node_logits.float(), edge_logits.float(), x0, pad, mask, t,
+                            factor).loss
 
     def _val_batch(self, x0: Tensor, pad: Tensor, t: Tensor, gen: torch.Generator
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -33,6 +33,7 @@ from bdgen.diffusion.stgs import (
 )
 from bdgen.diffusion.trainer import TrainConfig, Trainer, make_adamw, warmup_factor
 from bdgen.errors import BdgenError
+from bdgen.model.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,11 @@ class TrainerV2(Trainer):
         self.rate_network.train()
         rates = self.rate_network.rates(t, pad)
         sample = stgs_forward(self.model, x0, pad, rates.alpha, self.gumbel_tau)
-        node_logits, edge_logits = self.forward_model(x0, pad, t, pre_embedded=sample.embeddings)
-        return self.loss_v2(node_logits, edge_logits, x0, pad, sample.mask, rates.alpha,
-                            rates.alpha_prime).loss
+        with autocast(self.device, self.config.precision):
+            node_logits, edge_logits = self.forward_model(x0, pad, t,
+                                                          pre_embedded=sample.embeddings)
+        return self.loss_v2(node_logits.float(), edge_logits.float(), x0, pad, sample.mask,
+                            rates.alpha, rates.alpha_prime).loss
 
     def _val_batch(self, x0: Tensor, pad: Tensor, t: Tensor, gen: torch.Generator
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -14,7 +14,8 @@ its trajectory::
     run-name = <v1|v2>-<noise>-<dataset_hash[:8]>-<config_hash[:8]>
 
 where ``config_hash`` covers the model config, noise config, split and the trajectory
-fields of :class:`TrainConfig` (batch, lr, weight decay, warm-up, clip, IS mode, seed) but
+fields of :class:`TrainConfig` (batch, lr, weight decay, warm-up, clip, IS mode, seed, and
+precision when it is bf16) but
 not the step count, so ``--resume --steps <more>`` finds the same directory. ``--out DIR``
 overrides it. Files: ``checkpoint_step_<step>.pt`` every N steps, ``checkpoint_final.pt``
 at the end, ``train_log.jsonl`` (one line per validation).
@@ -33,7 +34,13 @@ from pathlib import Path
 import torch
 
 from bdgen.diffusion.schedules import DEFAULT_NOISE, make_schedule
-from bdgen.diffusion.trainer import TrainConfig, Trainer, ValResult, seed_everything
+from bdgen.diffusion.trainer import (
+    TrainConfig,
+    Trainer,
+    ValResult,
+    seed_everything,
+    trajectory_of,
+)
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import BDDenoiser, model_preset
@@ -135,7 +142,7 @@ def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
     """Resuming continues one trajectory: everything that shapes it must match."""
     found = {"dataset_hash": ckpt.dataset_hash, "model_config": ckpt.model_config,
              "noise": ckpt.noise, "split": ckpt.split,
-             "trajectory": {k: ckpt.train_config.get(k) for k in TrainConfig.TRAJECTORY_KEYS}}
+             "trajectory": trajectory_of(ckpt.train_config)}
     for key, value in expected.items():
         if found[key] != value:
             raise BdgenError(f"cannot resume from {path}: its {key} {found[key]} differs "
