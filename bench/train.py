@@ -3,6 +3,7 @@
     .venv/bin/python bench/train.py                          # CPU, small model, batch 256
     .venv/bin/python bench/train.py --device cuda --steps 3000
     .venv/bin/python bench/train.py --legacy-style           # + a DataLoader-style baseline
+    .venv/bin/python bench/train.py --precision bf16         # bfloat16 mixed precision
 
 What is timed:
 
@@ -140,6 +141,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode with --compile (default, reduce-overhead, ...)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="denoiser forward precision (bf16: mixed precision, "
+                         "bdgen.model.precision); the legacy-style loop is always fp32")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--legacy-style", action="store_true",
                     help="also time a DataLoader-based loop like the original's")
@@ -176,7 +180,8 @@ def main() -> None:
     cfg = model_preset(args.model)
     model = BDDenoiser(cfg, ds.vocab)
     tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
-                     compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every)
+                     compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every,
+                     precision=args.precision)
     trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
                       train.pad_mask, stats.edge_class_weights, tc, device)
     model.train()
@@ -218,7 +223,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}; model {args.model} "
           f"({count_parameters(model):,} params); batch {args.batch_size}; is_mode "
-          f"{args.is_mode}; compile {args.compile}")
+          f"{args.is_mode}; compile {args.compile}; precision {args.precision}")
     print(f"train split: {len(train):,} graphs -> {trainer.batches_per_epoch} batches/epoch; "
           f"{steps} timed steps crossed {trainer.epoch} epoch boundaries")
     print(f"start-up: imports {t_import:.1f} s, dataset {t_data:.1f} s, model + data to "
