@@ -114,9 +114,11 @@ def main() -> None:
           f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
           f"steps, model {args.model or args.preset}, torch {torch.__version__}")
     # warm-up at both batch sizes (kernels, allocator, torch.compile)
-    for mdl, bs in ((model, args.batch_size), (legacy_model, args.legacy_batch)):
-        sample(mdl, process, vocab, rooms, Method.parse(METHODS[0]), 2, 0, device,
-               batch_size=bs, compact=False)
+    warm = Method.parse(METHODS[0])
+    for mdl, bs, prec in ((model, args.batch_size, args.precision),
+                          (legacy_model, args.legacy_batch, "fp32")):
+        sample(mdl, process, vocab, rooms, dataclasses.replace(warm, precision=prec), 2, 0,
+               device, batch_size=bs, compact=False)
     header = (f"{'method':47s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
               f"{'calls':>5s} {'rows':>7s} | {'ratio':>5s}")
     print(header)
