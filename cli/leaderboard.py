@@ -37,14 +37,16 @@ def _color() -> bool:
 
 
 def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str] = (),
-                 min_seeds: int = 1, metrics: Sequence[str] | None = None, profile=None):
+                 min_seeds: int = 1, metrics: Sequence[str] | None = None, profile=None,
+                 per_seed: bool = True):
     """Store query + the report layer's filters.
 
     ``where`` keys the store can filter in SQL (method, model and run fields) are pushed
     down; other keys (e.g. fields only some models carry) are applied here. Unknown keys
     are an error listing the valid ones. ``metrics`` restricts the metrics loaded (composites
     are expanded into their components). A ``profile``'s ``field == value`` constraints are
-    pushed down too (the ranking re-checks every constraint).
+    pushed down too (the ranking re-checks every constraint). ``per_seed=False`` reads the
+    store's per-series summaries (same aggregates, no per-seed values: enough for ranking).
     """
     from bdgen.report.profiles import apply_where, check_where_keys, known_fields, split_where
     from bdgen.store.api import Store
@@ -60,13 +62,23 @@ def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str
             sql_where.setdefault(key, values)
     store = Store.open(db)
     try:
-        results = store.method_results(model=models[0] if len(models) == 1 else None,
-                                       where=sql_where, min_seeds=min_seeds,
-                                       metrics=_expand(metrics))
+        query = store.method_results if per_seed else store.summary_results
+        results = query(model=models[0] if len(models) == 1 else None, where=sql_where,
+                        min_seeds=min_seeds, metrics=_expand(metrics))
     finally:
         store.close()
     check_where_keys(rest, set(WHERE_COLUMNS) | set(known_fields(results)))
     return apply_where(results, rest, min_seeds)
+
+
+def settle_results() -> None:
+    """Move everything loaded so far out of the cyclic GC's reach: a whole-store load is
+    ~10^5-10^6 acyclic objects that live until the command exits, and each full collection
+    during ranking would rescan them all (~0.3 s). They are still freed by reference
+    counting; only cyclic garbage that exists now would outlive a collection."""
+    import gc
+
+    gc.freeze()
 
 
 def _expand(metrics: Sequence[str] | None) -> list[str] | None:
@@ -110,7 +122,8 @@ def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, wh
 
     Hard constraints first, then the profile's priority metrics in order: results whose
     difference on a priority is within seed noise (Welch t-test on per-seed values at
-    alpha) tie on it and are ordered by the next priority; the note column says so.
+    alpha, from their mean, std and n, which the store keeps per (model, method)) tie on it
+    and are ordered by the next priority; the note column says so.
     """
     from bdgen.report.expectations import verdicts
     from bdgen.report.profiles import load_profile
@@ -120,7 +133,9 @@ def leaderboard(profile, metric_cols, top, fmt, expect, alpha, db, min_seeds, wh
     prof = load_profile(profile)
     ex = _load_expectations(expect)
     needed = prof.metrics + list(metric_cols) + ([e.metric for e in ex.items] if ex else [])
-    results = load_results(db, models, where, min_seeds, metrics=needed, profile=prof)
+    results = load_results(db, models, where, min_seeds, metrics=needed, profile=prof,
+                           per_seed=False)
+    settle_results()
     vs = {r.label: verdicts(r, ex) for r in results} if ex else None
     table = leaderboard_table(rank(results, prof, alpha), list(metric_cols) or None, vs, top)
     click.echo(render(table, fmt, _color()), nl=False)

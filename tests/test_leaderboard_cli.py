@@ -172,6 +172,29 @@ def test_known_values_store_two_models(known_db, tmp_path):
     assert len(lb_json(known_db, "--profile", "default")["excluded"]) == 2
 
 
+@pytest.mark.parametrize("profile, where", [("preferred", ()), ("default", ()),
+                                            ("default", ("top_p=0.9",))])
+def test_leaderboard_from_summaries_equals_the_per_seed_path(legacy_db, known_db, profile,
+                                                             where):
+    """The leaderboard ranks from the store's summaries; output identical to ranking the
+    per-seed values (same aggregates, same Welch p-values, same composite spread)."""
+    from bdgen.report.profiles import load_profile
+    from bdgen.report.ranking import rank
+    from bdgen.report.tables import leaderboard_table, render
+    from cli.leaderboard import load_results
+
+    prof = load_profile(profile)
+    for db in (legacy_db, known_db):
+        out = []
+        for per_seed in (True, False):
+            res = load_results(db, (), where, 1, metrics=prof.metrics, profile=prof,
+                               per_seed=per_seed)
+            assert all(a.values for r in res for a in r.metrics.values()) == per_seed
+            table = leaderboard_table(rank(res, prof))
+            out.append((render(table, "json"), render(table, "table")))
+        assert out[0] == out[1]
+
+
 def test_check(legacy_db, tmp_path):
     out = run("check", "--db", legacy_db, "--expect", "v2_remasking", TSW1, code=1)
     assert re.search(r"pass\s+Inside validity\s+93\.3 \+/- 0\.5%", out)

@@ -3,7 +3,8 @@
 Definitions come from :mod:`bdgen.eval.registry` only. Derived metrics (the registry's
 ``COMPOSITES``) are computed here from the stored aggregates: the mean is the product of the
 summary means (spec §7.7); the spread is the population std of the per-seed products when the
-per-seed values are known, otherwise first-order error propagation.
+per-seed values are known (or the store's summaries carry it, as the composite's own entry in
+``MethodResult.metrics``), otherwise first-order error propagation.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def plain_display(name: str) -> str:
 def value(result: MethodResult, name: str) -> Aggregate | None:
     """The aggregate of metric ``name`` for ``result``, or None where it was not measured."""
     if name in registry.COMPOSITES:
+        stored = result.metrics.get(name)
+        if stored is not None:  # from store summaries: the per-seed products' spread
+            return stored
         parts = [value(result, p) for p in registry.COMPOSITES[name]]
         if any(p is None for p in parts):
             return None

@@ -11,6 +11,7 @@ Modules:
 * :mod:`~bdgen.store.engine`  URL resolution, SQLite WAL/busy-timeout/BEGIN IMMEDIATE
 * :mod:`~bdgen.store.migrate` Alembic upgrade/downgrade/current, version checks, registry sync
 * :mod:`~bdgen.store.api`     recording runs, ``method_results``, ``per_seed_values``
-* :mod:`~bdgen.store.queries` aggregates over seeds (Python reference and SQL)
+* :mod:`~bdgen.store.queries` results and aggregates over seeds (per-seed values or summaries)
+* :mod:`~bdgen.store.summaries` ``metric_summaries``: derived per-series aggregates, kept exact
 * :mod:`~bdgen.store.legacy_import` ``bdgen import-legacy``
 """

@@ -38,8 +38,8 @@ from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult
 from bdgen.eval.registry import MetricDef, lookup
-from bdgen.store import migrate
-from bdgen.store.engine import READONLY_OPTION, make_engine, redact, resolve_url
+from bdgen.store import migrate, summaries
+from bdgen.store.engine import READONLY_OPTION, bulk_insert, make_engine, redact, resolve_url
 from bdgen.store.models import (
     Dataset,
     DenoisingEvaluation,
@@ -47,6 +47,7 @@ from bdgen.store.models import (
     EvaluationRun,
     GenerationRun,
     MetricDefinition,
+    MetricSummary,
     MetricValue,
     Model,
     Series,
@@ -132,22 +133,6 @@ def normalise_metrics(metrics: Any, what: str = "metrics") -> dict[str, float]:
 
     walk(metrics, "")
     return out
-
-
-def _bulk_insert(s: Session, table: str, columns: Sequence[str],
-                 rows: list[tuple]) -> None:
-    """Insert many rows in the session's transaction, bypassing per-row statement work:
-    COPY on PostgreSQL, a plain DBAPI executemany elsewhere."""
-    conn = s.connection()
-    cols = ", ".join(columns)
-    if conn.dialect.name == "postgresql":
-        cursor = conn.connection.dbapi_connection.cursor()
-        with cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    marks = ", ".join("?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in columns)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
 
 
 def normalise_denoising(metrics: Any, what: str) -> dict[str, float]:
@@ -366,6 +351,7 @@ class Store:
                 raise BdgenError(
                     f"generation run {row.id} ({model_id}, {spec.format()}, seed {seed}, "
                     f"n {num_samples}, steps {steps}) already succeeded; use force to redo it")
+            existed = row is not None
             if row is None:
                 row = GenerationRun(**key)
                 s.add(row)
@@ -376,6 +362,8 @@ class Store:
             row.code_version, row.host = code_version(), hostname()
             row.mlflow_run_id, row.no_mlflow, row.provenance = mlflow_run_id, no_mlflow, "bdgen"
             s.flush()
+            if existed:  # its evaluations are gone: the series' summaries change
+                summaries.refresh(s.connection(), [series.id])
             return row.id
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
@@ -395,6 +383,8 @@ class Store:
                 (now - row.started_at).total_seconds() if row.started_at else None)
             if mlflow_run_id is not None:
                 row.mlflow_run_id = mlflow_run_id
+            s.flush()  # a failed run that succeeds again counts its evaluations again
+            summaries.refresh(s.connection(), [row.series_pk])
 
     def fail_run(self, run_id: int, error: str, *, kind: str = "generation") -> None:
         """Mark a run (``kind``: generation | evaluation | denoising) failed with a reason."""
@@ -411,6 +401,9 @@ class Store:
             row.status, row.finished_at, row.error = "failed", now, str(error)[:2000]
             if row.started_at:
                 row.duration_s = (now - row.started_at).total_seconds()
+            if kind != "denoising":  # its evaluations (or it) no longer count
+                s.flush()
+                summaries.refresh(s.connection(), [row.series_pk])
 
     # --- evaluation runs -------------------------------------------------------------------
     def record_evaluation(self, generation_run_id: int, metrics: Mapping[str, Any], *,
@@ -486,6 +479,7 @@ class Store:
                   for name, v in metrics.items()]
         if values:
             s.execute(MetricValue.__table__.insert(), values)
+        summaries.refresh(s.connection(), [gen.series_pk])
         return row.id
 
     def _mark_evaluation_failed(self, generation_run_id: Any, reference: str,
@@ -512,6 +506,7 @@ class Store:
                         finished_at=now, error=reason, code_version=code_version(),
                         host=hostname()))
                 elif row.status != "succeeded":
+                    # Only a row that never counted changes: summaries stay as they are.
                     s.execute(delete(MetricValue).where(MetricValue.evaluation_run_pk == row.id))
                     row.status, row.finished_at, row.error = "failed", now, reason
         except Exception:  # the original error is what the caller must see
@@ -554,8 +549,9 @@ class Store:
             values = [(ev, pks[n], series[g], v)
                       for ev, (g, m) in zip(ids, clean) for n, v in m.items()]
             if values:
-                _bulk_insert(s, mv_table.name,
-                             ("evaluation_run_pk", "metric_pk", "series_pk", "value"), values)
+                bulk_insert(s.connection(), mv_table.name,
+                            ("evaluation_run_pk", "metric_pk", "series_pk", "value"), values)
+            summaries.refresh(s.connection(), set(series.values()))
         return ids
 
     # --- denoising (per model) -----------------------------------------------------------
@@ -623,6 +619,28 @@ class Store:
             _flag_v1_upgraded(s, results)
             return results
 
+    def summary_results(self, model: str | None = None,
+                        where: Mapping[str, Any] | None = None, min_seeds: int = 1,
+                        metrics: Sequence[str] | None = None) -> list[MethodResult]:
+        """:meth:`method_results` read from the stored per-series summaries: the same means,
+        population stds, n, seeds and run ids, without per-seed values (``Aggregate.values``
+        is empty), so a whole-store leaderboard reads ~10^5 rows, not ~10^6. Composites whose
+        parts are requested come with the spread of their per-seed products. With a
+        run-level filter (seed, reference, evaluator_version) it answers from the per-seed
+        values instead (those filters change which evaluations count).
+        """
+        from bdgen.store.queries import (
+            RUN_LEVEL_FILTERS,
+            select_method_results,
+            select_summary_results,
+        )
+
+        where = dict(where or {})
+        with self.read_session() as s:
+            query = (select_method_results if set(where) & set(RUN_LEVEL_FILTERS)
+                     else select_summary_results)
+            return query(s, model=model, where=where, min_seeds=min_seeds, metrics=metrics)
+
     def per_seed_values(self, model: str, method: MethodSpec | str,
                         metric: str) -> dict[int, float]:
         """``{seed: value}`` of one metric for (model, method) (all num_samples/steps)."""
@@ -648,7 +666,8 @@ class Store:
         out = {}
         with self.read_session() as s:
             for cls in (Dataset, Model, MethodRow, Series, GenerationRun, EvaluationRun,
-                        MetricValue, MetricDefinition, DenoisingEvaluation, DenoisingValue):
+                        MetricValue, MetricDefinition, DenoisingEvaluation, DenoisingValue,
+                        MetricSummary):
                 out[cls.__tablename__] = s.scalar(select(func.count()).select_from(cls))
         return out
 

@@ -9,9 +9,11 @@ for every transaction (PLATFORM_NOTES: a deferred BEGIN that later writes fails 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -94,3 +96,36 @@ def _configure_sqlite(engine: Engine) -> None:
         # Writers take the lock up front; explicitly read-only work may stay deferred.
         readonly = conn.get_execution_options().get(READONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def bulk_insert(conn: Connection, table: str, columns: Sequence[str],
+                rows: Sequence[tuple]) -> None:
+    """Insert many rows in the connection's transaction, bypassing per-row statement work:
+    COPY on PostgreSQL, a plain DBAPI executemany elsewhere (bulk ingest, summaries)."""
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.dbapi_connection.cursor()
+        with cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
+
+
+def fetch_all(conn: Connection, query: Select) -> list[tuple]:
+    """All rows of ``query`` as plain DBAPI tuples, in the connection's transaction (no Row
+    objects: twice as fast over ~10^5 rows). Only for queries whose parameters and columns
+    need no type processing (integers, floats, strings)."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup or ())
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()

@@ -18,7 +18,11 @@ one denoising block per *method file*, and those blocks differ, so a legacy impo
 one denoising evaluation per (model, method) with ``scope = <method name>``; queries prefer
 the method-scoped block and fall back to the model-level one.
 
-Aggregates over seeds are never stored; see :mod:`bdgen.store.queries`.
+Per-seed values are the source of truth. ``metric_summaries`` holds their aggregates over
+seeds (n, mean, population std per series and metric) so that leaderboards need not read
+every value; it is derived data, rewritten from the per-seed values by the store in the
+same transaction as any change to which evaluations of a series count
+(:mod:`bdgen.store.summaries`).
 Schema changes only through Alembic revisions in ``migrations/``.
 """
 
@@ -229,6 +233,31 @@ class MetricValue(Base):
                                            primary_key=True)
     series_pk: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
+
+
+class MetricSummary(Base):
+    """Derived: one metric of a series aggregated over its counted seeds (the newest
+    succeeded evaluation of each succeeded generation run), exactly as
+    :meth:`bdgen.eval.aggregate.Aggregate.of` computes it from the per-seed values.
+
+    ``metric`` is a canonical metric name, or a registry composite (``COMPOSITES``) whose
+    row summarises the per-seed products of its parts. Written only by
+    :func:`bdgen.store.summaries.refresh`; keyed metric-first so a leaderboard reads a few
+    contiguous ranges.
+    """
+
+    __tablename__ = "metric_summaries"
+    __table_args__ = (
+        Index("ix_metric_summaries_series_pk", "series_pk"),
+        {"sqlite_with_rowid": False},
+    )
+
+    metric: Mapped[str] = mapped_column(String(255), primary_key=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[float] = mapped_column(Float)
+    std: Mapped[float] = mapped_column(Float)
 
 
 class DenoisingEvaluation(RunBookkeeping, Base):
