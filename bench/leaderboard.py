@@ -11,7 +11,8 @@ evaluations go through ``Store.record_evaluations``. An existing ``--db`` with e
 runs is reused as is.
 
 Figures (median of repeats, in-process, warm imports):
-* ``leaderboard`` (profile ``preferred``): store query + ranking + terminal table;
+* ``leaderboard`` (profile ``preferred``): store query (per-series summaries, as the command)
+  + ranking + terminal table;
 * ``leaderboard --profile default`` (no field constraints to push down: every result loaded);
 * ``leaderboard --model M`` (one model, default profile);
 * ``compare A B`` (two methods across all models, and two model/method labels);
@@ -90,6 +91,7 @@ def build(db: str, runs: int, batch: int = 2000) -> None:
 def timed(fn, repeat: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
+        out = None  # free the previous call's results outside the timed region
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
@@ -120,7 +122,7 @@ def main() -> None:
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
-    from cli.leaderboard import load_results
+    from cli.leaderboard import load_results, settle_results
 
     names = methods()
     model = "bench-v1-loglinear-0000"
@@ -128,7 +130,9 @@ def main() -> None:
 
     def board(profile: str, models=()):
         prof = load_profile(profile)
-        res = load_results(db, models, (), 1, metrics=prof.metrics, profile=prof)
+        res = load_results(db, models, (), 1, metrics=prof.metrics, profile=prof,
+                           per_seed=False)  # as `bdgen leaderboard`: the store's summaries
+        settle_results()
         return len(res), render(leaderboard_table(rank(res, prof)), "table")
 
     def cmp(x: str, y: str, labels: bool = True):
