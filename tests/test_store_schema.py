@@ -20,7 +20,7 @@ from cli.main import cli
 
 TABLES = {"datasets", "models", "methods", "series", "generation_runs", "evaluation_runs",
           "metric_values", "metric_definitions", "denoising_evaluations", "denoising_values",
-          "store_meta"}
+          "store_meta", "metric_summaries"}
 
 
 def test_open_creates_schema_at_head_matching_the_models(store_url):
