@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
-from bdgen.diffusion.sampler import draw_num_rooms, sample  # noqa: E402
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser  # noqa: E402
 
@@ -97,6 +97,12 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode, e.g. reduce-overhead (CUDA graphs in the model)")
     ap.add_argument("--profile", action="store_true", help="profile one optimised run")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="timing rounds over slices of the samples, alternating the two "
+                         "settings [CPU: one per 128-sample chunk; CUDA: 1]")
+    ap.add_argument("--dense", action="store_true",
+                    help="optimised setting without PAD-row packing (BDDenoiser."
+                         "pack_real_positions = False)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="run the optimised setting in this precision (method suffix _bf16)")
     args = ap.parse_args()
@@ -107,6 +113,8 @@ def main() -> None:
     # The legacy-style setting always runs the eager model with the original's dense rows.
     legacy_model = copy.deepcopy(model)
     legacy_model.use_reference_kernels()
+    if args.dense:
+        model.pack_real_positions = False
     if args.compile:
         model = torch.compile(model, mode=args.compile_mode)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
@@ -119,6 +127,12 @@ def main() -> None:
                           (legacy_model, args.legacy_batch, "fp32")):
         sample(mdl, process, vocab, rooms, dataclasses.replace(warm, precision=prec), 2, 0,
                device, batch_size=bs, compact=False)
+    # CPU: one round per sampling chunk, alternating optimised and legacy-style, so that a
+    # change in the shared machine's speed hits both settings alike; CUDA: one round.
+    rounds = args.rounds or (1 if device.type == "cuda"
+                             else -(-args.num_samples // (args.batch_size or CPU_BATCH)))
+    parts = rooms.tensor_split(rounds)
+    print(f"{rounds} timing round(s), optimised then legacy-style in each")
     header = (f"{'method':47s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
               f"{'calls':>5s} {'rows':>7s} | {'ratio':>5s}")
     print(header)
@@ -128,22 +142,34 @@ def main() -> None:
             if args.precision != "fp32" else Method.parse(name)
         name = m.format()
         legacy_m = dataclasses.replace(m, precision="fp32")
-        opt, t_opt = timed(lambda: sample(model, process, vocab, rooms, m, args.steps, args.seed,
-                                          device, batch_size=args.batch_size,
-                                          model_batch=args.model_batch), device)
-        line = (f"{name:47s} {args.num_samples / t_opt:8.1f} {opt.model_calls:5d} "
-                f"{opt.rows_evaluated:7d} |")
+        t_opt = t_leg = 0.0
+        opt_calls = opt_rows = leg_calls = leg_rows = 0
+        tokens, full_tokens = [], []
+        for part in parts:  # alternate the two settings so both see the same CPU load
+            opt, dt = timed(lambda: sample(model, process, vocab, part, m, args.steps,
+                                           args.seed, device, batch_size=args.batch_size,
+                                           model_batch=args.model_batch), device)
+            t_opt, opt_calls, opt_rows = (t_opt + dt, opt_calls + opt.model_calls,
+                                          opt_rows + opt.rows_evaluated)
+            tokens.append(opt.tokens)
+            if not args.skip_legacy:
+                leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,
+                                               args.steps, args.seed, device,
+                                               batch_size=args.legacy_batch,
+                                               early_stop=False, compact=False), device)
+                t_leg, leg_calls, leg_rows = (t_leg + dt, leg_calls + leg.model_calls,
+                                              leg_rows + leg.rows_evaluated)
+            if args.check:
+                full_tokens.append(sample(model, process, vocab, part, m, args.steps,
+                                          args.seed, device, batch_size=args.batch_size,
+                                          early_stop=False, compact=False).tokens)
+        line = f"{name:47s} {args.num_samples / t_opt:8.1f} {opt_calls:5d} {opt_rows:7d} |"
         if not args.skip_legacy:
-            leg, t_leg = timed(lambda: sample(legacy_model, process, vocab, rooms, legacy_m,
-                                              args.steps,
-                                              args.seed, device, batch_size=args.legacy_batch,
-                                              early_stop=False, compact=False), device)
-            line += (f" {args.num_samples / t_leg:10.1f} {leg.model_calls:5d} "
-                     f"{leg.rows_evaluated:7d} | {t_leg / t_opt:5.2f}x")
+            line += (f" {args.num_samples / t_leg:10.1f} {leg_calls:5d} {leg_rows:7d} | "
+                     f"{t_leg / t_opt:5.2f}x")
         if args.check:
-            full = sample(model, process, vocab, rooms, m, args.steps, args.seed, device,
-                          batch_size=args.batch_size, early_stop=False, compact=False)
-            line += f"  identical-to-full-loop={torch.equal(full.tokens, opt.tokens)}"
+            same = torch.equal(torch.cat(full_tokens), torch.cat(tokens))
+            line += f"  identical-to-full-loop={same}"
         print(line, flush=True)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -134,3 +134,33 @@ def test_cli_generate_bf16_method(tmp_path: Path) -> None:
     s = load_samples(path)
     assert s.method == name and path.parent.name == name
     assert s.method_config["precision"] == "bf16"
+
+
+def test_leaderboard_keeps_precisions_apart_and_filters_them(tmp_path: Path) -> None:
+    """fp32 and bf16 samples of one method are two results, selectable by --where."""
+    import json
+
+    from bdgen.store.api import Store
+
+    db = str(tmp_path / "p.db")
+    store = Store.open(db)
+    store.get_or_create_model("m", "v1", "loglinear")
+    fp32, bf16 = "llada_topp0.9_no_remask", "llada_topp0.9_no_remask_bf16"
+    for name, base in ((fp32, 0.90), (bf16, 0.95)):
+        for seed in (1, 2):
+            gid = store.start_generation_run("m", name, seed, 100, 10)
+            store.finish_generation_run(gid, "0" * 64, f"/s/{name}{seed}.pt")
+            store.record_evaluation(gid, {"validity_rate": 1.0, "inside_validity": base,
+                                          "mode_coverage_weighted": base, "node_tv": 0.1,
+                                          "edge_tv": 0.1, "transitivity_score": 1.0})
+    store.close()
+
+    def methods(*args: str) -> list[str]:
+        r = CliRunner().invoke(cli, ["leaderboard", "--db", db, "--profile", "default",
+                                     "--format", "json", *args])
+        assert r.exit_code == 0, r.output
+        return [row["method"] for row in json.loads(r.output)["rows"]]
+
+    assert methods() == [bf16, fp32]
+    assert methods("--where", "precision=bf16") == [bf16]
+    assert methods("--where", "precision=fp32") == [fp32]
