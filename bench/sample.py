@@ -6,9 +6,9 @@
 For each method it samples ``num_samples x steps`` twice with the small model (randomly
 initialised and perturbed so that logits are not all zero, or a checkpoint via --model):
 
-* optimised: chunks of 128 on CPU (all samples at once on CUDA), early stop, row
-  compaction and model micro-batches
-  of 128 rows (both CPU defaults);
+* optimised: chunks of 128 on CPU (all samples at once on CUDA), sampled concurrently
+  one per core (``--workers``), early stop, row compaction and model micro-batches of 128
+  rows (CPU defaults);
 * legacy-style: batch 64, no early stop, no compaction, dense rows (no PAD-row packing),
   float32 (a ``_bf16`` method is timed against its float32 twin): what the original code
   did, always with the eager model (``--compile`` only applies to the optimised setting;
@@ -100,6 +100,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=0,
                     help="timing rounds over slices of the samples, alternating the two "
                          "settings [CPU: one per 128-sample chunk; CUDA: 1]")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="CPU chunks sampled concurrently in the optimised setting [torch's "
+                         "thread count]; the legacy-style setting always uses 1")
     ap.add_argument("--dense", action="store_true",
                     help="optimised setting without PAD-row packing (BDDenoiser."
                          "pack_real_positions = False)")
@@ -127,10 +130,11 @@ def main() -> None:
                           (legacy_model, args.legacy_batch, "fp32")):
         sample(mdl, process, vocab, rooms, dataclasses.replace(warm, precision=prec), 2, 0,
                device, batch_size=bs, compact=False)
-    # CPU: one round per sampling chunk, alternating optimised and legacy-style, so that a
-    # change in the shared machine's speed hits both settings alike; CUDA: one round.
-    rounds = args.rounds or (1 if device.type == "cuda"
-                             else -(-args.num_samples // (args.batch_size or CPU_BATCH)))
+    # CPU: one round per group of concurrently sampled chunks, alternating optimised and
+    # legacy-style, so that a change in the shared machine's speed hits both settings
+    # alike; CUDA: one round.
+    per_round = (args.batch_size or CPU_BATCH) * (args.workers or torch.get_num_threads())
+    rounds = args.rounds or (1 if device.type == "cuda" else -(-args.num_samples // per_round))
     parts = rooms.tensor_split(rounds)
     print(f"{rounds} timing round(s), optimised then legacy-style in each")
     header = (f"{'method':47s} {'opt s/s':>8s} {'calls':>5s} {'rows':>7s} | {'legacy s/s':>10s} "
@@ -148,7 +152,8 @@ def main() -> None:
         for part in parts:  # alternate the two settings so both see the same CPU load
             opt, dt = timed(lambda: sample(model, process, vocab, part, m, args.steps,
                                            args.seed, device, batch_size=args.batch_size,
-                                           model_batch=args.model_batch), device)
+                                           model_batch=args.model_batch,
+                                           workers=args.workers), device)
             t_opt, opt_calls, opt_rows = (t_opt + dt, opt_calls + opt.model_calls,
                                           opt_rows + opt.rows_evaluated)
             tokens.append(opt.tokens)
@@ -156,7 +161,8 @@ def main() -> None:
                 leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,
                                                args.steps, args.seed, device,
                                                batch_size=args.legacy_batch,
-                                               early_stop=False, compact=False), device)
+                                               early_stop=False, compact=False, workers=1),
+                                device)
                 t_leg, leg_calls, leg_rows = (t_leg + dt, leg_calls + leg.model_calls,
                                               leg_rows + leg.rows_evaluated)
             if args.check:

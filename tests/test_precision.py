@@ -164,3 +164,12 @@ def test_leaderboard_keeps_precisions_apart_and_filters_them(tmp_path: Path) -> 
     assert methods() == [bf16, fp32]
     assert methods("--where", "precision=bf16") == [bf16]
     assert methods("--where", "precision=fp32") == [fp32]
+
+
+def test_bf16_concurrent_chunks_match_sequential(model: BDDenoiser) -> None:
+    proc = ScheduleProcess(make_schedule("loglinear"))
+    rooms = draw_num_rooms(ROOMS, 48, 4)
+    m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16")
+    one = sample(model, proc, RPLAN_VOCAB, rooms, m, 8, 2, batch_size=16, workers=1)
+    two = sample(model, proc, RPLAN_VOCAB, rooms, m, 8, 2, batch_size=16, workers=2)
+    assert torch.equal(one.tokens, two.tokens)

@@ -261,3 +261,18 @@ def test_bad_arguments(model, process):
         sample(model, process, VOCAB, rooms(), Method(), 0, 1)
     with pytest.raises(BdgenError):
         sample(model, process, VOCAB, torch.tensor([9]), Method(), 5, 1)
+
+
+@pytest.mark.parametrize("name", ["llada_topp0.9_remdm_confidence_tsw0.5",
+                                  "random_topp0.9_remdm_cap_eta0.4", "llada_topp0.9_no_remask"])
+def test_concurrent_chunks_are_bit_identical(model, process, name):
+    """CPU chunks sampled on a thread pool give the sequential run's tokens and counts, in
+    chunk order, and torch's thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    one = run(model, process, name, n=40, batch_size=8, workers=1)
+    many = run(model, process, name, n=40, batch_size=8, workers=3, progress=seen.append)
+    assert torch.equal(one.tokens, many.tokens)
+    assert (one.model_calls, one.rows_evaluated) == (many.model_calls, many.rows_evaluated)
+    assert seen == [8, 16, 24, 32, 40]
+    assert torch.get_num_threads() == before

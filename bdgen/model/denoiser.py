@@ -88,6 +88,13 @@ def _zero(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
@@ -207,8 +214,8 @@ class BDDenoiser(nn.Module):
         self.register_buffer("edge_subs", edge_bias, persistent=False)
         self.pack_real_positions: bool | None = None
         """Run the token-wise layers on real positions only: None = on CPU (where it saves
-        the ~25% of the work spent on PAD rows); off on CUDA, where selecting the rows
-        would need a host sync every step."""
+        the ~25% of the work spent on PAD rows), except bf16 inference; off on CUDA, where
+        selecting the rows would need a host sync every step."""
 
     def use_reference_kernels(self) -> None:
         """Switch the CPU speed-ups off (dense rows, torch dropout, fused attention): the
@@ -219,7 +226,11 @@ class BDDenoiser(nn.Module):
 
     def _packs(self, x: Tensor) -> bool:
         if self.pack_real_positions is None:
-            return x.device.type == "cpu"
+            # bf16 sampling on CPU: the matmuls are cheap and the row gathers cost more than
+            # they save (bench/sample.py --precision bf16 [--dense]); bf16 training still
+            # gains from packing.
+            return x.device.type == "cpu" and not (torch.is_inference_mode_enabled()
+                                                   and _cpu_autocast())
         return self.pack_real_positions
 
     def _blocks_packed(self, x: Tensor, c: Tensor, pad_mask: Tensor, key_mask: Tensor
