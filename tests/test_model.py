@@ -162,6 +162,74 @@ def test_packed_cpu_path_equals_dense_path() -> None:
     torch.testing.assert_close(reference[0], dense[0])
 
 
+def _mixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Room counts repeated out of order, so grouping by PAD pattern must scatter back."""
+    graphs = [GRAPHS[i] for i in (2, 0, 1, 0, 2, 1, 0)]
+    tokens, pads = tokenize_many(graphs, RPLAN_VOCAB)
+    return torch.from_numpy(tokens), torch.from_numpy(pads)
+
+
+def _real(logits: tuple[torch.Tensor, torch.Tensor], pads: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at real positions, without the -inf SUBS classes."""
+    return logits[0][pads[:, :8]][:, :13], logits[1][pads[:, 8:]][:, :11]
+
+
+def test_bucketed_rows_land_at_their_positions() -> None:
+    """Each sample's real rows go through the blocks with its own group and come back to
+    its own positions, whatever the order of room counts in the batch."""
+    tokens, pads = _mixed_batch()
+    model = _randomised(MODEL_PRESETS["tiny"])
+    t = torch.linspace(0.1, 0.9, len(tokens))
+    model.pack_real_positions = True
+    packed = model(tokens, pads, t)
+    for i in range(len(tokens)):  # one sample alone: dense path, its own key mask
+        model.pack_real_positions = False
+        alone = model(tokens[i:i + 1], pads[i:i + 1], t[i:i + 1])
+        for got, want in zip(_real(tuple(x[i:i + 1] for x in packed), pads[i:i + 1]),
+                             _real(alone, pads[i:i + 1])):
+            torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_shared_time_fold_equals_per_row_time(pack: bool) -> None:
+    """A number t (a sampling step) is embedded once and folded into the blocks' weights;
+    the logits equal those of the same t given per row, up to float rounding."""
+    tokens, pads = _mixed_batch()
+    model = _randomised(MODEL_PRESETS["tiny"])
+    model.pack_real_positions = pack
+    per_row = model(tokens, pads, torch.full((len(tokens),), 0.37))
+    for t in (0.37, torch.tensor(0.37), torch.tensor([0.37])):
+        shared = model(tokens, pads, t)
+        for got, want in zip(_real(shared, pads), _real(per_row, pads)):
+            torch.testing.assert_close(got, want)
+            assert not torch.equal(got, torch.zeros_like(got))
+    model.use_reference_kernels()  # per-row embeddings, no fold: exactly the dense path
+    reference = model(tokens, pads, 0.37)
+    model.share_time = True
+    model.pack_real_positions = False
+    dense_per_row = model(tokens, pads, torch.full((len(tokens),), 0.37))
+    assert torch.equal(reference[0], dense_per_row[0])
+
+
+def test_packed_training_gradients_equal_dense() -> None:
+    """Training on CPU gathers the real rows around each attention; every parameter gets
+    a finite gradient equal to the dense path's."""
+    tokens, pads = _mixed_batch()
+    model = _randomised(MODEL_PRESETS["tiny"]).train()
+    t = torch.linspace(0.1, 0.9, len(tokens))
+    grads = []
+    for pack in (True, False):
+        model.zero_grad()
+        model.pack_real_positions = pack
+        node, edge = model(tokens, pads, t)
+        (node[pads[:, :8]][:, :13].square().mean() + edge[pads[:, 8:]][:, :11].mean()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for got, want in zip(*grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_dropout_only_in_training() -> None:
     tokens, pads = _batch()
     model = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.3))

@@ -121,7 +121,8 @@ class _Tables:
         self.pad_table = torch.from_numpy(vocab.pad_mask_table).to(device)
 
 
-def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor, precision: str = "fp32") -> Tensor:
+def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor | float, precision: str = "fp32"
+            ) -> Tensor:
     """``[B, S, V]`` float32 logits; the forward pass runs at the method's ``precision``."""
     with autocast(x.device, precision):
         node, edge = model(x, pad_mask, t)
@@ -211,7 +212,9 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
 
     def run_model(needed: Tensor | None, t_val: float) -> Tensor:
         nonlocal calls, rows
-        t = torch.full((b,), t_val, dtype=torch.float32, device=device)
+        # 0-d: one time for every row, which the model embeds once (a tensor, not a float,
+        # so that a compiled model does not specialise on each step's value)
+        t = torch.full((), t_val, dtype=torch.float32, device=device)
         if needed is None and (model_batch is None or model_batch >= b):
             calls, rows = calls + 1, rows + b
             return _logits(model, x, pad_mask, t, method.precision)
@@ -224,7 +227,7 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
             for part in idx.split(model_batch or idx.numel()):
-                out[part] = _logits(model, x[part], pad_mask[part], t[part], method.precision)
+                out[part] = _logits(model, x[part], pad_mask[part], t, method.precision)
         return out
 
     # Early stop only where remasking can never fire: then "nothing masked" is final.

@@ -10,6 +10,7 @@ forced to -inf ("SUBS"), so the model never predicts them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -88,13 +89,6 @@ def _zero(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
@@ -112,6 +106,17 @@ def dropout(x: Tensor, p: float, training: bool, fast: bool = True) -> Tensor:
     bits = words.view(torch.int16)[:n].view(x.shape)
     keep = bits >= round(p * 65536) - 32768
     return torch.where(keep, x * (1.0 / (1.0 - p)), torch.zeros((), dtype=x.dtype))
+
+
+def _pad_groups(pad_mask: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(sample indices, real positions)`` of each group of rows of ``pad_mask [B, S]``
+    that share one PAD pattern (empty patterns skipped). Needs the mask on the host (one
+    sync), which is why only the CPU path groups rows."""
+    patterns, inverse = torch.unique(pad_mask, dim=0, return_inverse=True)
+    for g, pattern in enumerate(patterns):
+        pos = pattern.nonzero().squeeze(1)
+        if pos.numel():
+            yield (inverse == g).nonzero().squeeze(1), pos
 
 
 class AdaLNBlock(nn.Module):
@@ -132,22 +137,26 @@ class AdaLNBlock(nn.Module):
         self.modulation = _zero(nn.Linear(cfg.cond_dim, 6 * d))
         self.fast_cpu = True  # fast CPU dropout (see :func:`dropout`); False = torch's own
 
-    def _attention(self, qkv: Tensor, key_mask: Tensor) -> Tensor:
-        """``qkv [B, S, 3d]`` -> attention output ``[B, S, d]`` (before the out projection)."""
+    def _attention(self, qkv: Tensor, key_mask: Tensor | None) -> Tensor:
+        """``qkv [B, S, 3d]`` -> attention output ``[B, S, d]`` (before the out projection);
+        ``key_mask`` None = every key is real."""
         b, s, d3 = qkv.shape
         d = d3 // 3
         q, k, v = qkv.view(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         if self.training and self.dropout > 0 and qkv.device.type == "cpu" and self.fast_cpu:
             # Written out so the attention-probability dropout uses the fast CPU dropout.
             scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-            scores = scores.masked_fill(~key_mask, float("-inf"))
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, float("-inf"))
             attn = dropout(scores.softmax(-1), self.dropout, True) @ v
         else:
             attn = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0)
         return attn.transpose(1, 2).reshape(b, s, d)
 
-    def forward(self, x: Tensor, c: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, key_mask: Tensor | None) -> Tensor:
+        if c.shape[0] == 1 and not (self.training and self.dropout > 0):
+            return self._forward_shared_time(x, c, key_mask)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, None].chunk(6, -1)
         h = _modulate(self.norm1(x), shift1, scale1)
         attn = self.attn_out(self._attention(self.qkv(h), key_mask))
@@ -170,6 +179,32 @@ class AdaLNBlock(nn.Module):
         xp = xp + gate1 * dropout(attn, self.dropout, self.training, self.fast_cpu)
         h = _modulate(self.norm2(xp), shift2, scale2)
         return xp + gate2 * dropout(self.mlp(h), self.dropout, self.training, self.fast_cpu)
+
+    def _forward_shared_time(self, x: Tensor, c: Tensor, key_mask: Tensor | None) -> Tensor:
+        """:meth:`forward` when every row has the same time embedding ``c [1, cond]`` (a
+        sampling step) and no dropout: shift/scale fold into the LayerNorms' affine
+        parameters and the gates into the output projections' weights, which saves six
+        elementwise passes over the activations (the same function up to float rounding)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[0].chunk(6)
+        h = _shifted_layer_norm(x, self.norm1, shift1, scale1)
+        x = _gated_residual(x, self._attention(self.qkv(h), key_mask), self.attn_out, gate1)
+        h = _shifted_layer_norm(x, self.norm2, shift2, scale2)
+        mlp_in, act, mlp_out = self.mlp
+        return _gated_residual(x, act(mlp_in(h)), mlp_out, gate2)
+
+
+def _shifted_layer_norm(x: Tensor, norm: nn.LayerNorm, shift: Tensor, scale: Tensor) -> Tensor:
+    """``_modulate(norm(x), shift, scale)`` for one shared ``shift``/``scale [d]``."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight * (1 + scale),
+                        norm.bias * (1 + scale) + shift, norm.eps)
+
+
+def _gated_residual(x: Tensor, h: Tensor, layer: nn.Linear, gate: Tensor) -> Tensor:
+    """``x + gate * layer(h)`` for one shared ``gate [d]``, as a single matmul into x."""
+    d = x.shape[-1]
+    out = torch.addmm(x.reshape(-1, d), h.reshape(-1, h.shape[-1]),
+                      (layer.weight * gate[:, None]).t())
+    return out.add_(layer.bias * gate).view(x.shape)
 
 
 class BDDenoiser(nn.Module):
@@ -213,30 +248,35 @@ class BDDenoiser(nn.Module):
         self.register_buffer("node_subs", node_bias, persistent=False)
         self.register_buffer("edge_subs", edge_bias, persistent=False)
         self.pack_real_positions: bool | None = None
-        """Run the token-wise layers on real positions only: None = on CPU (where it saves
-        the ~25% of the work spent on PAD rows), except bf16 inference; off on CUDA, where
-        selecting the rows would need a host sync every step."""
+        """Skip PAD positions (a quarter of an RPLAN batch): in training by gathering the
+        real rows around each attention (:meth:`_blocks_packed`), in eval mode by running
+        each room count's real positions as a dense batch (:meth:`_blocks_bucketed`).
+        None = on CPU; off on CUDA, where selecting the rows would need a host sync every
+        step."""
+
+        self.share_time = True
+        """In eval mode a number ``t`` (one time for the whole batch) is embedded once and
+        folded into the blocks' weights (:meth:`AdaLNBlock._forward_shared_time`)."""
 
     def use_reference_kernels(self) -> None:
-        """Switch the CPU speed-ups off (dense rows, torch dropout, fused attention): the
-        computation as the original code did it, for benchmarks and cross-checks."""
+        """Switch the speed-ups off (dense rows, torch dropout, fused attention, per-row
+        time embeddings): the computation as the original code did it, for benchmarks and
+        cross-checks."""
         self.pack_real_positions = False
+        self.share_time = False
         for block in self.blocks:
             block.fast_cpu = False
 
     def _packs(self, x: Tensor) -> bool:
         if self.pack_real_positions is None:
-            # bf16 sampling on CPU: the matmuls are cheap and the row gathers cost more than
-            # they save (bench/sample.py --precision bf16 [--dense]); bf16 training still
-            # gains from packing.
-            return x.device.type == "cpu" and not (torch.is_inference_mode_enabled()
-                                                   and _cpu_autocast())
+            return x.device.type == "cpu"
         return self.pack_real_positions
 
     def _blocks_packed(self, x: Tensor, c: Tensor, pad_mask: Tensor, key_mask: Tensor
                        ) -> Tensor:
-        """Blocks + final modulation on the real rows; PAD rows come back as zeros (their
-        outputs are never used: PAD keys are masked and PAD logits ignored)."""
+        """Blocks + final modulation on the real rows, gathered and scattered around each
+        block's attention (training: one graph that torch.compile captures whole, and the
+        dropout draws of earlier versions); PAD rows come back as zeros."""
         b, s, d = x.shape
         rows = pad_mask.reshape(-1).nonzero().squeeze(1)
         sample = torch.div(rows, s, rounding_mode="floor")
@@ -246,6 +286,39 @@ class BDDenoiser(nn.Module):
         shift, scale = self.final_modulation(c).index_select(0, sample).chunk(2, -1)
         xp = _modulate(self.final_norm(xp), shift, scale)
         return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
+
+    def _blocks_bucketed(self, x: Tensor, c: Tensor, pad_mask: Tensor) -> Tensor:
+        """Blocks + final modulation on the real positions only, one group of samples with
+        the same PAD pattern (i.e. the same room count) at a time.
+
+        Why: a group's real positions form a dense ``[b_g, L_g, d]`` batch with no PAD key,
+        so attention needs no mask and costs L_g^2 rather than S^2, and the token-wise
+        layers skip the PAD rows (a quarter of an RPLAN batch) with one gather in and one
+        scatter out instead of one per layer. PAD rows come back as zeros; their outputs
+        are never used (PAD keys are masked in the dense path and PAD logits ignored).
+        """
+        b, s, d = x.shape
+        flat = x.reshape(b * s, d)
+        all_rows, parts = [], []
+        for idx, pos in _pad_groups(pad_mask):
+            rows = (idx[:, None] * s + pos[None, :]).reshape(-1)
+            h = flat.index_select(0, rows).view(idx.numel(), pos.numel(), d)
+            cg = c if c.shape[0] == 1 else c.index_select(0, idx)
+            for block in self.blocks:
+                h = block(h, cg, None)
+            all_rows.append(rows)
+            parts.append(self._final(h, cg).reshape(-1, d))
+        if not parts:
+            return torch.zeros_like(x)
+        return flat.new_zeros(b * s, d).index_copy(
+            0, torch.cat(all_rows), torch.cat(parts)).view(b, s, d)
+
+    def _final(self, x: Tensor, c: Tensor) -> Tensor:
+        if c.shape[0] == 1:
+            shift, scale = self.final_modulation(c)[0].chunk(2)
+            return _shifted_layer_norm(x, self.final_norm, shift, scale)
+        shift, scale = self.final_modulation(c)[:, None].chunk(2, -1)
+        return _modulate(self.final_norm(x), shift, scale)
 
     def positional_encoding(self) -> Tensor:
         """``[S, d]``: entity type + node index (nodes) or pair_i + pair_j (edges)."""
@@ -276,15 +349,17 @@ class BDDenoiser(nn.Module):
         x = self.embed(tokens) if pre_embedded is None else pre_embedded
         x = x + self.positional_encoding()
         t = self._time(t, b, tokens.device)
+        if self.share_time and not self.training and t.stride(0) == 0:
+            t = t[:1]  # one t for the batch (a sampling step): embed once, fold into weights
         c = F.silu(self.time_mlp(timestep_embedding(t, self.config.frequency_embedding_size)))
         key_mask = pad_mask[:, None, None, :]  # True = attend; PAD keys excluded
         if self._packs(x):
-            x = self._blocks_packed(x, c, pad_mask, key_mask)
+            x = (self._blocks_packed(x, c, pad_mask, key_mask) if self.training
+                 else self._blocks_bucketed(x, c, pad_mask))
         else:
             for block in self.blocks:
                 x = block(x, c, key_mask)
-            shift, scale = self.final_modulation(c)[:, None].chunk(2, -1)
-            x = _modulate(self.final_norm(x), shift, scale)
+            x = self._final(x, c)
         n = self.vocab.n_max
         node_logits = self.node_head(x[:, :n]) + self.node_subs
         edge_logits = self.edge_head(x[:, n:]) + self.edge_subs
