@@ -7,21 +7,23 @@ For each method it samples ``num_samples x steps`` twice with the small model (r
 initialised and perturbed so that logits are not all zero, or a checkpoint via --model):
 
 * optimised: chunks of 128 on CPU (all samples at once on CUDA), sampled concurrently
-  one per core (``--workers``), early stop, row compaction and model micro-batches of 128
-  rows (CPU defaults);
+  one per core (``--workers``), early stop, row compaction, model micro-batches of 128
+  rows and each room count's real positions as one dense batch (CPU defaults); the
+  forward replayed from a CUDA graph (CUDA default, off with ``--no-cuda-graphs``);
 * legacy-style: batch 64, no early stop, no compaction, dense rows (no PAD-row packing),
-  float32 (a ``_bf16`` method is timed against its float32 twin): what the original code
-  did, always with the eager model (``--compile`` only applies to the optimised setting;
-  the compiled model is float32 too but fuses ops, so its tokens may differ in rare ties).
+  per-row time embeddings, no CUDA graph, float32 (a ``_bf16`` method is timed against
+  its float32 twin): what the original code did, always with the eager model
+  (``--compile`` only applies to the optimised setting; the compiled model is float32 too
+  but fuses ops, so its tokens may differ in rare ties).
 
 ``--precision bf16`` appends ``_bf16`` to every method (the denoiser in bfloat16 mixed
 precision, :mod:`bdgen.model.precision`).
 
 and prints samples/s, model calls, rows evaluated, the ratio, and whether both produced
-the same tokens where they must (early stop and compaction alone never change tokens; the
-batch size does, because random draws are batch-shaped, so that check uses the optimised
-batch size with the legacy loop). ``--profile`` prints the top operators of one optimised
-run (torch.profiler) to show what bounds the rest.
+the same tokens where they must (early stop, compaction and CUDA graphs never change
+tokens; the batch size does, because random draws are batch-shaped, so ``--check`` runs the
+full loop without compaction or CUDA graphs at the optimised batch size). ``--profile``
+prints the top operators of one optimised run (torch.profiler) to show what bounds the rest.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true",
                     help="optimised setting without PAD-row packing (BDDenoiser."
                          "pack_real_positions = False)")
+    ap.add_argument("--no-cuda-graphs", action="store_true",
+                    help="optimised setting on CUDA without the CUDA-graph forward")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="run the optimised setting in this precision (method suffix _bf16)")
     args = ap.parse_args()
@@ -121,6 +125,7 @@ def main() -> None:
     if args.compile:
         model = torch.compile(model, mode=args.compile_mode)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
+    graphs = device.type == "cuda" and not (args.no_cuda_graphs or args.compile)
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
           f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
           f"steps, model {args.model or args.preset}, torch {torch.__version__}")
@@ -129,7 +134,7 @@ def main() -> None:
     for mdl, bs, prec in ((model, args.batch_size, args.precision),
                           (legacy_model, args.legacy_batch, "fp32")):
         sample(mdl, process, vocab, rooms, dataclasses.replace(warm, precision=prec), 2, 0,
-               device, batch_size=bs, compact=False)
+               device, batch_size=bs, compact=False, cuda_graphs=False)
     # CPU: one round per group of concurrently sampled chunks, alternating optimised and
     # legacy-style, so that a change in the shared machine's speed hits both settings
     # alike; CUDA: one round.
@@ -153,7 +158,8 @@ def main() -> None:
             opt, dt = timed(lambda: sample(model, process, vocab, part, m, args.steps,
                                            args.seed, device, batch_size=args.batch_size,
                                            model_batch=args.model_batch,
-                                           workers=args.workers), device)
+                                           workers=args.workers, cuda_graphs=graphs),
+                            device)
             t_opt, opt_calls, opt_rows = (t_opt + dt, opt_calls + opt.model_calls,
                                           opt_rows + opt.rows_evaluated)
             tokens.append(opt.tokens)
@@ -161,14 +167,15 @@ def main() -> None:
                 leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,
                                                args.steps, args.seed, device,
                                                batch_size=args.legacy_batch,
-                                               early_stop=False, compact=False, workers=1),
-                                device)
+                                               early_stop=False, compact=False, workers=1,
+                                               cuda_graphs=False), device)
                 t_leg, leg_calls, leg_rows = (t_leg + dt, leg_calls + leg.model_calls,
                                               leg_rows + leg.rows_evaluated)
             if args.check:
                 full_tokens.append(sample(model, process, vocab, part, m, args.steps,
                                           args.seed, device, batch_size=args.batch_size,
-                                          early_stop=False, compact=False).tokens)
+                                          early_stop=False, compact=False,
+                                          cuda_graphs=False).tokens)
         line = f"{name:47s} {args.num_samples / t_opt:8.1f} {opt_calls:5d} {opt_rows:7d} |"
         if not args.skip_legacy:
             line += (f" {args.num_samples / t_leg:10.1f} {leg_calls:5d} {leg_rows:7d} | "
@@ -185,7 +192,7 @@ def main() -> None:
         m = Method.parse(args.methods.split(",")[0])
         with profile(activities=acts) as prof:
             sample(model, process, vocab, rooms, m, args.steps, args.seed, device,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, cuda_graphs=graphs)
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=15))
 

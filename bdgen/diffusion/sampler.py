@@ -130,16 +130,66 @@ def _logits(model, x: Tensor, pad_mask: Tensor, t: Tensor | float, precision: st
     return torch.cat([node.float(), edge], dim=1)
 
 
+class _GraphedLogits:
+    """:func:`_logits` replayed from a CUDA graph, captured at the first call for each input
+    shape and precision.
+
+    Why: the small denoiser's forward on a GPU is ~60 kernels that take longer to launch
+    than to run (1000 rows x 36 positions is about a millisecond of H100 float32 work), so
+    a sampling step is bound by the host; a graph launches them all at once. A replay runs
+    the captured kernels on the new inputs, so its logits are bit-identical to the eager
+    forward's (``bench/gpu_smoke.py`` checks the sampled tokens). The model must not need a
+    host sync in its forward: true of the dense CUDA path (packing is CPU-only).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.graphs: dict[tuple, tuple] = {}
+
+    def __call__(self, x: Tensor, pad_mask: Tensor, t: float, precision: str) -> Tensor:
+        key = (tuple(x.shape), precision)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x, pad_mask, precision)
+        graph, static_x, static_pad, static_t, out = self.graphs[key]
+        static_x.copy_(x)
+        static_pad.copy_(pad_mask)
+        static_t.fill_(t)
+        graph.replay()
+        return out.clone()  # the next replay overwrites ``out``
+
+    def _capture(self, x: Tensor, pad_mask: Tensor, precision: str) -> tuple:
+        static_x, static_pad = x.clone(), pad_mask.clone()
+        static_t = torch.full((), 0.5, dtype=torch.float32, device=x.device)
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # warm-up: library handles and workspaces
+            for _ in range(2):
+                _logits(self.model, static_x, static_pad, static_t, precision)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = _logits(self.model, static_x, static_pad, static_t, precision)
+        return graph, static_x, static_pad, static_t, out
+
+
+def _cumsum_last(x: Tensor) -> Tensor:
+    """``x.cumsum(-1)`` as a scan over the first dim. Why: CUDA scans a short innermost dim
+    (15 classes) with a slow parallel scan per row (~10 % of a confidence-remasking step on
+    an H100), an outer dim with a fast sequential one per column; sequential sums are what
+    the CPU computes either way, so CPU results are unchanged."""
+    return x.movedim(-1, 0).cumsum(0).movedim(0, -1)
+
+
 def _candidates(logits: Tensor, probs: Tensor | None, method: Method,
                 generator: torch.Generator) -> Tensor:
     """Step (c): one candidate token per position (top-p > argmax > temperature)."""
     b, s, _ = logits.shape
     if method.top_p is not None:
         sp, si = probs.sort(dim=-1, descending=True)
-        cs = sp.cumsum(-1)
+        cs = _cumsum_last(sp)
         keep = (cs - sp) < method.top_p          # preceding mass >= top_p is dropped
         kept = sp * keep
-        kcs = kept.cumsum(-1)
+        kcs = _cumsum_last(kept)
         r = torch.rand((b, s, 1), generator=generator, device=logits.device) * kcs[..., -1:]
         idx = (kcs <= r).sum(-1, keepdim=True)
         last = ((kept > 0).sum(-1, keepdim=True) - 1).clamp_min(0)
@@ -181,13 +231,15 @@ def remask_steps(method: Method, remasker: RemaskingStrategy | None, steps: int)
 def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
                  method: Method, steps: int, generator: torch.Generator, *,
                  early_stop: bool = True, compact: bool | None = None,
-                 model_batch: int | None = None,
+                 model_batch: int | None = None, cuda_graphs: bool | None = None,
                  trace: list | None = None) -> tuple[Tensor, int, int]:
     """Sample one batch; returns (tokens int64 [B, S], model calls, rows evaluated).
 
     ``model_batch``: run the model on at most this many rows at a time (CPU default 128:
     activations of a 1000-row batch fall out of cache; rows are independent, so this only
     changes speed). ``model_calls`` counts sampler steps that called the model.
+    ``cuda_graphs`` (CUDA default): replay the whole-batch forward from a CUDA graph
+    (:class:`_GraphedLogits`; same logits, less launch overhead).
 
     ``trace`` (tests/profiling): if given, one dict per executed step is appended with
     ``i``, ``t_now``, ``remask_fired``, ``p_unmask``, ``n_masked_before`` [B], ``revealed``
@@ -204,25 +256,36 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
     b = num_rooms.shape[0]
     pad_mask = tb.pad_table[num_rooms]
     x = torch.where(pad_mask, tb.mask_tok, tb.pad_tok)
+    if cuda_graphs is None:
+        cuda_graphs = device.type == "cuda"
+    graphed = _GraphedLogits(model) if cuda_graphs else None
     remasker = make_remasker(method)
     fire = set(remask_steps(method, remasker, steps))
     uses_logits = remasker is not None and remasker.uses_logits
     calls = rows = 0
     pending: list = []  # CUDA: (event, pinned flag) of "anything masked" per step
 
-    def run_model(needed: Tensor | None, t_val: float) -> Tensor:
+    def whole_batch(t_val: float) -> Tensor:
         nonlocal calls, rows
+        calls, rows = calls + 1, rows + b
+        if graphed is not None:
+            return graphed(x, pad_mask, t_val, method.precision)
+        return _logits(model, x, pad_mask, time(t_val), method.precision)
+
+    def time(t_val: float) -> Tensor:
         # 0-d: one time for every row, which the model embeds once (a tensor, not a float,
         # so that a compiled model does not specialise on each step's value)
-        t = torch.full((), t_val, dtype=torch.float32, device=device)
+        return torch.full((), t_val, dtype=torch.float32, device=device)
+
+    def run_model(needed: Tensor | None, t_val: float) -> Tensor:
+        nonlocal calls, rows
         if needed is None and (model_batch is None or model_batch >= b):
-            calls, rows = calls + 1, rows + b
-            return _logits(model, x, pad_mask, t, method.precision)
+            return whole_batch(t_val)
         idx = (needed.nonzero().squeeze(1) if needed is not None
                else torch.arange(b, device=device))
         if idx.numel() == b and (model_batch is None or model_batch >= b):
-            calls, rows = calls + 1, rows + b  # every row needed: no gather/scatter
-            return _logits(model, x, pad_mask, t, method.precision)
+            return whole_batch(t_val)  # every row needed: no gather/scatter
+        t = time(t_val)
         out = torch.zeros((b, x.shape[1], V), device=device)
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
@@ -323,7 +386,8 @@ def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor
            method: Method, steps: int, seed: int, device: torch.device | str = "cpu",
            batch_size: int | None = None, early_stop: bool = True,
            compact: bool | None = None, model_batch: int | None = None,
-           progress=None, workers: int | None = None) -> SampleOutput:
+           progress=None, workers: int | None = None,
+           cuda_graphs: bool | None = None) -> SampleOutput:
     """Sample ``len(num_rooms)`` graphs in chunks of ``batch_size`` (default: all at once on
     CUDA, 128 on CPU, where per-step tensors of 1000 rows fall out of cache).
 
@@ -338,6 +402,10 @@ def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor
     of chunks); 1 = one chunk at a time. The tokens are the same either way (tested): a
     chunk's result depends only on its generator, and the kernels give the same rows with
     one intra-op thread as with several.
+
+    ``cuda_graphs`` (CUDA, default on): the model's forward is replayed from a CUDA graph;
+    pass False for a model that cannot be captured (e.g. one already compiled with CUDA
+    graphs of its own).
     """
     device = torch.device(device)
     n = int(num_rooms.shape[0])
@@ -357,7 +425,7 @@ def sample(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor
         rooms = num_rooms[starts[c]:starts[c] + bs].to(device)
         x, k, r = sample_batch(model, process, vocab, rooms, method, steps, g,
                                early_stop=early_stop, compact=compact,
-                               model_batch=model_batch)
+                               model_batch=model_batch, cuda_graphs=cuda_graphs)
         return x.cpu(), k, r
 
     if workers is None:
