@@ -12,6 +12,7 @@ from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.remasking import Cap, Confidence, make_strategy
 from bdgen.diffusion.sampler import (
     _candidates,
+    _cumsum_last,
     draw_num_rooms,
     remask_steps,
     sample,
@@ -185,7 +186,8 @@ def test_argmax_remasking_with_context_free_model_changes_nothing(process):
 
 
 @pytest.mark.parametrize("name", ["llada_topp0.9_no_remask", "random_topp0.9_no_remask",
-                                  "llada_argmax_no_remask", "random_topp0.9_remdm_cap_eta0.0"])
+                                  "llada_argmax_no_remask", "random_topp0.9_remdm_cap_eta0.0",
+                                  "llada_topp0.9_remdm_confidence_tsw0.5"])
 def test_early_stop_compaction_and_micro_batches_are_bit_identical(model, process, name):
     full = run(model, process, name, early_stop=False, compact=False, batch_size=10,
                model_batch=10)
@@ -247,6 +249,14 @@ def test_top_p_keeps_the_nucleus():
     # top_p = 1.0: untruncated sampling (never MASK/PAD)
     cand = _candidates(logits, torch.softmax(logits, -1), Method(top_p=1.0), g)
     assert set(cand.unique().tolist()) == {0, 1, 2, 3}
+
+
+def test_top_p_cumsum_is_the_sequential_one():
+    """The nucleus cumsum runs as an outer-dim scan (fast on CUDA); on CPU it must give
+    exactly ``cumsum(-1)``, so CPU samples did not change."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(64, 36, 15, generator=g) * 3, -1).sort(-1, True)[0]
+    assert torch.equal(_cumsum_last(probs), probs.cumsum(-1))
 
 
 def test_unknown_strategy_lists_valid():
