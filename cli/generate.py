@@ -7,7 +7,8 @@ import click
 
 @click.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="Checkpoint file (its version and noise schedule are used).")
+              help="Checkpoint file, or in a workspace a model id from the store (e.g. "
+                   "v1-loglinear-3fa9c0d2e1); its version and noise schedule are used.")
 @click.option("--method", "methods", required=True, multiple=True,
               help="Method name, e.g. llada_topp0.9_remdm_confidence_tsw1.0 (repeatable).")
 @click.option("--seeds", default="42,123,456,789,1337", show_default=True,

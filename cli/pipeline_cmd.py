@@ -99,7 +99,8 @@ def _csv(text: str) -> list[str]:
 @click.command()
 @click.option("--models", required=True,
               help="Comma-separated checkpoint files "
-                   "(e.g. artifacts/models/<run>/checkpoint_final.pt).")
+                   "(e.g. artifacts/models/<run>/checkpoint_final.pt) or model ids from the "
+                   "store (e.g. v1-loglinear-3fa9c0d2e1).")
 @click.option("--methods", required=True, help="Comma-separated method names.")
 @click.option("--seeds", default="42,123,456,789,1337", show_default=True)
 @click.option("--num-samples", type=int, default=1000, show_default=True)

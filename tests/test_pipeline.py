@@ -159,6 +159,38 @@ def test_no_mlflow_is_recorded_on_the_row(e2e):
                      f"id = {rec.generation_run_id}") == [(1, None, "succeeded")]
 
 
+def test_generate_and_sweep_take_a_model_id(e2e):
+    """A model id from the store names its recorded checkpoint; near misses get a
+    suggestion, a changed or missing checkpoint a one-line error."""
+    ws, _, model, gens, _ = e2e
+    env = {"BDGEN_WORKSPACE": str(ws.root)}
+    (rec,) = tracked_generate(ws, model.model_id, METHODS[:1], SEEDS[:1], N, STEPS,
+                              device="cpu", echo=None)
+    assert rec.skipped and rec.generation_run_id == gens[0].generation_run_id
+    res = CliRunner().invoke(cli, ["sweep", "--models", model.model_id, "--methods",
+                                   METHODS[0], "--seeds", str(SEEDS[0]), "--num-samples",
+                                   str(N), "--steps", str(STEPS), "--device", "cpu"], env=env)
+    assert res.exit_code == 0 and "0 run(s) done here, 1 already in the store" in res.output
+    near = model.model_id[:-1] + ("0" if model.model_id[-1] != "0" else "1")
+    res = CliRunner().invoke(cli, ["generate", "--model", near, "--method", METHODS[0],
+                                   "--seeds", "1"], env=env)
+    assert res.exit_code == 2 and f"did you mean {model.model_id}?" in res.output
+    ckpt = ws.root / model.checkpoint
+    original = ckpt.read_bytes()
+    try:
+        ckpt.unlink()
+        with pytest.raises(BdgenError, match="is missing"):
+            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu",
+                             echo=None)
+        ckpt.write_bytes(original + b"\0")  # not the recorded file any more
+        with pytest.raises(BdgenError, match="has changed since the store recorded it"):
+            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu",
+                             echo=None)
+    finally:
+        ckpt.write_bytes(original)
+    assert _rows(ws, "select count(*) from generation_runs where seed = 97531") == [(0,)]
+
+
 def _bdgen(*args: str, ws: Workspace) -> subprocess.Popen:
     env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root), "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", "from cli.main import cli; cli()", *args],

@@ -85,6 +85,40 @@ def register_checkpoint(store, ckpt, path: Path, sha256: str, mid: str,
                               checkpoint_sha256=sha256, mlflow_run_id=mlflow_run_id)
 
 
+def resolve_model(ws: Workspace, ref: str | Path) -> tuple[Path, str | None]:
+    """A checkpoint file, or the model id the store recorded for one (``v1-loglinear-
+    3fa9c0d2e1``, as ``bdgen leaderboard`` shows it): ``(path, expected sha256 or None)``.
+
+    Why ids: after ``dvc pull`` on another machine researchers know a model by its id, not
+    by the run directory its checkpoint happens to live in.
+    """
+    import difflib
+
+    path = Path(ref)
+    if path.is_file() or path.suffix == ".pt" or len(path.parts) > 1:
+        return path, None  # a path: load_checkpoint names a missing or bad file
+    store = open_store(ws)
+    try:
+        found = store.model_checkpoint(str(ref))
+        known = [] if found is not None else store.model_ids()
+    finally:
+        store.close()
+    if found is None:
+        close = difflib.get_close_matches(str(ref), known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else (
+            f"; the store has {len(known)} model(s)" if known else "; the store has no models")
+        raise BdgenError(f"model {str(ref)!r} is neither a checkpoint file nor a model id in "
+                         f"the store{hint}")
+    stored_path, sha = found
+    if not stored_path:
+        raise BdgenError(f"model {ref}: the store has no checkpoint for it (imported results?)")
+    ckpt = Path(stored_path) if Path(stored_path).is_absolute() else ws.root / stored_path
+    if not ckpt.is_file():
+        raise BdgenError(f"model {ref}: its checkpoint {stored_path} is missing "
+                         "(run `dvc pull` for it?)")
+    return ckpt, sha
+
+
 def _rel(ws: Workspace, path: Path) -> str:
     try:
         return Path(path).resolve().relative_to(ws.root).as_posix()
@@ -118,6 +152,8 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                      renders: int = 6) -> list[GenerationRecord]:
     """Generate every (method, seed) as one tracked run each (see module docstring).
 
+    ``model_path``: a checkpoint file or a model id the store has (:func:`resolve_model`).
+
     Runs the store already has (succeeded) are skipped unless ``force``. With ``claim``
     (sweeps) a run another process is doing is skipped too: the row is claimed atomically.
     """
@@ -129,7 +165,12 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
     for name, v in (("--steps", steps), ("--num-samples", num_samples)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise BdgenError(f"{name} must be an integer >= 1, got {v!r}")
-    model_path = Path(model_path)
+    model_path, expected_sha = resolve_model(ws, model_path)
+    if expected_sha and model_path.is_file():
+        sha = file_digests(model_path)[1]
+        if sha != expected_sha:
+            raise BdgenError(f"checkpoint {model_path} has changed since the store recorded "
+                             f"it (sha256 {sha[:10]}, recorded {expected_sha[:10]})")
     ckpt = load_checkpoint(model_path)
     parsed = [m.format() for m in resolve_methods(list(methods), ckpt)]
     sha = file_digests(model_path)[1]

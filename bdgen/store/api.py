@@ -299,6 +299,18 @@ class Store:
         return self._get_or_create(s, Series, {"model_pk": model_pk, "method_pk": method_pk,
                                                "num_samples": num_samples, "steps": steps}, {})
 
+    def model_checkpoint(self, model_id: str) -> tuple[str | None, str | None] | None:
+        """(checkpoint path, its sha256) recorded for ``model_id``; None if no such model."""
+        with self.read_session() as s:
+            row = s.execute(select(Model.checkpoint_path, Model.checkpoint_sha256)
+                            .where(Model.model_id == model_id)).first()
+        return None if row is None else (row[0], row[1])
+
+    def model_ids(self) -> list[str]:
+        """Every recorded model id, sorted."""
+        with self.read_session() as s:
+            return sorted(s.scalars(select(Model.model_id)))
+
     def _model_pk(self, s: Session, model_id: str) -> int:
         pk = s.scalar(select(Model.id).where(Model.model_id == model_id))
         if pk is None:
