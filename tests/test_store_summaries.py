@@ -104,7 +104,7 @@ def test_summaries_follow_every_write(store):
 
 
 def test_pipeline_claim_takeover_keeps_summaries_exact(store):
-    from bdgen.pipeline.store_links import claim_generation_run
+    from bdgen.store.links import claim_generation_run
 
     gid = make_generation_run(store, seed=1)
     store.record_evaluation(gid, _metrics(1))

@@ -7,9 +7,9 @@ import shutil
 from click.testing import CliRunner
 
 from bdgen.pipeline.legacy_tracking import LEGACY_EXPERIMENT
-from bdgen.pipeline.store_links import legacy_rows
 from bdgen.pipeline.workspace import init_workspace
 from bdgen.store.api import Store
+from bdgen.store.links import legacy_rows
 from bdgen.tracking import Tracker, file_digests
 from cli.main import cli
 

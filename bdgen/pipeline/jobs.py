@@ -128,7 +128,7 @@ def _rel(ws: Workspace, path: Path) -> str:
 
 def _existing_generation(store, ws: Workspace, mid: str, method: str, seed: int, n: int,
                          steps: int) -> GenerationRecord | None:
-    from bdgen.pipeline.store_links import generation_row
+    from bdgen.store.links import generation_row
 
     row = generation_row(store, mid, method, seed, n, steps)
     if row is None or row["status"] != "succeeded" or not row["samples_path"]:
@@ -159,7 +159,7 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
     """
     from bdgen.model.checkpoint import load_checkpoint, model_id
     from bdgen.pipeline.generate import resolve_methods
-    from bdgen.pipeline.store_links import claim_generation_run
+    from bdgen.store.links import claim_generation_run
 
     tracker = tracker_for(ws, no_mlflow)  # unreachable MLflow fails here: nothing written
     for name, v in (("--steps", steps), ("--num-samples", num_samples)):
@@ -217,7 +217,7 @@ def _generate_one(ws: Workspace, store, tracker: Tracker, ckpt, model_path: Path
     from bdgen.diffusion.method import Method
     from bdgen.model.checkpoint import model_id
     from bdgen.pipeline.generate import generate
-    from bdgen.pipeline.store_links import link_mlflow_run
+    from bdgen.store.links import link_mlflow_run
 
     mid = model_id(ckpt, sha)
 
@@ -302,8 +302,8 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
     from bdgen.data.dataset import PreparedDataset
     from bdgen.diffusion.trainer import TrainConfig
     from bdgen.model.checkpoint import load_checkpoint, model_id
-    from bdgen.pipeline.store_links import link_model_run
     from bdgen.pipeline.train import train_model
+    from bdgen.store.links import link_model_run
 
     tracker = tracker_for(ws, no_mlflow)
     config = config or TrainConfig()
@@ -469,12 +469,12 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
     headline metrics (for DVC).
     """
-    from bdgen.pipeline.store_links import (
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+    from bdgen.store.links import (
         evaluation_metrics,
         evaluation_row,
         generation_run_info,
     )
-    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
 
     tracker = tracker_for(ws, no_mlflow)
     store = open_store(ws)
@@ -513,7 +513,7 @@ def _denoise_model_once(ws: Workspace, store, tracker: Tracker, model_id: str,
     from bdgen.eval.registry import lookup
     from bdgen.model.checkpoint import load_checkpoint
     from bdgen.pipeline.evaluate import compute_denoising
-    from bdgen.pipeline.store_links import model_needing_denoising
+    from bdgen.store.links import model_needing_denoising
 
     todo = model_needing_denoising(store, model_id)
     if todo is None:
@@ -604,7 +604,7 @@ def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:
     recorded sha256, before evaluating; BdgenError on a mismatch. Returns how many were
     checked (files the store does not know are left alone)."""
     from bdgen.pipeline.evaluate import find_samples_files
-    from bdgen.pipeline.store_links import generation_run_info, generation_runs_by_path
+    from bdgen.store.links import generation_run_info, generation_runs_by_path
 
     files = {_rel(ws, f): f for f in find_samples_files(paths)}
     store = open_store(ws)
@@ -619,8 +619,8 @@ def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:
 
 def pending_runs(ws: Workspace, model_id: str | None = None) -> list[int]:
     """Generation runs (succeeded, made by bdgen) not evaluated yet."""
-    from bdgen.pipeline.store_links import pending_generation_runs
     from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+    from bdgen.store.links import pending_generation_runs
 
     store = open_store(ws)
     try:

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bdgen.eval.legacy_json import UPGRADED_FLAG, as_format_2
-from bdgen.pipeline.store_links import legacy_rows, link_mlflow_run
 from bdgen.store.api import Store, normalise_metrics
 from bdgen.store.legacy_import import FileReport
+from bdgen.store.links import legacy_rows, link_mlflow_run
 from bdgen.tracking import Tracker
 
 LEGACY_EXPERIMENT = "bdgen/legacy-graph2plan"

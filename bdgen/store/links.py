@@ -1,9 +1,10 @@
-"""Store operations the tracked jobs need beyond :class:`bdgen.store.api.Store`'s public API:
-atomically claiming a generation run (parallel sweeps), linking rows to MLflow runs after the
-fact (legacy imports) and listing the rows a legacy file produced.
+"""Store operations the tracked jobs need beyond the recording API of
+:class:`bdgen.store.api.Store`: atomically claiming a generation run (parallel sweeps),
+linking rows to MLflow runs after the fact (legacy imports), and the lookups that decide
+what a job skips or resumes.
 
-Kept here, small and explicit, so the store's API stays the one for recording results; these
-would move into ``Store`` as methods if other callers need them.
+They live in the store package because they are queries on its tables; the pipeline calls
+them and never touches the ORM itself.
 """
 
 from __future__ import annotations
