@@ -134,12 +134,14 @@ class _GraphedLogits:
     """:func:`_logits` replayed from a CUDA graph, captured at the first call for each input
     shape and precision.
 
-    Why: the small denoiser's forward on a GPU is ~60 kernels that take longer to launch
-    than to run (1000 rows x 36 positions is about a millisecond of H100 float32 work), so
-    a sampling step is bound by the host; a graph launches them all at once. A replay runs
-    the captured kernels on the new inputs, so its logits are bit-identical to the eager
-    forward's (``bench/gpu_smoke.py`` checks the sampled tokens). The model must not need a
-    host sync in its forward: true of the dense CUDA path (packing is CPU-only).
+    Why: the small denoiser's forward is ~60 kernels, and the host needs about as long to
+    launch them as the GPU needs to run them; a graph launches them at once, so the host
+    stays ahead of the GPU (1-10 % faster for the 100-call methods on an H100,
+    docs/BENCHMARKS.md). A replay runs the captured kernels on the new inputs, so its logits
+    are bit-identical to the eager forward's (``bench/gpu_smoke.py`` checks the sampled
+    tokens). Capture (two warm-up forwards on a side stream, then one captured) is paid
+    once per batch. The forward must need no host sync: true of the dense CUDA path
+    (grouping real positions is CPU-only).
     """
 
     def __init__(self, model) -> None:
@@ -270,9 +272,9 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
         calls, rows = calls + 1, rows + b
         if graphed is not None:
             return graphed(x, pad_mask, t_val, method.precision)
-        return _logits(model, x, pad_mask, time(t_val), method.precision)
+        return _logits(model, x, pad_mask, time_tensor(t_val), method.precision)
 
-    def time(t_val: float) -> Tensor:
+    def time_tensor(t_val: float) -> Tensor:
         # 0-d: one time for every row, which the model embeds once (a tensor, not a float,
         # so that a compiled model does not specialise on each step's value)
         return torch.full((), t_val, dtype=torch.float32, device=device)
@@ -285,7 +287,7 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
                else torch.arange(b, device=device))
         if idx.numel() == b and (model_batch is None or model_batch >= b):
             return whole_batch(t_val)  # every row needed: no gather/scatter
-        t = time(t_val)
+        t = time_tensor(t_val)
         out = torch.zeros((b, x.shape[1], V), device=device)
         if idx.numel():
             calls, rows = calls + 1, rows + idx.numel()
