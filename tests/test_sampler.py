@@ -267,6 +267,8 @@ def test_unknown_strategy_lists_valid():
 
 
 def test_bad_arguments(model, process):
+    with pytest.raises(BdgenError, match="cuda_graphs needs a CUDA device"):
+        run(model, process, "llada_topp0.9_no_remask", cuda_graphs=True)
     with pytest.raises(BdgenError):
         sample(model, process, VOCAB, rooms(), Method(), 0, 1)
     with pytest.raises(BdgenError):

@@ -260,6 +260,8 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
     x = torch.where(pad_mask, tb.mask_tok, tb.pad_tok)
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda"
+    elif cuda_graphs and device.type != "cuda":
+        raise BdgenError(f"cuda_graphs needs a CUDA device, the batch is on {device}")
     graphed = _GraphedLogits(model) if cuda_graphs else None
     remasker = make_remasker(method)
     fire = set(remask_steps(method, remasker, steps))
