@@ -34,8 +34,8 @@ def main() -> int:
     for version in ("loglinear", "learned"):
         straight = tmp / f"{version}-straight"
         resumed = tmp / f"{version}-resumed"
-        cfg = dict(batch_size=64, warmup_steps=10, checkpoint_every=20, val_every=20,
-                   log_every=10, is_mode="off" if version == "learned" else "unbiased")
+        cfg = {"batch_size": 64, "warmup_steps": 10, "checkpoint_every": 20, "val_every": 20,
+                   "log_every": 10, "is_mode": "off" if version == "learned" else "unbiased"}
         a = train_model(tmp / "ds.pt", noise=version, model="small",
                         config=TrainConfig(steps=40, **cfg), out_dir=straight, device="cuda",
                         progress=False)

@@ -119,10 +119,10 @@ def main() -> None:
     else:
         print(f"reusing {db}: {n_eval:,} evaluation runs")
 
+    from bdgen.cli.leaderboard import load_results, settle_results
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
-    from cli.leaderboard import load_results, settle_results
 
     names = methods()
     model = "bench-v1-loglinear-0000"

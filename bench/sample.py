@@ -155,7 +155,8 @@ def main() -> None:
         opt_calls = opt_rows = leg_calls = leg_rows = 0
         tokens, full_tokens = [], []
         for part in parts:  # alternate the two settings so both see the same CPU load
-            opt, dt = timed(lambda: sample(model, process, vocab, part, m, args.steps,
+            # Each lambda is called at once, inside this iteration.
+            opt, dt = timed(lambda: sample(model, process, vocab, part, m, args.steps,  # noqa: B023
                                            args.seed, device, batch_size=args.batch_size,
                                            model_batch=args.model_batch,
                                            workers=args.workers, cuda_graphs=graphs),
@@ -164,7 +165,7 @@ def main() -> None:
                                           opt_rows + opt.rows_evaluated)
             tokens.append(opt.tokens)
             if not args.skip_legacy:
-                leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,
+                leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,  # noqa: B023
                                                args.steps, args.seed, device,
                                                batch_size=args.legacy_batch,
                                                early_stop=False, compact=False, workers=1,

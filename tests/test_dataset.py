@@ -11,6 +11,7 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.data.dataset import (
     FORMAT_VERSION,
     PreparedDataset,
@@ -22,7 +23,6 @@ from bdgen.data.dataset import (
 from bdgen.data.graph import Graph
 from bdgen.data.vocab import EDGE_NO_EDGE, RPLAN_VOCAB
 from bdgen.errors import BdgenError
-from cli.main import cli
 
 
 @pytest.fixture(scope="module")

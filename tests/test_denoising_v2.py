@@ -7,6 +7,7 @@ import math
 import torch
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.diffusion.process_v2 import RateNetworkProcess
 from bdgen.diffusion.rate_network import RateNetwork, build_rate_network
@@ -15,7 +16,6 @@ from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.pipeline.evaluate import LEGACY_V2_DENOISING_NOISE, compute_denoising
-from cli.main import cli
 
 GRID = (0.5, 0.9)
 

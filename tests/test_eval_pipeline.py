@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.errors import BdgenError
@@ -17,7 +18,6 @@ from bdgen.model.checkpoint import Checkpoint, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.pipeline.evaluate import evaluate_samples_files, write_result
 from bdgen.util.hashing import file_sha256
-from cli.main import cli
 
 METHOD_CONFIG = {"temperature": 0.0, "top_p": 0.9, "unmasking_mode": "llada",
                  "remasking_enabled": False, "remasking_strategy": None, "remasking_eta": None,
@@ -160,7 +160,7 @@ def test_cli_legacy_json_and_denoising_with_checkpoint(ws, dataset):
     doc = json.loads((ws / "results" / "v1-loglinear-test" /
                       "llada_topp0.9_no_remask.json").read_text())
     assert len(doc["denoising"]) == 20
-    assert len(doc["summary"]) == len({k for k in doc["summary"]})
+    assert len(doc["summary"]) == len(set(doc["summary"]))
     assert all(len(s) == 49 for s in doc["per_seed"].values())
     # Found in the workspace by its hash when no --model is given.
     run_dir = ws / "artifacts" / "models" / "some-run"

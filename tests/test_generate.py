@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.model.checkpoint import Checkpoint, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.pipeline.generate import generate
 from bdgen.pipeline.workspace import MARKER, Workspace
-from cli.main import cli
 
 ROOMS_DIST = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 

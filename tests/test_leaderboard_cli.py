@@ -12,7 +12,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from bdgen.cli.main import cli
 
 TSW1 = "llada_topp0.9_remdm_confidence_tsw1.0"
 NOREMASK = "llada_topp0.9_no_remask"
@@ -178,10 +178,10 @@ def test_leaderboard_from_summaries_equals_the_per_seed_path(legacy_db, known_db
                                                              where):
     """The leaderboard ranks from the store's summaries; output identical to ranking the
     per-seed values (same aggregates, same Welch p-values, same composite spread)."""
+    from bdgen.cli.leaderboard import load_results
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import leaderboard_table, render
-    from cli.leaderboard import load_results
 
     prof = load_profile(profile)
     for db in (legacy_db, known_db):

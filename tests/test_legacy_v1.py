@@ -12,6 +12,7 @@ from _store_support import store, store_url  # noqa: F401  (fixtures)
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
 from bdgen.eval.legacy_json import (
     TOP_LEVEL_KEYS,
@@ -23,7 +24,6 @@ from bdgen.report.comparison_md import V1_FOOTNOTE, comparison_markdown, parse_m
 from bdgen.report.legacy import load_legacy_dir
 from bdgen.store.legacy_import import import_paths
 from bdgen.store.models import EvaluationRun, GenerationRun
-from cli.main import cli
 
 METHOD = "llada_topp0.9_no_remask"
 OTHER = "llada_argmax_no_remask"

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.errors import BdgenError
 from bdgen.pipeline.data import prepare_dataset
@@ -30,7 +31,6 @@ from bdgen.tracking.mlflow_tracker import (
     server_command,
     wait_for_server,
 )
-from cli.main import cli
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_no_remask"]
 SEEDS = [1, 2]
@@ -193,7 +193,7 @@ def test_generate_and_sweep_take_a_model_id(e2e):
 
 def _bdgen(*args: str, ws: Workspace) -> subprocess.Popen:
     env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", "from cli.main import cli; cli()", *args],
+    return subprocess.Popen([sys.executable, "-c", "from bdgen.cli.main import cli; cli()", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from test_generate import make_checkpoint
 from test_train import _dataset, _trainer
 
+from bdgen.cli.main import cli
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.diffusion.method import Method
@@ -22,7 +23,6 @@ from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import load_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.pipeline.train import run_name
-from cli.main import cli
 
 ROOMS = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 

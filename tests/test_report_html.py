@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.report.comparison_md import parse_markdown_tables
 from bdgen.report.html import pareto_front
-from cli.main import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

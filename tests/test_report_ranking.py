@@ -88,7 +88,7 @@ def test_constraints_exclude_with_reasons():
                  mode_coverage_weighted=[0.9, 0.9])
     rk = rank([low, keep, rnd], prof)
     assert [r.result.method for r in rk.rows] == [keep.method]
-    reasons = dict((r.method, why) for r, why in rk.excluded)
+    reasons = {r.method: why for r, why in rk.excluded}
     assert "inside_validity" in reasons[low.method]
     assert "unmasking = random" in reasons[rnd.method]
 

@@ -166,17 +166,16 @@ def test_unknown_generation_run(store):
 
 def test_failure_inside_the_transaction_rolls_everything_back(store):
     gid = make_generation_run(store)
-    with pytest.raises(RuntimeError):
-        with store.session() as s:
-            series = s.get(GenerationRun, gid).series_pk
-            ev = EvaluationRun(generation_run_pk=gid, series_pk=series, reference="train",
-                               evaluator_version="x", status="running")
-            s.add(ev)
-            s.flush()
-            s.execute(MetricValue.__table__.insert(),
-                      [{"evaluation_run_pk": ev.id, "series_pk": series,
-                        "metric_pk": store._metric_pk(s, "node_js"), "value": 0.1}])
-            raise RuntimeError("evaluator crashed mid-write")
+    with pytest.raises(RuntimeError), store.session() as s:
+        series = s.get(GenerationRun, gid).series_pk
+        ev = EvaluationRun(generation_run_pk=gid, series_pk=series, reference="train",
+                           evaluator_version="x", status="running")
+        s.add(ev)
+        s.flush()
+        s.execute(MetricValue.__table__.insert(),
+                  [{"evaluation_run_pk": ev.id, "series_pk": series,
+                    "metric_pk": store._metric_pk(s, "node_js"), "value": 0.1}])
+        raise RuntimeError("evaluator crashed mid-write")
     assert store.counts()["evaluation_runs"] == 0 and store.counts()["metric_values"] == 0
 
 

@@ -13,11 +13,11 @@ import pytest
 from _store_support import store, store_url  # noqa: F401  (fixtures)
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import GROUP_TITLES, displayed_metrics, lookup
 from bdgen.store.legacy_import import import_paths, model_identity
 from bdgen.store.queries import metric_aggregates
-from cli.main import cli
 
 MODEL = "legacy-v1-loglinear"
 
@@ -132,7 +132,7 @@ def test_import_is_idempotent_and_records_provenance(store, legacy_dir):
 
     with store.read_session() as s:
         gen = s.scalars(select(GenerationRun)).first()
-        gen.series  # load while the session is open
+        _ = gen.series  # load while the session is open
         ev = s.scalars(select(EvaluationRun)).first()
         model = s.scalars(select(Model)).one()
     assert gen.provenance == ev.provenance == "legacy import"

@@ -10,13 +10,13 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect, select, text
 
+from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import METRICS
 from bdgen.store import migrate
 from bdgen.store.api import Store
 from bdgen.store.engine import make_engine
 from bdgen.store.models import Base, MetricDefinition
-from cli.main import cli
 
 TABLES = {"datasets", "models", "methods", "series", "generation_runs", "evaluation_runs",
           "metric_values", "metric_definitions", "denoising_evaluations", "denoising_values",
@@ -28,7 +28,7 @@ def test_open_creates_schema_at_head_matching_the_models(store_url):
     try:
         assert migrate.current_revision(store.engine) == migrate.head_revision()
         with store.engine.connect() as conn:
-            assert TABLES <= set(inspect(conn).get_table_names())
+            assert set(inspect(conn).get_table_names()) >= TABLES
             diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diffs == [], "migrations/ and bdgen/store/models.py disagree"
     finally:

@@ -74,9 +74,8 @@ def test_run_records_params_metrics_series_tags(tracker):
 
 
 def test_failed_body_marks_run_failed(tracker):
-    with pytest.raises(RuntimeError):
-        with tracker.open_run("train", "boom", "bdgen/test-exp") as run:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), tracker.open_run("train", "boom", "bdgen/test-exp") as run:
+        raise RuntimeError("boom")
     assert tracker.get_run(run.run_id).info.status == "FAILED"
 
 

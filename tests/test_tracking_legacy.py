@@ -6,12 +6,12 @@ import shutil
 
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.pipeline.legacy_tracking import LEGACY_EXPERIMENT
 from bdgen.pipeline.workspace import init_workspace
 from bdgen.store.api import Store
 from bdgen.store.links import legacy_rows
 from bdgen.tracking import Tracker, file_digests
-from cli.main import cli
 
 FILES = ("llada_topp0.9_no_remask.json", "random_argmax_no_remask.json")
 

@@ -162,7 +162,7 @@ def _dataset(path: Path, n_max: int = 8) -> Path:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from cli.main import cli
+    from bdgen.cli.main import cli
 
     res = CliRunner().invoke(cli, ["train", *args])
     return res.exit_code, res.output + (res.stderr if res.stderr_bytes else "")

@@ -8,13 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import EDGE_MASK, NODE_MASK
 from bdgen.diffusion.process_v2 import RateNetworkProcess, process_from_checkpoint
 from bdgen.diffusion.rate_network import RateNetworkConfig, build_rate_network
 from bdgen.model.checkpoint import load_checkpoint
-from cli.main import cli
 
 
 def _train(*args):
@@ -61,7 +61,7 @@ def test_train_learned_writes_a_v2_checkpoint_and_generates(tmp_path):
                                  "--seeds", "7", "--num-samples", 6, "--steps", 8,
                                  "--device", "cpu", "--out-dir", str(gen_out)])
     assert r.exit_code == 0, r.output
-    [path] = [p for p in gen_out.rglob("*.pt")]
+    [path] = list(gen_out.rglob("*.pt"))
     sf = load_samples(path)
     assert sf.method == "v2_llada_topp0.9_remdm_confidence_tsw1.0"
     assert sf.model["version"] == "v2" and sf.model["id"].startswith("v2-learned-")

@@ -142,7 +142,7 @@ class VocabConfig:
             raise ValueError(f"no edge slot for a self-pair ({i}, {j})")
         if i > j:
             i, j = j, i
-        if not (0 <= i and j < self.n_max):
+        if not (i >= 0 and j < self.n_max):
             raise ValueError(f"pair ({i}, {j}) out of range for n_max={self.n_max}")
         return i * self.n_max - i * (i + 1) // 2 + (j - i - 1)
 

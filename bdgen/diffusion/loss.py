@@ -54,10 +54,7 @@ def sample_t(schedule: NoiseSchedule, batch: int, is_mode: str, device: torch.de
     if is_mode not in IS_MODES:
         raise ValueError(f"is_mode {is_mode!r} not in {IS_MODES}")
     u = torch.rand(batch, generator=generator, device=device)
-    if is_mode == "off":
-        t = u
-    else:
-        t = schedule.importance_transform(u)
+    t = u if is_mode == "off" else schedule.importance_transform(u)
     t = t.clamp(T_MIN, 1.0)
     if is_mode == "unbiased":
         factor = (1.0 / schedule.importance_density(t.to(torch.float64))).to(torch.float32)

@@ -49,7 +49,7 @@ class RateNetworkConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "RateNetworkConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> RateNetworkConfig:
         """Inverse of :meth:`to_dict`; tolerates a ``type: learned`` key (a noise config)."""
         data = dict(data or {})
         noise_type = data.pop("type", NOISE_TYPE_LEARNED)

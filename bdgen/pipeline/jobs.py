@@ -610,7 +610,7 @@ def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:
     store = open_store(ws)
     try:
         known = generation_runs_by_path(store, list(files))
-        for rel, run_id in known.items():
+        for run_id in known.values():
             verify_samples(ws, generation_run_info(store, run_id))
     finally:
         store.close()

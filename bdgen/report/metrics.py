@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
@@ -21,7 +21,7 @@ from bdgen.eval.aggregate import Aggregate, MethodResult
 COMPOSITE_DISPLAY = {"novelty_x_mode_coverage_weighted": "Novelty x MC (wt.)"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def metric_def(name: str) -> registry.MetricDef:
     """Registry definition of ``name`` (canonical, legacy or stratified key, or composite).
 

@@ -28,6 +28,7 @@ the marker into ``MethodResult.upgraded_from_v1``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -139,10 +140,8 @@ def _parse(path: Path, raw: bytes, schedule: str | None) -> dict[str, Any]:
     denoising = normalise_denoising(data.get("denoising") or {}, "denoising")
     finished = None
     if isinstance(data.get("timestamp"), str):
-        try:
+        with contextlib.suppress(ValueError):
             finished = datetime.fromisoformat(data["timestamp"])
-        except ValueError:
-            pass
     return {"model": model, "method": spec, "seeds": seeds, "denoising": denoising,
             "num_samples": config["num_samples"], "steps": config["sampling_steps"],
             "checkpoint": config.get("checkpoint"), "finished": finished,
@@ -235,11 +234,9 @@ def _write(store: Store, s: Session, path: Path, sha: str, p: dict) -> tuple[int
             raise BdgenError(f"denoising was already imported from {den.source_path} with "
                              "different content")
         if den is None:
-            try:
+            with contextlib.suppress(_AlreadyRecorded):
                 store._insert_denoising(s, model.id, method, p["denoising"], replace=False,
                                         bookkeeping={**prov, "no_mlflow": True})
-            except _AlreadyRecorded:
-                pass
     return added, skipped
 
 

@@ -158,7 +158,7 @@ def generation_runs_by_path(store: Store, paths: list[str]) -> dict[str, int]:
     with store.read_session() as s:
         rows = s.execute(select(GenerationRun.samples_path, GenerationRun.id)
                          .where(GenerationRun.samples_path.in_(paths))).all()
-    return {p: i for p, i in rows}
+    return dict(rows)
 
 
 def pending_generation_runs(store: Store, reference: str, evaluator_version: str,
@@ -198,7 +198,7 @@ def evaluation_metrics(store: Store, evaluation_run_id: int) -> dict[str, float]
         rows = s.execute(select(MetricDefinition.name, MetricValue.value)
                          .join(MetricValue, MetricValue.metric_pk == MetricDefinition.id)
                          .where(MetricValue.evaluation_run_pk == evaluation_run_id)).all()
-    return {n: v for n, v in rows}
+    return dict(rows)
 
 
 def model_needing_denoising(store: Store, model_id: str) -> tuple[str, str] | None:

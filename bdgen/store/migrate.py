@@ -1,7 +1,8 @@
 """Schema versions: programmatic Alembic upgrade / downgrade / current, with version checks.
 
 Alembic is configured in code (no ``alembic.ini`` needed at run time): ``script_location`` is
-the repository's ``migrations/`` folder, found next to the ``bdgen`` package. The check and
+the package's own ``bdgen/store/migrations/`` folder, so an installed wheel can create and
+upgrade stores. The check and
 the upgrade run in one write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
 transaction-scoped advisory lock), so several processes opening a new store at once migrate
 it exactly once. A database stamped with a revision this code does not know (written by a
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from bdgen.errors import BdgenError
 from bdgen.store.engine import READONLY_OPTION, redact
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6264_6765  # "bdge": advisory lock serialising migrations on PostgreSQL
 _FINGERPRINT_KEY = "metric_registry_sha256"
 
@@ -33,7 +34,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at ``migrations/``, optionally bound to ``connection``."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise BdgenError(f"migrations folder not found at {MIGRATIONS_DIR} "
-                         "(bdgen must be installed from its repository, editable)")
+                         "(a broken bdgen installation: reinstall it)")
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:

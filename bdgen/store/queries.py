@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import PurePath
 from typing import Any, NamedTuple
 
@@ -389,7 +389,7 @@ def _paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _metric_order(name: str) -> tuple[int, str]:
     from bdgen.eval.registry import METRICS
 
@@ -473,7 +473,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
         .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
-    metric_names = {pk: name for pk, name in conn.execute(
+    metric_names = {pk: name for pk, name in conn.execute(  # noqa: C416 (a Result has keys())
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
     return [AggregateRow(*series[series_pk], metric_names[metric_pk], mean,

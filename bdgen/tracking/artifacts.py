@@ -146,9 +146,8 @@ def init_dvc(root: str | Path) -> None:
     try:
         with _quiet_dvc():
             Repo.init(str(root), subdir=subdir)
-        with Repo(str(root)) as repo:
-            with repo.config.edit() as conf:
-                conf["core"]["analytics"] = False
-                conf["core"]["autostage"] = False
+        with Repo(str(root)) as repo, repo.config.edit() as conf:
+            conf["core"]["analytics"] = False
+            conf["core"]["autostage"] = False
     except DvcException as exc:
         raise BdgenError(f"dvc init {root} failed: {exc}") from None

@@ -1,6 +1,6 @@
 """The ``bdgen`` command line: a thin Click layer over :mod:`bdgen.pipeline`.
 
-Sub-commands live in their own modules under ``cli/`` and are imported lazily, so that
+Sub-commands live in their own modules under ``bdgen/cli/`` and are imported lazily, so that
 ``bdgen --help`` and quick commands do not pay for importing torch, mlflow or dvc.
 """
 
@@ -16,20 +16,20 @@ from bdgen.errors import BdgenError
 
 # command name -> "module:attribute" (a click.Command or click.Group).
 COMMANDS: dict[str, str] = {
-    "init": "cli.workspace_cmd:init",
-    "data": "cli.data:data",
-    "train": "cli.train:train",
-    "generate": "cli.generate:generate",
-    "evaluate": "cli.evaluate:evaluate",
-    "db": "cli.db:db",
-    "import-legacy": "cli.db:import_legacy",
-    "leaderboard": "cli.leaderboard:leaderboard",
-    "compare": "cli.leaderboard:compare",
-    "report": "cli.leaderboard:report",
-    "check": "cli.leaderboard:check",
-    "sweep": "cli.pipeline_cmd:sweep",
-    "pipeline": "cli.pipeline_cmd:pipeline",
-    "ui": "cli.workspace_cmd:ui",
+    "init": "bdgen.cli.workspace_cmd:init",
+    "data": "bdgen.cli.data:data",
+    "train": "bdgen.cli.train:train",
+    "generate": "bdgen.cli.generate:generate",
+    "evaluate": "bdgen.cli.evaluate:evaluate",
+    "db": "bdgen.cli.db:db",
+    "import-legacy": "bdgen.cli.db:import_legacy",
+    "leaderboard": "bdgen.cli.leaderboard:leaderboard",
+    "compare": "bdgen.cli.leaderboard:compare",
+    "report": "bdgen.cli.leaderboard:report",
+    "check": "bdgen.cli.leaderboard:check",
+    "sweep": "bdgen.cli.pipeline_cmd:sweep",
+    "pipeline": "bdgen.cli.pipeline_cmd:pipeline",
+    "ui": "bdgen.cli.workspace_cmd:ui",
 }
 
 

@@ -58,7 +58,7 @@ def _backfill(conn: sa.Connection) -> None:
     from bdgen.store.engine import bulk_insert
     from bdgen.store.summaries import COLUMNS, summarise
 
-    names = {pk: name for pk, name in conn.execute(sa.select(_md.c.id, _md.c.name))}
+    names = {pk: name for pk, name in conn.execute(sa.select(_md.c.id, _md.c.name))}  # noqa: C416 (a Result has keys())
     pks = list(conn.execute(sa.select(_series.c.id).order_by(_series.c.id)).scalars())
     for i in range(0, len(pks), _CHUNK):
         chunk = pks[i:i + _CHUNK]
