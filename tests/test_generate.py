@@ -64,7 +64,7 @@ def test_generate_writes_self_describing_files(tmp_path):
     assert not torch.equal(a.tokens, c.tokens) or not torch.equal(a.num_rooms, c.num_rooms)
     # same seed -> same samples
     again = generate(ck, ["llada_topp0.9_no_remask"], [1], num_samples=7, steps=6,
-                     device="cpu", out_dir=tmp_path / "again", echo=None, progress=False)
+                     device="cpu", out_dir=tmp_path / "again", progress=False)
     assert torch.equal(load_samples(again[0].path).tokens, a.tokens)
 
 
@@ -74,7 +74,7 @@ def test_generate_into_workspace(tmp_path):
     ws.root.mkdir()
     ws.marker.write_text("")
     res = generate(ck, ["random_argmax_no_remask"], [42], num_samples=3, steps=4, device="cpu",
-                   workspace=ws, echo=None, progress=False)
+                   workspace=ws, progress=False)
     assert res[0].path == ws.samples_path(res[0].model_id, "random_argmax_no_remask", 42, 3, 4)
     assert res[0].path.is_file() and (tmp_path / "ws" / MARKER).exists()
 

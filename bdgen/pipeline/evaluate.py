@@ -11,9 +11,10 @@ the tracked jobs wrap; :func:`write_result` writes one result.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,9 +27,9 @@ from bdgen.data.samples_file import SamplesFile, load_samples
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult, aggregate_seeds, flatten
 from bdgen.eval.arrays import GraphArrays
-from bdgen.eval.legacy_json import legacy_document, write_legacy_json
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
+from bdgen.eval.results_json import results_document, write_results_json
 from bdgen.eval.suite import evaluate_seed
 from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
@@ -36,6 +37,8 @@ from bdgen.util.hashing import file_sha256
 RESULT_FORMAT = "bdgen-evaluation"
 RESULT_FORMAT_VERSION = 1
 DEFAULT_SPLIT = {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,9 +87,9 @@ class EvaluationResult:
                 "sampling_steps": self.steps, **self.method_config,
                 "checkpoint": self.model_id, "is_v2": self.model.get("version") == "v2"}
 
-    def legacy_document(self, timestamp: str | None = None) -> dict:
-        return legacy_document(self.method, self.legacy_config(), self.per_seed,
-                               self.denoising, timestamp)
+    def results_document(self, timestamp: str | None = None) -> dict:
+        return results_document(self.method, self.legacy_config(), self.per_seed,
+                                self.denoising, timestamp)
 
     def to_method_result(self) -> MethodResult:
         """The shape the store, leaderboard and reports read (canonical metric names)."""
@@ -240,16 +243,17 @@ def find_checkpoint(model: dict, model_path: str | os.PathLike | None,
     return None
 
 
-LEGACY_V2_DENOISING_NOISE = {"type": "loglinear", "eps": 1e-3}
-"""The dummy schedule the legacy evaluator masked v2 models with (spec §6.11, §10 item 10)."""
+V2_DUMMY_DENOISING_NOISE = {"type": "loglinear", "eps": 1e-3}
+"""The dummy schedule the original evaluator masked v2 models with in the denoising metrics
+(a bug kept reproducible on request; spec §6.11, §10 item 10)."""
 
 
 def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
-                      legacy_v2: bool = False) -> dict[str, float]:
+                      v2_dummy_schedule: bool = False) -> dict[str, float]:
     """Denoising block of a checkpoint on the validation split of its dataset (seeded).
 
     v1 masks with the checkpoint's schedule; v2 with its learned per-position rates
-    (``[B, S]`` α from the rate network). ``legacy_v2=True`` reproduces the legacy
+    (``[B, S]`` α from the rate network). ``v2_dummy_schedule=True`` reproduces the original
     evaluator, which masked v2 models with a dummy log-linear schedule instead.
     """
     from bdgen.diffusion.process_v2 import RateNetworkProcess
@@ -261,8 +265,8 @@ def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
     model = build_denoiser(ckpt)
     if ckpt.version == "v1":
         alpha_fn = schedule_alpha_fn(make_schedule(ckpt.noise))
-    elif legacy_v2:
-        alpha_fn = schedule_alpha_fn(make_schedule(LEGACY_V2_DENOISING_NOISE))
+    elif v2_dummy_schedule:
+        alpha_fn = schedule_alpha_fn(make_schedule(V2_DUMMY_DENOISING_NOISE))
     else:
         alpha_fn = RateNetworkProcess.from_checkpoint(ckpt).alpha
     seed, fractions = _split_of({"split": ckpt.split})
@@ -282,15 +286,15 @@ def evaluate_samples_files(
     model_path: str | os.PathLike | None = None,
     models_dir: str | os.PathLike | None = None,
     errors: list[str] | None = None,
-    echo: Callable[[str], None] | None = None,
-    legacy_v2_denoising: bool = False,
+    v2_dummy_schedule_denoising: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
 
     ``denoising``: True = required (error if the checkpoint is not found), None = when the
     checkpoint can be found (``model_path`` or ``models_dir/<model id>/*.pt``), False = off.
-    ``legacy_v2_denoising``: mask v2 models with the legacy dummy log-linear schedule instead
-    of their learned rates (to reproduce old numbers; see :func:`compute_denoising`).
+    ``v2_dummy_schedule_denoising``: mask v2 models with the original evaluator's dummy
+    log-linear schedule instead of their learned rates (to reproduce old numbers; see
+    :func:`compute_denoising`).
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -342,8 +346,7 @@ def evaluate_samples_files(
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
-        if echo is not None:
-            echo(f"evaluated {f} ({gkey[1]}, seed {sf.seed})")
+        log.info("evaluated %s (%s, seed %s)", f, gkey[1], sf.seed)
 
     denoise_cache: dict[str, dict[str, float]] = {}
     results = []
@@ -361,7 +364,7 @@ def evaluate_samples_files(
                 else:
                     ds = datasets[g["dataset"]["hash"]][0]
                     denoise_cache[mid] = compute_denoising(ckpt_path, ds,
-                                                           legacy_v2=legacy_v2_denoising)
+                                                           v2_dummy_schedule=v2_dummy_schedule_denoising)
             den = denoise_cache[mid]
         ref, cached, ref_s = refs[g["rkey"]]
         # Seeds in numeric order (file names sort "seed-1337" before "seed-42").
@@ -398,7 +401,7 @@ def write_result(result: EvaluationResult, out_dir: str | os.PathLike | None = N
     """Write one result atomically; returns its path."""
     path = result_path(result, out_dir, legacy)
     if legacy:
-        write_legacy_json(path, result.legacy_document())
+        write_results_json(path, result.results_document())
         return path
     atomic_write_json(path, result.to_json(), indent=2, default=_json_default)
     return path
