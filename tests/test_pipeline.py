@@ -22,6 +22,7 @@ from bdgen.cli.main import cli
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.errors import BdgenError
 from bdgen.pipeline.data import prepare_dataset
+from bdgen.pipeline.sweep import sweep
 from bdgen.pipeline.tracked_evaluate import tracked_evaluate
 from bdgen.pipeline.tracked_generate import tracked_generate
 from bdgen.pipeline.tracked_train import tracked_train
@@ -274,3 +275,14 @@ def test_generate_runs_are_visible_through_the_mlflow_server_rest_api(e2e):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_sweep_job_summarises_what_it_did(e2e):
+    """The sweep job (library form of ``bdgen sweep``): what the store had is skipped and
+    reported, nothing is generated or evaluated twice."""
+    ws, _, model, gens, _ = e2e
+    summary = sweep(ws, [model.model_id], METHODS, SEEDS, N, STEPS, device="cpu")
+    assert not summary.generated and not summary.evaluated
+    assert sorted(r.generation_run_id for r in summary.skipped) == sorted(
+        g.generation_run_id for g in gens)
+    assert summary.line() == f"sweep: 0 run(s) done here, {len(gens)} already in the store"

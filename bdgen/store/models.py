@@ -1,7 +1,7 @@
 """The results store schema (SQLAlchemy 2.x typed ORM).
 
-Identities follow ARCHITECTURE.md: dataset -> model -> (method) -> generation run ->
-evaluation run -> metric values. Constraints keep the store honest:
+Identities (docs/PLATFORM.md, "Identities"): dataset -> model -> (method) -> generation
+run -> evaluation run -> metric values. Constraints keep the store honest:
 
 * a method is unique on its canonical name, which :class:`bdgen.diffusion.method.Method`
   derives injectively from the (normalised) sampling parameters, so "unique name" *is*

@@ -1,8 +1,9 @@
 """MLflow behind one small interface: one tracked run per job, logged in batches.
 
-Why a wrapper: the pipeline must never import mlflow (ARCHITECTURE.md), every job must fail
-*before* doing work when the tracking server is down, and logging must be batched (a single
-``log_metric`` costs ~20 ms on SQLite, a 100-metric batch ~30 ms; PLATFORM_NOTES.md).
+Why a wrapper: only this package imports mlflow (the layers of docs/DEVELOPING.md), every
+job must fail *before* doing work when the tracking server is down, and logging must be
+batched (a single ``log_metric`` costs ~20 ms on SQLite, a 100-metric batch ~30 ms;
+docs/PLATFORM.md, "MLflow").
 
 Conventions (documented in README "Tracking"):
 
