@@ -69,8 +69,9 @@ def summary_block(per_seed: Mapping[str, Mapping]) -> dict[str, dict[str, float]
     return {k: {"mean": a.mean, "std": a.std} for k, a in aggregate_seeds(per_seed).items()}
 
 
-def results_document(method: str, config: Mapping, per_seed: Mapping[str | int, Mapping],
-                    denoising: Mapping | None = None, timestamp: str | None = None) -> dict:
+def results_document(method: str, config: Mapping,
+                     per_seed: Mapping[str, Mapping] | Mapping[int, Mapping],
+                     denoising: Mapping | None = None, timestamp: str | None = None) -> dict:
     """The format_version 2 object (summary recomputed from ``per_seed``)."""
     seeds = {str(s): per_seed_block(m) for s, m in per_seed.items()}
     summary = summary_block(seeds)

@@ -11,6 +11,7 @@ the tracked jobs wrap; :func:`write_result` writes one result.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from bdgen.util.hashing import file_sha256
 
 RESULT_FORMAT = "bdgen-evaluation"
 RESULT_FORMAT_VERSION = 1
-DEFAULT_SPLIT = {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+DEFAULT_SPLIT: dict[str, Any] = {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ def load_reference(dataset: PreparedDataset, seed: int = 42,
                 return ref, True
         except Exception:  # noqa: BLE001 - any damage: rebuild below
             pass
-    train = dataset.split("train", seed, tuple(fractions))
+    train = dataset.split("train", seed, (fractions[0], fractions[1], fractions[2]))
     meta = {"dataset_hash": dataset.dataset_hash, "dataset_id": dataset.dataset_id,
             "split_seed": seed, "fractions": list(fractions), "num_graphs": len(train)}
     ref = ReferenceStats.build(train.tokens.numpy(), train.pad_mask.numpy(), dataset.vocab,
@@ -341,8 +343,7 @@ def evaluate_samples_files(
         t0 = time.perf_counter()
         g["per_seed"][str(sf.seed)] = evaluate_seed(
             sf.tokens.numpy(), sf.pad_mask.numpy(), ref, g["timings"],
-            reference_graphs=lambda ds=ds, seed=seed, fractions=fractions: _train_arrays(
-                ds, seed, fractions))
+            reference_graphs=functools.partial(_train_arrays, ds, seed, fractions))
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
@@ -351,11 +352,11 @@ def evaluate_samples_files(
     denoise_cache: dict[str, dict[str, float]] = {}
     results = []
     for (mid, method), g in groups.items():
-        sf: SamplesFile = g["sf"]
+        first: SamplesFile = g["sf"]
         den: dict[str, float] = {}
         if denoising is not False:
             if mid not in denoise_cache:
-                ckpt_path = find_checkpoint(sf.model, model_path, models_dir)
+                ckpt_path = find_checkpoint(first.model, model_path, models_dir)
                 if ckpt_path is None:
                     if denoising:
                         raise BdgenError(f"denoising metrics need the checkpoint of model "
@@ -363,8 +364,8 @@ def evaluate_samples_files(
                     denoise_cache[mid] = {}
                 else:
                     ds = datasets[g["dataset"]["hash"]][0]
-                    denoise_cache[mid] = compute_denoising(ckpt_path, ds,
-                                                           v2_dummy_schedule=v2_dummy_schedule_denoising)
+                    denoise_cache[mid] = compute_denoising(
+                        ckpt_path, ds, v2_dummy_schedule=v2_dummy_schedule_denoising)
             den = denoise_cache[mid]
         ref, cached, ref_s = refs[g["rkey"]]
         # Seeds in numeric order (file names sort "seed-1337" before "seed-42").
@@ -380,8 +381,8 @@ def evaluate_samples_files(
         timings["reference_s"] = ref_s
         timings["reference_cached"] = cached
         results.append(EvaluationResult(
-            model_id=mid, method=method, method_config=dict(sf.method_config),
-            model=dict(sf.model), per_seed=per_seed, summary=summary, composites=composites,
+            model_id=mid, method=method, method_config=dict(first.method_config),
+            model=dict(first.model), per_seed=per_seed, summary=summary, composites=composites,
             denoising=den, samples=g["samples"], dataset=g["dataset"], timings=timings))
     return results
 

@@ -29,6 +29,7 @@ from bdgen.store.models import (
     EvaluationRun,
     GenerationRun,
     MetricValue,
+    table,
 )
 from bdgen.store.models import Method as MethodRow
 from bdgen.store.normalise import method_spec, normalise_denoising, normalise_metrics
@@ -119,7 +120,7 @@ class Evaluations(Identities):
                    "metric_pk": self._metric_pk(s, name), "value": v}
                   for name, v in metrics.items()]
         if values:
-            s.execute(MetricValue.__table__.insert(), values)
+            s.execute(table(MetricValue).insert(), values)
         summaries.refresh(s.connection(), [gen.series_pk])
         return row.id
 
@@ -161,7 +162,7 @@ class Evaluations(Identities):
         clean = [(gid, normalise_metrics(m, f"evaluation of generation run {gid}"))
                  for gid, m in items]
         now = utcnow()
-        ev_table, mv_table = EvaluationRun.__table__, MetricValue.__table__
+        ev_table, mv_table = table(EvaluationRun), table(MetricValue)
         book = {"status": "succeeded", "started_at": now, "finished_at": now,
                 "duration_s": 0.0, "code_version": code_version(), "host": hostname(),
                 "mlflow_run_id": None, "no_mlflow": True, "provenance": "bdgen",
@@ -234,7 +235,7 @@ class Evaluations(Identities):
         values = [{"denoising_evaluation_pk": row.id, "metric_pk": self._metric_pk(s, n),
                    "value": v} for n, v in metrics.items()]
         if values:
-            s.execute(DenoisingValue.__table__.insert(), values)
+            s.execute(table(DenoisingValue).insert(), values)
         return row.id
 
 

@@ -46,6 +46,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.schema import Table
 
 RUN_STATUSES = ("running", "succeeded", "failed")
 PROVENANCES = ("bdgen", "legacy import")
@@ -287,3 +288,11 @@ class StoreMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+def table(cls: type[Base]) -> Table:
+    """The Core table of a mapped class, typed as one (``cls.__table__`` is typed as any
+    FromClause), for Core statements and bulk writes."""
+    t = cls.__table__
+    assert isinstance(t, Table)
+    return t

@@ -30,6 +30,7 @@ from bdgen.store.models import (
     MetricValue,
     Model,
     Series,
+    table,
 )
 from bdgen.store.models import Method as MethodRow
 
@@ -151,7 +152,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
     """
     where = dict(where or {})
     names = canonical_names(metrics)
-    mv = MetricValue.__table__.c
+    mv = table(MetricValue).c
     conn = s.connection()  # Core rows: no ORM result processing over ~10^5-10^6 rows
     conds = []
     metric_filter = []
@@ -182,7 +183,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
                     func.count().label("n"))
              .where(*conds, *run_conds).group_by(mv.metric_pk, mv.series_pk)
              .cte("means").prefix_with("MATERIALIZED"))
-    x = MetricValue.__table__.alias("x")
+    x = table(MetricValue).alias("x")
     dev = x.c.value - means.c.mean
     var = (select(func.avg(dev * dev).cast(Float))
            .where(x.c.metric_pk == means.c.metric_pk, x.c.series_pk == means.c.series_pk,
@@ -191,7 +192,7 @@ def metric_aggregates(s: Session, *, model: str | None = None,
     rows = conn.execute(select(means.c.metric_pk, means.c.series_pk, means.c.mean, var,
                             means.c.n)).all()
     wanted = {r[1] for r in rows}
-    series = {pk: rest for pk, *rest in conn.execute(
+    series: dict[int, list[Any]] = {pk: rest for pk, *rest in conn.execute(
         select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
@@ -199,8 +200,8 @@ def metric_aggregates(s: Session, *, model: str | None = None,
     metric_names = {pk: name for pk, name in conn.execute(  # noqa: C416 (a Result has keys())
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
-    return [AggregateRow(*series[series_pk], metric_names[metric_pk], mean,
-                         sqrt(v) if v > 0 else 0.0, n)
+    return [AggregateRow._make((*series[series_pk], metric_names[metric_pk], mean,
+                                sqrt(v) if v > 0 else 0.0, n))
             for metric_pk, series_pk, mean, v, n in rows]
 
 
@@ -208,10 +209,10 @@ def _summary_aggregates(conn: Connection, metric_filter: list,
                         series_where: dict) -> list[AggregateRow]:
     """:func:`metric_aggregates` read from ``metric_summaries`` (stored metrics only, no
     composites)."""
-    c = MetricSummary.__table__.c
+    c = table(MetricSummary).c
     q = (select(Model.model_id, MethodRow.name, Series.num_samples, Series.steps, c.metric,
                 c.mean, c.std, c.n)
-         .join_from(MetricSummary.__table__, Series.__table__, Series.id == c.series_pk)
+         .join_from(table(MetricSummary), table(Series), Series.id == c.series_pk)
          .join(Model, Model.id == Series.model_pk)
          .join(MethodRow, MethodRow.id == Series.method_pk)
          .where(c.metric.in_(select(MetricDefinition.name).where(*metric_filter)),

@@ -39,6 +39,7 @@ from bdgen.store.models import (
     MetricValue,
     Model,
     Series,
+    table,
 )
 from bdgen.store.models import Method as MethodRow
 from bdgen.store.queries import (
@@ -314,9 +315,9 @@ def select_summary_results(s: Session, *, model: str | None = None,
                          .where(*where_clauses(where)))
         # 1. the evaluation runs that count (seeds, run ids): the newest succeeded
         #    evaluation of each succeeded generation run
-        gen, ev = GenerationRun.__table__.c, EvaluationRun.__table__.c
+        gen, ev = table(GenerationRun).c, table(EvaluationRun).c
         runs_q = (select(ev.id, gen.series_pk, gen.seed, ev.mlflow_run_id)
-                  .join_from(EvaluationRun.__table__, GenerationRun.__table__,
+                  .join_from(table(EvaluationRun), table(GenerationRun),
                              gen.id == ev.generation_run_pk)
                   .where(ev.status == "succeeded", gen.status == "succeeded")
                   .order_by(ev.id))
@@ -339,7 +340,7 @@ def select_summary_results(s: Session, *, model: str | None = None,
         if not groups:
             return []
         # 2. their summaries, metric by metric in display order (one key range each)
-        c = MetricSummary.__table__.c
+        c = table(MetricSummary).c
         got: dict[int, dict[str, Aggregate]] = defaultdict(dict)
         if names is None:
             sq = select(c.series_pk, c.metric, c.mean, c.std, c.n)
@@ -353,10 +354,10 @@ def select_summary_results(s: Session, *, model: str | None = None,
             wanted = sorted(set(names), key=metric_order) + [
                 k for k, parts in COMPOSITES.items() if set(names).issuperset(parts)]
             for metric in wanted:
-                sq = select(c.series_pk, c.mean, c.std, c.n).where(c.metric == metric)
+                mq = select(c.series_pk, c.mean, c.std, c.n).where(c.metric == metric)
                 if in_series is not None:
-                    sq = sq.where(c.series_pk.in_(in_series))
-                for series_pk, mean, std, n in fetch_all(conn, sq):
+                    mq = mq.where(c.series_pk.in_(in_series))
+                for series_pk, mean, std, n in fetch_all(conn, mq):
                     got[series_pk][metric] = Aggregate(mean, std, n, ())
         # 3. denoising, per model
         parts = _Parts(_denoising(s, {g.model.model_pk for g in groups.values()}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +15,7 @@ from bdgen.errors import BdgenError
 from bdgen.store import summaries
 from bdgen.store.engine import redact
 from bdgen.store.identities import Identities
-from bdgen.store.models import DenoisingEvaluation, EvaluationRun, GenerationRun, Model
+from bdgen.store.models import DenoisingEvaluation, EvaluationRun, GenerationRun, Model, table
 from bdgen.store.normalise import method_spec
 from bdgen.util.clock import utcnow
 from bdgen.util.provenance import code_version, hostname
@@ -100,7 +101,7 @@ class GenerationRuns(Identities):
                             .values(**book).returning(GenerationRun.id))
             got = res.scalar_one_or_none()
             if got is not None:
-                s.execute(EvaluationRun.__table__.delete().where(
+                s.execute(table(EvaluationRun).delete().where(
                     EvaluationRun.generation_run_pk == got))
             return got
 
@@ -126,15 +127,17 @@ class GenerationRuns(Identities):
 
     def fail_run(self, run_id: int, error: str, *, kind: str = "generation") -> None:
         """Mark a run (``kind``: generation | evaluation | denoising) failed with a reason."""
-        cls: type[GenerationRun] | type[EvaluationRun] | type[DenoisingEvaluation] | None = {
+        kinds: dict[str, type[GenerationRun | EvaluationRun | DenoisingEvaluation]] = {
             "generation": GenerationRun, "evaluation": EvaluationRun,
-            "denoising": DenoisingEvaluation}.get(kind)
+            "denoising": DenoisingEvaluation}
+        cls = kinds.get(kind)
         if cls is None:
             raise BdgenError(f"unknown run kind {kind!r}; valid: generation, evaluation, "
                              "denoising")
         now = utcnow()
         with self.session() as s:
-            row = s.get(cls, run_id)
+            row = cast("GenerationRun | EvaluationRun | DenoisingEvaluation | None",
+                       s.get(cls, run_id))
             if row is None:
                 raise BdgenError(f"{kind} run {run_id} not found in {redact(self.url)}")
             row.status, row.finished_at, row.error = "failed", now, str(error)[:2000]
@@ -146,7 +149,9 @@ class GenerationRuns(Identities):
 
     def link_mlflow_run(self, kind: str, row_id: int, mlflow_run_id: str) -> None:
         """Record ``mlflow_run_id`` on a generation/evaluation row (and clear ``no_mlflow``)."""
-        cls = {"generation": GenerationRun, "evaluation": EvaluationRun}[kind]
+        kinds: dict[str, type[GenerationRun | EvaluationRun]] = {
+            "generation": GenerationRun, "evaluation": EvaluationRun}
+        cls = kinds[kind]
         with self.session() as s:
             s.execute(update(cls).where(cls.id == row_id)
                       .values(mlflow_run_id=mlflow_run_id, no_mlflow=False))

@@ -237,15 +237,16 @@ class Tracker:
         run = self._client.create_run(self.experiment_id(experiment), run_name=f"{kind}:{name}",
                                       tags={k: str(v) for k, v in all_tags.items()
                                             if v is not None and k != "mlflow.runName"})
-        tracked = TrackedRun(self._client, run.info.run_id, run.info.experiment_id)
+        run_id: str = run.info.run_id
+        tracked = TrackedRun(self._client, run_id, run.info.experiment_id)
         try:
             if params:
                 tracked.log_params(params)
             yield tracked
         except BaseException:
-            self._client.set_terminated(tracked.run_id, "FAILED")
+            self._client.set_terminated(run_id, "FAILED")
             raise
-        self._client.set_terminated(tracked.run_id, "FINISHED")
+        self._client.set_terminated(run_id, "FINISHED")
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[str]:
         """Run ids in ``experiment`` whose tags equal ``tags`` (used for idempotent imports)."""
