@@ -24,6 +24,7 @@ from bdgen.store import summaries
 from bdgen.store.engine import bulk_insert, redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
+    BDGEN_PROVENANCE,
     DenoisingEvaluation,
     DenoisingValue,
     EvaluationRun,
@@ -165,7 +166,7 @@ class Evaluations(Identities):
         ev_table, mv_table = table(EvaluationRun), table(MetricValue)
         book = {"status": "succeeded", "started_at": now, "finished_at": now,
                 "duration_s": 0.0, "code_version": code_version(), "host": hostname(),
-                "mlflow_run_id": None, "no_mlflow": True, "provenance": "bdgen",
+                "mlflow_run_id": None, "no_mlflow": True, "provenance": BDGEN_PROVENANCE,
                 "source_path": None, "source_sha256": None, "error": None}
         with self.session() as s:
             gids = sorted({g for g, _ in clean})
@@ -248,6 +249,6 @@ def _stamp_succeeded(row: EvaluationRun | DenoisingEvaluation, bookkeeping: dict
     row.host = hostname()
     row.mlflow_run_id = bookkeeping.get("mlflow_run_id")
     row.no_mlflow = bool(bookkeeping.get("no_mlflow", False))
-    row.provenance = bookkeeping.get("provenance", "bdgen")
+    row.provenance = bookkeeping.get("provenance", BDGEN_PROVENANCE)
     row.source_path = bookkeeping.get("source_path")
     row.source_sha256 = bookkeeping.get("source_sha256")

@@ -8,6 +8,7 @@ from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.store.base import StoreBase
 from bdgen.store.models import (
+    BDGEN_PROVENANCE,
     Dataset,
     DenoisingEvaluation,
     DenoisingValue,
@@ -106,7 +107,7 @@ class Lookups(StoreBase):
             q = (select(GenerationRun.id).join(Series, GenerationRun.series_pk == Series.id)
                  .join(Model, Series.model_pk == Model.id)
                  .where(GenerationRun.status == "succeeded",
-                        GenerationRun.provenance == "bdgen",
+                        GenerationRun.provenance == BDGEN_PROVENANCE,
                         GenerationRun.id.not_in(done)).order_by(GenerationRun.id))
             if model_id is not None:
                 q = q.where(Model.model_id == model_id)

@@ -48,12 +48,15 @@ from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import aggregate_seeds
 from bdgen.eval.results_json import UPGRADED_FLAG, as_format_2
 from bdgen.store.evaluations import AlreadyRecorded, Evaluations
-from bdgen.store.models import DenoisingEvaluation, EvaluationRun, GenerationRun
+from bdgen.store.models import (
+    IMPORT_PROVENANCE,
+    DenoisingEvaluation,
+    EvaluationRun,
+    GenerationRun,
+)
 from bdgen.store.normalise import normalise_denoising, normalise_metrics
 from bdgen.util.clock import utcnow
 
-#: The rows' ``provenance`` (a CHECK constraint allows it and "bdgen").
-IMPORT_PROVENANCE = "legacy import"
 #: ``reference`` of imported evaluations: the original evaluator's hard-coded train split,
 #: seed 42 (spec §6.1, §10 #24).
 IMPORTED_REFERENCE = "legacy"

@@ -15,7 +15,14 @@ from bdgen.errors import BdgenError
 from bdgen.store import summaries
 from bdgen.store.engine import redact
 from bdgen.store.identities import Identities
-from bdgen.store.models import DenoisingEvaluation, EvaluationRun, GenerationRun, Model, table
+from bdgen.store.models import (
+    BDGEN_PROVENANCE,
+    DenoisingEvaluation,
+    EvaluationRun,
+    GenerationRun,
+    Model,
+    table,
+)
 from bdgen.store.normalise import method_spec
 from bdgen.util.clock import utcnow
 from bdgen.util.provenance import code_version, hostname
@@ -59,7 +66,8 @@ class GenerationRuns(Identities):
             row.status, row.started_at, row.finished_at, row.duration_s = "running", now, None, None
             row.samples_path = row.samples_sha256 = row.error = None
             row.code_version, row.host = code_version(), hostname()
-            row.mlflow_run_id, row.no_mlflow, row.provenance = mlflow_run_id, no_mlflow, "bdgen"
+            row.mlflow_run_id, row.no_mlflow, row.provenance = (mlflow_run_id, no_mlflow,
+                                                               BDGEN_PROVENANCE)
             s.flush()
             if existed:  # its evaluations are gone: the series' summaries change
                 summaries.refresh(s.connection(), [series.id])
@@ -81,7 +89,7 @@ class GenerationRuns(Identities):
         book = {"status": "running", "started_at": now, "finished_at": None,
                 "duration_s": None, "samples_path": None, "samples_sha256": None,
                 "error": None, "code_version": code_version(), "host": hostname(),
-                "mlflow_run_id": None, "no_mlflow": no_mlflow, "provenance": "bdgen"}
+                "mlflow_run_id": None, "no_mlflow": no_mlflow, "provenance": BDGEN_PROVENANCE}
         with self.session() as s:
             model_pk = self._model_pk(s, model_id)
             series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps)
