@@ -347,7 +347,7 @@ def evaluate_samples_files(
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
-        log.info("evaluated %s (%s, seed %s)", f, gkey[1], sf.seed)
+        log.debug("evaluated %s (%s, seed %s)", f, gkey[1], sf.seed)
 
     denoise_cache: dict[str, dict[str, float]] = {}
     results = []
