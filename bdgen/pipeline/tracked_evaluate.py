@@ -48,7 +48,16 @@ class EvaluationRecord:
     skipped: bool = False
 
 
-def verify_samples(ws: Workspace, info: GenerationRunInfo) -> Path:
+@dataclass(frozen=True)
+class VerifiedSamples:
+    """A samples file whose sha256 matched the store's, with its digests."""
+
+    path: Path
+    md5: str
+    sha256: str
+
+
+def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
     """The samples file of a generation run, after checking its sha256 against the store.
 
     Called before any metric is computed: a file changed or replaced since it was generated
@@ -61,12 +70,12 @@ def verify_samples(ws: Workspace, info: GenerationRunInfo) -> Path:
     if not path.is_file():
         raise BdgenError(f"samples file of generation run {info.id} is missing: {path} "
                          "(restore it with `dvc pull` / `dvc checkout` in the workspace)")
-    sha = file_digests(path)[1]
+    md5, sha = file_digests(path)
     if sha != info.samples_sha256:
         raise BdgenError(f"samples file {path} does not match the store: sha256 "
                          f"{sha[:12]}... but generation run {info.id} recorded "
                          f"{str(info.samples_sha256)[:12]}...; refusing to evaluate")
-    return path
+    return VerifiedSamples(path, md5, sha)
 
 
 def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
@@ -82,8 +91,8 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     records: list[EvaluationRecord] = []
     with JobContext.open(ws, no_mlflow) as ctx:
         infos = [ctx.store.generation_run(int(r)) for r in run_ids]
-        paths = [verify_samples(ws, info) for info in infos]  # all checked before any work
-        for info, path in zip(infos, paths):
+        files = [verify_samples(ws, info) for info in infos]  # all checked before any work
+        for info, samples in zip(infos, files):
             prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE,
                                            DEFAULT_EVALUATOR_VERSION)
             if prev is not None and prev.status == "succeeded" and not replace:
@@ -93,7 +102,7 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                                        info.method, info.seed, info.samples_sha256 or "",
                                        ctx.store.evaluation_metrics(prev.id), skipped=True)
             else:
-                rec = _evaluate_one(ctx, info, path, replace, plots)
+                rec = _evaluate_one(ctx, info, samples, replace, plots)
             records.append(rec)
             denoise_model_once(ctx, info.model_id)
             if metrics_out and info.id in metrics_out:
@@ -103,12 +112,11 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     return records
 
 
-def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, path: Path, replace: bool,
-                  plots: bool) -> EvaluationRecord:
+def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
+                  replace: bool, plots: bool) -> EvaluationRecord:
     """One generation run: metrics computed, then MLflow run + evaluation row together."""
-    ws = ctx.workspace
+    ws, path, md5, sha = ctx.workspace, samples.path, samples.md5, samples.sha256
     rel = ctx.rel(path)
-    md5, sha = file_digests(path)
     name = f"{info.model_id}/{info.method}/{info.seed}"
     params = {"generation_run_id": info.id, "model_id": info.model_id,
               "method": info.method, "seed": info.seed,
