@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.eval.registry import LEGACY_PER_SEED_ORDER, METRICS  # noqa: E402
-from bdgen.store.api import Store, code_version  # noqa: E402
+from bdgen.store.api import Store  # noqa: E402
 from bdgen.store.models import GenerationRun, Series  # noqa: E402
 from bdgen.store.queries import metric_aggregates  # noqa: E402
+from bdgen.util.provenance import code_version  # noqa: E402
 
 SEEDS = (42, 123, 456, 789, 1337)
 STRATIFIED = tuple(f"validity_by_num_rooms/{n}/overall" for n in (5, 6, 7, 8))

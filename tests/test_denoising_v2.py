@@ -15,7 +15,7 @@ from bdgen.diffusion.schedules import make_schedule
 from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
-from bdgen.pipeline.evaluate import LEGACY_V2_DENOISING_NOISE, compute_denoising
+from bdgen.pipeline.evaluate import V2_DUMMY_DENOISING_NOISE, compute_denoising
 
 GRID = (0.5, 0.9)
 
@@ -53,9 +53,9 @@ def test_v2_denoising_uses_learned_rates_and_legacy_flag_the_dummy_schedule(tmp_
 
     expected = denoising_metrics(model, learned_fn, val)
     legacy_expected = denoising_metrics(
-        model, schedule_alpha_fn(make_schedule(LEGACY_V2_DENOISING_NOISE)), val)
+        model, schedule_alpha_fn(make_schedule(V2_DUMMY_DENOISING_NOISE)), val)
     learned = compute_denoising(tmp_path / "v2.pt", ds)
-    legacy = compute_denoising(tmp_path / "v2.pt", ds, legacy_v2=True)
+    legacy = compute_denoising(tmp_path / "v2.pt", ds, v2_dummy_schedule=True)
 
     def same(a: dict, b: dict) -> bool:
         return a.keys() == b.keys() and all(

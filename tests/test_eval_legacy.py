@@ -10,15 +10,15 @@ import pytest
 
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import flatten
-from bdgen.eval.legacy_json import (
+from bdgen.eval.registry import LEGACY_PER_SEED_ORDER, lookup
+from bdgen.eval.results_json import (
     TOP_LEVEL_KEYS,
     dumps,
-    legacy_document,
-    legacy_per_seed,
-    read_legacy_json,
-    write_legacy_json,
+    per_seed_block,
+    read_results_json,
+    results_document,
+    write_results_json,
 )
-from bdgen.eval.registry import LEGACY_PER_SEED_ORDER, lookup
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def expected_group(key: str) -> str:
 
 def test_layout_and_registry(legacy_files):
     for path in legacy_files:
-        doc = read_legacy_json(path)
+        doc = read_results_json(path)
         assert tuple(doc) == TOP_LEVEL_KEYS
         assert len(doc["per_seed"]) == 5
         for metrics in doc["per_seed"].values():
@@ -81,24 +81,24 @@ def test_summary_recomputation_and_byte_exact_rewrite(legacy_files, tmp_path):
         with open(path) as fh:
             text = fh.read()
         doc = json.loads(text)
-        rebuilt = legacy_document(doc["method"], doc["config"], doc["per_seed"],
+        rebuilt = results_document(doc["method"], doc["config"], doc["per_seed"],
                                   doc["denoising"], doc["timestamp"])
         for key, agg in rebuilt["summary"].items():
             assert agg["mean"] == pytest.approx(doc["summary"][key]["mean"], rel=0, abs=1e-12)
             assert agg["std"] == pytest.approx(doc["summary"][key]["std"], rel=0, abs=1e-12)
         assert dumps(rebuilt) == text
     out = tmp_path / "x.json"
-    write_legacy_json(out, rebuilt)
+    write_results_json(out, rebuilt)
     assert out.read_text() == text
 
 
 def test_bdgen_only_keys_stay_out_of_legacy_files(legacy_files):
-    doc = read_legacy_json(legacy_files[0])
+    doc = read_results_json(legacy_files[0])
     seed = dict(next(iter(doc["per_seed"].values())))
     seed["eval/num_pairs_eligible"] = 57.0
-    assert "eval/num_pairs_eligible" not in legacy_per_seed(seed)
+    assert "eval/num_pairs_eligible" not in per_seed_block(seed)
     assert lookup("eval/num_pairs_eligible").name == "num_pairs_eligible"
-    new = legacy_document("m", {}, {"42": seed})
+    new = results_document("m", {}, {"42": seed})
     assert len(new["per_seed"]["42"]) == 49 and len(new["summary"]) == 96
 
 
@@ -106,8 +106,8 @@ def test_read_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(BdgenError, match="bad.json"):
-        read_legacy_json(bad)
+        read_results_json(bad)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format_version": 1}))
     with pytest.raises(BdgenError, match="other.json"):
-        read_legacy_json(other)
+        read_results_json(other)

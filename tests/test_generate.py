@@ -12,6 +12,7 @@ from bdgen.model.checkpoint import Checkpoint, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.pipeline.generate import generate
 from bdgen.pipeline.workspace import MARKER, Workspace
+from bdgen.util.logs import console_logging
 
 ROOMS_DIST = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 
@@ -64,7 +65,7 @@ def test_generate_writes_self_describing_files(tmp_path):
     assert not torch.equal(a.tokens, c.tokens) or not torch.equal(a.num_rooms, c.num_rooms)
     # same seed -> same samples
     again = generate(ck, ["llada_topp0.9_no_remask"], [1], num_samples=7, steps=6,
-                     device="cpu", out_dir=tmp_path / "again", echo=None, progress=False)
+                     device="cpu", out_dir=tmp_path / "again", progress=False)
     assert torch.equal(load_samples(again[0].path).tokens, a.tokens)
 
 
@@ -74,7 +75,7 @@ def test_generate_into_workspace(tmp_path):
     ws.root.mkdir()
     ws.marker.write_text("")
     res = generate(ck, ["random_argmax_no_remask"], [42], num_samples=3, steps=4, device="cpu",
-                   workspace=ws, echo=None, progress=False)
+                   workspace=ws, progress=False)
     assert res[0].path == ws.samples_path(res[0].model_id, "random_argmax_no_remask", 42, 3, 4)
     assert res[0].path.is_file() and (tmp_path / "ws" / MARKER).exists()
 
@@ -114,3 +115,19 @@ def test_cli_errors_write_nothing(tmp_path):
     torch.save({"hello": 1}, other)
     _assert_error(tmp_path, invoke("--model", other, "--method", ok, "--out-dir",
                                    tmp_path / "out"), "not a bdgen checkpoint")
+
+
+def test_library_use_is_quiet_and_the_cli_handler_prints_the_messages(tmp_path, capsys):
+    ck = make_checkpoint(tmp_path / "ck.pt")
+    args = (ck, ["random_argmax_no_remask"], [3])
+    kw = {"num_samples": 3, "steps": 4, "device": "cpu", "progress": False}
+    generate(*args, out_dir=tmp_path / "a", **kw)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err == ""
+    with console_logging():
+        (res,) = generate(*args, out_dir=tmp_path / "b", **kw)
+    shown = capsys.readouterr()
+    assert shown.out.startswith("random_argmax_no_remask seed 3: 3 samples x 4 steps in ")
+    assert shown.out.endswith(f"model calls) -> {res.path}\n") and shown.err == ""
+    generate(*args, out_dir=tmp_path / "c", **kw)  # the set-up is undone afterwards
+    assert capsys.readouterr().out == ""

@@ -21,12 +21,11 @@ NOREMASK = "llada_topp0.9_no_remask"
 @pytest.fixture(scope="module")
 def legacy_db(tmp_path_factory, legacy_dir) -> str:
     from bdgen.store.api import Store
-    from bdgen.store.legacy_import import import_paths
 
     path = str(tmp_path_factory.mktemp("lb") / "legacy.db")
     store = Store.open(path)
     try:
-        reports = import_paths(store, [legacy_dir])
+        reports = store.import_result_files([legacy_dir])
     finally:
         store.close()
     assert sum(r.status == "added" for r in reports) == 22
@@ -129,7 +128,7 @@ def test_leaderboard_custom_profile_and_expectations(legacy_db, tmp_path):
 
 
 def test_compare(legacy_db, legacy_dir):
-    from bdgen.report.legacy import load_legacy_dir
+    from _result_files import load_legacy_dir
 
     doc = json.loads(run("compare", NOREMASK, TSW1, "--db", legacy_db, "--format", "json"))
     by = {m["metric"]: m for m in doc["metrics"]}

@@ -8,21 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
+from _result_files import load_legacy_dir
 from _store_support import store, store_url  # noqa: F401  (fixtures)
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
-from bdgen.eval.legacy_json import (
+from bdgen.eval.results_json import (
     TOP_LEVEL_KEYS,
-    legacy_document,
-    read_legacy_json,
-    write_legacy_json,
+    read_results_json,
+    results_document,
+    write_results_json,
 )
 from bdgen.report.comparison_md import V1_FOOTNOTE, comparison_markdown, parse_markdown_tables
-from bdgen.report.legacy import load_legacy_dir
-from bdgen.store.legacy_import import import_paths
 from bdgen.store.models import EvaluationRun, GenerationRun
 
 METHOD = "llada_topp0.9_no_remask"
@@ -66,7 +65,7 @@ def test_v1_file_is_upgraded_exactly(tmp_path, version):
     doc = v1_doc(seed=7)
     if version is not None:
         doc = {"format_version": version, **doc}
-    up = read_legacy_json(write(tmp_path / f"{METHOD}.json", doc))
+    up = read_results_json(write(tmp_path / f"{METHOD}.json", doc))
     assert list(up) == [*TOP_LEVEL_KEYS, "_upgraded_from_v1"]
     config = v1_config(7)
     del config["seed"]
@@ -92,12 +91,12 @@ def test_v1_file_is_upgraded_exactly(tmp_path, version):
 
 
 def test_v2_file_is_not_flagged(tmp_path):
-    doc = legacy_document(METHOD, {**v1_config(), "seeds": [1, 2]},
+    doc = results_document(METHOD, {**v1_config(), "seeds": [1, 2]},
                           {1: METRICS, 2: {**METRICS, "eval/novelty": 0.95}})
     del doc["config"]["seed"]
     path = tmp_path / "v2.json"
-    write_legacy_json(path, doc)
-    got = read_legacy_json(path)
+    write_results_json(path, doc)
+    got = read_results_json(path)
     assert "_upgraded_from_v1" not in got and got["summary"]["eval/novelty"]["std"] > 0
 
 
@@ -129,7 +128,7 @@ BAD_V1 = [
 def test_broken_v1_file_is_a_one_line_error_naming_it(tmp_path, name, doc, needle):
     path = write(tmp_path / f"{name}.json", doc)
     with pytest.raises(BdgenError) as info:
-        read_legacy_json(path)
+        read_results_json(path)
     msg = str(info.value)
     assert msg.startswith(f"{path}: format v1") and needle in msg and "\n" not in msg, msg
 
@@ -138,16 +137,16 @@ def test_other_format_versions_are_refused(tmp_path):
     for version in (0, 3, "1", True):
         path = write(tmp_path / "x.json", {**v1_doc(), "format_version": version})
         with pytest.raises(BdgenError, match=r"x\.json: format_version .* is not supported"):
-            read_legacy_json(path)
+            read_results_json(path)
 
 
 # --- store import -------------------------------------------------------------------------
 def test_import_v1_as_one_seed_result_and_remember_the_upgrade(store, sched):
     write(sched / f"{METHOD}.json", v1_doc(seed=42))
-    v2 = legacy_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
+    v2 = results_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
                          {1: METRICS, 2: {**METRICS, "eval/novelty": 0.95}})
-    write_legacy_json(sched / f"{OTHER}.json", v2)
-    reports = import_paths(store, [sched])
+    write_results_json(sched / f"{OTHER}.json", v2)
+    reports = store.import_result_files([sched])
     assert [(r.status, r.added) for r in reports] == [("added", 2), ("added", 1)], \
         [r.line() for r in reports]
     results = {r.method: r for r in store.method_results(model=MODEL)}
@@ -171,19 +170,19 @@ def test_import_v1_as_one_seed_result_and_remember_the_upgrade(store, sched):
     assert [r.method for r in only_v1] == [METHOD]
     # idempotent
     before = store.counts()
-    assert [r.status for r in import_paths(store, [sched])] == ["skipped", "skipped"]
+    assert [r.status for r in store.import_result_files([sched])] == ["skipped", "skipped"]
     assert store.counts() == before
 
 
 def test_v1_and_v2_files_of_one_seed_do_not_both_count(store, sched, tmp_path):
     write(sched / f"{METHOD}.json", v1_doc(seed=42))
-    assert import_paths(store, [sched])[0].status == "added"
-    v2 = legacy_document(METHOD, {**_without(v1_config(), "seed"), "seeds": [42]},
+    assert store.import_result_files([sched])[0].status == "added"
+    v2 = results_document(METHOD, {**_without(v1_config(), "seed"), "seeds": [42]},
                          {42: {**METRICS, "eval/novelty": 0.5}})
     other = tmp_path / "copy" / "loglinear_noise_sc" / f"{METHOD}.json"
     other.parent.mkdir(parents=True)
-    write_legacy_json(other, v2)
-    report = import_paths(store, [other])[0]
+    write_results_json(other, v2)
+    report = store.import_result_files([other])[0]
     assert report.status == "failed" and "with different content" in report.detail
     assert store.method_results(model=MODEL)[0].metrics["novelty"].mean == 0.97
 
@@ -209,9 +208,9 @@ def _footer(md: str) -> list[str]:
 def test_footnote_and_marks_for_v1_results_from_files(tmp_path):
     folder = tmp_path / "loglinear_noise_sc"
     write(folder / f"{METHOD}.json", v1_doc(seed=42))
-    v2 = legacy_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
+    v2 = results_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
                          {1: METRICS, 2: METRICS})
-    write_legacy_json(folder / f"{OTHER}.json", v2)
+    write_results_json(folder / f"{OTHER}.json", v2)
     results = load_legacy_dir(folder)
     for legacy in (True, False):
         md = comparison_markdown(results, legacy=legacy, generated="2026-01-01 00:00")
@@ -230,9 +229,9 @@ def test_footnote_and_marks_for_v1_results_from_files(tmp_path):
 def test_report_cli_footnotes_imported_v1_results(tmp_path, sched):
     db = str(tmp_path / "store.db")
     write(sched / f"{METHOD}.json", v1_doc(seed=42))
-    v2 = legacy_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
+    v2 = results_document(OTHER, {**_without(v1_config(top_p=None), "seed"), "seeds": [1, 2]},
                          {1: METRICS, 2: METRICS})
-    write_legacy_json(sched / f"{OTHER}.json", v2)
+    write_results_json(sched / f"{OTHER}.json", v2)
     runner = CliRunner()
     assert runner.invoke(cli, ["import-legacy", str(sched), "--db", db,
                                "--no-mlflow"]).exit_code == 0
@@ -250,7 +249,7 @@ def test_report_cli_footnotes_imported_v1_results(tmp_path, sched):
 
 
 def test_import_logs_the_v1_seed_to_mlflow_tagged_upgraded(tmp_path, monkeypatch):
-    from bdgen.pipeline.legacy_tracking import LEGACY_EXPERIMENT
+    from bdgen.pipeline.results_import import IMPORT_EXPERIMENT
     from bdgen.pipeline.workspace import init_workspace
     from bdgen.tracking import Tracker
 
@@ -263,7 +262,7 @@ def test_import_logs_the_v1_seed_to_mlflow_tagged_upgraded(tmp_path, monkeypatch
     assert r.exit_code == 0, r.output
     assert "MLflow: 1 legacy-import run(s) created" in r.output
     tracker = Tracker.for_workspace(ws.root)
-    [run_id] = tracker.find_runs(LEGACY_EXPERIMENT, {"bdgen.legacy.upgraded_from_v1": "true"})
+    [run_id] = tracker.find_runs(IMPORT_EXPERIMENT, {"bdgen.legacy.upgraded_from_v1": "true"})
     run = tracker.get_run(run_id)
     assert run.data.tags["bdgen.seed"] == "42"
     assert run.data.metrics["novelty"] == 0.97

@@ -22,15 +22,19 @@ from bdgen.cli.main import cli
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.errors import BdgenError
 from bdgen.pipeline.data import prepare_dataset
-from bdgen.pipeline.jobs import tracked_evaluate, tracked_generate, tracked_train
+from bdgen.pipeline.sweep import sweep
+from bdgen.pipeline.tracked_evaluate import tracked_evaluate
+from bdgen.pipeline.tracked_generate import tracked_generate
+from bdgen.pipeline.tracked_train import tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
-from bdgen.tracking import Tracker, dvc_file, experiment_name, file_digests
+from bdgen.tracking import Tracker, dvc_file, experiment_name
 from bdgen.tracking.mlflow_tracker import (
     default_tracking_uri,
     free_port,
     server_command,
     wait_for_server,
 )
+from bdgen.util.hashing import file_digests
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_no_remask"]
 SEEDS = [1, 2]
@@ -51,8 +55,8 @@ def e2e(tmp_path_factory):
     ds, data = prepare_dataset("synthetic", num_graphs=300, seed=0, workspace=ws)
     model = tracked_train(ws, data, model="tiny", config=TINY, device="cpu", progress=False)
     gens = tracked_generate(ws, ws.root / model.checkpoint, METHODS, SEEDS, N, STEPS,
-                            device="cpu", echo=None, renders=2)
-    evals = tracked_evaluate(ws, [g.generation_run_id for g in gens], echo=None)
+                            device="cpu", renders=2)
+    evals = tracked_evaluate(ws, [g.generation_run_id for g in gens])
     return ws, ds, model, gens, evals
 
 
@@ -111,10 +115,10 @@ def test_store_mlflow_and_dvc_agree(e2e):
 def test_rerun_skips_what_the_store_has(e2e):
     ws, _, model, gens, _ = e2e
     again = tracked_generate(ws, ws.root / model.checkpoint, METHODS, SEEDS, N, STEPS,
-                             device="cpu", echo=None)
+                             device="cpu")
     assert all(r.skipped for r in again)
     assert [r.sha256 for r in again] == [g.sha256 for g in gens]
-    evs = tracked_evaluate(ws, [g.generation_run_id for g in gens], echo=None)
+    evs = tracked_evaluate(ws, [g.generation_run_id for g in gens])
     assert all(e.skipped and e.metrics for e in evs)
     assert _rows(ws, "select count(*) from evaluation_runs") == [(4,)]
 
@@ -128,7 +132,7 @@ def test_evaluate_refuses_a_samples_file_that_changed(e2e, tmp_path):
         other = ws.root / gens[1].path
         path.write_bytes(other.read_bytes())  # a valid samples file, but not this run's
         with pytest.raises(BdgenError, match="does not match the store"):
-            tracked_evaluate(ws, [g.generation_run_id], replace=True, echo=None)
+            tracked_evaluate(ws, [g.generation_run_id], replace=True)
         res = CliRunner().invoke(cli, ["evaluate", str(path), "--dataset",
                                        str(next(ws.data_dir.glob("*.pt")))],
                                  env={"BDGEN_WORKSPACE": str(ws.root)})
@@ -145,7 +149,7 @@ def test_unreachable_mlflow_fails_before_any_store_row(e2e, monkeypatch):
     start = time.monotonic()
     with pytest.raises(BdgenError, match="unreachable.*--no-mlflow"):
         tracked_generate(ws, ws.root / model.checkpoint, METHODS, [99], N, STEPS,
-                         device="cpu", echo=None)
+                         device="cpu")
     assert time.monotonic() - start < 30
     assert _rows(ws, "select count(*) from generation_runs") == before
 
@@ -153,7 +157,7 @@ def test_unreachable_mlflow_fails_before_any_store_row(e2e, monkeypatch):
 def test_no_mlflow_is_recorded_on_the_row(e2e):
     ws, _, model, _, _ = e2e
     (rec,) = tracked_generate(ws, ws.root / model.checkpoint, METHODS[:1], [7], N, STEPS,
-                              device="cpu", echo=None, no_mlflow=True)
+                              device="cpu", no_mlflow=True)
     assert rec.mlflow_run_id is None
     assert _rows(ws, f"select no_mlflow, mlflow_run_id, status from generation_runs where "
                      f"id = {rec.generation_run_id}") == [(1, None, "succeeded")]
@@ -165,7 +169,7 @@ def test_generate_and_sweep_take_a_model_id(e2e):
     ws, _, model, gens, _ = e2e
     env = {"BDGEN_WORKSPACE": str(ws.root)}
     (rec,) = tracked_generate(ws, model.model_id, METHODS[:1], SEEDS[:1], N, STEPS,
-                              device="cpu", echo=None)
+                              device="cpu")
     assert rec.skipped and rec.generation_run_id == gens[0].generation_run_id
     res = CliRunner().invoke(cli, ["sweep", "--models", model.model_id, "--methods",
                                    METHODS[0], "--seeds", str(SEEDS[0]), "--num-samples",
@@ -180,12 +184,10 @@ def test_generate_and_sweep_take_a_model_id(e2e):
     try:
         ckpt.unlink()
         with pytest.raises(BdgenError, match="is missing"):
-            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu",
-                             echo=None)
+            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu")
         ckpt.write_bytes(original + b"\0")  # not the recorded file any more
         with pytest.raises(BdgenError, match="has changed since the store recorded it"):
-            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu",
-                             echo=None)
+            tracked_generate(ws, model.model_id, METHODS[:1], [97531], N, STEPS, device="cpu")
     finally:
         ckpt.write_bytes(original)
     assert _rows(ws, "select count(*) from generation_runs where seed = 97531") == [(0,)]
@@ -273,3 +275,14 @@ def test_generate_runs_are_visible_through_the_mlflow_server_rest_api(e2e):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_sweep_job_summarises_what_it_did(e2e):
+    """The sweep job (library form of ``bdgen sweep``): what the store had is skipped and
+    reported, nothing is generated or evaluated twice."""
+    ws, _, model, gens, _ = e2e
+    summary = sweep(ws, [model.model_id], METHODS, SEEDS, N, STEPS, device="cpu")
+    assert not summary.generated and not summary.evaluated
+    assert sorted(r.generation_run_id for r in summary.skipped) == sorted(
+        g.generation_run_id for g in gens)
+    assert summary.line() == f"sweep: 0 run(s) done here, {len(gens)} already in the store"

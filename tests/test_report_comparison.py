@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+from _result_files import load_legacy_dir
 
 from bdgen.eval.aggregate import Aggregate
 from bdgen.report.comparison_md import (
@@ -18,7 +19,6 @@ from bdgen.report.comparison_md import (
 )
 from bdgen.report.document import build_report, write_report
 from bdgen.report.expectations import load_expectations
-from bdgen.report.legacy import load_legacy_dir
 from bdgen.report.profiles import load_profile
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from _result_files import load_legacy_dir
 
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult
 from bdgen.report.expectations import expectations_from_dict, load_expectations, overall, verdicts
-from bdgen.report.legacy import load_legacy_dir
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def report_dir(tmp_path_factory, legacy_dir):
     """`bdgen report` (default mode, with expectations) on a store holding the legacy files."""
     from bdgen.store.api import Store
-    from bdgen.store.legacy_import import import_paths
 
     tmp = tmp_path_factory.mktemp("html")
     store = Store.open(str(tmp / "s.db"))
     try:
-        import_paths(store, [legacy_dir])
+        store.import_result_files([legacy_dir])
     finally:
         store.close()
     out = tmp / "report"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from _result_files import load_legacy_dir
 from scipy import stats
 
 from bdgen.diffusion.method import Method
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult
 from bdgen.report import metrics as M
-from bdgen.report.legacy import load_legacy_dir
 from bdgen.report.profiles import (
     Constraint,
     apply_where,

@@ -7,9 +7,9 @@ import io
 import json
 
 import pytest
+from _result_files import load_legacy_dir
 
 from bdgen.errors import BdgenError
-from bdgen.report.legacy import load_legacy_dir
 from bdgen.report.profiles import load_profile
 from bdgen.report.ranking import rank
 from bdgen.report.tables import BOLD, compare_table, leaderboard_table, render, resolve_names

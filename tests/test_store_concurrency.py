@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 
 from bdgen.eval.registry import METRICS
 from bdgen.store import migrate
-from bdgen.store.api import Store, code_version
+from bdgen.store.api import Store
 from bdgen.store.models import EvaluationRun, GenerationRun, MetricDefinition, MetricValue
+from bdgen.util.provenance import code_version
 
 PROCESSES = 8
 RUNS_EACH = 200

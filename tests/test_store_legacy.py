@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import GROUP_TITLES, displayed_metrics, lookup
-from bdgen.store.legacy_import import import_paths, model_identity
 from bdgen.store.queries import metric_aggregates
+from bdgen.store.results_import import model_identity
 
 MODEL = "legacy-v1-loglinear"
 
@@ -59,7 +59,7 @@ def _config_cell(value) -> str:
 
 
 def test_import_reproduces_every_value_of_comparison_md(store, legacy_dir):
-    reports = import_paths(store, [legacy_dir])
+    reports = store.import_result_files([legacy_dir])
     assert [r.status for r in reports] == ["added"] * 22, [r.line() for r in reports]
     methods, sections = parse_comparison(Path(legacy_dir) / "comparison.md")
     results = {r.method: r for r in store.method_results(model=MODEL)}
@@ -97,7 +97,7 @@ def test_import_reproduces_every_value_of_comparison_md(store, legacy_dir):
 
 
 def test_aggregates_match_the_legacy_summaries(store, legacy_dir):
-    import_paths(store, [legacy_dir])
+    store.import_result_files([legacy_dir])
     results = {r.method: r for r in store.method_results(model=MODEL)}
     with store.read_session() as s:
         sql = {(a.method, a.metric): a for a in metric_aggregates(s, model=MODEL)}
@@ -120,9 +120,9 @@ def test_aggregates_match_the_legacy_summaries(store, legacy_dir):
 
 def test_import_is_idempotent_and_records_provenance(store, legacy_dir):
     files = sorted(Path(legacy_dir).glob("*.json"))[:3]
-    assert {r.status for r in import_paths(store, files)} == {"added"}
+    assert {r.status for r in store.import_result_files(files)} == {"added"}
     before = store.counts()
-    again = import_paths(store, files)
+    again = store.import_result_files(files)
     assert [r.status for r in again] == ["skipped"] * 3
     assert all(r.skipped == 5 and r.added == 0 for r in again)
     assert store.counts() == before

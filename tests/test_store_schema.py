@@ -13,6 +13,7 @@ from sqlalchemy import inspect, select, text
 from bdgen.cli.main import cli
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import METRICS
+from bdgen.pipeline.store import open_store
 from bdgen.store import migrate
 from bdgen.store.api import Store
 from bdgen.store.engine import make_engine
@@ -135,5 +136,5 @@ def test_default_store_is_the_workspace_file(tmp_path, monkeypatch):
     (tmp_path / "bdgen.toml").write_text("")
     monkeypatch.delenv("BDGEN_DB_URL", raising=False)
     monkeypatch.setenv("BDGEN_WORKSPACE", str(tmp_path))
-    Store.open().close()
+    open_store().close()
     assert (tmp_path / "bdgen.db").exists()

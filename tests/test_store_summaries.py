@@ -104,12 +104,11 @@ def test_summaries_follow_every_write(store):
 
 
 def test_pipeline_claim_takeover_keeps_summaries_exact(store):
-    from bdgen.store.links import claim_generation_run
 
     gid = make_generation_run(store, seed=1)
     store.record_evaluation(gid, _metrics(1))
     store.fail_run(gid, "samples corrupt")
-    got = claim_generation_run(store, MODEL, METHOD, 1, 100, 10, stale_after=timedelta(0))
+    got = store.claim_generation_run(MODEL, METHOD, 1, 100, 10, stale_after=timedelta(0))
     assert got == gid
     assert_consistent(store)
     assert store.summary_results() == []

@@ -11,8 +11,9 @@ import yaml
 
 from bdgen.errors import BdgenError
 from bdgen.pipeline.workspace import Workspace, init_workspace
-from bdgen.tracking import NullTracker, Tracker, dvc_file, file_digests, track
+from bdgen.tracking import NullTracker, Tracker, dvc_file, track
 from bdgen.tracking.mlflow_tracker import free_port
+from bdgen.util.hashing import file_digests
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import shutil
 from click.testing import CliRunner
 
 from bdgen.cli.main import cli
-from bdgen.pipeline.legacy_tracking import LEGACY_EXPERIMENT
+from bdgen.pipeline.results_import import IMPORT_EXPERIMENT
 from bdgen.pipeline.workspace import init_workspace
 from bdgen.store.api import Store
-from bdgen.store.links import legacy_rows
-from bdgen.tracking import Tracker, file_digests
+from bdgen.tracking import Tracker
+from bdgen.util.hashing import file_digests
 
 FILES = ("llada_topp0.9_no_remask.json", "random_argmax_no_remask.json")
 
@@ -39,9 +39,9 @@ def test_import_legacy_logs_one_mlflow_run_per_method_seed(tmp_path, legacy_dir,
     try:
         for name in FILES:
             sha = file_digests(src / name)[1]
-            rows = legacy_rows(store, sha)
+            rows = store.imported_runs(sha)
             assert len(rows) == 5
-            runs = tracker.find_runs(LEGACY_EXPERIMENT, {"bdgen.legacy.source_sha256": sha})
+            runs = tracker.find_runs(IMPORT_EXPERIMENT, {"bdgen.legacy.source_sha256": sha})
             assert sorted(runs) == sorted(r.mlflow_run_id for r in rows)
             run = tracker.get_run(rows[0].mlflow_run_id)
             assert run.data.tags["bdgen.kind"] == "legacy-import"
@@ -70,7 +70,7 @@ def test_check_records_verdicts_as_tags_on_the_evaluation_runs(tmp_path, legacy_
     tracker = Tracker.for_workspace(ws.root)
     store = Store.open(f"sqlite:///{ws.db_path}")
     try:
-        rows = legacy_rows(store, file_digests(src / FILES[0])[1])
+        rows = store.imported_runs(file_digests(src / FILES[0])[1])
         for row in rows:
             tags = tracker.get_run(row.mlflow_run_id).data.tags
             assert tags["bdgen.verdict.v2_remasking.num_sample_modes"] == "fail"

@@ -15,9 +15,10 @@ def db_option(f):
 
 
 def _engine(db: str | None):
-    from bdgen.store.engine import make_engine, resolve_url
+    from bdgen.pipeline.store import store_url
+    from bdgen.store.engine import make_engine
 
-    url = resolve_url(db)
+    url = store_url(db)
     return url, make_engine(url)
 
 
@@ -118,42 +119,15 @@ def import_legacy(paths: tuple[str, ...], schedule: str | None, db: str | None,
     reported with its reason and the others are still imported; the exit status is
     non-zero if any file failed.
     """
-    from bdgen.store.api import Store
-    from bdgen.store.legacy_import import import_paths
+    from bdgen.pipeline.results_import import import_results
 
-    tracker = _legacy_tracker(no_mlflow)  # before any write: an unreachable server fails here
-    store = Store.open(db)
-    try:
-        reports = import_paths(store, paths, schedule)
-        if tracker.enabled:
-            from bdgen.pipeline.legacy_tracking import log_legacy_reports
-
-            created = log_legacy_reports(store, tracker, reports)
-            click.echo(f"MLflow: {created} legacy-import run(s) created ({tracker.uri})")
-    finally:
-        store.close()
-    for r in reports:
+    done = import_results(paths, schedule, db, no_mlflow)
+    if done.tracking_uri:
+        click.echo(f"MLflow: {done.mlflow_runs_created} legacy-import run(s) created "
+                   f"({done.tracking_uri})")
+    for r in done.reports:
         click.echo(r.line(), err=r.status == "failed")
-    n = {k: sum(r.status == k for r in reports) for k in ("added", "skipped", "failed")}
+    n = {k: done.count(k) for k in ("added", "skipped", "failed")}
     click.echo(f"{n['added']} file(s) added, {n['skipped']} skipped, {n['failed']} failed")
     if n["failed"]:
         sys.exit(1)
-
-
-def _legacy_tracker(no_mlflow: bool):
-    """The workspace's (or $MLFLOW_TRACKING_URI's) tracker; without either, imports go to the
-    store only, as with --no-mlflow."""
-    import os
-
-    from bdgen.errors import BdgenError
-    from bdgen.pipeline.jobs import tracker_for
-    from bdgen.pipeline.workspace import Workspace
-    from bdgen.tracking import NullTracker
-
-    try:
-        ws = Workspace.find()
-    except BdgenError:
-        ws = None
-    if ws is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        return NullTracker()
-    return tracker_for(ws, no_mlflow)

@@ -29,35 +29,33 @@ import click
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint for the denoising metrics [default: the workspace's].")
 @click.option("--no-cache", is_flag=True, help="Rebuild the reference statistics.")
-@click.option("--legacy-v2-denoising", is_flag=True,
-              help="Mask v2 models with the legacy dummy log-linear schedule in the denoising "
-                   "metrics (reproduces old numbers) instead of their learned per-position "
-                   "rates.")
+@click.option("--v2-dummy-schedule-denoising", "--legacy-v2-denoising",
+              "v2_dummy_schedule_denoising", is_flag=True,
+              help="Mask v2 models with the original evaluator's dummy log-linear schedule in "
+                   "the denoising metrics (reproduces old numbers) instead of their learned "
+                   "per-position rates.")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
-             no_cache: bool, legacy_v2_denoising: bool, run_ids: tuple[int, ...],
+             no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: tuple[int, ...],
              pending: bool, model_id: str | None, replace: bool, no_mlflow: bool) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
     from bdgen.errors import BdgenError
+    from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.evaluate import evaluate_samples_files, summary_rows, write_result
-    from bdgen.pipeline.workspace import Workspace
 
-    try:
-        ws = Workspace.find()
-    except BdgenError:
-        ws = None
+    ws = job_workspace()
     if run_ids or pending:  # tracked: store row + MLflow run per generation run
         if ws is None:
             raise BdgenError("--run/--pending need a bdgen workspace (bdgen init)")
-        from bdgen.pipeline.jobs import pending_runs, tracked_evaluate
+        from bdgen.pipeline.tracked_evaluate import pending_runs, tracked_evaluate
 
         ids = list(run_ids) + (pending_runs(ws, model_id) if pending else [])
         if not ids:
             click.echo("nothing to evaluate")
             return
-        tracked_evaluate(ws, ids, no_mlflow=no_mlflow, replace=replace, echo=click.echo)
+        tracked_evaluate(ws, ids, no_mlflow=no_mlflow, replace=replace)
         return
     if not samples:
         raise BdgenError("give SAMPLES files/directories, --run ID or --pending")
@@ -65,7 +63,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         raise BdgenError("not inside a bdgen workspace: pass --dataset PATH "
                          "(the prepared dataset file)")
     if ws is not None:  # files the store knows must still be what it recorded
-        from bdgen.pipeline.jobs import verify_registered_files
+        from bdgen.pipeline.tracked_evaluate import verify_registered_files
 
         verify_registered_files(ws, samples)
     errors: list[str] = []
@@ -78,7 +76,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         model_path=model_path,
         models_dir=(ws.root / "artifacts" / "models") if ws else None,
         errors=errors,
-        legacy_v2_denoising=legacy_v2_denoising,
+        v2_dummy_schedule_denoising=v2_dummy_schedule_denoising,
     )
     for err in errors:
         click.echo(f"error: {err}", err=True)

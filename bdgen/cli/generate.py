@@ -21,7 +21,8 @@ import click
 @click.option("--device", default="auto", show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]), help="Sampling device.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
-              help="Write below DIR/<model_id>/<method>/ instead of the workspace.")
+              help="Write below DIR/<model_id>/<method>/ instead of the workspace layout "
+                   "(outside the workspace: untracked).")
 @click.option("--no-mlflow", is_flag=True,
               help="Do not log to MLflow (recorded on the store rows).")
 @click.option("--force", is_flag=True,
@@ -32,19 +33,20 @@ def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples:
     """Write one self-describing samples file per (model, method, seed).
 
     In a workspace each (method, seed) is one tracked run: an MLflow run, a generation row
-    in the store and a DVC-tracked samples file. With --out-dir files are only written.
+    in the store and a DVC-tracked samples file. With --out-dir outside the workspace files
+    are only written.
     """
+    from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.generate import generate as run_generate
     from bdgen.pipeline.generate import parse_seeds
 
-    if out_dir is None:
-        from bdgen.pipeline.jobs import tracked_generate
-        from bdgen.pipeline.workspace import Workspace
+    ws = job_workspace(out_dir, required=out_dir is None)
+    if ws is not None:
+        from bdgen.pipeline.tracked_generate import tracked_generate
 
-        tracked_generate(Workspace.find(), model_path, list(methods), parse_seeds(seeds),
-                         num_samples, steps, batch_size=batch_size, device=device,
-                         no_mlflow=no_mlflow, force=force, echo=click.echo)
+        tracked_generate(ws, model_path, list(methods), parse_seeds(seeds), num_samples, steps,
+                         batch_size=batch_size, device=device, no_mlflow=no_mlflow,
+                         force=force, out_dir=out_dir)
         return
     run_generate(model_path, list(methods), parse_seeds(seeds), num_samples=num_samples,
-                 steps=steps, batch_size=batch_size, device=device, out_dir=out_dir,
-                 echo=click.echo)
+                 steps=steps, batch_size=batch_size, device=device, out_dir=out_dir)

@@ -48,8 +48,8 @@ def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str
     pushed down too (the ranking re-checks every constraint). ``per_seed=False`` reads the
     store's per-series summaries (same aggregates, no per-seed values: enough for ranking).
     """
+    from bdgen.pipeline.store import open_store
     from bdgen.report.profiles import apply_where, check_where_keys, known_fields, split_where
-    from bdgen.store.api import Store
     from bdgen.store.queries import WHERE_COLUMNS
 
     filters = split_where(where)
@@ -60,7 +60,7 @@ def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str
     if profile is not None:
         for key, values in profile.field_equalities(WHERE_COLUMNS).items():
             sql_where.setdefault(key, values)
-    store = Store.open(db)
+    store = open_store(db)
     try:
         query = store.method_results if per_seed else store.summary_results
         results = query(model=models[0] if len(models) == 1 else None, where=sql_where,
@@ -286,7 +286,7 @@ def check(targets, expect, fmt, no_mlflow, db, min_seeds, where, models):
                 click.echo(f"  {v.verdict:<9} {plain_display(k):<28} {shown:<22} {v.rule}")
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
-    from bdgen.pipeline.jobs import record_verdicts
+    from bdgen.pipeline.verdicts import record_verdicts
 
     tagged = record_verdicts(judged, ex.name, no_mlflow=no_mlflow)
     if tagged and fmt == "table":

@@ -13,6 +13,7 @@ import sys
 import click
 
 from bdgen.errors import BdgenError
+from bdgen.util.logs import console_logging
 
 # command name -> "module:attribute" (a click.Command or click.Group).
 COMMANDS: dict[str, str] = {
@@ -55,7 +56,8 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with console_logging():  # the library's messages as plain lines
+                return super().invoke(ctx)
         except BdgenError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

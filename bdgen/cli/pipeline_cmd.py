@@ -89,7 +89,7 @@ def leaderboard(models_dir: Path, params_path: str, out_md: Path, summary: Path)
 
     params = load_params(params_path)
     receipts = [models_dir / f"{key}.json" for key in params["models"]]
-    stage_leaderboard(params, receipts, out_md, summary, params_path, echo=click.echo)
+    click.echo(stage_leaderboard(params, receipts, out_md, summary, params_path))
 
 
 def _csv(text: str) -> list[str]:
@@ -119,18 +119,10 @@ def sweep(models: str, methods: str, seeds: str, num_samples: int, steps: int,
     process that loses the claim skips it.
     """
     from bdgen.pipeline.generate import parse_seeds
-    from bdgen.pipeline.jobs import tracked_evaluate, tracked_generate
+    from bdgen.pipeline.sweep import sweep as run_sweep
     from bdgen.pipeline.workspace import Workspace
 
-    ws = Workspace.find()
-    done = skipped = 0
-    for model in _csv(models):
-        recs = tracked_generate(ws, model, _csv(methods), parse_seeds(seeds), num_samples,
-                                steps, batch_size=batch_size, device=device,
-                                no_mlflow=no_mlflow, claim=True, echo=click.echo)
-        mine = [r.generation_run_id for r in recs if not r.skipped]
-        done += len(mine)
-        skipped += len(recs) - len(mine)
-        if evaluate and mine:
-            tracked_evaluate(ws, mine, no_mlflow=no_mlflow, echo=click.echo)
-    click.echo(f"sweep: {done} run(s) done here, {skipped} already in the store")
+    summary = run_sweep(Workspace.find(), _csv(models), _csv(methods), parse_seeds(seeds),
+                        num_samples, steps, batch_size=batch_size, device=device,
+                        evaluate=evaluate, no_mlflow=no_mlflow)
+    click.echo(summary.line())

@@ -49,6 +49,7 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
     """Train a denoiser (v1: fixed noise schedule; v2: --noise learned, with a rate network)
     and write checkpoints."""
     from bdgen.diffusion.trainer import TrainConfig
+    from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.train import train_model
 
     if is_mode is None:
@@ -58,9 +59,9 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          log_every=log_every, compile=compile_,
                          compile_mode=compile_mode, precision=precision)
-    ws = _tracking_workspace(out)
+    ws = job_workspace(out)
     if ws is not None:  # one tracked run: MLflow, store rows, DVC-tracked checkpoint
-        from bdgen.pipeline.jobs import tracked_train
+        from bdgen.pipeline.tracked_train import tracked_train
 
         rec = tracked_train(ws, dataset, noise=noise, model=model, config=config,
                             out_dir=out, resume=resume, device=device,
@@ -76,18 +77,3 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
     click.echo(f"trained to step {res.step} (from {res.resumed_from}): final loss "
                f"{res.final_loss:.4f}{val}, {res.steps_per_s:.2f} steps/s, {res.checkpoint}")
 
-
-def _tracking_workspace(out: str | None):
-    """The workspace when training inside one (runs are then tracked), else None."""
-    from pathlib import Path
-
-    from bdgen.errors import BdgenError
-    from bdgen.pipeline.workspace import Workspace
-
-    try:
-        ws = Workspace.find()
-    except BdgenError:
-        return None
-    if out is not None and not Path(out).resolve().is_relative_to(ws.root):
-        return None
-    return ws

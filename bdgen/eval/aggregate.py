@@ -13,17 +13,13 @@ from numbers import Real
 
 import numpy as np
 
+from bdgen.util.mappings import flatten as flatten_mapping
+
 
 def flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
     """Flatten nested dicts with "/" keys, keeping numeric leaves (bools excluded)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "/"))
-        elif isinstance(value, Real) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+    return {k: float(v) for k, v in flatten_mapping(metrics, "/", prefix).items()
+            if isinstance(v, Real) and not isinstance(v, bool)}
 
 
 @dataclass(frozen=True)

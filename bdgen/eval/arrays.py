@@ -153,14 +153,3 @@ def row_bytes(rows: np.ndarray) -> list[bytes]:
     """One hashable ``bytes`` per row (rows must be C-contiguous)."""
     rows = np.ascontiguousarray(rows)
     return [r.tobytes() for r in rows]
-
-
-def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(unique rows, first index of each, counts)`` in first-occurrence order."""
-    rows = np.ascontiguousarray(rows)
-    if rows.shape[0] == 0:
-        return rows, np.zeros(0, np.int64), np.zeros(0, np.int64)
-    view = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, first, counts = np.unique(view, return_index=True, return_counts=True)
-    order = np.argsort(first, kind="stable")
-    return rows[first[order]], first[order], counts[order]

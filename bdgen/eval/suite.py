@@ -125,6 +125,6 @@ def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None =
 
 def legacy_view(per_seed_metrics: dict) -> dict:
     """The 49 legacy entries only (drops bdgen's additions), in legacy order."""
-    from bdgen.eval.legacy_json import legacy_per_seed
+    from bdgen.eval.results_json import per_seed_block
 
-    return legacy_per_seed(per_seed_metrics)
+    return per_seed_block(per_seed_metrics)

@@ -58,7 +58,11 @@ def prepare_dataset(source: str = "synthetic", *, mat: str | Path | None = None,
     cache_dir = graph2plan_cache_dir(ws) if ws is not None else None
     ds = build_dataset(source, mat=mat, num_graphs=num_graphs, seed=seed, n_max=n_max,
                        cache_dir=cache_dir)
-    path = Path(out) if out is not None else ws.dataset_path(ds.dataset_id)
+    if out is not None:
+        path = Path(out)
+    else:
+        assert ws is not None  # (checked above)
+        path = ws.dataset_path(ds.dataset_id)
     ds.save(path)
     return ds, path
 

@@ -11,12 +11,15 @@ the tracked jobs wrap; :func:`write_result` writes one result.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,16 +29,18 @@ from bdgen.data.samples_file import SamplesFile, load_samples
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult, aggregate_seeds, flatten
 from bdgen.eval.arrays import GraphArrays
-from bdgen.eval.legacy_json import legacy_document, write_legacy_json
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
+from bdgen.eval.results_json import results_document, write_results_json
 from bdgen.eval.suite import evaluate_seed
 from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
 
 RESULT_FORMAT = "bdgen-evaluation"
 RESULT_FORMAT_VERSION = 1
-DEFAULT_SPLIT = {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+DEFAULT_SPLIT: dict[str, Any] = {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,9 +89,9 @@ class EvaluationResult:
                 "sampling_steps": self.steps, **self.method_config,
                 "checkpoint": self.model_id, "is_v2": self.model.get("version") == "v2"}
 
-    def legacy_document(self, timestamp: str | None = None) -> dict:
-        return legacy_document(self.method, self.legacy_config(), self.per_seed,
-                               self.denoising, timestamp)
+    def results_document(self, timestamp: str | None = None) -> dict:
+        return results_document(self.method, self.legacy_config(), self.per_seed,
+                                self.denoising, timestamp)
 
     def to_method_result(self) -> MethodResult:
         """The shape the store, leaderboard and reports read (canonical metric names)."""
@@ -203,7 +208,7 @@ def load_reference(dataset: PreparedDataset, seed: int = 42,
                 return ref, True
         except Exception:  # noqa: BLE001 - any damage: rebuild below
             pass
-    train = dataset.split("train", seed, tuple(fractions))
+    train = dataset.split("train", seed, (fractions[0], fractions[1], fractions[2]))
     meta = {"dataset_hash": dataset.dataset_hash, "dataset_id": dataset.dataset_id,
             "split_seed": seed, "fractions": list(fractions), "num_graphs": len(train)}
     ref = ReferenceStats.build(train.tokens.numpy(), train.pad_mask.numpy(), dataset.vocab,
@@ -240,16 +245,17 @@ def find_checkpoint(model: dict, model_path: str | os.PathLike | None,
     return None
 
 
-LEGACY_V2_DENOISING_NOISE = {"type": "loglinear", "eps": 1e-3}
-"""The dummy schedule the legacy evaluator masked v2 models with (spec §6.11, §10 item 10)."""
+V2_DUMMY_DENOISING_NOISE = {"type": "loglinear", "eps": 1e-3}
+"""The dummy schedule the original evaluator masked v2 models with in the denoising metrics
+(a bug kept reproducible on request; spec §6.11, §10 item 10)."""
 
 
 def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
-                      legacy_v2: bool = False) -> dict[str, float]:
+                      v2_dummy_schedule: bool = False) -> dict[str, float]:
     """Denoising block of a checkpoint on the validation split of its dataset (seeded).
 
     v1 masks with the checkpoint's schedule; v2 with its learned per-position rates
-    (``[B, S]`` α from the rate network). ``legacy_v2=True`` reproduces the legacy
+    (``[B, S]`` α from the rate network). ``v2_dummy_schedule=True`` reproduces the original
     evaluator, which masked v2 models with a dummy log-linear schedule instead.
     """
     from bdgen.diffusion.process_v2 import RateNetworkProcess
@@ -261,8 +267,8 @@ def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
     model = build_denoiser(ckpt)
     if ckpt.version == "v1":
         alpha_fn = schedule_alpha_fn(make_schedule(ckpt.noise))
-    elif legacy_v2:
-        alpha_fn = schedule_alpha_fn(make_schedule(LEGACY_V2_DENOISING_NOISE))
+    elif v2_dummy_schedule:
+        alpha_fn = schedule_alpha_fn(make_schedule(V2_DUMMY_DENOISING_NOISE))
     else:
         alpha_fn = RateNetworkProcess.from_checkpoint(ckpt).alpha
     seed, fractions = _split_of({"split": ckpt.split})
@@ -282,15 +288,15 @@ def evaluate_samples_files(
     model_path: str | os.PathLike | None = None,
     models_dir: str | os.PathLike | None = None,
     errors: list[str] | None = None,
-    echo: Callable[[str], None] | None = None,
-    legacy_v2_denoising: bool = False,
+    v2_dummy_schedule_denoising: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
 
     ``denoising``: True = required (error if the checkpoint is not found), None = when the
     checkpoint can be found (``model_path`` or ``models_dir/<model id>/*.pt``), False = off.
-    ``legacy_v2_denoising``: mask v2 models with the legacy dummy log-linear schedule instead
-    of their learned rates (to reproduce old numbers; see :func:`compute_denoising`).
+    ``v2_dummy_schedule_denoising``: mask v2 models with the original evaluator's dummy
+    log-linear schedule instead of their learned rates (to reproduce old numbers; see
+    :func:`compute_denoising`).
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -337,22 +343,20 @@ def evaluate_samples_files(
         t0 = time.perf_counter()
         g["per_seed"][str(sf.seed)] = evaluate_seed(
             sf.tokens.numpy(), sf.pad_mask.numpy(), ref, g["timings"],
-            reference_graphs=lambda ds=ds, seed=seed, fractions=fractions: _train_arrays(
-                ds, seed, fractions))
+            reference_graphs=functools.partial(_train_arrays, ds, seed, fractions))
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
-        if echo is not None:
-            echo(f"evaluated {f} ({gkey[1]}, seed {sf.seed})")
+        log.debug("evaluated %s (%s, seed %s)", f, gkey[1], sf.seed)
 
     denoise_cache: dict[str, dict[str, float]] = {}
     results = []
     for (mid, method), g in groups.items():
-        sf: SamplesFile = g["sf"]
+        first: SamplesFile = g["sf"]
         den: dict[str, float] = {}
         if denoising is not False:
             if mid not in denoise_cache:
-                ckpt_path = find_checkpoint(sf.model, model_path, models_dir)
+                ckpt_path = find_checkpoint(first.model, model_path, models_dir)
                 if ckpt_path is None:
                     if denoising:
                         raise BdgenError(f"denoising metrics need the checkpoint of model "
@@ -360,8 +364,8 @@ def evaluate_samples_files(
                     denoise_cache[mid] = {}
                 else:
                     ds = datasets[g["dataset"]["hash"]][0]
-                    denoise_cache[mid] = compute_denoising(ckpt_path, ds,
-                                                           legacy_v2=legacy_v2_denoising)
+                    denoise_cache[mid] = compute_denoising(
+                        ckpt_path, ds, v2_dummy_schedule=v2_dummy_schedule_denoising)
             den = denoise_cache[mid]
         ref, cached, ref_s = refs[g["rkey"]]
         # Seeds in numeric order (file names sort "seed-1337" before "seed-42").
@@ -377,8 +381,8 @@ def evaluate_samples_files(
         timings["reference_s"] = ref_s
         timings["reference_cached"] = cached
         results.append(EvaluationResult(
-            model_id=mid, method=method, method_config=dict(sf.method_config),
-            model=dict(sf.model), per_seed=per_seed, summary=summary, composites=composites,
+            model_id=mid, method=method, method_config=dict(first.method_config),
+            model=dict(first.model), per_seed=per_seed, summary=summary, composites=composites,
             denoising=den, samples=g["samples"], dataset=g["dataset"], timings=timings))
     return results
 
@@ -398,7 +402,7 @@ def write_result(result: EvaluationResult, out_dir: str | os.PathLike | None = N
     """Write one result atomically; returns its path."""
     path = result_path(result, out_dir, legacy)
     if legacy:
-        write_legacy_json(path, result.legacy_document())
+        write_results_json(path, result.results_document())
         return path
     atomic_write_json(path, result.to_json(), indent=2, default=_json_default)
     return path

@@ -13,6 +13,7 @@ writes nothing and an interrupted one leaves no partial file under a final name.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from bdgen.pipeline.workspace import Workspace
 from bdgen.util.hashing import file_sha256
 
 DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,14 +115,31 @@ def samples_path(out_root: Workspace | Path, mid: str, method: str, seed: int, n
     return Path(out_root) / rel
 
 
-def generate(model_path: str | Path, methods: Sequence[str],
-             seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000, steps: int = 100,
-             batch_size: int | None = None, device: str = "auto",
-             out_dir: str | Path | None = None, workspace: Workspace | None = None,
-             echo: Callable[[str], None] | None = print, progress: bool = True,
-             early_stop: bool = True) -> list[GenerateResult]:
-    """Sample every (method, seed) and write its samples file; returns one result per file."""
-    # ---- validation: nothing below this block runs on bad input ----
+@dataclass
+class GenerationSetup:
+    """Everything validated and loaded once before any sampling: the checkpoint (hashed
+    once), its denoiser and forward process on the device, and the parsed methods."""
+
+    model_path: Path
+    ckpt: Checkpoint
+    sha256: str
+    model_id: str
+    methods: list[Method]
+    device: torch.device
+    model: torch.nn.Module
+    process: ForwardProcess
+    model_info: dict
+
+
+def prepare_generation(model_path: str | Path, methods: Sequence[str],
+                       seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000,
+                       steps: int = 100, batch_size: int | None = None, device: str = "auto",
+                       sha256: str | None = None) -> GenerationSetup:
+    """Validate a generation request and load what it samples from; nothing is written.
+
+    ``sha256``: the checkpoint's digest when the caller has computed it already (the file
+    is then not hashed again).
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise BdgenError(f"--steps must be an integer >= 1, got {steps!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -140,17 +160,63 @@ def generate(model_path: str | Path, methods: Sequence[str],
         raise BdgenError(f"checkpoint {model_path}: num_rooms_distribution has "
                          f"{len(ckpt.num_rooms_distribution)} entries, n_max is {ckpt.n_max}")
     draw_num_rooms(ckpt.num_rooms_distribution, 1, 0)  # validates the histogram
-    sha = file_sha256(model_path)
+    sha = sha256 or file_sha256(model_path)
     mid = model_id(ckpt, sha)
-    root: Workspace | Path = Path(out_dir) if out_dir is not None else (
-        workspace or Workspace.find())
     model_info = {"id": mid, "sha256": sha, "version": ckpt.version, "noise": ckpt.noise,
                   "dataset_hash": ckpt.dataset_hash, "dataset_id": ckpt.dataset_id,
                   "n_max": ckpt.n_max, "split": ckpt.split}
-    jobs = [(m, s, samples_path(root, mid, m.format(), int(s), num_samples, steps))
-            for m in parsed for s in seeds]
+    return GenerationSetup(Path(model_path), ckpt, sha, mid, parsed, dev, model, process,
+                           model_info)
 
-    # ---- work ----
+
+def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_samples: int,
+                   steps: int, path: Path, *, batch_size: int | None = None,
+                   early_stop: bool = True,
+                   progress: Callable[[int], None] | None = None) -> GenerateResult:
+    """Sample one (method, seed) and write its samples file atomically."""
+    ckpt, dev = setup.ckpt, setup.device
+    rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed), dev,
+                 batch_size=batch_size, early_stop=early_stop, progress=progress)
+    wall = time.perf_counter() - start
+    rate = num_samples / wall if wall > 0 else float("inf")
+    sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
+                     method=method.format(), method_config=method.legacy_config(),
+                     model=setup.model_info, seed=int(seed), steps=steps,
+                     num_samples=num_samples,
+                     timings={"wall_s": wall, "samples_per_s": rate,
+                              "model_calls": out.model_calls,
+                              "rows_evaluated": out.rows_evaluated,
+                              "device": str(dev),
+                              "batch_size": batch_size or (
+                                  min(num_samples, CPU_BATCH) if dev.type == "cpu"
+                                  else num_samples)})
+    digest = save_samples(sf, path)
+    log.info("%s seed %s: %s samples x %s steps in %.1f s (%.1f samples/s, %s model calls) "
+             "-> %s", method.format(), seed, num_samples, steps, wall, rate, out.model_calls,
+             path)
+    return GenerateResult(path, digest, setup.model_id, method.format(), int(seed),
+                          num_samples, steps, wall, rate, out.model_calls)
+
+
+def generate(model_path: str | Path, methods: Sequence[str],
+             seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000, steps: int = 100,
+             batch_size: int | None = None, device: str = "auto",
+             out_dir: str | Path | None = None, workspace: Workspace | None = None,
+             progress: bool = True, early_stop: bool = True) -> list[GenerateResult]:
+    """Sample every (method, seed) and write its samples file; returns one result per file.
+
+    All validation (:func:`prepare_generation`) happens before any sampling, so a bad
+    request writes nothing."""
+    setup = prepare_generation(model_path, methods, seeds, num_samples, steps, batch_size,
+                               device)
+    root: Workspace | Path = Path(out_dir) if out_dir is not None else (
+        workspace or Workspace.find())
+    jobs = [(m, s, samples_path(root, setup.model_id, m.format(), int(s), num_samples, steps))
+            for m in setup.methods for s in seeds]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -159,7 +225,6 @@ def generate(model_path: str | Path, methods: Sequence[str],
     results: list[GenerateResult] = []
     try:
         for method, seed, path in jobs:
-            rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
             done = [0]
 
             def tick(n: int, done: list[int] = done) -> None:
@@ -167,36 +232,9 @@ def generate(model_path: str | Path, methods: Sequence[str],
                     bar.update(n - done[0])
                 done[0] = n
 
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            start = time.perf_counter()
-            out = sample(model, process, ckpt.vocab, rooms, method, steps, int(seed), dev,
-                         batch_size=batch_size, early_stop=early_stop, progress=tick)
-            wall = time.perf_counter() - start
-            rate = num_samples / wall if wall > 0 else float("inf")
-            sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
-                             method=method.format(), method_config=method.legacy_config(),
-                             model=model_info, seed=int(seed), steps=steps,
-                             num_samples=num_samples,
-                             timings={"wall_s": wall, "samples_per_s": rate,
-                                      "model_calls": out.model_calls,
-                                      "rows_evaluated": out.rows_evaluated,
-                                      "device": str(dev),
-                                      "batch_size": batch_size or (
-                                          min(num_samples, CPU_BATCH) if dev.type == "cpu"
-                                          else num_samples)})
-            digest = save_samples(sf, path)
-            res = GenerateResult(path, digest, mid, method.format(), int(seed), num_samples, steps,
-                                 wall, rate, out.model_calls)
-            results.append(res)
-            if echo is not None:
-                msg = (f"{res.method} seed {seed}: {num_samples} samples x {steps} steps in "
-                       f"{wall:.1f} s ({rate:.1f} samples/s, {out.model_calls} model calls) "
-                       f"-> {path}")
-                if bar is not None:
-                    bar.write(msg)
-                else:
-                    echo(msg)
+            results.append(sample_to_file(setup, method, int(seed), num_samples, steps, path,
+                                          batch_size=batch_size, early_stop=early_stop,
+                                          progress=tick))
     finally:
         if bar is not None:
             bar.close()

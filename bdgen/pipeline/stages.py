@@ -1,4 +1,4 @@
-"""The stages of the repository's ``dvc.yaml`` and ``bdgen sweep``.
+"""The stages of the repository's ``dvc.yaml`` (``bdgen pipeline <stage>``).
 
 How the repo-level DVC pipeline and the workspace's own DVC tracking coexist
 (README "Pipeline"): the heavy artifacts (dataset, checkpoints, samples) live in the
@@ -15,19 +15,28 @@ and ``results/summary.json`` are DVC metrics, shown by ``dvc exp show``/``dvc me
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bdgen.diffusion.trainer import TrainConfig
 from bdgen.errors import BdgenError
-from bdgen.pipeline.workspace import Workspace
+from bdgen.pipeline.data import prepare_dataset
+from bdgen.pipeline.store import open_store
+from bdgen.pipeline.tracked_evaluate import HEADLINE_METRICS, tracked_evaluate
+from bdgen.pipeline.tracked_generate import tracked_generate
+from bdgen.pipeline.tracked_train import tracked_train
+from bdgen.pipeline.workspace import Workspace, init_workspace
+from bdgen.report.profiles import load_profile
+from bdgen.report.ranking import rank
+from bdgen.report.tables import leaderboard_table, render
+from bdgen.tracking import track
 from bdgen.util.atomic import atomic_write_json, atomic_write_text
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise BdgenError(f"params file {p} not found (run from the repository root)")
@@ -71,10 +80,6 @@ def write_receipt(path: str | Path, obj: dict) -> None:
 # --- stages ---------------------------------------------------------------------------------
 def stage_prepare(params: dict, out: Path, params_path: str | Path = "params.yaml") -> dict:
     """Create the workspace if needed, prepare the dataset, DVC-track it."""
-    from bdgen.pipeline.data import prepare_dataset
-    from bdgen.pipeline.workspace import init_workspace
-    from bdgen.tracking import track
-
     ws = init_workspace(workspace_of(params, params_path).root)
     data = _param(params, "data")
     ds, path = prepare_dataset(data.get("source", "synthetic"), mat=data.get("mat"),
@@ -90,9 +95,6 @@ def stage_prepare(params: dict, out: Path, params_path: str | Path = "params.yam
 def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
                 params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
     """Train ``models.<key>`` (reusing or resuming the run directory of the same identity)."""
-    from bdgen.diffusion.trainer import TrainConfig
-    from bdgen.pipeline.jobs import tracked_train
-
     ws = workspace_of(params, params_path)
     cfg = dict(_param(params, "models", model_key))
     noise = cfg.pop("noise", "loglinear")
@@ -117,8 +119,7 @@ def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
 
 def stage_generate(params: dict, model_receipt: Path, method_key: str, seed: int, out: Path,
                    params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
-    from bdgen.pipeline.jobs import tracked_generate
-
+    """Generate ``methods.<key>`` with one seed from a trained model's receipt."""
     ws = workspace_of(params, params_path)
     method = _param(params, "methods", method_key)
     gen = _param(params, "generate")
@@ -137,8 +138,7 @@ def stage_generate(params: dict, model_receipt: Path, method_key: str, seed: int
 
 def stage_evaluate(params: dict, samples_receipt: Path, out: Path,
                    params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
-    from bdgen.pipeline.jobs import tracked_evaluate
-
+    """Evaluate the generation run of a samples receipt; headline metrics to ``out``."""
     ws = workspace_of(params, params_path)
     gen = read_receipt(samples_receipt)
     (rec,) = tracked_evaluate(ws, [gen["generation_run_id"]], no_mlflow=no_mlflow,
@@ -147,14 +147,9 @@ def stage_evaluate(params: dict, samples_receipt: Path, out: Path,
 
 
 def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summary: Path,
-                      params_path: str | Path = "params.yaml",
-                      echo: Callable[[str], None] = print) -> None:
-    """Rank this pipeline's models (those of the given model receipts) and print it."""
-    from bdgen.pipeline.jobs import HEADLINE_METRICS
-    from bdgen.report.profiles import load_profile
-    from bdgen.report.ranking import rank
-    from bdgen.report.tables import leaderboard_table, render
-    from bdgen.store.api import Store
+                      params_path: str | Path = "params.yaml") -> str:
+    """Rank this pipeline's models (those of the given model receipts): writes the markdown
+    table and the summary metrics, returns the terminal table."""
 
     ws = workspace_of(params, params_path)
     keys = {read_receipt(r)["model_id"]: read_receipt(r).get("model_key", Path(r).stem)
@@ -165,7 +160,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
     name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
     beside = Path(params_path).resolve().parent / name
     profile = load_profile(str(beside) if beside.is_file() else name)
-    store = Store.open(os.environ.get("BDGEN_DB_URL") or str(ws.db_path))
+    store = open_store(workspace=ws)
     try:
         results = [r for mid in keys for r in store.method_results(model=mid, where=where)
                    if r.method in wanted]  # only this pipeline's methods and sizes
@@ -178,4 +173,4 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
         f"{keys[r.model]}/{r.method}": {
             k: round(r.metrics[k].mean, 6) for k in HEADLINE_METRICS if k in r.metrics}
         for r in results})
-    echo(render(table, "table", False))
+    return render(table, "table", False)

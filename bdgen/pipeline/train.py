@@ -218,7 +218,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             row = {"step": v.step, "val_loss": v.loss, "val_node_accuracy": v.node_accuracy,
                    "val_edge_accuracy": v.edge_accuracy}
             if version == "v2":  # the Gumbel temperature reached (legacy train/gumbel_temp)
-                row["gumbel_temp"] = trainer.gumbel_tau
+                row["gumbel_temp"] = trainer.gumbel_tau  # type: ignore[attr-defined]
             fh.write(json.dumps(row) + "\n")
 
     def on_log(step: int, loss: float, lr: float) -> None:
@@ -226,7 +226,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": step, "train_loss": loss, "lr": lr}
             if version == "v2":
-                row["gumbel_temp"] = trainer.gumbel_tau
+                row["gumbel_temp"] = trainer.gumbel_tau  # type: ignore[attr-defined]
             fh.write(json.dumps(row) + "\n")
 
     result = trainer.run(on_checkpoint, on_validation, progress=progress, on_log=on_log)

@@ -2,7 +2,7 @@
 
 A workspace is a directory holding ``bdgen.toml`` (written by ``bdgen init``). Every artifact
 path is derived from identities (dataset id, model id, method name, seed, ...), never from
-command-line tags, so the same run always lands in the same place (ARCHITECTURE.md).
+command-line tags, so the same run always lands in the same place.
 
 Layout::
 
@@ -134,15 +134,9 @@ def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = Tr
         from bdgen.tracking.artifacts import init_dvc
 
         init_dvc(root)
-    from bdgen.store.engine import make_engine
-    from bdgen.store.migrate import upgrade
+    from bdgen.pipeline.store import open_store  # (pipeline.store imports this module)
 
-    url = os.environ.get("BDGEN_DB_URL") or f"sqlite:///{ws.db_path}"
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    open_store(workspace=ws).close()  # creates or upgrades the schema
     if mlflow:
         from bdgen.tracking.mlflow_tracker import create_store, default_tracking_uri
 

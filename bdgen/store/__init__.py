@@ -1,17 +1,14 @@
-"""The results store: SQLAlchemy models, Alembic-managed schema, queries, legacy import.
+"""The results store: SQLAlchemy models, Alembic-managed schema, recording and queries.
 
 Entry point: :class:`bdgen.store.api.Store`::
 
     from bdgen.store.api import Store
-    store = Store.open(db)   # db: URL or SQLite path; None -> $BDGEN_DB_URL -> workspace bdgen.db
+    store = Store.open(url)   # a SQLAlchemy URL or a SQLite file path
 
-Modules:
-
-* :mod:`~bdgen.store.models`  schema (typed ORM); see its docstring for the identities
-* :mod:`~bdgen.store.engine`  URL resolution, SQLite WAL/busy-timeout/BEGIN IMMEDIATE
-* :mod:`~bdgen.store.migrate` Alembic upgrade/downgrade/current, version checks, registry sync
-* :mod:`~bdgen.store.api`     recording runs, ``method_results``, ``per_seed_values``
-* :mod:`~bdgen.store.queries` results and aggregates over seeds (per-seed values or summaries)
-* :mod:`~bdgen.store.summaries` ``metric_summaries``: derived per-series aggregates, kept exact
-* :mod:`~bdgen.store.legacy_import` ``bdgen import-legacy``
+Which store a command uses (``--db``, ``$BDGEN_DB_URL``, the workspace's ``bdgen.db``) is
+decided in the pipeline (:func:`bdgen.pipeline.store.store_url`), so the store never looks
+for a workspace. See :mod:`bdgen.store.api` for the modules ``Store`` is assembled from;
+besides them: :mod:`~bdgen.store.models` (schema), :mod:`~bdgen.store.engine` (engines,
+SQLite settings), :mod:`~bdgen.store.migrate` (Alembic), :mod:`~bdgen.store.summaries`
+(derived per-series aggregates), :mod:`~bdgen.store.queries` (filters, aggregates).
 """

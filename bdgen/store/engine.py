@@ -1,14 +1,15 @@
-"""Engines and sessions: which database, and how to talk to it safely under concurrency.
+"""Engines: how to talk to one database safely under concurrency.
 
-URL resolution (first wins): an explicit ``--db`` URL-or-path, ``$BDGEN_DB_URL``, the
-workspace's ``bdgen.db``. SQLite connections get WAL, a busy timeout and ``BEGIN IMMEDIATE``
-for every transaction (PLATFORM_NOTES: a deferred BEGIN that later writes fails with
-"database is locked" under concurrent writers, whatever the busy timeout).
+Which database is the caller's choice (the pipeline resolves ``--db``, ``$BDGEN_DB_URL`` and
+the workspace; see :mod:`bdgen.pipeline.store`); this module turns a URL or a file path
+into an engine. SQLite connections get WAL, a busy timeout and ``BEGIN IMMEDIATE`` for
+every writing transaction: a deferred ``BEGIN`` that later writes fails at once with
+"database is locked" when another writer holds the lock, whatever the busy timeout
+(docs/PLATFORM.md, "SQLite under concurrent writers").
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,20 +21,13 @@ from sqlalchemy.pool import NullPool
 
 from bdgen.errors import BdgenError
 
-ENV_DB_URL = "BDGEN_DB_URL"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: Execution option marking a connection/session as read-only (SQLite: deferred BEGIN).
 READONLY_OPTION = "bdgen_readonly"
 
 
-def resolve_url(db: str | None = None) -> str:
-    """SQLAlchemy URL for ``db`` (a URL or a file path), else ``$BDGEN_DB_URL``, else the
-    workspace store."""
-    db = db or os.environ.get(ENV_DB_URL)
-    if not db:
-        from bdgen.pipeline.workspace import Workspace
-
-        return f"sqlite:///{Workspace.find().db_path}"
+def as_url(db: str) -> str:
+    """The SQLAlchemy URL of ``db``: a URL as it is, a file path as a SQLite URL."""
     if "://" in db:
         return db
     return f"sqlite:///{Path(db).expanduser().resolve()}"
@@ -106,7 +100,7 @@ def bulk_insert(conn: Connection, table: str, columns: Sequence[str],
         return
     cols = ", ".join(columns)
     if conn.dialect.name == "postgresql":
-        cursor = conn.connection.dbapi_connection.cursor()
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -126,6 +120,6 @@ def fetch_all(conn: Connection, query: Select) -> list[tuple]:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(str(compiled), params)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()

@@ -90,20 +90,20 @@ def _definition_row(m) -> dict:
 def sync_metric_definitions(conn: Connection) -> None:
     """Mirror the code registry into ``metric_definitions`` (insert new, update changed)."""
     from bdgen.eval.registry import METRICS
-    from bdgen.store.models import MetricDefinition, StoreMeta
+    from bdgen.store.models import MetricDefinition, StoreMeta, table
 
-    table = MetricDefinition.__table__
-    existing = {r.name: r for r in conn.execute(select(table))}
+    defs = table(MetricDefinition)
+    existing = {r.name: r for r in conn.execute(select(defs))}
     cols = {a.key: a.columns[0].name for a in MetricDefinition.__mapper__.column_attrs}
     for m in METRICS.values():
         row = _definition_row(m)
         db_row = {cols[k]: v for k, v in row.items()}
         old = existing.get(m.name)
         if old is None:
-            conn.execute(table.insert().values(**db_row))
+            conn.execute(defs.insert().values(**db_row))
         elif any(getattr(old, cols[k]) != v for k, v in row.items()):
-            conn.execute(table.update().where(table.c.name == m.name).values(**db_row))
-    meta = StoreMeta.__table__
+            conn.execute(defs.update().where(defs.c.name == m.name).values(**db_row))
+    meta = table(StoreMeta)
     fp = registry_fingerprint()
     conn.execute(meta.delete().where(meta.c.key == _FINGERPRINT_KEY))
     conn.execute(meta.insert().values(key=_FINGERPRINT_KEY, value=fp))

@@ -1,7 +1,7 @@
 """The results store schema (SQLAlchemy 2.x typed ORM).
 
-Identities follow ARCHITECTURE.md: dataset -> model -> (method) -> generation run ->
-evaluation run -> metric values. Constraints keep the store honest:
+Identities (docs/PLATFORM.md, "Identities"): dataset -> model -> (method) -> generation
+run -> evaluation run -> metric values. Constraints keep the store honest:
 
 * a method is unique on its canonical name, which :class:`bdgen.diffusion.method.Method`
   derives injectively from the (normalised) sampling parameters, so "unique name" *is*
@@ -46,9 +46,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.schema import Table
 
 RUN_STATUSES = ("running", "succeeded", "failed")
-PROVENANCES = ("bdgen", "legacy import")
+#: Where a row came from: made by bdgen, or imported from a result file.
+BDGEN_PROVENANCE = "bdgen"
+IMPORT_PROVENANCE = "legacy import"
+PROVENANCES = (BDGEN_PROVENANCE, IMPORT_PROVENANCE)
 
 # Deterministic constraint names, so Alembic batch migrations can address them on SQLite.
 NAMING = {
@@ -75,16 +79,20 @@ class RunBookkeeping:
     host: Mapped[str | None] = mapped_column(String(255))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     no_mlflow: Mapped[bool] = mapped_column(Boolean, default=False)
-    provenance: Mapped[str] = mapped_column(String(32), default="bdgen")
+    provenance: Mapped[str] = mapped_column(String(32), default=BDGEN_PROVENANCE)
     source_path: Mapped[str | None] = mapped_column(Text)
     source_sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
 
 
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
 def _run_checks() -> tuple[CheckConstraint, CheckConstraint]:
     return (
-        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
-        CheckConstraint("provenance IN ('bdgen', 'legacy import')", name="provenance"),
+        CheckConstraint(f"status IN ({_sql_list(RUN_STATUSES)})", name="status"),
+        CheckConstraint(f"provenance IN ({_sql_list(PROVENANCES)})", name="provenance"),
     )
 
 
@@ -287,3 +295,11 @@ class StoreMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+def table(cls: type[Base]) -> Table:
+    """The Core table of a mapped class, typed as one (``cls.__table__`` is typed as any
+    FromClause), for Core statements and bulk writes."""
+    t = cls.__table__
+    assert isinstance(t, Table)
+    return t

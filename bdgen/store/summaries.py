@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, delete, func, select
@@ -30,6 +31,7 @@ from bdgen.store.models import (
     MetricSummary,
     MetricValue,
     Series,
+    table,
 )
 
 #: Column order of the rows :func:`summarise` returns.
@@ -55,8 +57,9 @@ def summarise(values: Iterable[tuple[int, int, int, float]],
     rows = values if isinstance(values, list) else list(values)
     if not rows:
         return []
-    table = np.fromiter(rows, dtype=_ROW, count=len(rows))
-    sp, sd, mc, val = table["series"], table["seed"], table["metric"], table["value"]
+    rec = np.fromiter(rows, dtype=_ROW, count=len(rows))
+    sp, sd, mc = rec["series"], rec["seed"], rec["metric"]
+    val: np.ndarray[Any, np.dtype[np.float64]] = rec["value"]
     order = np.lexsort((sd, mc, sp))  # by series, then metric, then seed
     sp, sd, mc, val = sp[order], sd[order], mc[order], val[order]
     new = np.ones(len(sp), dtype=bool)
@@ -99,23 +102,23 @@ def summarise(values: Iterable[tuple[int, int, int, float]],
 def counted_values(conn: Connection, series_pks: Sequence[int]
                    ) -> list[tuple[int, int, int, float]]:
     """``(series_pk, seed, metric_pk, value)`` of the counted evaluations of these series."""
-    gen, ev, mv = (GenerationRun.__table__.c, EvaluationRun.__table__.c,
-                   MetricValue.__table__.c)
+    gen, ev, mv = (table(GenerationRun).c, table(EvaluationRun).c,
+                   table(MetricValue).c)
     counted = (select(gen.series_pk, gen.seed, func.max(ev.id).label("ev"))
-               .join_from(GenerationRun.__table__, EvaluationRun.__table__,
+               .join_from(table(GenerationRun), table(EvaluationRun),
                           ev.generation_run_pk == gen.id)
                .where(gen.series_pk.in_(list(series_pks)), gen.status == "succeeded",
                       ev.status == "succeeded")
                .group_by(gen.id, gen.series_pk, gen.seed)
                .subquery("counted"))
     q = (select(counted.c.series_pk, counted.c.seed, mv.metric_pk, mv.value)
-         .join_from(counted, MetricValue.__table__, mv.evaluation_run_pk == counted.c.ev))
+         .join_from(counted, table(MetricValue), mv.evaluation_run_pk == counted.c.ev))
     return fetch_all(conn, q)
 
 
 def metric_names(conn: Connection) -> dict[int, str]:
     """``{metric_pk: name}`` of every metric definition."""
-    md = MetricDefinition.__table__.c
+    md = table(MetricDefinition).c
     return dict(fetch_all(conn, select(md.id, md.name)))
 
 
@@ -127,21 +130,21 @@ def refresh(conn: Connection, series_pks: Iterable[int]) -> None:
     other, each seeing the other's committed values; SQLite writers are serialised already.
     """
     pks = sorted(set(series_pks))
-    table = MetricSummary.__table__
+    summaries = table(MetricSummary)
     names = metric_names(conn) if pks else {}
     for i in range(0, len(pks), _CHUNK):
         chunk = pks[i:i + _CHUNK]
         if conn.dialect.name == "postgresql":
             conn.execute(select(Series.id).where(Series.id.in_(chunk)).order_by(Series.id)
                          .with_for_update(key_share=True))
-        conn.execute(delete(table).where(table.c.series_pk.in_(chunk)))
-        bulk_insert(conn, table.name, COLUMNS,
+        conn.execute(delete(summaries).where(summaries.c.series_pk.in_(chunk)))
+        bulk_insert(conn, summaries.name, COLUMNS,
                     summarise(counted_values(conn, chunk), names))
 
 
 def stored(conn: Connection, series_pks: Sequence[int] | None = None) -> list[SummaryRow]:
     """The summary rows as stored (all, or of these series), sorted (checks and tests)."""
-    c = MetricSummary.__table__.c
+    c = table(MetricSummary).c
     q = select(c.series_pk, c.metric, c.n, c.mean, c.std)
     if series_pks is not None:
         q = q.where(c.series_pk.in_(list(series_pks)))

@@ -3,22 +3,19 @@
 The only package that imports mlflow or dvc (both lazily, so importing this is cheap).
 """
 
-from bdgen.tracking.artifacts import ArtifactRef, dvc_file, file_digests, init_dvc, track
+from bdgen.tracking.artifacts import ArtifactRef, dvc_file, init_dvc, track
 from bdgen.tracking.mlflow_tracker import (
     NullRun,
     NullTracker,
     TrackedRun,
     Tracker,
     check_reachable,
-    code_version,
     create_store,
     default_tracking_uri,
     experiment_name,
-    flatten,
 )
 
 __all__ = [
     "ArtifactRef", "NullRun", "NullTracker", "TrackedRun", "Tracker", "check_reachable",
-    "code_version", "create_store", "default_tracking_uri", "dvc_file", "experiment_name",
-    "file_digests", "flatten", "init_dvc", "track",
+    "create_store", "default_tracking_uri", "dvc_file", "experiment_name", "init_dvc", "track",
 ]

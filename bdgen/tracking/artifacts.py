@@ -12,7 +12,6 @@ sweep) wait for it instead of failing (``_wait_for_lock``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bdgen.errors import BdgenError
-
-_CHUNK = 1 << 20
+from bdgen.util.hashing import file_digests
 
 
 @dataclass(frozen=True)
@@ -37,19 +35,6 @@ class ArtifactRef:
         prefix = f"bdgen.artifact.{name}"
         return {f"{prefix}.path": self.path, f"{prefix}.md5": self.md5,
                 f"{prefix}.sha256": self.sha256}
-
-
-def file_digests(path: str | Path) -> tuple[str, str]:
-    """(md5, sha256) of a file in one pass."""
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                md5.update(chunk)
-                sha.update(chunk)
-    except OSError as exc:
-        raise BdgenError(f"cannot read artifact {path}: {exc.strerror}") from None
-    return md5.hexdigest(), sha.hexdigest()
 
 
 def dvc_env(root: Path) -> None:

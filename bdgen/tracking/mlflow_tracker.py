@@ -1,8 +1,9 @@
 """MLflow behind one small interface: one tracked run per job, logged in batches.
 
-Why a wrapper: the pipeline must never import mlflow (ARCHITECTURE.md), every job must fail
-*before* doing work when the tracking server is down, and logging must be batched (a single
-``log_metric`` costs ~20 ms on SQLite, a 100-metric batch ~30 ms; PLATFORM_NOTES.md).
+Why a wrapper: only this package imports mlflow (the layers of docs/DEVELOPING.md), every
+job must fail *before* doing work when the tracking server is down, and logging must be
+batched (a single ``log_metric`` costs ~20 ms on SQLite, a 100-metric batch ~30 ms;
+docs/PLATFORM.md, "MLflow").
 
 Conventions (documented in README "Tracking"):
 
@@ -22,17 +23,17 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bdgen.errors import BdgenError
+from bdgen.util.mappings import flatten
+from bdgen.util.provenance import code_version, git_commit
 
 ENV_URI = "MLFLOW_TRACKING_URI"
 TAG_PREFIX = "bdgen."
@@ -62,32 +63,6 @@ def default_tracking_uri(workspace_root: Path) -> str:
 def experiment_name(dataset_id: str) -> str:
     """The experiment of every run on one dataset (see module docstring)."""
     return f"bdgen/{dataset_id}"
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the bdgen source tree (``<sha>`` or ``<sha>-dirty``), or ``unknown``."""
-    src = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "bdgen"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config dicts -> ``{"a.b.c": value}`` (MLflow params and tags are flat)."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def check_reachable(uri: str, timeout: float = _REACH_TIMEOUT_S) -> None:
@@ -137,7 +112,7 @@ class TrackedRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_value(v)) for k, v in flatten(params).items()]
+        items = [Param(k, _param_value(v)) for k, v in flatten(params, ".").items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self._client.log_batch(self.run_id, params=items[i: i + _MAX_PARAMS_PER_BATCH])
 
@@ -147,7 +122,7 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in flatten(metrics).items()
+        items = [Metric(k, float(v), ts, step or 0) for k, v in flatten(metrics, ".").items()
                  if _is_number(v)]
         self._log_metric_items(items)
 
@@ -256,23 +231,22 @@ class Tracker:
     def open_run(self, kind: str, name: str, experiment: str,
                  params: Mapping[str, Any] | None = None,
                  tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
-        commit = code_version()
         all_tags = {"mlflow.runName": f"{kind}:{name}", f"{TAG_PREFIX}kind": kind,
-                    f"{TAG_PREFIX}git_commit": commit,
-                    "mlflow.source.git.commit": commit.removesuffix("-dirty"),
-                    **(tags or {})}
+                    f"{TAG_PREFIX}git_commit": code_version(),
+                    "mlflow.source.git.commit": git_commit() or "unknown", **(tags or {})}
         run = self._client.create_run(self.experiment_id(experiment), run_name=f"{kind}:{name}",
                                       tags={k: str(v) for k, v in all_tags.items()
                                             if v is not None and k != "mlflow.runName"})
-        tracked = TrackedRun(self._client, run.info.run_id, run.info.experiment_id)
+        run_id: str = run.info.run_id
+        tracked = TrackedRun(self._client, run_id, run.info.experiment_id)
         try:
             if params:
                 tracked.log_params(params)
             yield tracked
         except BaseException:
-            self._client.set_terminated(tracked.run_id, "FAILED")
+            self._client.set_terminated(run_id, "FAILED")
             raise
-        self._client.set_terminated(tracked.run_id, "FINISHED")
+        self._client.set_terminated(run_id, "FINISHED")
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[str]:
         """Run ids in ``experiment`` whose tags equal ``tags`` (used for idempotent imports)."""

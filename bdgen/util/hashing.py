@@ -6,25 +6,32 @@ import hashlib
 import json
 from pathlib import Path
 
+from bdgen.errors import BdgenError
+
 _CHUNK = 1 << 20
 
 
-def _file_digest(path: str | Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def file_digests(path: str | Path) -> tuple[str, str]:
+    """(md5, sha256) of a file in one pass: DVC addresses content by md5, the store and
+    MLflow record the sha256. An unreadable file is a :class:`BdgenError`."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                md5.update(chunk)
+                sha.update(chunk)
+    except OSError as exc:
+        raise BdgenError(f"cannot read artifact {path}: {exc.strerror}") from None
+    return md5.hexdigest(), sha.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes."""
-    return _file_digest(path, "sha256")
-
-
-def file_md5(path: str | Path) -> str:
-    """md5 hex digest of a file's bytes (DVC's content address)."""
-    return _file_digest(path, "md5")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def config_hash(config: object) -> str:

@@ -1,7 +1,8 @@
-"""Read a folder of legacy result files into :class:`MethodResult` objects.
+"""Test helper: read a folder of result files (:mod:`bdgen.eval.results_json`) into
+:class:`MethodResult` objects.
 
 Format_version 2 files are read as they are; format v1 files are upgraded on load
-(:func:`bdgen.eval.legacy_json.upgrade_v1`: one seed, std 0.0) and their results flagged
+(:func:`bdgen.eval.results_json.upgrade_v1`: one seed, std 0.0) and their results flagged
 ``upgraded_from_v1``, which the comparison marks and footnotes.
 
 The store's ``import-legacy`` is the normal way in; this reader exists so that reports can be
@@ -19,7 +20,7 @@ from bdgen.diffusion.method import Method
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
 from bdgen.eval.aggregate import MethodResult, aggregate_seeds
-from bdgen.eval.legacy_json import UPGRADED_FLAG, read_legacy_json
+from bdgen.eval.results_json import UPGRADED_FLAG, read_results_json
 
 
 def _canonical(key: str) -> str:
@@ -32,7 +33,7 @@ def _canonical(key: str) -> str:
 def load_legacy_file(path: str | os.PathLike, model: str | None = None) -> MethodResult:
     """One legacy result JSON -> :class:`MethodResult` (BdgenError naming the file if bad)."""
     path = Path(path)
-    data = read_legacy_json(path)
+    data = read_results_json(path)
     try:
         name = data["method"]
         config = dict(data["config"])

@@ -1,4 +1,5 @@
-"""The legacy result file, ``format_version`` 2 (spec §7.3), written and read exactly.
+"""The results-JSON file format of the original evaluator, ``format_version`` 2 (spec
+§7.3), written and read exactly.
 
 Layout: 7 top-level keys in order (format_version, method, timestamp, config, per_seed,
 summary, denoising); per seed the 46 ``eval/*`` scalars in legacy order then the three
@@ -46,7 +47,7 @@ def _plain(value):
     return value
 
 
-def legacy_per_seed(metrics: Mapping) -> dict:
+def per_seed_block(metrics: Mapping) -> dict:
     """The 49 legacy entries of one seed, in legacy order (other keys dropped).
 
     Keys beyond the legacy ones (e.g. ``eval/num_pairs_eligible``) are dropped; any
@@ -62,17 +63,18 @@ def legacy_per_seed(metrics: Mapping) -> dict:
     return out
 
 
-def legacy_summary(per_seed: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
+def summary_block(per_seed: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
     """Mean and population std per flattened key, sorted, as the legacy code computed them
     (bit for bit on all 2,112 summary entries of the 22 legacy files)."""
     return {k: {"mean": a.mean, "std": a.std} for k, a in aggregate_seeds(per_seed).items()}
 
 
-def legacy_document(method: str, config: Mapping, per_seed: Mapping[str | int, Mapping],
-                    denoising: Mapping | None = None, timestamp: str | None = None) -> dict:
+def results_document(method: str, config: Mapping,
+                     per_seed: Mapping[str, Mapping] | Mapping[int, Mapping],
+                     denoising: Mapping | None = None, timestamp: str | None = None) -> dict:
     """The format_version 2 object (summary recomputed from ``per_seed``)."""
-    seeds = {str(s): legacy_per_seed(m) for s, m in per_seed.items()}
-    summary = legacy_summary(seeds)
+    seeds = {str(s): per_seed_block(m) for s, m in per_seed.items()}
+    summary = summary_block(seeds)
     return {
         "format_version": FORMAT_VERSION,
         "method": method,
@@ -88,8 +90,8 @@ def dumps(doc: Mapping) -> str:
     return json.dumps(doc, indent=2)
 
 
-def write_legacy_json(path: str | os.PathLike, doc: Mapping) -> None:
-    """Atomic write of a legacy document (temp file in the same directory + os.replace)."""
+def write_results_json(path: str | os.PathLike, doc: Mapping) -> None:
+    """Atomic write of a results document (temp file in the same directory + os.replace)."""
     atomic_write_text(path, dumps(doc))
 
 
@@ -155,7 +157,7 @@ def upgrade_v1(doc: Mapping) -> dict:
         "timestamp": timestamp,
         "config": upgraded_config,
         "per_seed": per_seed,
-        "summary": legacy_summary(per_seed),
+        "summary": summary_block(per_seed),
         "denoising": {},
         UPGRADED_FLAG: True,
     }
@@ -174,7 +176,7 @@ def as_format_2(doc: Any) -> dict:
     return doc
 
 
-def read_legacy_json(path: str | os.PathLike) -> dict:
+def read_results_json(path: str | os.PathLike) -> dict:
     """Read a format_version 2 file, or a v1 file upgraded (:func:`upgrade_v1`), and check
     it; :class:`BdgenError` naming the file."""
     path = Path(path)

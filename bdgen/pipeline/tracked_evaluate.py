@@ -1,0 +1,172 @@
+"""The tracked evaluation job: each generation run of the store evaluated as one MLflow run
+and one evaluation row, after its samples file is checked against the store's sha256."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bdgen.errors import BdgenError
+from bdgen.pipeline.context import JobContext, workspace_relative
+from bdgen.pipeline.evaluate import evaluate_samples_files, find_samples_files
+from bdgen.pipeline.plots import metric_bars
+from bdgen.pipeline.store import open_store
+from bdgen.pipeline.tracked_denoising import denoise_model_once
+from bdgen.pipeline.workspace import Workspace
+from bdgen.store.api import (
+    DEFAULT_EVALUATOR_VERSION,
+    DEFAULT_REFERENCE,
+    GenerationRunInfo,
+    normalise_metrics,
+)
+from bdgen.tracking import experiment_name
+from bdgen.util.atomic import atomic_write_json
+from bdgen.util.clock import utcnow
+from bdgen.util.hashing import file_digests
+
+log = logging.getLogger(__name__)
+
+#: Headline metrics written to the per-evaluation metrics JSON (``dvc exp show``/``metrics``).
+HEADLINE_METRICS = ("validity_rate", "inside_validity", "novelty", "mode_coverage_weighted",
+                    "node_tv", "edge_tv", "conditional_edge_tv_weighted", "transitivity_score")
+
+
+@dataclass
+class EvaluationRecord:
+    generation_run_id: int
+    evaluation_run_id: int
+    mlflow_run_id: str | None
+    model_id: str
+    method: str
+    seed: int
+    samples_sha256: str
+    metrics: dict[str, float]     # canonical name -> value (this seed)
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class VerifiedSamples:
+    """A samples file whose sha256 matched the store's, with its digests."""
+
+    path: Path
+    md5: str
+    sha256: str
+
+
+def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
+    """The samples file of a generation run, after checking its sha256 against the store.
+
+    Called before any metric is computed: a file changed or replaced since it was generated
+    is refused (its metrics would describe other samples than the store says)."""
+    if info.status != "succeeded" or not info.samples_path:
+        raise BdgenError(f"generation run {info.id} has status {info.status} and no "
+                         "samples file to evaluate")
+    path = Path(info.samples_path)
+    path = path if path.is_absolute() else ws.root / path
+    if not path.is_file():
+        raise BdgenError(f"samples file of generation run {info.id} is missing: {path} "
+                         "(restore it with `dvc pull` / `dvc checkout` in the workspace)")
+    md5, sha = file_digests(path)
+    if sha != info.samples_sha256:
+        raise BdgenError(f"samples file {path} does not match the store: sha256 "
+                         f"{sha[:12]}... but generation run {info.id} recorded "
+                         f"{str(info.samples_sha256)[:12]}...; refusing to evaluate")
+    return VerifiedSamples(path, md5, sha)
+
+
+def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
+                     replace: bool = False, metrics_out: dict[int, Path] | None = None,
+                     plots: bool = True) -> list[EvaluationRecord]:
+    """Evaluate generation runs, one tracked evaluation run each.
+
+    Every samples file is verified against the store's sha256 before anything is computed.
+    Runs already evaluated (same reference and evaluator version) are skipped unless
+    ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
+    headline metrics (for DVC).
+    """
+    records: list[EvaluationRecord] = []
+    with JobContext.open(ws, no_mlflow) as ctx:
+        infos = [ctx.store.generation_run(int(r)) for r in run_ids]
+        files = [verify_samples(ws, info) for info in infos]  # all checked before any work
+        for info, samples in zip(infos, files):
+            prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE,
+                                           DEFAULT_EVALUATOR_VERSION)
+            if prev is not None and prev.status == "succeeded" and not replace:
+                log.info("generation run %s: already evaluated (evaluation run %s), skipped",
+                         info.id, prev.id)
+                rec = EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id,
+                                       info.method, info.seed, info.samples_sha256 or "",
+                                       ctx.store.evaluation_metrics(prev.id), skipped=True)
+            else:
+                rec = _evaluate_one(ctx, info, samples, replace, plots)
+            records.append(rec)
+            denoise_model_once(ctx, info.model_id)
+            if metrics_out and info.id in metrics_out:
+                atomic_write_json(metrics_out[info.id], {
+                    k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics},
+                    indent=2, sort_keys=True)
+    return records
+
+
+def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
+                  replace: bool, plots: bool) -> EvaluationRecord:
+    """One generation run: metrics computed, then MLflow run + evaluation row together."""
+    ws, path, md5, sha = ctx.workspace, samples.path, samples.md5, samples.sha256
+    rel = ctx.rel(path)
+    name = f"{info.model_id}/{info.method}/{info.seed}"
+    params = {"generation_run_id": info.id, "model_id": info.model_id,
+              "method": info.method, "seed": info.seed,
+              "num_samples": info.num_samples, "steps": info.steps,
+              "samples": {"path": rel, "sha256": sha}}
+    tags = {"bdgen.generation_run_id": info.id, "bdgen.model_id": info.model_id,
+            "bdgen.method": info.method, "bdgen.seed": info.seed,
+            "bdgen.generation_mlflow_run_id": info.mlflow_run_id,
+            "bdgen.artifact.samples.path": rel, "bdgen.artifact.samples.md5": md5,
+            "bdgen.artifact.samples.sha256": sha}
+    started = utcnow()
+    t0 = time.perf_counter()
+    (result,) = evaluate_samples_files([path], data_dir=ws.data_dir, cache_dir=ws.cache_dir,
+                                       denoising=False)
+    per_seed = result.per_seed[str(info.seed)]
+    clean = normalise_metrics(per_seed)
+    dataset_id = result.dataset.get("id") or result.model.get("dataset_id", "unknown")
+    with ctx.tracker.open_run("evaluate", name, experiment_name(dataset_id), params,
+                              {**tags, "bdgen.dataset_id": dataset_id}) as run:
+        ev_id = ctx.store.record_evaluation(info.id, per_seed, mlflow_run_id=run.run_id,
+                                            no_mlflow=not ctx.tracker.enabled,
+                                            started_at=started,
+                                            duration_s=time.perf_counter() - t0,
+                                            replace=replace)
+        run.set_tags({"bdgen.evaluation_run_id": ev_id})
+        run.log_metrics({**clean, "eval_time_s": time.perf_counter() - t0})
+        if plots and ctx.tracker.enabled:
+            with tempfile.TemporaryDirectory() as d:
+                bars = {k: clean[k] for k in HEADLINE_METRICS if k in clean}
+                run.log_artifact(metric_bars(bars, Path(d) / "headline.png", name), "plots")
+    shown = ", ".join(f"{k} {clean[k]:.3f}" for k in HEADLINE_METRICS[:4] if k in clean)
+    log.info("%s: evaluation run %s (%s)", name, ev_id, shown)
+    return EvaluationRecord(info.id, ev_id, run.run_id, info.model_id, info.method, info.seed,
+                            sha, clean)
+
+
+def verify_registered_files(ws: Workspace, paths: Sequence[str | Path]) -> int:
+    """Check every samples file (or directory of them) that the store knows against its
+    recorded sha256, before evaluating; BdgenError on a mismatch. Returns how many were
+    checked (files the store does not know are left alone)."""
+    files = {workspace_relative(ws, f): f for f in find_samples_files(paths)}
+    with open_store(workspace=ws) as store:
+        known = store.generation_runs_by_path(list(files))
+        for run_id in known.values():
+            verify_samples(ws, store.generation_run(run_id))
+    return len(known)
+
+
+def pending_runs(ws: Workspace, model_id: str | None = None) -> list[int]:
+    """Generation runs (succeeded, made by bdgen) not evaluated yet."""
+    with open_store(workspace=ws) as store:
+        return store.pending_generation_runs(DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                             model_id)

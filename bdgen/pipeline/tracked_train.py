@@ -1,0 +1,143 @@
+"""The tracked training job: one model as one MLflow run (config as params, the loss and
+validation curves as metric series), its final checkpoint DVC-tracked, dataset and model
+rows in the store (order: :mod:`.context`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bdgen.data.dataset import PreparedDataset
+from bdgen.diffusion.trainer import TrainConfig
+from bdgen.errors import BdgenError
+from bdgen.model.checkpoint import load_checkpoint, model_id
+from bdgen.model.denoiser import model_preset
+from bdgen.pipeline.checkpoints import register_checkpoint
+from bdgen.pipeline.context import JobContext
+from bdgen.pipeline.train import (
+    FINAL_NAME,
+    SPLIT_FRACTIONS,
+    SPLIT_SEED,
+    latest_checkpoint,
+    noise_config,
+    run_name,
+    train_model,
+)
+from bdgen.pipeline.workspace import Workspace
+from bdgen.tracking import TrackedRun, experiment_name, track
+
+#: The ``train_log.jsonl`` fields logged as MLflow metric series (``curve/<field>``).
+CURVES = ("train_loss", "lr", "gumbel_temp", "val_loss", "val_node_accuracy",
+          "val_edge_accuracy")
+
+
+@dataclass
+class TrainRecord:
+    model_id: str
+    checkpoint: str          # relative to the workspace root (DVC-tracked)
+    md5: str
+    sha256: str
+    mlflow_run_id: str | None
+    dataset_id: str
+    step: int
+    final_loss: float
+
+
+def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "loglinear",
+                  model: str = "small", config: TrainConfig | None = None,
+                  out_dir: str | Path | None = None, resume: bool = False,
+                  device: str = "auto", progress: bool = True, no_mlflow: bool = False,
+                  reuse: bool = False) -> TrainRecord:
+    """Train one model as one tracked run.
+
+    ``reuse`` (pipelines): a run directory of the same identity that already holds the
+    final checkpoint at ``config.steps`` is reused as is (no new run); one with fewer steps
+    is resumed."""
+    with JobContext.open(ws, no_mlflow) as ctx:
+        config = config or TrainConfig()
+        ds = PreparedDataset.load(dataset_path)
+        params = {"dataset": {"id": ds.dataset_id, "path": ctx.rel(dataset_path),
+                              "source": ds.source, "hash": ds.dataset_hash},
+                  "noise": noise, "model": model, "device": device, "resume": resume,
+                  "train": config.to_dict()}
+        tags = {"bdgen.dataset_id": ds.dataset_id, "bdgen.noise": noise,
+                "bdgen.model_preset": model}
+        with ctx.tracker.open_run("train", f"{noise}-{model}", experiment_name(ds.dataset_id),
+                                  params, tags) as run:
+            if ctx.inside(dataset_path):
+                run.set_tags(track(ws.root, dataset_path).tags("dataset"))
+            if out_dir is None:  # the identity-derived run directory of *this* workspace
+                split = {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
+                out_dir = ws.model_dir(run_name(noise_config(noise), ds.dataset_hash,
+                                                model_preset(model).to_dict(), config, split))
+            if reuse:
+                done = _reusable(Path(out_dir), config.steps)
+                if done is True:
+                    return _reuse_checkpoint(ctx, Path(out_dir), ds.dataset_id, run)
+                resume = resume or done is False
+            out = train_model(dataset_path, noise=noise, model=model, config=config,
+                              out_dir=out_dir, resume=resume, device=device, progress=progress)
+            ref = track(ws.root, out.checkpoint)
+            ckpt = load_checkpoint(out.checkpoint)
+            mid = model_id(ckpt, ref.sha256)
+            run.set_tags({"bdgen.model_id": mid, "bdgen.run_dir": ctx.rel(out.run_dir),
+                          **ref.tags("checkpoint")})
+            metrics = {"train/final_loss": out.final_loss, "train/steps_per_s": out.steps_per_s,
+                       "train/wall_s": out.wall_s, "train/step": out.step}
+            if out.val is not None:
+                metrics.update({"val/loss": out.val.loss,
+                                "val/node_accuracy": out.val.node_accuracy,
+                                "val/edge_accuracy": out.val.edge_accuracy})
+            run.log_metrics(metrics, step=out.step)
+            _log_curves(run, out.run_dir / "train_log.jsonl")
+            register_checkpoint(ctx.store, ckpt, ref.path, ref.sha256, mid, run.run_id)
+            if run.run_id is not None:
+                ctx.store.link_model_run(mid, run.run_id)
+    return TrainRecord(mid, ref.path, ref.md5, ref.sha256, run.run_id, ds.dataset_id, out.step,
+                       out.final_loss)
+
+
+def _reusable(run_dir: Path, steps: int) -> bool | None:
+    """True: the final checkpoint at ``steps`` is there; False: resumable checkpoints with
+    fewer steps; None: nothing there."""
+    latest = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if latest is None:
+        return None
+    step = load_checkpoint(latest).step
+    if latest.name == FINAL_NAME and step == steps:
+        return True
+    if step > steps:
+        raise BdgenError(f"{run_dir} holds a model trained for {step} steps, more than the "
+                         f"{steps} asked for; remove it or raise the step count")
+    return False
+
+
+def _reuse_checkpoint(ctx: JobContext, run_dir: Path, dataset_id: str,
+                      run: TrackedRun) -> TrainRecord:
+    """An already trained model: re-register (idempotent), point at its original run."""
+    final = run_dir / FINAL_NAME
+    ref = track(ctx.workspace.root, final)
+    ckpt = load_checkpoint(final)
+    mid = model_id(ckpt, ref.sha256)
+    found = ctx.tracker.find_runs(experiment_name(dataset_id),
+                                  {"bdgen.kind": "train", "bdgen.model_id": mid})
+    original = found[-1] if found else None
+    run.set_tags({"bdgen.model_id": mid, "bdgen.reused_from_run": original,
+                  **ref.tags("checkpoint")})
+    register_checkpoint(ctx.store, ckpt, ref.path, ref.sha256, mid, original)
+    return TrainRecord(mid, ref.path, ref.md5, ref.sha256, original or run.run_id, dataset_id,
+                       ckpt.step, math.nan)
+
+
+def _log_curves(run: TrackedRun, log: Path) -> None:
+    """The training-loss and validation curves (``train_log.jsonl``) as metric series."""
+    if not log.exists():
+        return
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    for key in CURVES:
+        # A resumed run appends to the log: keep the last value logged for each step.
+        series = sorted({int(r["step"]): float(r[key]) for r in rows if key in r}.items())
+        if series:
+            run.log_metric_series(f"curve/{key}", series)
