@@ -18,8 +18,10 @@ A calibration document (what ``bdgen constraints calibrate`` writes) is JSON::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,3 +89,17 @@ def read_calibration(data: Any, cs: ConstraintSet, where: str = "calibration"
     for name, v in values.items():
         check_normaliser(str(name), v, where)
     return cs.with_normalisers(values, where)
+
+
+def load_calibration(path: str | Path, cs: ConstraintSet) -> ConstraintSet:
+    """``cs`` with the normalisers of the calibration file at ``path``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BdgenError(f"calibration file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BdgenError(f"{path}: cannot read ({type(exc).__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise BdgenError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return read_calibration(data, cs, str(path))
