@@ -27,6 +27,7 @@ from bdgen.guidance.violations import (
     hard_violations,
     join_logits,
     soft_violations,
+    soft_violations_of_probs,
 )
 
 VOCAB = VocabConfig(8)
@@ -176,6 +177,10 @@ def test_candidates_share_logits_by_broadcasting_and_batches_match_rows():
     shared = soft_violations(cs, cand, logits, pads)                    # [3, 12, C]
     tiled = soft_violations(cs, cand, logits.expand(3, *logits.shape), pads.expand(3, -1, -1))
     assert shared.shape == (3, 12, len(cs)) and torch.equal(shared, tiled)
+    # the same numbers through the full effective-probability tensor
+    probs = effective_probs(cand, logits, pads)
+    via_probs = soft_violations_of_probs(cs, probs, pads.expand(3, -1, -1))
+    assert torch.allclose(shared, via_probs, rtol=0, atol=1e-15)
     rows = torch.stack([soft_violations(cs, cand[k, b], logits[b], pads[b])
                         for k in range(3) for b in range(12)]).view(3, 12, -1)
     assert torch.allclose(shared, rows, rtol=0, atol=1e-13)

@@ -22,7 +22,6 @@ from bdgen.data.vocab import (
     EDGE_MASK,
     EDGE_VOCAB_SIZE,
     N_RELATIONS,
-    N_ROOM_TYPES,
     NODE_MASK,
     NODE_VOCAB_SIZE,
     VocabConfig,
@@ -68,29 +67,68 @@ def effective_probs(x: Tensor, logits: Tensor, pad_mask: Tensor) -> Tensor:
 
 
 class SoftCounts:
-    """Expected counts and adjacency probabilities of effective probabilities (G2.3)."""
+    """Expected counts and adjacency probabilities of effective probabilities (G2.3).
+
+    Built from what the constraints need only: the probability that each node slot holds a
+    given room type (``type_prob``, computed once per type used) and ``P_adj`` per edge slot.
+    :meth:`of_logits` never materialises the ``[..., S, V]`` tensor of candidates: MASK
+    positions read the softmax shared by a sample's candidates, committed ones compare
+    tokens, so K candidates cost K small ``[..., n_max]``/``[..., E]`` tensors, not K
+    copies of the distributions. Both constructors give the same numbers.
+    """
 
     soft = True
 
-    def __init__(self, probs: Tensor, pad_mask: Tensor) -> None:
+    def __init__(self, type_prob, p_adj: Tensor, n_max: int) -> None:
+        _, self.first, self.second = _layout(n_max, p_adj.device)
+        self._type_prob = type_prob
+        self.p_adj = p_adj                                             # [..., E]
+        self._q: dict[int, Tensor] = {}
+        self._counts: dict[int, Tensor] = {}
+
+    @classmethod
+    def of_probs(cls, probs: Tensor, pad_mask: Tensor) -> SoftCounts:
+        """From effective probabilities ``[..., S, V]`` (:func:`effective_probs`)."""
         n_max = _n_max(probs.shape[-2])
-        _, self.first, self.second = _layout(n_max, probs.device)
-        self.q = probs[..., :n_max, :N_ROOM_TYPES]                    # [..., n, 13]
-        adjacent = probs[..., n_max:, :N_RELATIONS].sum(-1)            # P_adj, [..., E]
-        self.p_adj = adjacent * pad_mask[..., n_max:]
-        self._counts: Tensor | None = None
+        adjacent = probs[..., n_max:, :N_RELATIONS].sum(-1)
+        return cls(lambda t: probs[..., :n_max, t], adjacent * pad_mask[..., n_max:], n_max)
+
+    @classmethod
+    def of_logits(cls, x: Tensor, logits: Tensor, pad_mask: Tensor) -> SoftCounts:
+        """From tokens ``[..., S]`` and (broadcastable) logits ``[..., S, V]``."""
+        n_max = _n_max(x.shape[-1])
+        mask_tok, _, _ = _layout(n_max, x.device)
+        soft = torch.softmax(logits.to(torch.float64), dim=-1)       # shared by candidates
+        masked = x == mask_tok
+        real = pad_mask.to(torch.float64)
+        nodes, node_masked, node_real = x[..., :n_max], masked[..., :n_max], real[..., :n_max]
+        edge_adj = soft[..., n_max:, :N_RELATIONS].sum(-1)            # P_adj of a MASK edge
+        edges = x[..., n_max:]
+        committed_adj = ((edges >= 0) & (edges < N_RELATIONS)).to(torch.float64)
+        p_adj = torch.where(masked[..., n_max:], edge_adj, committed_adj) * real[..., n_max:]
+
+        def type_prob(t: int) -> Tensor:
+            hit = (nodes == t).to(torch.float64)
+            return torch.where(node_masked, soft[..., :n_max, t], hit) * node_real
+
+        return cls(type_prob, p_adj, n_max)
+
+    def q(self, room_type: int) -> Tensor:
+        if room_type not in self._q:
+            self._q[room_type] = self._type_prob(room_type)
+        return self._q[room_type]
 
     def count(self, room_type: int) -> Tensor:
-        if self._counts is None:
-            self._counts = self.q.sum(-2)
-        return self._counts[..., room_type]
+        if room_type not in self._counts:
+            self._counts[room_type] = self.q(room_type).sum(-1)
+        return self._counts[room_type]
 
     def pairs(self, type_a: int, type_b: int) -> Tensor:
-        qa = self.q[..., type_a]
+        qa = self.q(type_a)
         if type_a == type_b:
             p_types = qa[..., self.first] * qa[..., self.second]
         else:
-            qb = self.q[..., type_b]
+            qb = self.q(type_b)
             p_types = (qa[..., self.first] * qb[..., self.second]
                        + qb[..., self.first] * qa[..., self.second])
         return p_types * self.p_adj
@@ -141,13 +179,13 @@ def _stack(cs: ConstraintSet, counts: SoftCounts | TokenCounts, shape: torch.Siz
 
 def soft_violations(cs: ConstraintSet, x: Tensor, logits: Tensor, pad_mask: Tensor) -> Tensor:
     """``[..., C]`` float64 soft violations of partially masked ``x`` ``[..., S]``."""
-    probs = effective_probs(x, logits, pad_mask)
-    return soft_violations_of_probs(cs, probs, pad_mask.expand(probs.shape[:-1]))
+    counts = SoftCounts.of_logits(x, logits, pad_mask)
+    return _stack(cs, counts, counts.p_adj.shape[:-1], x.device)
 
 
 def soft_violations_of_probs(cs: ConstraintSet, probs: Tensor, pad_mask: Tensor) -> Tensor:
     """``[..., C]`` soft violations of effective probabilities ``[..., S, V]``."""
-    return _stack(cs, SoftCounts(probs, pad_mask), probs.shape[:-2], probs.device)
+    return _stack(cs, SoftCounts.of_probs(probs, pad_mask), probs.shape[:-2], probs.device)
 
 
 def hard_violations(cs: ConstraintSet, tokens: Tensor, pad_mask: Tensor) -> Tensor:
