@@ -191,8 +191,10 @@ class Guidance:
                                  ("protect_just_unmasked", "protect"),
                                  ("attribution_boost", "boost")) if getattr(self, f)]
         if self.ema_lock:
-            parts.append(f"lock_b{spell(self.ema_beta)}_c{self.ema_consecutive}"
-                         f"_d{spell(self.ema_deadline)}_w{spell(self.ema_warmup)}")
+            beta, deadline, warmup = (float(v) for v in (  # set when the lock is on
+                self.ema_beta or 0.0, self.ema_deadline or 0.0, self.ema_warmup or 0.0))
+            parts.append(f"lock_b{spell(beta)}_c{self.ema_consecutive}"
+                         f"_d{spell(deadline)}_w{spell(warmup)}")
         if self.decay_power:
             parts.append(f"decay{spell(self.decay_power)}")
         return "_".join(parts)

@@ -23,6 +23,7 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -255,7 +256,7 @@ def _describe(exc: ValidationError, data: dict) -> str:
     return "; ".join(dict.fromkeys(_one(e, data) for e in exc.errors()))
 
 
-def _one(err: dict, data: dict) -> str:
+def _one(err: Mapping[str, Any], data: dict) -> str:
     loc = list(err["loc"])
     where = ""
     fields_of: type[BaseModel] = ConstraintFile
