@@ -25,7 +25,7 @@ SHARED = os.environ.get("BDGEN_SHARED_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "shared")
 LEGACY_ROOT = os.path.abspath(os.path.join(SHARED, "legacy_eval_results"))
 
-PROPS = settings(max_examples=150, deadline=None,
+PROPS = settings(max_examples=150, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 
