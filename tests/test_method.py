@@ -78,9 +78,11 @@ def test_normalisation():
     # temperature ignored under top_p, eta ignored for confidence
     assert Method(top_p=0.9, temperature=0.5) == Method(top_p=0.9)
     assert Method(top_p=0.9, remasking="confidence", eta=0.4).eta == 0.0
-    # integer literal reads as float (legacy "tsw1" quirk) and formats canonically
-    assert Method.parse("random_topp0.9_remdm_confidence_tsw1").format() == \
-        "random_topp0.9_remdm_confidence_tsw1.0"
+    # an integer literal is not the canonical spelling of a float (issue 13 item 8): refused,
+    # with the canonical name as the hint
+    with pytest.raises(BdgenError, match="closest valid name: "
+                       "'random_topp0.9_remdm_confidence_tsw1.0'"):
+        Method.parse("random_topp0.9_remdm_confidence_tsw1")
     assert Method(remasking="cap").eta == 0.1 and Method(remasking="cap").t_switch == 1.0
 
 

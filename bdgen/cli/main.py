@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "bdgen.cli.pipeline_cmd:sweep",
     "pipeline": "bdgen.cli.pipeline_cmd:pipeline",
     "ui": "bdgen.cli.workspace_cmd:ui",
+    "constraints": "bdgen.cli.constraints:constraints",
 }
 
 

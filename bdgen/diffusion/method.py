@@ -1,4 +1,4 @@
-"""Sampling methods and their canonical names (spec §5.8).
+"""Sampling methods and their canonical names (spec §5.8, guided names G6).
 
 A :class:`Method` is one sampling configuration. Its name is *derived* from it
 (:meth:`Method.format`) and parses back to it (:meth:`Method.parse`); every legacy name
@@ -7,10 +7,14 @@ round-trips exactly. Grammar::
     [v2_] {random|llada} _ {topp<p>|argmax|temp<T>} _ {no_remask
                                                      |remdm_confidence_tsw<t>
                                                      |remdm_{cap|rescale}_eta<e>[_tsw<t>]}
-    [_bf16]
+    [_bf16] [_guided_...]
 
-Numbers are Python ``str()`` of the float (``0.9 -> "0.9"``, ``1.0 -> "1.0"``); when
-parsing, any float literal is accepted (``tsw1`` reads as 1.0 and formats as ``tsw1.0``).
+Only this ASCII grammar is accepted: no surrounding whitespace or newline, no look-alike
+digits, and every number in its one canonical spelling, Python ``str()`` of the value
+(``0.9``, ``1.0``; ``tsw1``, ``topp0.90``, ``topp.9`` are refused). Floats lie on a grid of
+0.0001 inside their range, so ``tsw1e-320`` is refused too: top_p and t_switch in (0, 1],
+eta in [0, 1] (ReMDM's range: cap and rescale never re-mask more than sigma_max), temperature
+in [0, 100]. A refused name gets a one-line :class:`BdgenError` with the closest valid name.
 
 Backward-compatible extensions, so that distinct configurations always get distinct names
 (the legacy scheme could not tell these apart; legacy names are unchanged):
@@ -24,42 +28,59 @@ Backward-compatible extensions, so that distinct configurations always get disti
 * a ``_bf16`` suffix: the denoiser runs in bfloat16 mixed precision
   (:mod:`bdgen.model.precision`), which changes the samples; float32 (every legacy name)
   has no suffix.
+* a guided method (constraint guidance, :class:`bdgen.guidance.names.Guidance`) appends
+  ``_guided_`` and its settings to the unguided name; the grammar of that part, canonical
+  and legacy, is in :mod:`bdgen.guidance.names`.
 
 Normalisation (so equal behaviour gives equal values and names): with ``top_p`` set the
 temperature is ignored by the sampler and stored as 0.0 (the legacy JSONs record 0.0 too);
 ``confidence`` ignores eta, stored as 0.0; without remasking eta and t_switch are None;
-remasking ``t_switch`` defaults to 1.0. Out-of-range values raise :class:`BdgenError`:
-top_p and t_switch must lie in (0, 1], eta and temperature must be >= 0 and finite.
+remasking ``t_switch`` defaults to 1.0. Out-of-range values raise :class:`BdgenError`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bdgen.errors import BdgenError
+from bdgen.guidance.names import (
+    DECIMALS,
+    GUIDED_CONFIG_MARKERS,
+    LEGACY_GUIDED_SAMPLING_KEYS,
+    LEGACY_TAGS,
+    NUM,
+    STEP,
+    Guidance,
+    check_float,
+    read_float,
+    spell,
+)
 from bdgen.model.precision import DEFAULT_PRECISION, check_precision
 
 UNMASKING_MODES: tuple[str, ...] = ("random", "llada")
 REMASKING_STRATEGIES: tuple[str, ...] = ("cap", "rescale", "confidence")
 DEFAULT_ETA = 0.1  # legacy eval-config default for cap/rescale (spec §5.1)
+MAX_TEMPERATURE = 100.0
+GUIDED_MARK = "_guided_"
 
 GRAMMAR = (
     "[v2_]{random|llada}_{topp<p>|argmax|temp<T>}_"
     "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}[_bf16]"
+    "[_guided_...]"
 )
 
-_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUM = NUM
 _NAME_RE = re.compile(
-    rf"^(?P<v2>v2_)?(?P<unmask>[a-z]+)_"
+    rf"(?P<v2>v2_)?(?P<unmask>[a-z]+)_"
     rf"(?:topp(?P<topp>{_NUM})|(?P<argmax>argmax)|temp(?P<temp>{_NUM}))_"
     rf"(?:(?P<none>no_remask)"
     rf"|remdm_confidence_tsw(?P<conf_tsw>{_NUM})"
     rf"|remdm_(?P<strategy>[a-z]+)_eta(?P<eta>{_NUM})(?:_tsw(?P<tsw>{_NUM}))?)"
-    r"(?:_(?P<precision>bf16))?$"
+    r"(?:_(?P<precision>bf16))?", re.ASCII
 )
 
 # The legacy grid of spec §5.8 (v1 loglinear + linear names; v2 adds the prefix).
@@ -78,26 +99,14 @@ LEGACY_CONFIG_KEYS: tuple[str, ...] = (
 
 
 def _num(x: float) -> str:
-    return str(float(x))
-
-
-def _check_float(name: str, value: Any, *, low: float, low_open: bool,
-                 high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BdgenError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    bad = not math.isfinite(v) or (v <= low if low_open else v < low) or (
-        high is not None and v > high)
-    if bad:
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}"
-        rng += "]" if high is not None else ")"
-        raise BdgenError(f"{name} must lie in {rng}, got {value!r}")
-    return v
+    return spell(x)
 
 
 @dataclass(frozen=True)
 class Method:
-    """One sampling configuration (spec §5); construct directly or with :meth:`parse`."""
+    """One sampling configuration (spec §5); construct directly or with :meth:`parse`.
+
+    ``guidance`` is None for an unguided method, else the SVDD settings (G4.1)."""
 
     unmasking: str = "random"
     top_p: float | None = None
@@ -107,6 +116,7 @@ class Method:
     t_switch: float | None = None
     v2: bool = False
     precision: str = DEFAULT_PRECISION  # of the denoiser's forward pass: fp32 | bf16
+    guidance: Guidance | None = None
 
     def __post_init__(self) -> None:
         def put(field: str, value: Any) -> None:
@@ -116,11 +126,11 @@ class Method:
             raise BdgenError(f"unknown unmasking mode {self.unmasking!r}; valid: "
                              f"{', '.join(UNMASKING_MODES)}")
         if self.top_p is not None:
-            put("top_p", _check_float("top_p", self.top_p, low=0.0, low_open=True, high=1.0))
+            put("top_p", check_float("top_p", self.top_p, low=0.0, low_open=True, high=1.0))
             put("temperature", 0.0)  # ignored by the sampler when top_p is set (§5.3c)
         else:
-            put("temperature", _check_float("temperature", self.temperature, low=0.0,
-                                            low_open=False))
+            put("temperature", check_float("temperature", self.temperature, low=0.0,
+                                           high=MAX_TEMPERATURE))
         if self.remasking is None:
             if self.eta is not None or self.t_switch is not None:
                 raise BdgenError("eta/t_switch given without a remasking strategy")
@@ -130,15 +140,28 @@ class Method:
                                  f"{', '.join(REMASKING_STRATEGIES)}")
             if self.remasking == "confidence":
                 if self.eta is not None:
-                    _check_float("eta", self.eta, low=0.0, low_open=False)
+                    check_float("eta", self.eta, low=0.0, high=1.0)
                 put("eta", 0.0)  # confidence ignores eta (§5.6); legacy records 0.0
             else:
                 eta = DEFAULT_ETA if self.eta is None else self.eta
-                put("eta", _check_float("eta", eta, low=0.0, low_open=False))
+                put("eta", check_float("eta", eta, low=0.0, high=1.0))
             tsw = 1.0 if self.t_switch is None else self.t_switch
-            put("t_switch", _check_float("t_switch", tsw, low=0.0, low_open=True, high=1.0))
+            put("t_switch", check_float("t_switch", tsw, low=0.0, low_open=True, high=1.0))
         put("v2", bool(self.v2))
         check_precision(self.precision)
+        if self.guidance is not None:
+            if not isinstance(self.guidance, Guidance):
+                raise BdgenError(f"guidance must be a Guidance, got {self.guidance!r}")
+            self.guidance.check_base(self.remasking)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance is not None
+
+    @property
+    def unguided(self) -> Method:
+        """This method without guidance (the proposal a guided sampler draws from)."""
+        return replace(self, guidance=None) if self.guidance is not None else self
 
     # --- names ------------------------------------------------------------------------
     def format(self) -> str:
@@ -158,7 +181,8 @@ class Method:
             if self.t_switch != 1.0:
                 remask += f"_tsw{_num(self.t_switch)}"
         suffix = "" if self.precision == DEFAULT_PRECISION else f"_{self.precision}"
-        return f"{'v2_' if self.v2 else ''}{self.unmasking}_{sampling}_{remask}{suffix}"
+        guided = "" if self.guidance is None else GUIDED_MARK + self.guidance.suffix()
+        return f"{'v2_' if self.v2 else ''}{self.unmasking}_{sampling}_{remask}{suffix}{guided}"
 
     def __str__(self) -> str:
         return self.format()
@@ -166,47 +190,24 @@ class Method:
     @classmethod
     def parse(cls, name: str) -> Method:
         """Parse a method name; :class:`BdgenError` with the closest valid name otherwise."""
-        m = _NAME_RE.match(name) if isinstance(name, str) else None
-        neg = re.search(r"(topp|temp|eta|tsw)-", name) if isinstance(name, str) else None
-        if m is None and neg:
-            raise BdgenError(f"method name {name!r}: {neg.group(1)} must not be negative"
-                             f"{_suggest(name)}")
-        if m is None:
-            raise BdgenError(f"invalid method name {name!r}{_suggest(name)}; grammar: {GRAMMAR}")
-        g = m.groupdict()
-        if g["unmask"] not in UNMASKING_MODES:
-            raise BdgenError(f"unknown unmasking mode {g['unmask']!r} in method name {name!r}; "
-                             f"valid: {', '.join(UNMASKING_MODES)}{_suggest(name)}")
-        if g["strategy"] is not None and g["strategy"] not in ("cap", "rescale"):
-            raise BdgenError(
-                f"unknown remasking strategy {g['strategy']!r} in method name {name!r}; valid: "
-                f"remdm_cap_eta<e>, remdm_rescale_eta<e>, remdm_confidence_tsw<t>"
-                f"{_suggest(name)}")
-        kw: dict[str, Any] = {"unmasking": g["unmask"], "v2": g["v2"] is not None,
-                              "precision": g["precision"] or DEFAULT_PRECISION}
-        if g["topp"] is not None:
-            kw["top_p"] = float(g["topp"])
-        elif g["temp"] is not None:
-            kw["temperature"] = float(g["temp"])
-            if kw["temperature"] == 0.0:
-                raise BdgenError(f"method name {name!r}: temp0 is spelled 'argmax'")
-        if g["conf_tsw"] is not None:
-            kw.update(remasking="confidence", t_switch=float(g["conf_tsw"]))
-        elif g["strategy"] is not None:
-            kw.update(remasking=g["strategy"], eta=float(g["eta"]),
-                      t_switch=float(g["tsw"]) if g["tsw"] is not None else 1.0)
         try:
-            return cls(**kw)
+            return _parse(name)
         except BdgenError as exc:
-            raise BdgenError(f"method name {name!r}: {exc}") from None
+            hint = _suggest(name)
+            tail = hint or f"; grammar: {GRAMMAR}"
+            raise BdgenError(f"{exc}{tail}") from None
 
     # --- views --------------------------------------------------------------------------
     def legacy_config(self) -> dict[str, Any]:
-        """The sampling keys of a legacy result/samples ``config`` (spec §7.2-7.3), plus
-        ``precision`` when it is not the (legacy) float32."""
+        """The method's keys of a recorded ``config`` (legacy result/samples layout, spec
+        §7.2-7.3, G6.4), plus ``precision`` when it is not the (legacy) float32.
+
+        Unguided and canonical guided methods give the seven sampling keys (and a guided
+        one every guidance key, :meth:`Guidance.config`); a legacy-tagged guided method gives
+        exactly the keys its round's files carry (no remasking strategy/eta/t_switch)."""
         on = self.remasking is not None
         extra = {} if self.precision == DEFAULT_PRECISION else {"precision": self.precision}
-        return {
+        sampling = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "unmasking_mode": self.unmasking,
@@ -214,30 +215,73 @@ class Method:
             "remasking_strategy": self.remasking,
             "remasking_eta": self.eta if on else None,
             "remasking_t_switch": self.t_switch if on else None,
-            **extra,
         }
+        if self.guidance is None:
+            return {**sampling, **extra}
+        if self.guidance.legacy_tag is not None:
+            sampling = {k: sampling[k] for k in LEGACY_GUIDED_SAMPLING_KEYS}
+        return {**sampling, **extra, **self.guidance.config()}
 
     @classmethod
-    def from_legacy_config(cls, config: dict[str, Any], is_v2: bool | None = None) -> Method:
-        """Inverse of :meth:`legacy_config` (``is_v2`` defaults to ``config['is_v2']``)."""
+    def from_legacy_config(cls, config: dict[str, Any], is_v2: bool | None = None,
+                           name: str | None = None) -> Method:
+        """Inverse of :meth:`legacy_config` (``is_v2`` defaults to ``config['is_v2']``).
+
+        A legacy guided config does not record the remasking strategy nor the tag, so it
+        needs the method ``name``: the name is parsed and the config must agree with it on
+        every key :meth:`legacy_config` gives. With ``name`` given, an unguided config is
+        checked against it the same way."""
+        v2 = bool(config.get("is_v2", False)) if is_v2 is None else is_v2
+        guided_config = any(k in config for k in GUIDED_CONFIG_MARKERS)
+        if name is not None:
+            m = cls.parse(name)
+            if (is_v2 is not None or "is_v2" in config) and m.v2 != v2:
+                raise BdgenError(f"method {name!r} is {'v2' if m.v2 else 'v1'} but the config "
+                                 f"says is_v2 = {v2}")
+            if m.guided != guided_config:
+                raise BdgenError(f"method {name!r} is {'' if m.guided else 'not '}guided but "
+                                 f"the config {'lacks' if m.guided else 'has'} guidance keys")
+            for key, want in m.legacy_config().items():
+                if key not in config:
+                    raise BdgenError(f"legacy config lacks key {key!r}")
+                if not _same(config[key], want):
+                    raise BdgenError(f"config {key} = {config[key]!r} does not match method "
+                                     f"{name!r} ({want!r})")
+            return m
+        if guided_config and "remask_decay_power" not in config:
+            raise BdgenError("a legacy guided config does not record its remasking strategy "
+                             "nor its tag: give the method name")
         try:
             on = bool(config["remasking_enabled"])
-            return cls(
+            base = cls(
                 unmasking=config["unmasking_mode"],
                 top_p=config["top_p"],
                 temperature=config["temperature"],
                 remasking=config["remasking_strategy"] if on else None,
                 eta=config["remasking_eta"] if on else None,
                 t_switch=config["remasking_t_switch"] if on else None,
-                v2=bool(config.get("is_v2", False)) if is_v2 is None else is_v2,
+                v2=v2,
                 precision=config.get("precision", DEFAULT_PRECISION),
             )
+            if not guided_config:
+                return base
+            return replace(base, guidance=Guidance(
+                num_candidates=config["num_candidates"], alpha=config["guidance_alpha"],
+                reward_mode=config["reward_mode"], phi=config["phi"],
+                fresh_logits_remask=config["fresh_logits_remask"],
+                protect_just_unmasked=config["protect_just_unmasked"],
+                attribution_boost=config["attribution_boost"], ema_lock=config["ema_lock"],
+                ema_beta=config["ema_beta"], ema_consecutive=config["ema_lock_consecutive"],
+                ema_deadline=config["ema_lock_deadline"],
+                ema_warmup=config["ema_lock_warmup"],
+                decay_power=config["remask_decay_power"]))
         except KeyError as exc:
             raise BdgenError(f"legacy config lacks key {exc.args[0]!r}") from None
 
     def fields(self) -> dict[str, Any]:
-        """Flat dict for store filters and MLflow params."""
-        return {
+        """Flat dict for store filters and MLflow params (a guided method adds its guided
+        fields, :meth:`Guidance.fields`)."""
+        out = {
             "unmasking": self.unmasking,
             "top_p": self.top_p,
             "temperature": self.temperature,
@@ -247,25 +291,140 @@ class Method:
             "version": "v2" if self.v2 else "v1",
             "precision": self.precision,
         }
+        return out if self.guidance is None else {**out, **self.guidance.fields()}
 
 
-def _suggest(name: Any) -> str:
-    """The closest valid name: the legacy grid plus grammar shapes filled with the
-    numbers found in ``name`` (so typos keep the user's values)."""
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same kind (``True`` is not ``1``, ``1`` is ``1.0``)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _parse(name: Any) -> Method:
+    """:meth:`Method.parse` without the hint."""
     if not isinstance(name, str):
-        return ""
-    nums = re.findall(_NUM, name) or ["0.9"]
+        raise BdgenError(f"a method name must be a string, got {type(name).__name__}")
+    base, mark, guided = name.partition(GUIDED_MARK)
+    m = _NAME_RE.fullmatch(base)
+    if m is None:
+        neg = re.search(r"(topp|temp|eta|tsw)-", base)
+        if neg:
+            raise BdgenError(f"method name {name!r}: {neg.group(1)} must not be negative")
+        raise BdgenError(f"invalid method name {name!r}")
+    g = m.groupdict()
+    if g["unmask"] not in UNMASKING_MODES:
+        raise BdgenError(f"unknown unmasking mode {g['unmask']!r} in method name {name!r}; "
+                         f"valid: {', '.join(UNMASKING_MODES)}")
+    if g["strategy"] is not None and g["strategy"] not in ("cap", "rescale"):
+        raise BdgenError(
+            f"unknown remasking strategy {g['strategy']!r} in method name {name!r}; valid: "
+            f"remdm_cap_eta<e>, remdm_rescale_eta<e>, remdm_confidence_tsw<t>")
+    kw: dict[str, Any] = {"unmasking": g["unmask"], "v2": g["v2"] is not None,
+                          "precision": g["precision"] or DEFAULT_PRECISION}
+    try:
+        if g["topp"] is not None:
+            kw["top_p"] = read_float("top_p", g["topp"])
+        elif g["temp"] is not None:
+            kw["temperature"] = read_float("temperature", g["temp"])
+            if kw["temperature"] == 0.0:
+                raise BdgenError("temp0.0 is spelled 'argmax'")
+        if g["conf_tsw"] is not None:
+            kw.update(remasking="confidence", t_switch=read_float("t_switch", g["conf_tsw"]))
+        elif g["strategy"] is not None:
+            kw.update(remasking=g["strategy"], eta=read_float("eta", g["eta"]))
+            if g["tsw"] is not None:
+                kw["t_switch"] = read_float("t_switch", g["tsw"])
+                if kw["t_switch"] == 1.0:
+                    raise BdgenError("t_switch 1.0 is spelled by leaving _tsw out")
+        if mark:
+            kw["guidance"] = Guidance.parse_suffix(guided, kw.get("remasking"))
+        return Method(**kw)
+    except BdgenError as exc:
+        raise BdgenError(f"method name {name!r}: {exc}") from None
+
+
+# --- hints ------------------------------------------------------------------------------
+_LOOSE_NUM = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+_NUMBER_KEYS = r"(topp|temp|eta|tsw|decay|_a|_b|_d|_w|_K|_c)"
+_FOREIGN_SEPARATORS = {"\u066b": ".", "\u066c": ""}  # Arabic decimal/thousands separators
+
+
+def _ascii_digits(text: str) -> str:
+    """NFKC (full-width forms) and every other Unicode decimal digit as its ASCII digit."""
+    text = unicodedata.normalize("NFKC", text)
+    out = []
+    for c in text:
+        d = unicodedata.decimal(c, None)
+        out.append(str(d) if d is not None else _FOREIGN_SEPARATORS.get(c, c))
+    return "".join(out)
+
+
+def _repair(name: str) -> str:
+    """``name`` with look-alikes undone: ASCII digits, no whitespace, canonical numbers
+    (rounded onto the grid; a positive value below it becomes the smallest step)."""
+    s = "".join(_ascii_digits(name).split())
+
+    def fix(m: re.Match) -> str:
+        key, text = m.group(1), m.group(2)
+        v = float(text)
+        if key in ("_K", "_c"):
+            return f"{key}{int(v)}" if v.is_integer() else m.group(0)
+        r = round(v, DECIMALS)
+        return key + spell(STEP if r == 0.0 and v > 0 else r)
+
+    s = re.sub(_NUMBER_KEYS + f"({_LOOSE_NUM})", fix, s)
+    # defaults that are spelled by omission
+    s = re.sub(r"(remdm_(?:cap|rescale)_eta[0-9.]+)_tsw1\.0(?![0-9])", r"\1", s)
+    s = re.sub(r"_decay0\.0(?![0-9])", "", s)
+    return re.sub(r"_temp0\.0_", "_argmax_", s)
+
+
+def _base_shapes(name: str) -> list[str]:
+    nums = re.findall(_LOOSE_NUM, name) or ["0.9"]
     first, last = nums[0], nums[-1]
     shapes = [f"{u}_{smp}_{rem}" for u in UNMASKING_MODES
               for smp in (f"topp{first}", "argmax", f"temp{first}")
               for rem in ("no_remask", f"remdm_confidence_tsw{last}",
                           f"remdm_cap_eta{last}", f"remdm_rescale_eta{last}",
                           f"remdm_cap_eta{first}_tsw{last}")]
-    known = [n for base in (*LEGACY_GRID, *shapes) for n in (base, f"v2_{base}")]
-    for cand in difflib.get_close_matches(name, known, n=5, cutoff=0.0):
+    return [n for base in (*LEGACY_GRID, *shapes) for n in (base, f"v2_{base}")]
+
+
+def _guided_shapes(part: str) -> list[str]:
+    """Guided parts to try, best first: a legacy tag close to the one written, the canonical
+    default with the user's K and alpha, then whatever else is close."""
+    k = re.search(r"K([0-9]+)", part)
+    a = re.search(rf"_a({_LOOSE_NUM})", part)
+    ka = f"K{k.group(1) if k else 16}_a{a.group(1) if a else '0.01'}"
+    tag = part.split("_K", 1)[0]
+    near_tags = difflib.get_close_matches(tag, list(LEGACY_TAGS), n=2, cutoff=0.6)
+    canonical = [f"{ka}_{r}_{p}" for r in ("soft", "hard")
+                 for p in ("linear", "quadratic", "log1p")]
+    legacy = [f"{t}_{ka}" for t in LEGACY_TAGS]
+    return [*(f"{t}_{ka}" for t in near_tags), canonical[0],
+            *_closest(part, canonical + legacy)]
+
+
+def _closest(name: str, known: list[str]) -> list[str]:
+    return difflib.get_close_matches(name, known, n=5, cutoff=0.0)
+
+
+def _suggest(name: Any) -> str:
+    """The closest valid name: ``name`` with look-alikes repaired if that parses, else the
+    legacy grid plus grammar shapes filled with the numbers found in ``name`` (so typos keep
+    the user's values)."""
+    if not isinstance(name, str):
+        return ""
+    repaired = _repair(name)
+    candidates = [repaired]
+    base, mark, guided = repaired.partition(GUIDED_MARK)
+    bases = [base, *_closest(base, _base_shapes(base))]
+    parts = [guided, *_guided_shapes(guided)] if mark else [""]
+    candidates += [b + (GUIDED_MARK + p if mark else "") for b in bases for p in parts]
+    for cand in candidates:
         try:
-            canonical = Method.parse(cand).format()
+            canonical = _parse(cand).format()
         except BdgenError:
             continue
-        return f" (closest valid name: {canonical!r})"
+        if canonical != name:
+            return f" (closest valid name: {canonical!r})"
     return ""
