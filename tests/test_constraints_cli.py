@@ -22,7 +22,7 @@ from bdgen.errors import BdgenError
 from bdgen.guidance.calibration import load_calibration
 from bdgen.guidance.schema import load_constraint_set
 from bdgen.pipeline.calibrate import calibrate_constraints, calibration_path
-from bdgen.pipeline.jobs import tracked_generate
+from bdgen.pipeline.tracked_generate import tracked_generate
 from bdgen.pipeline.workspace import init_workspace
 from bdgen.tracking import dvc_file
 
@@ -49,7 +49,7 @@ def ws_with_samples(tmp_path_factory):
     ws = init_workspace(tmp_path_factory.mktemp("calib") / "ws", mlflow=False)
     ckpt = make_checkpoint(ws.root / "ck.pt")
     gens = tracked_generate(ws, ckpt, [METHOD, "random_argmax_no_remask"], [1, 2], 40, 8,
-                            device="cpu", no_mlflow=True, echo=None, renders=0)
+                            device="cpu", no_mlflow=True, renders=0)
     (ws.root / "cs.yaml").write_text(CS)
     return ws, gens[0].model_id, gens
 

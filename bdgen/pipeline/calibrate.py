@@ -29,10 +29,12 @@ from bdgen.errors import BdgenError
 from bdgen.guidance.calibration import calibrate, calibration_document
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.guidance.schema import load_constraint_set
-from bdgen.pipeline.jobs import open_store
+from bdgen.pipeline.store import open_store
 from bdgen.pipeline.workspace import Workspace
-from bdgen.tracking import ArtifactRef, file_digests, track
+from bdgen.store.records import GenerationRunInfo
+from bdgen.tracking import ArtifactRef, track
 from bdgen.util.atomic import atomic_write_json
+from bdgen.util.hashing import file_digests
 
 DEFAULT_CALIBRATION_METHOD = "llada_topp0.9_no_remask"  # the legacy calibration source
 
@@ -42,7 +44,7 @@ class CalibrationResult:
     path: Path
     constraint_set: ConstraintSet       # calibrated
     normalisers: dict[str, float]
-    runs: list[dict]                    # seed, num_samples, steps, samples_sha256
+    runs: list[dict]                    # seed, num_samples, steps, samples_sha256 of each run
     num_graphs: int
     skipped: int
     artifact: ArtifactRef | None        # None when written outside the workspace
@@ -61,11 +63,9 @@ def _rel(ws: Workspace, path: Path) -> str:
     return path.resolve().relative_to(ws.root.resolve()).as_posix()
 
 
-def _succeeded_runs(ws: Workspace, model_id: str, method: str) -> list[dict]:
+def _succeeded_runs(ws: Workspace, model_id: str, method: str) -> list[GenerationRunInfo]:
     """Store rows (succeeded) of the samples files of (model, method), by seed."""
-    from bdgen.store.links import generation_run_info, generation_runs_by_path
-
-    store = open_store(ws)
+    store = open_store(workspace=ws)
     try:
         known = store.model_ids()
         if model_id not in known:
@@ -80,23 +80,24 @@ def _succeeded_runs(ws: Workspace, model_id: str, method: str) -> list[dict]:
             raise BdgenError(f"samples file {_rel(ws, missing[0])[:-4]} is missing (run "
                              f"`dvc pull` for it)")
         files = {_rel(ws, p): p for p in sorted(folder.glob("seed-*.pt"))}
-        ids = generation_runs_by_path(store, list(files))
-        runs = [generation_run_info(store, i) for i in ids.values()]
+        ids = store.generation_runs_by_path(list(files))
+        runs = [store.generation_run(i) for i in ids.values()]
     finally:
         store.close()
-    runs = [r for r in runs if r["status"] == "succeeded" and r["model_id"] == model_id
-            and r["method"] == method]
-    return sorted(runs, key=lambda r: (r["seed"], r["num_samples"], r["steps"]))
+    runs = [r for r in runs if r.status == "succeeded" and r.model_id == model_id
+            and r.method == method]
+    return sorted(runs, key=lambda r: (r.seed, r.num_samples, r.steps))
 
 
-def _graphs(ws: Workspace, run: dict, model_id: str, method: str) -> tuple[list[Graph], int]:
-    path = ws.root / run["samples_path"]
-    if file_digests(path)[1] != run["samples_sha256"]:
-        raise BdgenError(f"{run['samples_path']} has changed since the store recorded it "
+def _graphs(ws: Workspace, run: GenerationRunInfo, model_id: str,
+            method: str) -> tuple[list[Graph], int]:
+    path = ws.root / str(run.samples_path)
+    if file_digests(path)[1] != run.samples_sha256:
+        raise BdgenError(f"{run.samples_path} has changed since the store recorded it "
                          f"(sha256 differs)")
     sf = load_samples(path)
     if sf.method != method or sf.model.get("id") != model_id:
-        raise BdgenError(f"{run['samples_path']} holds {sf.model.get('id')}/{sf.method}, "
+        raise BdgenError(f"{run.samples_path} holds {sf.model.get('id')}/{sf.method}, "
                          f"not {model_id}/{method}")
     vocab = VocabConfig(sf.n_max)
     graphs, skipped = [], 0
@@ -129,8 +130,8 @@ def calibrate_constraints(ws: Workspace, model_id: str, constraints: str | Path,
         graphs += g
         skipped += s
     normalisers = calibrate(cs, graphs)
-    used = [{"seed": r["seed"], "num_samples": r["num_samples"], "steps": r["steps"],
-             "samples_sha256": r["samples_sha256"]} for r in runs]
+    used = [{"seed": r.seed, "num_samples": r.num_samples, "steps": r.steps,
+             "samples_sha256": r.samples_sha256} for r in runs]
     doc = calibration_document(cs, normalisers, {
         "model": model_id, "method": method, "runs": used, "num_graphs": len(graphs),
         "skipped_undecodable": skipped})

@@ -84,6 +84,9 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     methods: list[Method] = []
     for name in names:
         m = Method.parse(name)
+        if m.guided:
+            raise BdgenError(f"method {name!r} is guided; guided sampling is not available "
+                             "in this version of bdgen")
         if m.v2 and not is_v2:
             raise BdgenError(f"method {name!r} has the v2_ prefix but the checkpoint is a "
                              f"{ckpt.version} model (the prefix comes from the checkpoint)")
