@@ -12,7 +12,9 @@ the baseline and this tree once, alternately, as subprocesses (Python start-up a
 included), each into its own output folder; the figures are medians over the rounds, wall
 time and CPU time (user + sys of the child), plus the load average before and after (the
 machine is shared: compare the two figures of one run, not runs of different days). The two
-``comparison.md`` files must agree apart from their time stamp. Aim: < 3 s for this tree.
+``comparison.md`` files must agree apart from their time stamp. A second figure per tree is
+``render_html`` alone, in process (its imports and template compile included). Aim: < 3 s
+for the whole command.
 """
 
 from __future__ import annotations
@@ -92,6 +94,30 @@ def timed(tree: Path, args: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
+# In-process: the HTML renderer alone (first call: its imports and template compile included).
+_HTML_ONLY = """
+import sys, time
+from bdgen.cli.leaderboard import load_results
+from bdgen.report.comparison_md import build_comparison
+from bdgen.report.document import extra_sections, ordered
+from bdgen.report.profiles import load_profile
+results = ordered(load_results(sys.argv[1]))
+doc = build_comparison(results)
+extras = extra_sections(results, load_profile("preferred"), None)
+t0 = time.perf_counter()
+from bdgen.report.html import render_html
+render_html(doc, results, extras)
+print(time.perf_counter() - t0)
+"""
+
+
+def html_only(tree: Path, db: str) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, "-c", _HTML_ONLY, db], env=env, cwd=tree,
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--legacy", help="a legacy results folder to import (else synthetic)")
@@ -114,12 +140,14 @@ def main() -> None:
             what = "synthetic, 22 methods x 5 seeds"
         extra = ["--expect", args.expect] if args.expect else []
         runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "this tree": []}
+        renders: dict[str, list[float]] = {"baseline": [], "this tree": []}
         load0 = os.getloadavg()
         for k in range(args.repeat):
             for name, tree in (("baseline", base), ("this tree", ROOT)):
                 out = Path(tmp) / f"{name.replace(' ', '_')}_{k}"
                 runs[name].append(timed(tree, ["report", "--db", db, "--out", str(out),
                                                *extra]))
+                renders[name].append(html_only(tree, db))
         load1 = os.getloadavg()
         mds = [[ln for ln in (Path(tmp) / f"{n}_0" / "comparison.md").read_text().splitlines()
                 if not ln.startswith("**Generated**")] for n in ("baseline", "this_tree")]
@@ -128,14 +156,15 @@ def main() -> None:
         print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
             *load0, *load1))
         print(f"{'':12} {'wall median':>12} {'(min - max)':>16} {'CPU median':>11}  "
-              f"{'html bytes':>10}")
+              f"{'html bytes':>10}  {'render_html alone':>17}")
         med = {}
         for name, vals in runs.items():
             walls, cpus = [w for w, _ in vals], [c for _, c in vals]
             med[name] = statistics.median(walls)
             size = (Path(tmp) / f"{name.replace(' ', '_')}_0" / "comparison.html").stat().st_size
             print(f"{name:12} {med[name]:11.2f}s {min(walls):7.2f} - {max(walls):5.2f}s "
-                  f"{statistics.median(cpus):10.2f}s  {size:10,d}")
+                  f"{statistics.median(cpus):10.2f}s  {size:10,d}  "
+                  f"{statistics.median(renders[name]):16.2f}s")
         print(f"speed-up (baseline / this tree, wall medians): "
               f"{med['baseline'] / med['this tree']:.1f}x")
         print("comparison.md identical apart from the time stamp:", mds[0] == mds[1])
