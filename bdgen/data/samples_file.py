@@ -25,6 +25,8 @@ from bdgen.errors import BdgenError
 from bdgen.util.atomic import atomic_write_bytes
 
 SAMPLES_FORMAT_VERSION = 1
+#: Keys that files written before guided sampling do not have.
+OPTIONAL_KEYS = ("constraints", "diagnostics")
 MODEL_KEYS = ("id", "sha256", "version", "noise", "dataset_hash", "dataset_id", "n_max",
               "split")
 
@@ -47,6 +49,11 @@ class SamplesFile:
     timings: dict             # {"wall_s", "samples_per_s", "model_calls"}
     bdgen_version: str = ""
     created: str = ""
+    # Guided runs only: the compiled constraint set with its P90 normalisers
+    # (``ConstraintSet.to_dict()`` plus ``"identity"``), and the per-step diagnostics
+    # (name -> list of per-step floats). Unguided files carry None.
+    constraints: dict | None = None
+    diagnostics: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.bdgen_version:
@@ -59,7 +66,9 @@ class SamplesFile:
         return int(self.model.get("n_max") or _n_max_of(self.tokens.shape[1], "<memory>"))
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        # Optional keys are left out when None, so unguided files keep their old bytes.
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if not (f.name in OPTIONAL_KEYS and getattr(self, f.name) is None)}
         d["tokens"] = self.tokens.detach().to("cpu", torch.int64).contiguous()
         d["pad_mask"] = self.pad_mask.detach().to("cpu", torch.bool).contiguous()
         d["num_rooms"] = self.num_rooms.detach().to("cpu", torch.int64).contiguous()
@@ -133,9 +142,9 @@ def load_samples(path: str | os.PathLike) -> SamplesFile:
         raise BdgenError(f"{path}: samples format_version {d['format_version']!r} is not "
                          f"supported (expected {SAMPLES_FORMAT_VERSION})")
     names = [f.name for f in fields(SamplesFile)]
-    missing = [n for n in names if n not in d]
+    missing = [n for n in names if n not in d and n not in OPTIONAL_KEYS]
     if missing:
         raise BdgenError(f"{path}: samples file lacks {', '.join(missing)}")
-    sf = SamplesFile(**{n: d[n] for n in names})
+    sf = SamplesFile(**{n: d[n] for n in names if n in d})
     validate_samples(sf, str(path))
     return sf
