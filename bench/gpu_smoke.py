@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from bdgen.data.dataset import prepare_synthetic
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.model.checkpoint import build_denoiser, load_checkpoint
 from bdgen.pipeline.generate import process_for

@@ -47,9 +47,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
     from bdgen.diffusion.process import ScheduleProcess
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
     from bdgen.eval.reference import ReferenceStats

@@ -40,9 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample  # noqa: E402
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser  # noqa: E402
 

@@ -42,11 +42,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
     from bdgen.diffusion.process import ScheduleProcess
     from bdgen.diffusion.process_v2 import RateNetworkProcess
     from bdgen.diffusion.rate_network import RateNetwork
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer
     from bdgen.diffusion.trainer_v2 import TrainerV2

@@ -220,9 +220,10 @@ def _samples_path(out: Path, version: str, method: str, seed: int) -> Path:
 
 
 def stage_generate(out: Path, ds, version: str, args, device, seeds, batch, deadline) -> None:
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
     from bdgen.diffusion.process_v2 import process_from_checkpoint
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.model.checkpoint import build_denoiser, load_checkpoint
 
     ckpt = load_checkpoint(out / version / "checkpoint.pt", map_location="cpu")

@@ -14,9 +14,10 @@ from test_train import _dataset, _trainer
 from bdgen.cli.main import cli
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import RPLAN_VOCAB
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
-from bdgen.diffusion.sampler import _logits, draw_num_rooms, sample
+from bdgen.diffusion.sampler import draw_num_rooms, model_logits
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.diffusion.trainer import TrainConfig, trajectory_of
 from bdgen.errors import BdgenError
@@ -67,8 +68,8 @@ def test_bf16_logits_are_close_to_fp32_but_not_equal(model: BDDenoiser) -> None:
     x = torch.randint(0, 11, pad.shape)
     t = torch.rand(64)
     with torch.no_grad():
-        a = _logits(model, x, pad, t, "fp32")
-        b = _logits(model, x, pad, t, "bf16")
+        a = model_logits(model, x, pad, t, "fp32")
+        b = model_logits(model, x, pad, t, "bf16")
     assert a.dtype == b.dtype == torch.float32
     finite = torch.isfinite(a)
     assert torch.equal(finite, torch.isfinite(b))  # SUBS -inf classes identical

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from bdgen.data.vocab import EDGE_MASK, EDGE_PAD, NODE_MASK, NODE_PAD, VocabConfig
+from bdgen.diffusion.fast_sampling import sample, sample_batch
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
 from bdgen.diffusion.process_v2 import RateNetworkProcess, process_from_checkpoint
 from bdgen.diffusion.rate_network import RateNetwork, RateNetworkConfig, build_rate_network
 from bdgen.diffusion.remasking import make_strategy
-from bdgen.diffusion.sampler import sample, sample_batch
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser

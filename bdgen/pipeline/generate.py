@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
