@@ -55,7 +55,8 @@ def main() -> None:
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
     from bdgen.eval.reference import ReferenceStats
     from bdgen.eval.suite import evaluate_seed
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     device = torch.device(args.device)
     ds = prepare_synthetic(args.num_graphs, seed=0)
@@ -69,7 +70,7 @@ def main() -> None:
     models = {}
     for precision in ("fp32", "bf16"):
         seed_everything(42)
-        model = BDDenoiser(model_preset(args.model), ds.vocab)
+        model = FastDenoiser(model_preset(args.model), ds.vocab)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup,
                           val_every=max(args.steps // 4, 1), log_every=100, seed=42,
                           precision=precision)

@@ -157,7 +157,8 @@ def main() -> None:
     from bdgen.data.dataset import PreparedDataset, prepare_synthetic
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
-    from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
+    from bdgen.model.denoiser import count_parameters, model_preset
+    from bdgen.model.fast_forward import FastDenoiser
     from bdgen.pipeline.train import resolve_device
 
     device = resolve_device(args.device)
@@ -178,7 +179,7 @@ def main() -> None:
     t0 = time.perf_counter()
     seed_everything(0)
     cfg = model_preset(args.model)
-    model = BDDenoiser(cfg, ds.vocab)
+    model = FastDenoiser(cfg, ds.vocab)
     tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
                      compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every,
                      precision=args.precision)
@@ -193,8 +194,8 @@ def main() -> None:
     legacy_step = None
     if args.legacy_style:
         seed_everything(0)
-        model2 = BDDenoiser(cfg, ds.vocab).to(device).train()
-        model2.use_reference_kernels()
+        model2 = FastDenoiser(cfg, ds.vocab).to(device).train()
+        model2.use_reference_modules()
         legacy_step = _legacy_style_step(
             model2, make_schedule({"type": "loglinear"}).to(device), train.tokens,
             train.pad_mask, torch.tensor(stats.edge_class_weights), args.batch_size, device)

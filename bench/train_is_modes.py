@@ -35,7 +35,8 @@ def main() -> None:
     from bdgen.data.dataset import prepare_synthetic
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     ds = prepare_synthetic(args.num_graphs, seed=0)
     train, val = ds.split("train"), ds.split("val")
@@ -46,7 +47,7 @@ def main() -> None:
           f"{'train loss':>11} {'wall s':>7}")
     for mode in args.modes.split(","):
         seed_everything(42)
-        model = BDDenoiser(model_preset(args.model), ds.vocab)
+        model = FastDenoiser(model_preset(args.model), ds.vocab)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size,
                           warmup_steps=args.warmup, is_mode=mode,
                           val_every=max(args.steps // 4, 1), log_every=100, seed=42)

@@ -51,7 +51,8 @@ def main() -> None:
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer
     from bdgen.diffusion.trainer_v2 import TrainerV2
-    from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
+    from bdgen.model.denoiser import count_parameters, model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     device = torch.device(args.device)
     ds = prepare_synthetic(args.num_graphs, seed=0)
@@ -62,7 +63,7 @@ def main() -> None:
     rows = []
     for version in ("v1", "v2"):
         torch.manual_seed(0)
-        model = BDDenoiser(cfg, ds.vocab)
+        model = FastDenoiser(cfg, ds.vocab)
         tc = TrainConfig(steps=total, batch_size=args.batch_size, warmup_steps=0,
                          is_mode="legacy" if version == "v1" else "off",
                          checkpoint_every=10**9, val_every=10**9, log_every=10**9)

@@ -142,7 +142,8 @@ def stage_train(out: Path, ds, version: str, args, device: torch.device, deadlin
     from bdgen.diffusion.trainer import Trainer, seed_everything
     from bdgen.diffusion.trainer_v2 import TrainerV2, V2Settings
     from bdgen.model.checkpoint import Checkpoint, save_checkpoint
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     final = out / version / "checkpoint.pt"
     if final.exists():
@@ -152,7 +153,7 @@ def stage_train(out: Path, ds, version: str, args, device: torch.device, deadlin
     split = {"seed": args.seed, "fractions": [0.8, 0.1, 0.1]}
     train, val = ds.split("train", args.seed), ds.split("val", args.seed)
     stats = ds.train_stats(args.seed)
-    model = BDDenoiser(model_preset(args.model), ds.vocab)
+    model = FastDenoiser(model_preset(args.model), ds.vocab)
     noise = {"type": "loglinear", "eps": 1e-3}
     if version == "v1":
         trainer = Trainer(model, make_schedule(noise), train.tokens, train.pad_mask,

@@ -14,6 +14,7 @@ from bdgen.diffusion.process_v2 import RateNetworkProcess
 from bdgen.diffusion.rate_network import RateNetwork
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = VocabConfig(8)
 ROOMS = [0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252]
@@ -23,10 +24,11 @@ METHODS = ["random_argmax_no_remask", "random_temp0.8_no_remask", "llada_topp0.9
            "v2_random_topp0.9_remdm_cap_eta0.2", "v2_llada_topp0.9_remdm_confidence_tsw1.0"]
 
 
-@pytest.fixture(scope="module")
-def nets() -> tuple[BDDenoiser, ScheduleProcess, RateNetworkProcess]:
+@pytest.fixture(scope="module", params=[BDDenoiser, FastDenoiser])
+def nets(request) -> tuple[BDDenoiser, ScheduleProcess, RateNetworkProcess]:
+    """The reference and the production model (same weights), and both processes."""
     torch.manual_seed(0)
-    model, rate = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB)
+    model, rate = request.param(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in [*model.parameters(), *rate.parameters()]:

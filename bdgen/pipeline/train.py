@@ -44,6 +44,7 @@ from bdgen.diffusion.trainer import (
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import BDDenoiser, model_preset
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.hashing import config_hash
 
@@ -177,7 +178,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         raise BdgenError(f"--resume: no checkpoint to resume in {run_dir}")
 
     seed_everything(config.seed)
-    net = BDDenoiser(model_cfg, ds.vocab)
+    net = FastDenoiser(model_cfg, ds.vocab)
     trainer = make_trainer(noise_cfg, net, train, val, stats, config, dev)
     version = model_version(noise_cfg)
     resumed_from = 0
