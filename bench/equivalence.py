@@ -57,7 +57,7 @@ def _imports():
         from bdgen.diffusion.sampler import sample as fast
         reference = None
     try:
-        from bdgen.diffusion.learned_rates import RateNetworkProcess
+        from bdgen.diffusion.process import RateNetworkProcess
     except ImportError:
         from bdgen.diffusion.process_v2 import RateNetworkProcess
     return Model, fast, reference, RateNetworkProcess
@@ -118,7 +118,47 @@ def emit(args) -> dict[str, str]:
         + edge[pad[:, vocab.n_max:]][:, :11].square().mean()
     loss.backward()
     out["gradients train"] = _sha(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for version in ("v1 is_mode unbiased", "v1 is_mode off", "v2"):
+        out[f"trained weights {version}"] = _train(version, model_cls)
     return out
+
+
+def _train(version: str, model_cls) -> str:
+    """Parameters after 8 steps of training (dropout 0.1) with the production trainer."""
+    import torch
+
+    from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.rate_network import RateNetwork
+    from bdgen.diffusion.schedules import make_schedule
+    from bdgen.diffusion.trainer import TrainConfig, Trainer
+    from bdgen.model.denoiser import MODEL_PRESETS
+
+    ds = prepare_synthetic(120, seed=0)
+    train, stats = ds.split("train"), ds.train_stats()
+    torch.manual_seed(1)
+    model = model_cls(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.1), ds.vocab)
+    mode = "off" if version != "v1 is_mode unbiased" else "unbiased"
+    cfg = TrainConfig(steps=8, batch_size=16, warmup_steps=2, is_mode=mode, log_every=4,
+                      checkpoint_every=100, val_every=100, seed=1)
+    weights = stats.edge_class_weights
+    try:
+        from bdgen.diffusion.objective import FixedScheduleObjective, LearnedRatesObjective
+
+        objective = (LearnedRatesObjective(RateNetwork(vocab=ds.vocab), weights)
+                     if version == "v2" else
+                     FixedScheduleObjective(make_schedule("loglinear"), weights, mode))
+        trainer = Trainer(model, objective, train.tokens, train.pad_mask, cfg)
+    except ImportError:
+        if version == "v2":
+            from bdgen.diffusion.trainer_v2 import TrainerV2
+
+            trainer = TrainerV2(model, RateNetwork(vocab=ds.vocab), train.tokens,
+                                train.pad_mask, weights, cfg)
+        else:
+            trainer = Trainer(model, make_schedule("loglinear"), train.tokens, train.pad_mask,
+                              weights, cfg)
+    trainer.run(progress=False)
+    return _sha(torch.cat([p.detach().flatten() for p in trainer.parameters()]))
 
 
 def run_tree(tree: Path, args) -> dict[str, str]:

@@ -155,6 +155,7 @@ def main() -> None:
 
     t_start = time.perf_counter()
     from bdgen.data.dataset import PreparedDataset, prepare_synthetic
+    from bdgen.diffusion.objective import FixedScheduleObjective
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
     from bdgen.model.denoiser import count_parameters, model_preset
@@ -183,8 +184,9 @@ def main() -> None:
     tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
                      compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every,
                      precision=args.precision)
-    trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
-                      train.pad_mask, stats.edge_class_weights, tc, device)
+    objective = FixedScheduleObjective(make_schedule({"type": "loglinear"}),
+                                       stats.edge_class_weights, tc.is_mode)
+    trainer = Trainer(model, objective, train.tokens, train.pad_mask, tc, device)
     model.train()
     for _ in range(warmup):
         trainer.train_step()

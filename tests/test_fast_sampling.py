@@ -9,8 +9,7 @@ import torch
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion import fast_sampling, reverse, sampler
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.process import ScheduleProcess
-from bdgen.diffusion.process_v2 import RateNetworkProcess
+from bdgen.diffusion.process import RateNetworkProcess, ScheduleProcess
 from bdgen.diffusion.rate_network import RateNetwork
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser

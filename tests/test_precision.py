@@ -22,15 +22,16 @@ from bdgen.diffusion.schedules import make_schedule
 from bdgen.diffusion.trainer import TrainConfig, trajectory_of
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import load_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.train import run_name
 
 ROOMS = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 
 
 @pytest.fixture(scope="module")
-def model() -> BDDenoiser:
-    m = BDDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB).eval()
+def model() -> FastDenoiser:
+    m = FastDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
@@ -61,7 +62,7 @@ def test_unknown_precision_is_an_error() -> None:
         TrainConfig(precision="half")
 
 
-def test_bf16_logits_are_close_to_fp32_but_not_equal(model: BDDenoiser) -> None:
+def test_bf16_logits_are_close_to_fp32_but_not_equal(model: FastDenoiser) -> None:
     """The bf16 path really runs in bfloat16 (logits differ) and stays close to float32."""
     rooms = draw_num_rooms(ROOMS, 64, 0)
     pad = torch.from_numpy(RPLAN_VOCAB.pad_mask_table)[rooms]
@@ -78,7 +79,7 @@ def test_bf16_logits_are_close_to_fp32_but_not_equal(model: BDDenoiser) -> None:
     assert diff.max() < 0.05 * a[finite].abs().max()
 
 
-def test_bf16_sampling_invariants_and_determinism(model: BDDenoiser) -> None:
+def test_bf16_sampling_invariants_and_determinism(model: FastDenoiser) -> None:
     proc = ScheduleProcess(make_schedule("loglinear"))
     rooms = draw_num_rooms(ROOMS, 40, 3)
     m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16")
@@ -167,7 +168,7 @@ def test_leaderboard_keeps_precisions_apart_and_filters_them(tmp_path: Path) -> 
     assert methods("--where", "precision=fp32") == [fp32]
 
 
-def test_bf16_concurrent_chunks_match_sequential(model: BDDenoiser) -> None:
+def test_bf16_concurrent_chunks_match_sequential(model: FastDenoiser) -> None:
     proc = ScheduleProcess(make_schedule("loglinear"))
     rooms = draw_num_rooms(ROOMS, 48, 4)
     m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16")

@@ -1,4 +1,4 @@
-"""Sampler invariants (spec §5, §11 item 6) on a tiny, randomly perturbed BDDenoiser."""
+"""Sampler invariants (spec §5, §11 item 6) on a tiny, randomly perturbed FastDenoiser."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from bdgen.diffusion.reverse import _cumsum_last, draw_candidates, remask_steps
 from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = RPLAN_VOCAB
 N_MAX = VOCAB.n_max
@@ -26,8 +27,8 @@ PAD_TOK = torch.tensor([NODE_PAD] * N_MAX + [EDGE_PAD] * VOCAB.n_edges)
 
 
 @pytest.fixture(scope="module")
-def model() -> BDDenoiser:
-    m = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
+def model() -> FastDenoiser:
+    m = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # zero-initialised heads/modulations would give uniform logits
         for p in m.parameters():

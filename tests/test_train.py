@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bdgen.data.dataset import PreparedDataset
 from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import RPLAN_VOCAB, VocabConfig
+from bdgen.diffusion.objective import FixedScheduleObjective
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
 from bdgen.errors import BdgenError
@@ -24,7 +25,8 @@ from bdgen.model.checkpoint import (
     model_id,
     save_checkpoint,
 )
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.util.hashing import file_sha256
 
 TINY = dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.1)  # dropout exercises the RNG
@@ -50,13 +52,14 @@ def _tensors(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainer(steps: int, **kw) -> Trainer:
     seed_everything(0)
-    model = BDDenoiser(TINY, RPLAN_VOCAB)
+    model = FastDenoiser(TINY, RPLAN_VOCAB)
     tokens, pads = _tensors(40)
     val_tokens, val_pads = _tensors(32, seed=1)
     cfg = TrainConfig(**{"steps": steps, "batch_size": 8, "warmup_steps": 3, "log_every": 2,
                          "checkpoint_every": 1000, "val_every": 1000, **kw})
-    return Trainer(model, make_schedule("loglinear"), tokens, pads, [1.0] * 13, cfg,
-                   val_tokens=val_tokens, val_pad_mask=val_pads)
+    objective = FixedScheduleObjective(make_schedule("loglinear"), [1.0] * 13, cfg.is_mode)
+    return Trainer(model, objective, tokens, pads, cfg, val_tokens=val_tokens,
+                   val_pad_mask=val_pads)
 
 
 def _checkpoint(tr: Trainer) -> Checkpoint:
