@@ -137,7 +137,8 @@ def main() -> None:
                     help="synthetic graphs (default: 3,000 on CPU so epochs are short; "
                          "25,000 on CUDA)")
     ap.add_argument("--dataset", default=None, help="a prepared dataset file instead")
-    ap.add_argument("--is-mode", default="unbiased", choices=["unbiased", "legacy", "off"])
+    ap.add_argument("--is-mode", default="unbiased",
+                    choices=["unbiased", "uncorrected", "legacy", "off"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode with --compile (default, reduce-overhead, ...)")

@@ -64,7 +64,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = FastDenoiser(cfg, ds.vocab)
         tc = TrainConfig(steps=total, batch_size=args.batch_size, warmup_steps=0,
-                         is_mode="legacy" if version == "v1" else "off",
+                         is_mode="uncorrected" if version == "v1" else "off",
                          checkpoint_every=10**9, val_every=10**9, log_every=10**9)
         objective = (FixedScheduleObjective(make_schedule({"type": "loglinear"}),
                                             stats.edge_class_weights, tc.is_mode)

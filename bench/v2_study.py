@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=1000)
-    ap.add_argument("--v1-is-mode", default="legacy", choices=("legacy", "unbiased", "off"),
+    ap.add_argument("--v1-is-mode", default="legacy",
+                    choices=("legacy", "uncorrected", "unbiased", "off"),
                     help="v1 importance sampling (legacy = the spec's recorded v1 objective)")
     ap.add_argument("--num-graphs", type=int, default=None, help="synthetic set size")
     ap.add_argument("--data-seed", type=int, default=0)

@@ -16,7 +16,7 @@ from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import RPLAN_VOCAB, VocabConfig
 from bdgen.diffusion.objective import FixedScheduleObjective
 from bdgen.diffusion.schedules import make_schedule
-from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
+from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything, trajectory_of
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import (
     Checkpoint,
@@ -220,3 +220,15 @@ def test_cli_errors(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "x"), "--device", "cpu")
     assert code == 2 and "batch size" in out
     assert not (tmp_path / "x").exists()
+
+
+def test_is_mode_uncorrected_and_its_alias_keep_the_run_identity() -> None:
+    """``legacy`` is an accepted alias of ``uncorrected``; the run identity keeps the stored
+    name, so run names and resume checks of earlier runs do not change."""
+    new, old = TrainConfig(is_mode="uncorrected"), TrainConfig(is_mode="legacy")
+    assert new.is_mode == old.is_mode == "uncorrected"
+    assert new.trajectory() == old.trajectory() == trajectory_of(
+        {**new.to_dict(), "is_mode": "legacy"})
+    assert new.trajectory()["is_mode"] == "legacy"
+    with pytest.raises(BdgenError, match="unbiased, uncorrected, off"):
+        TrainConfig(is_mode="biased")

@@ -25,10 +25,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bdgen.diffusion.schedules import T_MIN, W_MAX, NoiseSchedule
+from bdgen.errors import BdgenError
 
-IS_MODES = ("unbiased", "legacy", "off")
-"""How t is drawn in training: IS with the 1/q correction, IS without it (w^2 objective,
-the legacy behaviour), or uniform t."""
+IS_MODES = ("unbiased", "uncorrected", "off")
+"""How t is drawn in training: importance sampling with the 1/q correction, importance
+sampling without it (in expectation a w(t)^2-weighted objective: what the original code
+trained), or uniform t."""
+
+IS_MODE_ALIASES = {"legacy": "uncorrected"}
+"""Earlier names, still accepted (``--is-mode legacy``)."""
+
+STORED_IS_MODE = {"uncorrected": "legacy"}
+"""The value the run identity keeps for a mode (data: run names and resume checks of runs
+trained before the rename must not change)."""
+
+
+def canonical_is_mode(mode: str) -> str:
+    """``mode`` with aliases resolved; an unknown mode is an error listing the valid ones."""
+    mode = IS_MODE_ALIASES.get(mode, mode)
+    if mode not in IS_MODES:
+        raise BdgenError(f"is_mode {mode!r} is not one of {', '.join(IS_MODES)} "
+                         f"(or the alias legacy = uncorrected)")
+    return mode
 
 
 def _masked_ce(logits: Tensor, target: Tensor, loss_mask: Tensor,
@@ -61,8 +79,7 @@ def sample_t(schedule: NoiseSchedule, batch: int, is_mode: str, device: torch.de
 
     ``factor`` is ``1/q(t)`` in "unbiased" mode and 1 otherwise; t is clamped to [1e-5, 1].
     """
-    if is_mode not in IS_MODES:
-        raise ValueError(f"is_mode {is_mode!r} not in {IS_MODES}")
+    is_mode = canonical_is_mode(is_mode)
     u = torch.rand(batch, generator=generator, device=device)
     t = u if is_mode == "off" else schedule.importance_transform(u)
     t = t.clamp(T_MIN, 1.0)

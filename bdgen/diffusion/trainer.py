@@ -31,7 +31,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from bdgen.diffusion.loss import IS_MODES, masked_accuracy
+from bdgen.diffusion.loss import (
+    IS_MODE_ALIASES,
+    STORED_IS_MODE,
+    canonical_is_mode,
+    masked_accuracy,
+)
 from bdgen.diffusion.objective import Objective
 from bdgen.diffusion.schedules import T_MIN
 from bdgen.errors import BdgenError
@@ -46,7 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 1000
     grad_clip: float = 1.0
-    is_mode: str = "unbiased"     # "unbiased" | "legacy" | "off" (see bdgen.diffusion.loss)
+    is_mode: str = "unbiased"     # "unbiased" | "uncorrected" | "off" (bdgen.diffusion.loss)
     seed: int = 42
     checkpoint_every: int = 5000
     val_every: int = 1260         # legacy: every 5 epochs of RPLAN
@@ -61,8 +66,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.is_mode not in IS_MODES:
-            raise BdgenError(f"is_mode {self.is_mode!r} is not one of {', '.join(IS_MODES)}")
+        self.is_mode = canonical_is_mode(self.is_mode)
         for name in ("steps", "batch_size", "checkpoint_every", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise BdgenError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -79,6 +83,10 @@ def trajectory_of(train_config: dict) -> dict:
     joins them only when it is not float32, so run names (and resumable runs) from before
     the option existed stay valid."""
     ident = {k: train_config.get(k) for k in TrainConfig.TRAJECTORY_KEYS}
+    mode = ident["is_mode"]
+    if isinstance(mode, str):  # aliases resolved, then the name the run identity keeps
+        mode = IS_MODE_ALIASES.get(mode, mode)
+        ident["is_mode"] = STORED_IS_MODE.get(mode, mode)
     precision = train_config.get("precision", DEFAULT_PRECISION)
     if precision != DEFAULT_PRECISION:
         ident["precision"] = precision
