@@ -161,7 +161,7 @@ def main() -> None:
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
     from bdgen.model.denoiser import count_parameters, model_preset
     from bdgen.model.fast_forward import FastDenoiser
-    from bdgen.pipeline.train import resolve_device
+    from bdgen.util.device import resolve_device
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

@@ -29,6 +29,7 @@ from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.device import resolve_device
 from bdgen.util.hashing import file_sha256
 
 DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
@@ -64,16 +65,6 @@ def parse_seeds(text: str) -> list[int]:
         if s not in seeds:
             seeds.append(s)
     return seeds
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BdgenError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BdgenError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:

@@ -48,6 +48,7 @@ from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import model_preset
 from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.device import resolve_device
 from bdgen.util.hashing import config_hash
 
 SPLIT_SEED = 42
@@ -66,18 +67,6 @@ class TrainOutcome:
     wall_s: float
     resumed_from: int         # 0 for a fresh run
     val: ValResult | None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable ``cuda`` is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BdgenError(f"--device {device} requested but CUDA is not available here")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise BdgenError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
 
 def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainConfig,
