@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from bdgen.data.dataset import prepare_synthetic
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.process import forward_process_of
+from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.model.checkpoint import build_denoiser, load_checkpoint
-from bdgen.pipeline.generate import process_for
 from bdgen.pipeline.train import train_model
 
 
@@ -56,7 +57,7 @@ def main() -> int:
         if not on_cuda or ca.step != 40 or cb.step != 40:
             return 1
         # The sampler's CUDA-graph forward must give the eager forward's tokens exactly.
-        process = process_for(ca, torch.device("cuda"))
+        process = forward_process_of(ca, torch.device("cuda"))
         rooms = draw_num_rooms(ca.num_rooms_distribution, 500, 0)
         for name in ("llada_topp0.9_remdm_confidence_tsw1.0", "random_topp0.9_no_remask",
                      "random_topp0.9_remdm_cap_eta0.4_bf16"):

@@ -28,13 +28,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.guided import sample_guided  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
-from bdgen.diffusion.sampler import draw_num_rooms, sample  # noqa: E402
+from bdgen.diffusion.sampler import draw_num_rooms  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
 from bdgen.guidance.schema import compile_specs  # noqa: E402
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser  # noqa: E402
+from bdgen.model.denoiser import MODEL_PRESETS  # noqa: E402
+from bdgen.model.fast_forward import FastDenoiser  # noqa: E402
 
 BASES = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0")
 RPLAN_ROOMS = [0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252]
@@ -51,13 +53,13 @@ CS2 = [
 
 def load(args, device):
     if args.model:
+        from bdgen.diffusion.process import forward_process_of
         from bdgen.model.checkpoint import build_denoiser, load_checkpoint
-        from bdgen.pipeline.generate import process_for
 
         ckpt = load_checkpoint(args.model)
-        return (build_denoiser(ckpt, device), process_for(ckpt, device), ckpt.vocab,
+        return (build_denoiser(ckpt, device), forward_process_of(ckpt, device), ckpt.vocab,
                 ckpt.num_rooms_distribution, ckpt.version == "v2")
-    model = BDDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
+    model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

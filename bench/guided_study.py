@@ -140,14 +140,14 @@ class Study:
     """Stages 2-5 on one model; samples are cached under ``out/samples``."""
 
     def __init__(self, out: Path, ds, ckpt_path: Path, device, seeds, args, deadline) -> None:
+        from bdgen.diffusion.process import forward_process_of
         from bdgen.model.checkpoint import build_denoiser, load_checkpoint
-        from bdgen.pipeline.generate import process_for
 
         self.out, self.ds, self.device, self.seeds = out, ds, device, seeds
         self.args, self.deadline = args, deadline
         self.ckpt = load_checkpoint(ckpt_path, map_location="cpu")
         self.model = build_denoiser(self.ckpt, device)
-        self.process = process_for(self.ckpt, device)
+        self.process = forward_process_of(self.ckpt, device)
         self.vocab = self.ckpt.vocab
 
     def constraints(self):
@@ -159,9 +159,10 @@ class Study:
         return load_constraint_set(path)
 
     def samples(self, name: str, seed: int, cs=None) -> dict:
+        from bdgen.diffusion.fast_sampling import sample
         from bdgen.diffusion.guided import sample_guided
         from bdgen.diffusion.method import Method
-        from bdgen.diffusion.sampler import draw_num_rooms, sample
+        from bdgen.diffusion.sampler import draw_num_rooms
 
         path = self.out / "samples" / name / f"seed-{seed}.pt"
         if path.exists():

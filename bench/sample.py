@@ -40,11 +40,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample  # noqa: E402
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser  # noqa: E402
+from bdgen.model.denoiser import MODEL_PRESETS  # noqa: E402
+from bdgen.model.fast_forward import FastDenoiser  # noqa: E402
 
 METHODS = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0",
            "random_topp0.9_no_remask", "random_topp0.9_remdm_cap_eta0.4")
@@ -59,7 +61,7 @@ def load(args, device):
         model = build_denoiser(ckpt, device)
         process = ScheduleProcess(make_schedule(ckpt.noise)).to(device)
         return model, process, ckpt.vocab, ckpt.num_rooms_distribution
-    model = BDDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
+    model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -106,7 +108,7 @@ def main() -> None:
                     help="CPU chunks sampled concurrently in the optimised setting [torch's "
                          "thread count]; the legacy-style setting always uses 1")
     ap.add_argument("--dense", action="store_true",
-                    help="optimised setting without PAD-row packing (BDDenoiser."
+                    help="optimised setting without PAD-row packing (FastDenoiser."
                          "pack_real_positions = False)")
     ap.add_argument("--no-cuda-graphs", action="store_true",
                     help="optimised setting on CUDA without the CUDA-graph forward")
@@ -119,7 +121,7 @@ def main() -> None:
     model, process, vocab, dist = load(args, device)
     # The legacy-style setting always runs the eager model with the original's dense rows.
     legacy_model = copy.deepcopy(model)
-    legacy_model.use_reference_kernels()
+    legacy_model.use_reference_modules()
     if args.dense:
         model.pack_real_positions = False
     if args.compile:

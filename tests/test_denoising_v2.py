@@ -9,12 +9,13 @@ from click.testing import CliRunner
 
 from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
-from bdgen.diffusion.process_v2 import RateNetworkProcess
+from bdgen.diffusion.process import RateNetworkProcess
 from bdgen.diffusion.rate_network import RateNetwork, build_rate_network
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, save_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.evaluate import V2_DUMMY_DENOISING_NOISE, compute_denoising
 
 GRID = (0.5, 0.9)
@@ -22,7 +23,7 @@ GRID = (0.5, 0.9)
 
 def _v2_checkpoint(path, ds) -> Checkpoint:
     torch.manual_seed(0)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], ds.vocab)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], ds.vocab)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape) * 0.2)

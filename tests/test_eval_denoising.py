@@ -14,7 +14,8 @@ from bdgen.diffusion.forward import forward_mask
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
 from bdgen.eval.registry import DENOISING_T_GRID, lookup
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 V = RPLAN_VOCAB
 
@@ -42,7 +43,7 @@ class ConstantModel(nn.Module):
 
 def test_keys_order_and_initial_model_values(val):
     torch.manual_seed(0)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], V)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], V)
     alpha = schedule_alpha_fn(make_schedule({"type": "loglinear", "eps": 1e-3}))
     m = denoising_metrics(model, alpha, val, batch_size=16, max_batches=3)
     assert list(m) == [f"denoise/{q}@t={t:.1f}" for t in DENOISING_T_GRID

@@ -21,7 +21,8 @@ from bdgen.guidance.names import Guidance
 from bdgen.guidance.reward import energy_of
 from bdgen.guidance.schema import compile_specs
 from bdgen.guidance.violations import soft_violations
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = RPLAN_VOCAB
 STEPS = 20
@@ -38,8 +39,8 @@ CS = compile_specs([
 
 
 @pytest.fixture(scope="module")
-def model() -> BDDenoiser:
-    m = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
+def model() -> FastDenoiser:
+    m = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()  # what checkpoints build
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
@@ -212,18 +213,14 @@ def test_vectorised_scoring_equals_one_candidate_at_a_time(model, process):
 
 def test_ema_lock_worked_examples():
     g = Guidance(ema_lock=True)  # beta 0.85, C 3, deadline 0.5, warm-up 0
-
-    class Ctx:
-        guidance, steps = g, 100
-
     lock = LockState.start(2, torch.device("cpu"))
     seqs = [[-1.0, -0.8, -0.8, -0.8, -0.8], [-0.5, -0.6, -0.6, -0.6, -0.6]]
     for s in range(5):
-        update_lock(Ctx, lock, torch.tensor([seqs[0][s], seqs[1][s]], dtype=torch.float64), s)
+        update_lock(g, 100, lock, torch.tensor([seqs[0][s], seqs[1][s]], dtype=torch.float64), s)
     assert lock.locked.tolist() == [False, True] and lock.lock_step.tolist() == [-1, 3]
     assert lock.ema[0].item() == pytest.approx(-0.9044, abs=1e-4)
     for s in range(5, 51):
-        update_lock(Ctx, lock, torch.tensor([-0.8, -0.6], dtype=torch.float64), s)
+        update_lock(g, 100, lock, torch.tensor([-0.8, -0.6], dtype=torch.float64), s)
     assert lock.lock_step.tolist() == [50, 3]  # the deadline int(0.5 * 100)
 
 

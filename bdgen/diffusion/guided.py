@@ -36,22 +36,18 @@ import torch
 from torch import Tensor
 
 from bdgen.data.vocab import VocabConfig
+from bdgen.diffusion.fast_sampling import (
+    CPU_MODEL_BATCH,
+    CompactLogits,
+    GraphedLogits,
+    _CudaDoneFlags,
+    chunk_runner,
+)
 from bdgen.diffusion.guided_step import GuidedContext, LockState, guided_step, step_diagnostics
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
-from bdgen.diffusion.sampler import (
-    CLEANUP_T,
-    CPU_BATCH,
-    CPU_MODEL_BATCH,
-    V,
-    _chunk_runner,
-    _GraphedLogits,
-    _logits,
-    _Tables,
-    derive_seed,
-    make_remasker,
-    remask_steps,
-)
+from bdgen.diffusion.reverse import Plan, clean_up
+from bdgen.diffusion.sampler import check_request, chunk_generator, chunk_starts
 from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.guidance.reward import candidate_weights
@@ -62,7 +58,6 @@ DIAGNOSTICS: tuple[str, ...] = (
     "reward_gap", "reward_pre_remask", "reward_post_remask", "reward_remasking_delta",
     "positions_remasked", "positions_protected", "mean_attribution_boost",
     "positions_boosted", "samples_locked")
-STOP_CHECK = 8  # CUDA: steps between early-stop checks
 _SUMMED = tuple(n for n in DIAGNOSTICS if n != "mean_attribution_boost") + ("boost_sum",)
 
 
@@ -99,79 +94,48 @@ def sample_guided_batch(model, process: ForwardProcess, vocab: VocabConfig,
     ``trace`` (tests): one dict per executed step with ``i``, ``x`` (after the step),
     ``ess`` [B] and ``n_masked`` [B] (after the step)."""
     check_guided(method, constraints)
-    if steps < 1:
-        raise BdgenError(f"steps must be >= 1, got {steps}")
+    check_request(vocab, num_rooms, steps)
     device = num_rooms.device
-    if compact is None:
-        compact = device.type == "cpu"
+    compact = device.type == "cpu" if compact is None else compact
     if model_batch is None and device.type == "cpu":
         model_batch = CPU_MODEL_BATCH
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda"
     elif cuda_graphs and device.type != "cuda":
         raise BdgenError(f"cuda_graphs needs a CUDA device, the batch is on {device}")
-    graphed = _GraphedLogits(model) if cuda_graphs else None
-    tb = _Tables(vocab, device)
-    b = num_rooms.shape[0]
-    pad_mask = tb.pad_table[num_rooms]
-    x = torch.where(pad_mask, tb.mask_tok, tb.pad_tok)
-    g = method.guidance
-    remasker = make_remasker(method)
-    fire = set(remask_steps(method, remasker, steps))
-    ctx = GuidedContext(method, g, constraints, process, remasker, tb.mask_tok, tb.pad_tok,
-                        pad_mask, steps, generator)
-    lock = LockState.start(b, device) if g.ema_lock else None
-    calls = rows_done = 0
-
-    def logits_fn(xt: Tensor, t_val: float, rows: Tensor | None) -> Tensor:
-        nonlocal calls, rows_done
-        if rows is None and (model_batch is None or model_batch >= b):
-            calls, rows_done = calls + 1, rows_done + b
-            if graphed is not None:
-                return graphed(xt, pad_mask, t_val, method.precision)
-            return _logits(model, xt, pad_mask, torch.full((), t_val, dtype=torch.float32,
-                                                           device=device), method.precision)
-        t = torch.full((), t_val, dtype=torch.float32, device=device)
-        idx = rows.nonzero().squeeze(1) if rows is not None else torch.arange(b,
-                                                                              device=device)
-        out = torch.zeros((b, xt.shape[1], V), device=device)
-        if idx.numel():
-            calls, rows_done = calls + 1, rows_done + idx.numel()
-            for part in idx.split(model_batch or idx.numel()):
-                out[part] = _logits(model, xt[part], pad_mask[part], t, method.precision)
-        return out
-
+    plan = Plan.build(method, process, vocab, num_rooms, steps)
+    ctx = GuidedContext.build(plan, constraints, generator)
+    logits_fn = CompactLogits(model, plan.pad_mask, method.precision, model_batch,
+                              GraphedLogits(model) if cuda_graphs else None)
+    lock = LockState.start(num_rooms.shape[0], device) if ctx.guidance.ema_lock else None
+    stoppable = early_stop and not plan.fire  # then "nothing masked" is final
+    flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
     per_step: list[dict[str, Tensor] | None] = [None] * steps
-    stoppable = early_stop and not fire
     last: dict[str, Tensor] | None = None
+    x = plan.initial()
     for i in range(steps - 1, -1, -1):
-        # on CUDA look only every STOP_CHECK steps (each look is a host sync); any later
-        # stop is as exact as the earliest one
-        if stoppable and (device.type != "cuda" or i % STOP_CHECK == 0) and not bool(
-                (x == tb.mask_tok).any()):
+        if stoppable and (flags.done() if flags is not None
+                          else not bool((x == plan.mask_tok).any())):
             break
-        fires = i in fire
         rows = None
-        if compact:
-            rows = (x == tb.mask_tok).any(-1) | torch.tensor(fires, device=device)
-        x, diag = guided_step(ctx, logits_fn, x, i, fires, lock, rows)
+        if compact:  # proposal and scoring read logits only at masked positions
+            rows = (x == plan.mask_tok).any(-1) | (i in plan.fire)
+        x, diag = guided_step(ctx, logits_fn, x, i, lock, rows)
         per_step[steps - 1 - i] = {n: v.sum(0) for n, v in diag.items()}
         last = diag
         if trace is not None:
             trace.append({"i": i, "x": x.cpu(), "ess": diag["ess"].cpu(),
-                          "n_masked": (x == tb.mask_tok).sum(-1).cpu()})
+                          "n_masked": (x == plan.mask_tok).sum(-1).cpu()})
+        if flags is not None:
+            flags.record(x, plan.mask_tok)
     if last is not None and any(d is None for d in per_step):
-        fill = _settled_step(last, g.num_candidates, g.alpha)
+        fill = _settled_step(last, ctx.K, ctx.guidance.alpha)
         per_step = [fill if d is None else d for d in per_step]
-
-    left = (x == tb.mask_tok) & pad_mask  # final clean-up (safety net), as unguided
-    if bool(left.any()):
-        logits = logits_fn(x, CLEANUP_T, left.any(-1) if compact else None)
-        x = torch.where(left, logits.argmax(-1), x)
-        x = torch.where(pad_mask, x, tb.pad_tok)
+    x = clean_up(plan, x, logits_fn, row_hints=compact)  # safety net, as unguided
     names = per_step[0].keys() if per_step[0] is not None else ()
     sums = {n: torch.stack([d[n].to(torch.float64) for d in per_step]).cpu() for n in names}
-    return x, calls, rows_done, sums, (lock.lock_step.cpu() if lock is not None else None)
+    return (x, logits_fn.calls, logits_fn.rows, sums,
+            lock.lock_step.cpu() if lock is not None else None)
 
 
 def _settled_step(last: dict[str, Tensor], k: int, alpha: float) -> dict[str, Tensor]:
@@ -217,31 +181,23 @@ def sample_guided(model, process: ForwardProcess, vocab: VocabConfig, num_rooms:
     from its own generator seeded with ``derive_seed(seed, "tokens", c)``)."""
     check_guided(method, constraints)
     device = torch.device(device)
+    check_request(vocab, num_rooms, steps)
     n = int(num_rooms.shape[0])
-    if n < 1:
-        raise BdgenError(f"num_samples must be >= 1, got {n}")
-    if int(num_rooms.min()) < 1 or int(num_rooms.max()) > vocab.n_max:
-        raise BdgenError(f"num_rooms must lie in [1, {vocab.n_max}]")
-    bs = int(batch_size if batch_size is not None else (
-        min(n, CPU_BATCH) if device.type == "cpu" else n))
-    if bs < 1:
-        raise BdgenError(f"batch_size must be >= 1, got {batch_size}")
-    starts = list(range(0, n, bs))
+    starts, bs = chunk_starts(n, batch_size, device)
 
     def chunk(c: int):
-        gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "tokens", c))
         rooms = num_rooms[starts[c]:starts[c] + bs].to(device)
         x, k, r, sums, locks = sample_guided_batch(
-            model, process, vocab, rooms, method, constraints, steps, gen,
-            early_stop=early_stop, compact=compact, model_batch=model_batch,
-            cuda_graphs=cuda_graphs)
+            model, process, vocab, rooms, method, constraints, steps,
+            chunk_generator(seed, c, device), early_stop=early_stop, compact=compact,
+            model_batch=model_batch, cuda_graphs=cuda_graphs)
         return x.cpu(), k, r, sums, locks
 
     if workers is None:
         workers = torch.get_num_threads() if device.type == "cpu" else 1
     workers = max(1, min(int(workers), len(starts))) if device.type == "cpu" else 1
     out, sums, locks, calls, rows = [], [], [], 0, 0
-    with _chunk_runner(workers) as run_chunks:
+    with chunk_runner(workers) as run_chunks:
         for c, (x, k, r, s, lk) in enumerate(run_chunks(chunk, range(len(starts)))):
             out.append(x)
             sums.append(s)

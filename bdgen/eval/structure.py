@@ -372,29 +372,6 @@ def mmd2_exact(x: np.ndarray, y: np.ndarray) -> float:
     return _mmd2_from(median, n, m, *ks)
 
 
-def mmd2_direct(x: np.ndarray, y: np.ndarray) -> float:
-    """Reference implementation with explicit difference tensors (small n only, tests)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n, m = len(x), len(y)
-    if n == 0 or m == 0:
-        return 0.0
-    dxx = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    dyy = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    dxy = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    alld = np.concatenate([dxx.ravel(), dyy.ravel(), dxy.ravel()])
-    nz = alld[alld > 0]
-    if nz.size == 0:
-        return 0.0
-    sigma = np.sqrt(np.median(nz) / 2)
-    if sigma == 0:
-        return 0.0
-    kxx, kyy, kxy = (np.exp(-d / (2 * sigma**2)) for d in (dxx, dyy, dxy))
-    tx = (kxx.sum() - n) / (n * (n - 1)) if n > 1 else 0.0
-    ty = (kyy.sum() - m) / (m * (m - 1)) if m > 1 else 0.0
-    return max(float(tx + ty - 2 * kxy.sum() / (n * m)), 0.0)
-
-
 # --- spatial transitivity -----------------------------------------------------------------
 _H_FWD = (0, 1, 2)  # i left of j: i -> j
 _H_BWD = (7, 8, 9)  # i right of j: j -> i

@@ -18,7 +18,8 @@ import torch
 from bdgen import __version__
 from bdgen.data.vocab import VocabConfig
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import BDDenoiser, ModelConfig
+from bdgen.model.denoiser import ModelConfig
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.util.atomic import atomic_torch_save
 
 FORMAT = "bdgen-checkpoint"
@@ -96,10 +97,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return ckpt
 
 
-def build_denoiser(ckpt: Checkpoint, device: str | torch.device = "cpu") -> BDDenoiser:
-    """The checkpoint's denoiser in eval mode with dropout 0 (generation/evaluation)."""
+def build_denoiser(ckpt: Checkpoint, device: str | torch.device = "cpu") -> FastDenoiser:
+    """The checkpoint's denoiser (the fast paths of :mod:`bdgen.model.fast_forward`) in
+    eval mode with dropout 0 (generation/evaluation)."""
     config = ModelConfig.from_dict({**ckpt.model_config, "dropout": 0.0})
-    model = BDDenoiser(config, ckpt.vocab)
+    model = FastDenoiser(config, ckpt.vocab)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:

@@ -273,19 +273,3 @@ def render_markdown(doc: ComparisonDoc) -> str:
 def comparison_markdown(results: Sequence[MethodResult], **kwargs) -> str:
     """Shortcut: :func:`build_comparison` then :func:`render_markdown`."""
     return render_markdown(build_comparison(results, **kwargs))
-
-
-def parse_markdown_tables(text: str) -> dict[str, list[list[str]]]:
-    """``{section title: rows of cells}`` of a comparison document (header row included).
-
-    Used to check a generated document against the legacy one cell by cell.
-    """
-    tables: dict[str, list[list[str]]] = {}
-    title = None
-    for line in text.splitlines():
-        if line.startswith("## "):
-            title = line[3:].strip()
-            tables[title] = []
-        elif title and line.startswith("|") and not line.startswith("|-"):
-            tables[title].append([c.strip() for c in line.strip().strip("|").split(" | ")])
-    return tables
