@@ -259,3 +259,18 @@ def test_refuses_unguided_methods_and_missing_constraints(model, process):
         guided(model, process, "llada_topp0.9_no_remask")
     with pytest.raises(BdgenError, match="needs a constraint set"):
         guided(model, process, "llada_topp0.9_no_remask_guided_K2_a0.1_soft_linear", cs=None)
+
+
+@pytest.mark.parametrize("name", [
+    "llada_topp0.9_no_remask_guided_K6_a0.1_soft_linear",
+    "random_topp0.9_remdm_cap_eta0.4_guided_K4_a0.1_hard_linear",
+    "random_temp0.8_no_remask_guided_K3_a0.5_soft_log1p",
+    "llada_argmax_remdm_confidence_tsw0.5_guided_K3_a0.1_soft_linear_boost",
+    "llada_topp0.9_remdm_confidence_tsw1.0_guided_K5_a0.05_soft_linear_fresh_protect"])
+@pytest.mark.parametrize("per_position", [False, True])
+def test_shared_proposal_equals_the_tiled_reference(model, process, name, per_position):
+    proc = PerPositionProcess(process) if per_position else process
+    ref = guided(model, proc, name, shared_proposal=False, early_stop=False, compact=False)
+    fast = guided(model, proc, name)
+    assert torch.equal(fast.tokens, ref.tokens)
+    assert fast.diagnostics == ref.diagnostics

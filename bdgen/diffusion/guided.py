@@ -43,6 +43,7 @@ from bdgen.diffusion.fast_sampling import (
     _CudaDoneFlags,
     chunk_runner,
 )
+from bdgen.diffusion.guided_fast import propose_candidates_shared
 from bdgen.diffusion.guided_step import GuidedContext, LockState, guided_step, step_diagnostics
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
@@ -84,13 +85,17 @@ def sample_guided_batch(model, process: ForwardProcess, vocab: VocabConfig,
                         num_rooms: Tensor, method: Method, constraints: ConstraintSet,
                         steps: int, generator: torch.Generator, *, early_stop: bool = True,
                         compact: bool | None = None, model_batch: int | None = None,
-                        cuda_graphs: bool | None = None, trace: list | None = None
+                        cuda_graphs: bool | None = None, shared_proposal: bool = True,
+                        trace: list | None = None
                         ) -> tuple[Tensor, int, int, dict[str, Tensor], Tensor | None]:
     """Sample one batch with guidance; returns (tokens int64 [B, S], model calls, rows
     evaluated, per-step sums over the batch ``{name: float64 [steps]}``, lock steps [B]).
 
     ``cuda_graphs`` (CUDA default): whole-batch forwards replayed from a CUDA graph, as in
     the unguided sampler (same logits, less launch overhead).
+    ``shared_proposal`` (default): candidates drawn without tiling the logits
+    (:mod:`bdgen.diffusion.guided_fast`, the same candidates); False: the reference
+    proposal on the batch tiled K times.
     ``trace`` (tests): one dict per executed step with ``i``, ``x`` (after the step),
     ``ess`` [B] and ``n_masked`` [B] (after the step)."""
     check_guided(method, constraints)
@@ -104,7 +109,8 @@ def sample_guided_batch(model, process: ForwardProcess, vocab: VocabConfig,
     elif cuda_graphs and device.type != "cuda":
         raise BdgenError(f"cuda_graphs needs a CUDA device, the batch is on {device}")
     plan = Plan.build(method, process, vocab, num_rooms, steps)
-    ctx = GuidedContext.build(plan, constraints, generator)
+    ctx = GuidedContext.build(plan, constraints, generator,
+                              propose_candidates_shared if shared_proposal else None)
     logits_fn = CompactLogits(model, plan.pad_mask, method.precision, model_batch,
                               GraphedLogits(model) if cuda_graphs else None)
     lock = LockState.start(num_rooms.shape[0], device) if ctx.guidance.ema_lock else None
@@ -174,8 +180,8 @@ def sample_guided(model, process: ForwardProcess, vocab: VocabConfig, num_rooms:
                   device: torch.device | str = "cpu", batch_size: int | None = None,
                   early_stop: bool = True, compact: bool | None = None,
                   model_batch: int | None = None, progress=None,
-                  workers: int | None = None, cuda_graphs: bool | None = None
-                  ) -> GuidedOutput:
+                  workers: int | None = None, cuda_graphs: bool | None = None,
+                  shared_proposal: bool = True) -> GuidedOutput:
     """Guided sampling of ``len(num_rooms)`` graphs in chunks (as :func:`~bdgen.diffusion.
     sampler.sample`: default chunk 128 on CPU, everything at once on CUDA; chunk c draws
     from its own generator seeded with ``derive_seed(seed, "tokens", c)``)."""
@@ -190,7 +196,7 @@ def sample_guided(model, process: ForwardProcess, vocab: VocabConfig, num_rooms:
         x, k, r, sums, locks = sample_guided_batch(
             model, process, vocab, rooms, method, constraints, steps,
             chunk_generator(seed, c, device), early_stop=early_stop, compact=compact,
-            model_batch=model_batch, cuda_graphs=cuda_graphs)
+            model_batch=model_batch, cuda_graphs=cuda_graphs, shared_proposal=shared_proposal)
         return x.cpu(), k, r, sums, locks
 
     if workers is None:

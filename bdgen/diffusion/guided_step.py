@@ -39,6 +39,7 @@ CPU generator in rounds 1-3 (G4.7); here everything is drawn on the sampling dev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,14 +82,18 @@ class GuidedContext:
     guidance: Guidance
     constraints: ConstraintSet
     generator: torch.Generator
+    # steps 4-5; :func:`bdgen.diffusion.guided_fast.propose_candidates_shared` is the same
+    # without tiling the logits
+    proposal: Callable[..., tuple[Tensor, Tensor | None]] | None = None
 
     @classmethod
-    def build(cls, plan: Plan, constraints: ConstraintSet, generator: torch.Generator
+    def build(cls, plan: Plan, constraints: ConstraintSet, generator: torch.Generator,
+              proposal: Callable[..., tuple[Tensor, Tensor | None]] | None = None
               ) -> GuidedContext:
         g = plan.method.guidance
         if g.decay_power:
             plan.process = DecayedProcess(plan.process, g.decay_power)
-        return cls(plan, g, constraints, generator)
+        return cls(plan, g, constraints, generator, proposal)
 
     @property
     def K(self) -> int:  # noqa: N802 - the spec's name
@@ -204,7 +209,7 @@ def guided_step(ctx: GuidedContext, logits_fn: LogitsFn, x: Tensor, i: int,
     device = x.device
     logits = logits_fn(x, t_now, rows)              # 1. one model call for the K candidates
     was_mask = x == plan.mask_tok                   # 3. x_pre
-    cand, probs = propose_candidates(ctx, x, logits, i)   # 2, 4, 5. [K, B, S]
+    cand, probs = (ctx.proposal or propose_candidates)(ctx, x, logits, i)  # 2, 4-5. [K,B,S]
     r, v = score(ctx, cand, logits)                 # 6. [K, B], [K, B, C]
     w = candidate_weights(r, g.alpha, dim=0)        # 7. softmax_k(r / alpha)
     win = select(ctx, w)                            # 8. one winner per sample
