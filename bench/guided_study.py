@@ -68,9 +68,9 @@ def sweeps(args) -> dict[str, list[str]]:
     return {
         "R1 K x alpha (no remask)": [guided_name(NR, k, a) for a in r1_a for k in r1_k],
         "R2 K sweep, alpha 0.1": [guided_name(b, k, 0.1) for b in (NR, CF) for k in args.ks],
-        "R3 alpha sweep, K 16": [guided_name(b, args.k_alpha, a) for b in (NR, CF)
+        f"R3 alpha sweep, K {args.k_alpha}": [guided_name(b, args.k_alpha, a) for b in (NR, CF)
                                  for a in args.alphas],
-        "R4 soft vs hard, K 16, alpha 0.01": [guided_name(b, args.k_alpha, 0.01, m)
+        f"R4 soft vs hard, K {args.k_alpha}, alpha 0.01": [guided_name(b, args.k_alpha, 0.01, m)
                                               for b in (NR, CF) for m in ("soft", "hard")],
     }
 
