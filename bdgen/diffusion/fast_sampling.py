@@ -74,7 +74,8 @@ class GraphedLogits:
         static_pad.copy_(pad_mask)
         static_t.fill_(t)
         graph.replay()
-        return out.clone()  # the next replay overwrites ``out``
+        result: Tensor = out.clone()  # the next replay overwrites ``out``
+        return result
 
     def _capture(self, x: Tensor, pad_mask: Tensor, precision: str) -> tuple[Any, ...]:
         static_x, static_pad = x.clone(), pad_mask.clone()

@@ -79,7 +79,9 @@ def sample_t(schedule: NoiseSchedule, batch: int, is_mode: str, device: torch.de
 
     ``factor`` is ``1/q(t)`` in "unbiased" mode and 1 otherwise; t is clamped to [1e-5, 1].
     """
-    is_mode = canonical_is_mode(is_mode)
+    is_mode = IS_MODE_ALIASES.get(is_mode, is_mode)
+    if is_mode not in IS_MODES:
+        raise ValueError(f"is_mode {is_mode!r} not in {IS_MODES}")
     u = torch.rand(batch, generator=generator, device=device)
     t = u if is_mode == "off" else schedule.importance_transform(u)
     t = t.clamp(T_MIN, 1.0)

@@ -22,6 +22,7 @@ objective: the one place that decides between the two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,9 +43,11 @@ from bdgen.diffusion.stgs import (
     stgs_forward,
 )
 from bdgen.errors import BdgenError
+from bdgen.model.denoiser import BDDenoiser
 from bdgen.model.precision import autocast
 
 ValBatch = tuple[Tensor, Tensor, Tensor, Tensor]  # summed loss, node/edge logits, mask
+DenoiserFn = Callable[..., tuple[Tensor, Tensor]]  # the model, or the model compiled
 
 
 class FixedScheduleObjective:
@@ -73,7 +76,7 @@ class FixedScheduleObjective:
     def log_fields(self, step: int, total: int) -> dict[str, float]:
         return {}
 
-    def train_loss(self, model: nn.Module, forward_model: nn.Module, x0: Tensor, pad: Tensor
+    def train_loss(self, model: BDDenoiser, forward_model: DenoiserFn, x0: Tensor, pad: Tensor
                    ) -> Tensor:
         t, factor = sample_t(self.schedule, x0.shape[0], self.is_mode, self.device)
         x_t, mask = forward_mask(x0, pad, self.schedule.alpha(t)[:, None])
@@ -82,7 +85,7 @@ class FixedScheduleObjective:
         return self.loss_fn(node_logits.float(), edge_logits.float(), x0, pad, mask, t,
                             factor).loss
 
-    def val_batch(self, model: nn.Module, x0: Tensor, pad: Tensor, t: Tensor,
+    def val_batch(self, model: BDDenoiser, x0: Tensor, pad: Tensor, t: Tensor,
                   gen: torch.Generator) -> ValBatch:
         x_t, mask = forward_mask(x0, pad, self.schedule.alpha(t)[:, None], generator=gen)
         node_logits, edge_logits = model(x_t, pad, t)
@@ -160,7 +163,7 @@ class LearnedRatesObjective:
         """The temperature of the next step (the original's ``train/gumbel_temp``)."""
         return {"gumbel_temp": self.tau_at(step, total)}
 
-    def train_loss(self, model: nn.Module, forward_model: nn.Module, x0: Tensor, pad: Tensor
+    def train_loss(self, model: BDDenoiser, forward_model: DenoiserFn, x0: Tensor, pad: Tensor
                    ) -> Tensor:
         t = torch.rand(x0.shape[0], device=self.device).clamp_min(T_MIN)
         self.rate_network.train()
@@ -171,7 +174,7 @@ class LearnedRatesObjective:
         return self.loss_fn(node_logits.float(), edge_logits.float(), x0, pad, sample.mask,
                             rates.alpha, rates.alpha_prime).loss
 
-    def val_batch(self, model: nn.Module, x0: Tensor, pad: Tensor, t: Tensor,
+    def val_batch(self, model: BDDenoiser, x0: Tensor, pad: Tensor, t: Tensor,
                   gen: torch.Generator) -> ValBatch:
         rates = self.rate_network.rates(t, pad)
         x_t, mask = forward_mask_eval_learned(x0, pad, rates.alpha, generator=gen)

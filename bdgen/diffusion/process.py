@@ -118,7 +118,8 @@ class RateNetworkProcess:
     def alpha(self, t: Tensor, pad_mask: Tensor) -> Tensor:
         """Per-position keep probability ``[B, S]`` (the ``alpha_fn`` of denoising metrics)."""
         with torch.no_grad():
-            return self.rate_network(t, pad_mask)
+            result: Tensor = self.rate_network(t, pad_mask)
+            return result
 
 
 LEARNED_RATES_VERSION = "v2"   # stored model version of learned-rate models (data)

@@ -60,7 +60,8 @@ def remask_steps(method: Method, remasker: RemaskingStrategy | None, steps: int)
     """Step indices i (N-1 .. 1) at which remasking fires: i > 0 and t_now < t_switch."""
     if remasker is None or not remasker.active:
         return []
-    return [i for i in range(steps - 1, 0, -1) if (i + 1) / steps < method.t_switch]
+    t_switch = 1.0 if method.t_switch is None else method.t_switch
+    return [i for i in range(steps - 1, 0, -1) if (i + 1) / steps < t_switch]
 
 
 @dataclass
@@ -194,6 +195,7 @@ def propose(plan: Plan, x: Tensor, logits: Tensor, i: int, generator: torch.Gene
     probs = torch.softmax(logits, dim=-1) if plan.needs_probs else None
     cand = draw_candidates(logits, plan.method, generator, probs)
     if coins is None:          # llada: the most confident candidates
+        assert probs is not None
         conf = probs.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
         reveal = llada_reveal(is_mask, conf, p, last_step=(i == 0))
     else:
@@ -211,11 +213,13 @@ def remask(plan: Plan, x: Tensor, probs: Tensor | None, i: int, generator: torch
     sigma_max = plan.process.sigma_max(torch.full((b,), t_now, dtype=torch.float64, device=dev),
                                        torch.full((b,), t_next, dtype=torch.float64, device=dev),
                                        plan.pad_mask)
+    assert plan.remasker is not None, "remask() called at a step where remasking cannot fire"
     candidates = (x != plan.mask_tok) & plan.pad_mask
     if protect is not None:
         candidates = candidates & ~protect
     tok_p = None
     if plan.remasker.uses_logits:
+        assert probs is not None, "a logits-based remasker needs this step's probabilities"
         tok_p = probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
         if boost is not None:
             tok_p = tok_p + boost
@@ -237,7 +241,7 @@ class StepInfo:
 def rows_needed(plan: Plan, x: Tensor, coins: Tensor | None, i: int) -> Tensor:
     """bool ``[B]``: rows whose logits step i uses (a reveal in ``random`` mode, any masked
     position for LLaDA, every row where a logits-based remasker fires)."""
-    if i in plan.fire and plan.remasker.uses_logits:
+    if i in plan.fire and plan.remasker is not None and plan.remasker.uses_logits:
         return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     return (coins if coins is not None else x == plan.mask_tok).any(-1)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,9 +38,10 @@ from bdgen.diffusion.loss import (
     canonical_is_mode,
     masked_accuracy,
 )
-from bdgen.diffusion.objective import Objective
+from bdgen.diffusion.objective import DenoiserFn, Objective
 from bdgen.diffusion.schedules import T_MIN
 from bdgen.errors import BdgenError
+from bdgen.model.denoiser import BDDenoiser
 from bdgen.model.precision import DEFAULT_PRECISION, check_precision
 
 
@@ -71,14 +73,14 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise BdgenError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def trajectory(self) -> dict:
+    def trajectory(self) -> dict[str, Any]:
         return trajectory_of(self.to_dict())
 
 
-def trajectory_of(train_config: dict) -> dict:
+def trajectory_of(train_config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a (checkpoint's) train config that make a run's identity. ``precision``
     joins them only when it is not float32, so run names (and resumable runs) from before
     the option existed stay valid."""
@@ -137,7 +139,7 @@ class TrainResult:
 class Trainer:
     """Owns model, optimiser, LR schedule and data order; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, model: nn.Module, objective: Objective, train_tokens: Tensor,
+    def __init__(self, model: BDDenoiser, objective: Objective, train_tokens: Tensor,
                  train_pad_mask: Tensor, config: TrainConfig,
                  device: torch.device | str = "cpu", val_tokens: Tensor | None = None,
                  val_pad_mask: Tensor | None = None) -> None:
@@ -159,7 +161,7 @@ class Trainer:
         self.optimizer = make_adamw(self.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
-        self.forward_model: nn.Module = model
+        self.forward_model: DenoiserFn = model
         self._loss_step: Callable[[Tensor, Tensor], Tensor] = self._train_loss
         if config.compile and objective.compiles_whole_loss:
             # The whole loss (masking, model, ELBO) as one compiled graph, so
@@ -176,7 +178,7 @@ class Trainer:
         self._perm: Tensor | None = None
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (tensors on CPU)."""
         rng = {"torch": torch.get_rng_state(), "shuffle_epoch_start": self._epoch_start_state,
                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
@@ -191,7 +193,7 @@ class Trainer:
             **self.objective.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.objective.load_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -310,7 +312,7 @@ class Trainer:
                     lr = self.scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                     if on_log:
-                        on_log(self.step, last_loss, lr)
+                        on_log(self.step, last_loss, float(lr))
                 if self.val_tokens is not None and (self.step % cfg.val_every == 0
                                                     or self.step == cfg.steps):
                     val = self.validate()

@@ -63,8 +63,9 @@ class MetricDef:
         return {"higher": True, "lower": False, "none": None}[self.direction]
 
 
-def _m(name, group, direction, display, *, legacy=True, percent=False, primary=True,
-       displayed=True, description="", legacy_key=None) -> MetricDef:
+def _m(name: str, group: Group, direction: Direction, display: str, *, legacy: bool = True,
+       percent: bool = False, primary: bool = True, displayed: bool = True,
+       description: str = "", legacy_key: str | None = None) -> MetricDef:
     key = legacy_key if legacy_key is not None else (f"eval/{name}" if legacy else None)
     return MetricDef(name, key, group, direction, display, percent, primary, displayed,
                      description)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,22 +34,22 @@ def _now() -> str:
 @dataclass
 class Checkpoint:
     version: str                    # "v1" | "v2"
-    model_config: dict
+    model_config: dict[str, Any]
     n_max: int
-    noise: dict                     # e.g. {"type": "loglinear", "eps": 0.001}
-    train_config: dict
+    noise: dict[str, Any]                     # e.g. {"type": "loglinear", "eps": 0.001}
+    train_config: dict[str, Any]
     dataset_hash: str
     dataset_id: str
-    split: dict                     # {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+    split: dict[str, Any]                     # {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
     num_rooms_distribution: list[float]
     edge_class_weights: list[float]
     step: int
-    model_state: dict
-    rate_network_state: dict | None = None
-    rate_network_config: dict | None = None
-    optimizer_state: dict | None = None
-    scheduler_state: dict | None = None
-    rng_state: dict | None = None
+    model_state: dict[str, Any]
+    rate_network_state: dict[str, Any] | None = None
+    rate_network_config: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+    rng_state: dict[str, Any] | None = None
     bdgen_version: str = __version__
     created: str = field(default_factory=_now)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,11 +50,11 @@ class ModelConfig:
             raise BdgenError(f"cond_dim {self.cond_dim} must equal d_model {self.d_model} "
                              "(the time embedding has d_model features, spec §2.2)")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         try:
             return cls(**data)
         except TypeError as exc:
@@ -129,7 +130,8 @@ class AdaLNBlock(nn.Module):
         attn = self.attn_out(self.attention(self.qkv(h), key_mask))
         x = x + gate1 * F.dropout(attn, self.dropout, self.training)
         h = modulate(self.norm2(x), shift2, scale2)
-        return x + gate2 * F.dropout(self.mlp(h), self.dropout, self.training)
+        result: Tensor = x + gate2 * F.dropout(self.mlp(h), self.dropout, self.training)
+        return result
 
 
 class BDDenoiser(nn.Module):
@@ -177,7 +179,8 @@ class BDDenoiser(nn.Module):
         """``[S, d]``: entity type + node index (nodes) or pair_i + pair_j (edges)."""
         node_pos = self.node_index_emb(self.node_idx)
         edge_pos = self.pair_index_emb(self.edge_i) + self.pair_index_emb(self.edge_j)
-        return self.entity_type_emb(self.entity) + torch.cat([node_pos, edge_pos], dim=0)
+        result: Tensor = self.entity_type_emb(self.entity) + torch.cat([node_pos, edge_pos], dim=0)
+        return result
 
     def embed(self, tokens: Tensor) -> Tensor:
         n = self.vocab.n_max

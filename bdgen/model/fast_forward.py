@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,8 @@ def _attention(block: AdaLNBlock, qkv: Tensor, key_mask: Tensor | None, fast: bo
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
     attn = fast_dropout(scores.softmax(-1), block.dropout, True) @ v
-    return attn.transpose(1, 2).reshape(b, s, d)
+    result: Tensor = attn.transpose(1, 2).reshape(b, s, d)
+    return result
 
 
 def _shifted_layer_norm(x: Tensor, norm: nn.LayerNorm, shift: Tensor, scale: Tensor) -> Tensor:
@@ -96,7 +98,7 @@ def _block_shared_time(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor
                         gate1)
     h = _shifted_layer_norm(x, block.norm2, shift2, scale2)
     mlp_in, act, mlp_out = block.mlp
-    return _gated_residual(x, act(mlp_in(h)), mlp_out, gate2)
+    return _gated_residual(x, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate2)
 
 
 def _block(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor | None,
@@ -109,7 +111,8 @@ def _block(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor | None,
     attn = block.attn_out(_attention(block, block.qkv(h), key_mask, fast))
     x = x + gate1 * fast_dropout(attn, block.dropout, block.training, fast)
     h = modulate(block.norm2(x), shift2, scale2)
-    return x + gate2 * fast_dropout(block.mlp(h), block.dropout, block.training, fast)
+    result: Tensor = x + gate2 * fast_dropout(block.mlp(h), block.dropout, block.training, fast)
+    return result
 
 
 def _block_packed(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor, rows: Tensor,
@@ -126,7 +129,8 @@ def _block_packed(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor, ro
     attn = block.attn_out(attn.reshape(b * s, -1).index_select(0, rows))
     xp = xp + gate1 * fast_dropout(attn, block.dropout, block.training, fast)
     h = modulate(block.norm2(xp), shift2, scale2)
-    return xp + gate2 * fast_dropout(block.mlp(h), block.dropout, block.training, fast)
+    result: Tensor = xp + gate2 * fast_dropout(block.mlp(h), block.dropout, block.training, fast)
+    return result
 
 
 class FastDenoiser(BDDenoiser):
@@ -169,7 +173,7 @@ class FastDenoiser(BDDenoiser):
             return (self._blocks_packed(x, c, pad_mask, key_mask) if self.training
                     else self._blocks_bucketed(x, c, pad_mask))
         for block in self.blocks:
-            x = _block(block, x, c, key_mask, self.fast_cpu_dropout)
+            x = _block(cast(AdaLNBlock, block), x, c, key_mask, self.fast_cpu_dropout)
         return self._final(x, c)
 
     def _blocks_packed(self, x: Tensor, c: Tensor, pad_mask: Tensor, key_mask: Tensor
@@ -182,7 +186,8 @@ class FastDenoiser(BDDenoiser):
         sample = torch.div(rows, s, rounding_mode="floor")
         xp = x.reshape(b * s, d).index_select(0, rows)
         for block in self.blocks:
-            xp = _block_packed(block, xp, c, key_mask, rows, sample, self.fast_cpu_dropout)
+            xp = _block_packed(cast(AdaLNBlock, block), xp, c, key_mask, rows, sample,
+                               self.fast_cpu_dropout)
         shift, scale = self.final_modulation(c).index_select(0, sample).chunk(2, -1)
         xp = modulate(self.final_norm(xp), shift, scale)
         return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
@@ -201,7 +206,7 @@ class FastDenoiser(BDDenoiser):
             h = flat.index_select(0, rows).view(idx.numel(), pos.numel(), d)
             cg = c if c.shape[0] == 1 else c.index_select(0, idx)
             for block in self.blocks:
-                h = _block(block, h, cg, None, self.fast_cpu_dropout)
+                h = _block(cast(AdaLNBlock, block), h, cg, None, self.fast_cpu_dropout)
             all_rows.append(rows)
             parts.append(self._final(h, cg).reshape(-1, d))
         if not parts:

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from bdgen.diffusion.objective import model_version_of, noise_config, objective_for
 from bdgen.diffusion.trainer import (
@@ -45,7 +44,7 @@ from bdgen.diffusion.trainer import (
 )
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from bdgen.model.denoiser import model_preset
+from bdgen.model.denoiser import BDDenoiser, model_preset
 from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
@@ -76,7 +75,7 @@ def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainCo
     return f"{model_version_of(noise)}-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
 
 
-def make_trainer(noise: dict, net: nn.Module, train, val, stats, config: TrainConfig,
+def make_trainer(noise: dict, net: BDDenoiser, train, val, stats, config: TrainConfig,
                  device: torch.device) -> Trainer:
     """The trainer of the noise config's objective (a fresh rate network for learned rates)."""
     objective = objective_for(noise, net.vocab, stats.edge_class_weights, config.is_mode)

@@ -149,7 +149,8 @@ def _metric_section(title: str, results: Sequence[MethodResult], labels: list[st
     """Rows are ``(metric name, display)``; rows that no method has are skipped."""
     two = len(results) == 2
     header = ["Metric", *labels] + (["Delta"] if two else [])
-    out_rows, keys = [], []
+    out_rows: list[list[str]] = []
+    keys: list[str | None] = []
     for name, display in rows:
         aggs = [r.metrics.get(name) if name.startswith("constraint/") else M.value(r, name)
                 for r in results]
@@ -192,7 +193,8 @@ def _denoising_section(results: Sequence[MethodResult], labels: list[str]) -> Se
         return None
     ordered = sorted(names, key=lambda n: M.metric_def(n).legacy_key or n)
     two = len(results) == 2
-    rows, keys = [], []
+    rows: list[list[str]] = []
+    keys: list[str | None] = []
     for name in ordered:
         vals = [M.value(r, name) for r in results]
         row = [M.metric_def(name).display,
