@@ -29,11 +29,12 @@ state of the batch, and a chunk has its own generator):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.fast_sampling import (
@@ -81,12 +82,12 @@ def check_guided(method: Method, constraints: ConstraintSet | None) -> None:
 
 
 @torch.inference_mode()
-def sample_guided_batch(model, process: ForwardProcess, vocab: VocabConfig,
+def sample_guided_batch(model: nn.Module, process: ForwardProcess, vocab: VocabConfig,
                         num_rooms: Tensor, method: Method, constraints: ConstraintSet,
                         steps: int, generator: torch.Generator, *, early_stop: bool = True,
                         compact: bool | None = None, model_batch: int | None = None,
                         cuda_graphs: bool | None = None, shared_proposal: bool = True,
-                        trace: list | None = None
+                        trace: list[dict[str, Any]] | None = None
                         ) -> tuple[Tensor, int, int, dict[str, Tensor], Tensor | None]:
     """Sample one batch with guidance; returns (tokens int64 [B, S], model calls, rows
     evaluated, per-step sums over the batch ``{name: float64 [steps]}``, lock steps [B]).
@@ -138,8 +139,9 @@ def sample_guided_batch(model, process: ForwardProcess, vocab: VocabConfig,
         fill = _settled_step(last, ctx.K, ctx.guidance.alpha)
         per_step = [fill if d is None else d for d in per_step]
     x = clean_up(plan, x, logits_fn, row_hints=compact)  # safety net, as unguided
-    names = per_step[0].keys() if per_step[0] is not None else ()
-    sums = {n: torch.stack([d[n].to(torch.float64) for d in per_step]).cpu() for n in names}
+    steps_done = [d for d in per_step if d is not None]  # all, unless no step ran
+    names = steps_done[0].keys() if steps_done else ()
+    sums = {n: torch.stack([d[n].to(torch.float64) for d in steps_done]).cpu() for n in names}
     return (x, logits_fn.calls, logits_fn.rows, sums,
             lock.lock_step.cpu() if lock is not None else None)
 
@@ -162,7 +164,8 @@ def _settled_step(last: dict[str, Tensor], k: int, alpha: float) -> dict[str, Te
 def summarise(sums: Sequence[dict[str, Tensor]], n: int, constraint_names: Sequence[str]
               ) -> dict[str, list[float]]:
     """Per-step means over the run's n samples from the chunks' per-step sums."""
-    total = {name: sum(s[name] for s in sums) for name in sums[0]}
+    total: dict[str, Tensor] = {name: torch.stack([s[name] for s in sums]).sum(0)
+                                for name in sums[0]}
     out: dict[str, list[float]] = {}
     for name in _SUMMED[:-1]:
         out[name] = (total[name] / n).tolist()
@@ -175,11 +178,12 @@ def summarise(sums: Sequence[dict[str, Tensor]], n: int, constraint_names: Seque
     return out
 
 
-def sample_guided(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
+def sample_guided(model: nn.Module, process: ForwardProcess, vocab: VocabConfig, num_rooms: Tensor,
                   method: Method, constraints: ConstraintSet, steps: int, seed: int,
                   device: torch.device | str = "cpu", batch_size: int | None = None,
                   early_stop: bool = True, compact: bool | None = None,
-                  model_batch: int | None = None, progress=None,
+                  model_batch: int | None = None,
+                  progress: Callable[[int], None] | None = None,
                   workers: int | None = None, cuda_graphs: bool | None = None,
                   shared_proposal: bool = True) -> GuidedOutput:
     """Guided sampling of ``len(num_rooms)`` graphs in chunks (as :func:`~bdgen.diffusion.
@@ -191,7 +195,7 @@ def sample_guided(model, process: ForwardProcess, vocab: VocabConfig, num_rooms:
     n = int(num_rooms.shape[0])
     starts, bs = chunk_starts(n, batch_size, device)
 
-    def chunk(c: int):
+    def chunk(c: int) -> tuple[Tensor, int, int, dict[str, Tensor], Tensor | None]:
         rooms = num_rooms[starts[c]:starts[c] + bs].to(device)
         x, k, r, sums, locks = sample_guided_batch(
             model, process, vocab, rooms, method, constraints, steps,

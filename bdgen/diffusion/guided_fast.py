@@ -32,6 +32,7 @@ def propose_candidates_shared(ctx: GuidedContext, x: Tensor, logits: Tensor, i: 
         reveal = is_mask & (u < p)
     probs = torch.softmax(logits, dim=-1) if plan.needs_probs else None
     if method.top_p is not None:
+        assert probs is not None  # top-p needs them (Plan.needs_probs)
         sp, si = probs.sort(dim=-1, descending=True)
         cs = _cumsum_last(sp)
         kept = sp * ((cs - sp) < method.top_p)
@@ -50,6 +51,7 @@ def propose_candidates_shared(ctx: GuidedContext, x: Tensor, logits: Tensor, i: 
         tokens = ((logits / method.temperature).to(torch.float64)
                   + -torch.log(-torch.log(u))).argmax(-1)
     if reveal is None:  # llada: the most confident candidates of each of the K rows
+        assert probs is not None
         conf = probs.expand(k, *probs.shape).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         reveal = llada_reveal(is_mask.repeat(k, 1), conf.reshape(k * b, s),
                               p.repeat(k, 1), last_step=(i == 0)).view(k, b, s)

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from bdgen.diffusion.process import ForwardProcess
 from bdgen.diffusion.reverse import LogitsFn, Plan, propose, remask
+from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.guidance.names import Guidance
 from bdgen.guidance.reward import candidate_weights, reward
@@ -91,6 +92,8 @@ class GuidedContext:
               proposal: Callable[..., tuple[Tensor, Tensor | None]] | None = None
               ) -> GuidedContext:
         g = plan.method.guidance
+        if g is None:
+            raise BdgenError(f"method {plan.method.format()} is not guided")
         if g.decay_power:
             plan.process = DecayedProcess(plan.process, g.decay_power)
         return cls(plan, g, constraints, generator, proposal)
@@ -162,6 +165,8 @@ def update_lock(g: Guidance, steps: int, lock: LockState, r_pre: Tensor, s: int)
     if s == 0:
         lock.ema = r_pre.clone()
         return
+    assert g.ema_beta is not None and g.ema_consecutive is not None  # set with the lock
+    assert g.ema_warmup is not None and g.ema_deadline is not None
     beta = float(g.ema_beta)
     ema = beta * lock.ema + (1.0 - beta) * r_pre
     lock.streak = torch.where(ema - lock.ema <= 0, lock.streak + 1, 0)

@@ -23,10 +23,10 @@ import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.diffusion.fast_sampling import sample
-from bdgen.diffusion.guided import sample_guided
+from bdgen.diffusion.guided import GuidedOutput, sample_guided
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, forward_process_of, has_learned_rates
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms
+from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, draw_num_rooms
 from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
@@ -211,6 +211,7 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
     cs = setup.constraints if method.guided else None
+    out: SampleOutput | GuidedOutput
     if cs is not None:
         out = sample_guided(setup.model, setup.process, ckpt.vocab, rooms, method, cs, steps,
                             int(seed), dev, batch_size=batch_size, early_stop=early_stop,

@@ -148,7 +148,7 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
               "checkpoint": {"path": ctx.rel(setup.model_path), "sha256": sha,
                              "version": ckpt.version, "noise": ckpt.noise},
               "dataset_id": ckpt.dataset_id}
-    if cs_id is not None:
+    if cs_id is not None and setup.constraints is not None:
         params["constraint_set"] = cs_id
         params["constraints"] = {c["name"]: {k: v for k, v in c.items() if k != "name"}
                                  for c in setup.constraints.to_dict()["constraints"]}
