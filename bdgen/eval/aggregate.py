@@ -71,6 +71,10 @@ class MethodResult:
     # Some of the values came from a single-seed legacy format v1 file (spec §7.3): the
     # comparison marks the column and adds a footnote, since std over one seed is 0.0.
     upgraded_from_v1: bool = False
+    # Identity of the constraint set the constraint/* metrics were measured against (and a
+    # guided run was sampled with); "" when none. Part of the result identity: results
+    # with different sets are never pooled, even under one method name.
+    constraint_set: str = ""
 
     @property
     def label(self) -> str:
