@@ -50,6 +50,7 @@ WHERE_COLUMNS: dict[str, Any] = {
     "seed": GenerationRun.seed,
     "num_samples": Series.num_samples,
     "steps": Series.steps,
+    "constraint_set": Series.constraint_set,
     "reference": EvaluationRun.reference,
     "evaluator_version": EvaluationRun.evaluator_version,
 }
