@@ -45,10 +45,10 @@ from sqlalchemy.orm import Session
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
-from bdgen.guidance.names import GUIDED_CONFIG_MARKERS
 from bdgen.eval.aggregate import aggregate_seeds
 from bdgen.eval.registry import CONSTRAINT_OVERALL
 from bdgen.eval.results_json import UPGRADED_FLAG, as_format_2
+from bdgen.guidance.names import GUIDED_CONFIG_MARKERS
 from bdgen.store.evaluations import AlreadyRecorded, Evaluations
 from bdgen.store.models import (
     IMPORT_PROVENANCE,
