@@ -77,5 +77,21 @@ class MethodResult:
     constraint_set: str = ""
 
     @property
+    def constraint_tag(self) -> str:
+        """Short name of the constraint set (``""`` for none): what tells apart two results
+        of one method measured against different sets."""
+        return short_constraint_set(self.constraint_set)
+
+    @property
     def label(self) -> str:
-        return f"{self.model}/{self.method}"
+        tag = f"#{self.constraint_tag}" if self.constraint_set else ""
+        return f"{self.model}/{self.method}{tag}"
+
+
+def short_constraint_set(identity: str) -> str:
+    """``cs-<12 hex>`` of a bdgen identity, ``cs-legacy-<8 hex>`` of an imported one."""
+    if not identity:
+        return ""
+    if identity.startswith("legacy-"):
+        return f"cs-legacy-{identity[7:15]}"
+    return f"cs-{identity[:12]}"

@@ -121,8 +121,11 @@ def column_labels(results: Sequence[MethodResult]) -> list[str]:
     """Method names when all results share one model, else ``model/method`` labels; results
     upgraded from format v1 files are marked " (v1)" (explained by :data:`V1_FOOTNOTE`)."""
     one_model = len({r.model for r in results}) <= 1
-    return [(r.method if one_model else r.label) + (V1_MARK if r.upgraded_from_v1 else "")
-            for r in results]
+    names = [r.method if one_model else f"{r.model}/{r.method}" for r in results]
+    # one method measured against several constraint sets: the set tells the columns apart
+    names = [f"{n} [{r.constraint_tag or 'no constraints'}]" if names.count(n) > 1 else n
+             for n, r in zip(names, results)]
+    return [n + (V1_MARK if r.upgraded_from_v1 else "") for n, r in zip(names, results)]
 
 
 def footer(results: Sequence[MethodResult], legacy: bool = False) -> tuple[str, ...]:

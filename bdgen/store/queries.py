@@ -84,9 +84,26 @@ def where_clauses(where: Mapping[str, Any]) -> list:
             raise BdgenError(f"unknown filter {key!r}; valid: {', '.join(WHERE_COLUMNS)}")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         values = [_coerce(key, col, v) for v in values]
-        conds = [col.is_(None) if v is None else col == v for v in values]
+        if key == "constraint_set":
+            conds = [_constraint_set_clause(v) for v in values]
+        else:
+            conds = [col.is_(None) if v is None else col == v for v in values]
         out.append(conds[0] if len(conds) == 1 else or_(*conds))
     return out
+
+
+def _constraint_set_clause(value: Any) -> Any:
+    """``constraint_set=`` takes the identity, a prefix of at least 8 characters, or the
+    ``cs-...`` tag the tables show; empty / none means "measured against no set"."""
+    text = "" if value is None else str(value)
+    if text.startswith("cs-"):
+        text = text[3:]
+    if text in ("", "none"):
+        return Series.constraint_set == ""
+    if len(text.removeprefix("legacy-")) < 8:
+        raise BdgenError(f"filter constraint_set={value!r}: give at least 8 characters of "
+                         "the identity")
+    return Series.constraint_set.startswith(text, autoescape=True)
 
 
 def canonical_names(metrics: Sequence[str] | None) -> list[str] | None:
