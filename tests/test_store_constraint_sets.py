@@ -139,3 +139,34 @@ def test_legacy_files_with_one_tag_and_two_sets_are_two_results(store, legacy_di
     assert sorted((one in n, single in n) for n in names) == [(False, True), (True, False)]
     again = store.import_result_files([root])
     assert [r.status for r in again] == ["skipped", "skipped"]
+
+
+def test_migration_round_trip_keeps_the_results_without_a_set(store_url):
+    from bdgen.store import migrate
+    from bdgen.store.api import Store
+    from bdgen.store.engine import make_engine
+
+    store = Store.open(store_url)
+    try:
+        store.get_or_create_model(MODEL, "v1", "loglinear")
+        gid = store.start_generation_run(MODEL, BASELINE, 1, 100, 10)
+        store.finish_generation_run(gid, "1" * 64, "/samples/base/1.pt")
+        store.record_evaluation(gid, {"eval/validity_rate": 1.0, "eval/novelty": 0.8})
+        store.record_evaluation(gid, metrics(0.2), constraint_set=A)
+        store.record_evaluation(guided_run(store, 1, B), metrics(0.5), constraint_set=B)
+        assert len(store.method_results()) == 3
+        plain = store.method_results(where={"constraint_set": "none"})
+    finally:
+        store.close()
+    engine = make_engine(store_url)
+    try:
+        assert migrate.downgrade(engine, "0002") == "0002"
+    finally:
+        engine.dispose()
+    store = Store.open(store_url)  # upgraded again on open
+    try:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert store.method_results() == plain  # measured results dropped, the rest intact
+        assert store.counts()["generation_runs"] == store.counts()["series"] == 1
+    finally:
+        store.close()

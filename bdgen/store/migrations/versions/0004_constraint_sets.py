@@ -39,7 +39,10 @@ def downgrade() -> None:
     for name in ("evaluation_runs", "generation_runs"):
         with op.batch_alter_table(name, schema=None) as batch_op:
             batch_op.drop_column("constraint_set")
-    # series measured against a constraint set have no place in the old schema
+    # results measured against a constraint set have no place in the old schema
+    measured = "(SELECT id FROM series WHERE constraint_set != '')"
+    for name in ("metric_values", "metric_summaries", "evaluation_runs", "generation_runs"):
+        op.execute(f"DELETE FROM {name} WHERE series_pk IN {measured}")
     op.execute("DELETE FROM series WHERE constraint_set != ''")
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.drop_constraint(_NEW_UQ, type_="unique")
