@@ -255,3 +255,52 @@ def test_cli_evaluate_with_constraints_writes_the_measured_result(ws, dataset, c
     assert doc["constraints"]["identity"] == cs.identity
     assert doc["summary"]["constraint/satisfaction_overall"]["n"] == 2
     assert np.isfinite(doc["summary"]["constraint/mean_violation_no_bath_kitchen"]["mean"])
+
+
+def test_tracked_evaluate_records_the_set_in_the_store(ws, dataset, cs, cs_file):
+    from bdgen.pipeline.tracked_evaluate import tracked_evaluate
+    from bdgen.pipeline.workspace import Workspace
+    from bdgen.store.api import Store
+    from bdgen.util.hashing import file_sha256
+
+    own = {**cs.to_dict(), "identity": cs.identity}
+    guided = write_samples(dataset, ws / "samples" / "g", GUIDED, own, seeds=(42,))
+    base = write_samples(dataset, ws / "samples" / "b", BASELINE, seeds=(42,))
+    store = Store.open(f"sqlite:///{ws / 'bdgen.db'}")
+    try:
+        store.get_or_create_model("v1-loglinear-test", "v1", "loglinear")
+        g = store.start_generation_run("v1-loglinear-test", GUIDED, 42, 50, 100,
+                                       constraint_set=cs.identity, no_mlflow=True)
+        store.finish_generation_run(g, file_sha256(guided[0]), "samples/g/" + guided[0].name)
+        b = store.start_generation_run("v1-loglinear-test", BASELINE, 42, 50, 100,
+                                       no_mlflow=True)
+        store.finish_generation_run(b, file_sha256(base[0]), "samples/b/" + base[0].name)
+    finally:
+        store.close()
+    w = Workspace.find(ws)
+    tracked_evaluate(w, [g, b], no_mlflow=True, plots=False)
+    tracked_evaluate(w, [b], no_mlflow=True, plots=False, constraints=cs)
+    again = tracked_evaluate(w, [b], no_mlflow=True, plots=False, constraints=cs)
+    assert again[0].skipped  # measured against this set already
+    store = Store.open(f"sqlite:///{ws / 'bdgen.db'}")
+    try:
+        results = store.method_results()
+        from sqlalchemy import select
+
+        from bdgen.store.models import EvaluationRun, GenerationRun
+
+        with store.read_session() as s:
+            evs = sorted((e.generation_run_pk, e.constraint_set)
+                         for e in s.scalars(select(EvaluationRun)))
+            gens = {r.id: r.constraint_set for r in s.scalars(select(GenerationRun))}
+    finally:
+        store.close()
+    assert [(r.method, r.constraint_set) for r in results] == [
+        (BASELINE, ""), (BASELINE, cs.identity), (GUIDED, cs.identity)]
+    assert gens[g] == cs.identity and gens[b] is None and len(gens) == 3  # + the measurement
+    assert (g, cs.identity) in evs and (b, None) in evs and len(evs) == 3
+    plain, measured, guided_r = results
+    assert "constraint/satisfaction_overall" not in plain.metrics
+    assert measured.metrics["constraint/satisfaction_overall"].n == 1
+    assert guided_r.metrics["constraint/satisfaction_overall"].mean == \
+        measured.metrics["constraint/satisfaction_overall"].mean  # same samples, same set
