@@ -156,3 +156,25 @@ def test_report_legacy_reproduces_the_guided_tables_cell_for_cell(imported, guid
         assert checked == n_cols * (16 + 15 + CONSTRAINT_ROWS + 20) - CONSTRAINT_ROWS
         total += checked
     assert total == 435 * 3 + 563 * 2  # + 65 baseline constraint cells no file holds
+
+
+def test_leaderboard_and_compare_show_guided_results(imported, tmp_path):
+    r = bdgen("leaderboard", "--db", str(imported), "--profile", "guided", cwd=tmp_path)
+    assert r.returncode != 0 and "measured against 2 constraint sets" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    store = Store.open(f"sqlite:///{imported}")
+    try:
+        tag = next(x.constraint_tag for x in store.summary_results()
+                   if x.method.endswith("basic_K16_a0.1"))
+    finally:
+        store.close()
+    r = bdgen("leaderboard", "--db", str(imported), "--profile", "guided", "--where",
+              f"constraint_set={tag}", "--format", "csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 + 6 and "constraint/satisfaction_overall_mean" in lines[0]
+    assert "llada_topp0.9_no_remask_guided_basic_K16_a0.1" in lines[1]  # 77.0 %, best
+    r = bdgen("compare", "--db", str(imported), "llada_topp0.9_no_remask",
+              "llada_topp0.9_no_remask_guided_basic_K16_a0.1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "[Constraint Satisfaction]" in r.stdout and "77.0 +/- 1.8%" in r.stdout
