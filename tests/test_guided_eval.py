@@ -179,9 +179,24 @@ def test_evaluate_measures_the_files_set_or_the_given_one(ws, dataset, cs):
             if k.startswith("constraint/")} == want  # the same samples, the same set
     assert write_result(measured).name == f"{BASELINE}.cs-{cs.identity[:12]}.eval.json"
     assert write_result(plain).name == f"{BASELINE}.eval.json"
-    doc = json.loads(write_result(measured, ws / "legacy", legacy=True).read_text())
+    legacy_file = write_result(measured, ws / "loglinear_noise_sc", legacy=True)
+    doc = json.loads(legacy_file.read_text())
     assert doc["per_seed"]["42"]["constraint/satisfaction_overall"] == want[
         "constraint/satisfaction_overall"]
+    assert doc["config"]["constraint_set"] == cs.identity
+    # bdgen's legacy-format file imports back as the same result, with the same set
+    from bdgen.store.api import Store
+
+    store = Store.open(f"sqlite:///{ws / 'imported.db'}")
+    try:
+        (rep,) = store.import_result_files([legacy_file])
+        assert rep.status == "added", rep.line()
+        (res,) = store.method_results()
+    finally:
+        store.close()
+    assert res.constraint_set == cs.identity and res.method == BASELINE
+    assert res.metrics["constraint/satisfaction_overall"] == measured.to_method_result(
+    ).metrics["constraint/satisfaction_overall"]
     # a guided file is only measured against its own set
     other = load_constraints(_write(ws / "other.yaml", CS2_YAML.replace("target: 1",
                                                                           "target: 2")))

@@ -181,7 +181,14 @@ def legacy_constraint_set(per_seed: dict, config: dict) -> str | None:
     one_living) and rounds 2+ (CS2) get two identities, every CS2 round the same one, and
     no legacy identity can equal a bdgen ``ConstraintSet.identity`` (a bare sha256).
     All seeds must name the same constraints, and ``num_constraints`` must count them.
+    A file written by bdgen (``bdgen evaluate --legacy-json``) records its set's identity
+    as ``config["constraint_set"]``; that identity is kept.
     """
+    recorded = config.get("constraint_set")
+    if recorded is not None and not (isinstance(recorded, str)
+                                     and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise BdgenError(f"config constraint_set must be a sha256 identity, got "
+                         f"{recorded!r}")
     names_by_seed = {tuple(k[len(_SATISFACTION):] for k in m if isinstance(k, str)
                            and k.startswith(_SATISFACTION) and k != CONSTRAINT_OVERALL)
                      for m in per_seed.values() if isinstance(m, dict)}
@@ -194,6 +201,8 @@ def legacy_constraint_set(per_seed: dict, config: dict) -> str | None:
     if n is not None and n != len(names):
         raise BdgenError(f"config num_constraints = {n!r} but the constraint/* keys name "
                          f"{len(names)} constraint(s): {', '.join(names)}")
+    if recorded is not None:
+        return recorded
     canonical = json.dumps({"constraints": list(names), "source": "legacy"}, sort_keys=True,
                            separators=(",", ":"))
     return LEGACY_CS_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
