@@ -170,3 +170,17 @@ def test_migration_round_trip_keeps_the_results_without_a_set(store_url):
         assert store.counts()["generation_runs"] == store.counts()["series"] == 1
     finally:
         store.close()
+
+
+def test_redoing_a_baseline_drops_its_measurements(store):
+    store.get_or_create_model(MODEL, "v1", "loglinear")
+    gid = store.start_generation_run(MODEL, BASELINE, 1, 100, 10)
+    store.finish_generation_run(gid, "1" * 64, "/samples/base/1.pt")
+    store.record_evaluation(gid, {"eval/validity_rate": 1.0})
+    store.record_evaluation(gid, metrics(0.2), constraint_set=A)
+    assert len(store.summary_results()) == 2
+    again = store.start_generation_run(MODEL, BASELINE, 1, 100, 10, force=True)
+    assert again == gid
+    assert store.method_results() == [] and store.summary_results() == []
+    assert store.counts()["generation_runs"] == 1 and store.counts()["evaluation_runs"] == 0
+    assert store.counts()["metric_summaries"] == 0

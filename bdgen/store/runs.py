@@ -9,6 +9,7 @@ from typing import cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
@@ -22,6 +23,7 @@ from bdgen.store.models import (
     EvaluationRun,
     GenerationRun,
     Model,
+    Series,
     table,
 )
 from bdgen.store.normalise import method_spec
@@ -44,6 +46,30 @@ def check_constraint_set(spec: MethodSpec, constraint_set: str | None) -> None:
                                        or len(constraint_set) > CONSTRAINT_SET_LEN):
         raise BdgenError(f"constraint set identity must be a string of at most "
                          f"{CONSTRAINT_SET_LEN} characters, got {constraint_set!r}")
+
+
+def _drop_measurements(s: Session, gen: GenerationRun) -> list[int]:
+    """Delete the measurements of an unguided run against constraint sets (its rows in the
+    sets' series, :meth:`Evaluations._measured_run`) when the run is redone or fails: they
+    describe samples that are gone. Returns the series whose summaries change."""
+    series = s.get(Series, gen.series_pk)
+    if series is None or series.constraint_set:
+        return []
+    twins = s.execute(select(GenerationRun.id, GenerationRun.series_pk)
+                      .join(Series, Series.id == GenerationRun.series_pk)
+                      .where(Series.model_pk == series.model_pk,
+                             Series.method_pk == series.method_pk,
+                             Series.num_samples == series.num_samples,
+                             Series.steps == series.steps, Series.constraint_set != "",
+                             GenerationRun.seed == gen.seed,
+                             GenerationRun.constraint_set.is_(None))).all()
+    if not twins:
+        return []
+    ids = [t.id for t in twins]
+    s.execute(delete(EvaluationRun).where(EvaluationRun.generation_run_pk.in_(ids)))
+    s.execute(delete(GenerationRun).where(GenerationRun.id.in_(ids)))
+    s.flush()
+    return sorted({t.series_pk for t in twins})
 
 
 class GenerationRuns(Identities):
@@ -90,7 +116,7 @@ class GenerationRuns(Identities):
             row.constraint_set = constraint_set
             s.flush()
             if existed:  # its evaluations are gone: the series' summaries change
-                summaries.refresh(s.connection(), [series.id])
+                summaries.refresh(s.connection(), [series.id, *_drop_measurements(s, row)])
             return row.id
 
     def claim_generation_run(self, model_id: str, method: str, seed: int, num_samples: int,
@@ -135,6 +161,9 @@ class GenerationRuns(Identities):
             if got is not None:
                 s.execute(table(EvaluationRun).delete().where(
                     EvaluationRun.generation_run_pk == got))
+                row = s.get(GenerationRun, got)
+                if row is not None:
+                    summaries.refresh(s.connection(), _drop_measurements(s, row))
             return got
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
@@ -177,7 +206,8 @@ class GenerationRuns(Identities):
                 row.duration_s = (now - row.started_at).total_seconds()
             if not isinstance(row, DenoisingEvaluation):  # its evaluations no longer count
                 s.flush()
-                summaries.refresh(s.connection(), [row.series_pk])
+                dropped = _drop_measurements(s, row) if isinstance(row, GenerationRun) else []
+                summaries.refresh(s.connection(), [row.series_pk, *dropped])
 
     def link_mlflow_run(self, kind: str, row_id: int, mlflow_run_id: str) -> None:
         """Record ``mlflow_run_id`` on a generation/evaluation row (and clear ``no_mlflow``)."""
