@@ -23,7 +23,8 @@ from bdgen.errors import BdgenError
 from bdgen.eval import registry
 from bdgen.eval.arrays import GraphArrays
 from bdgen.eval.constraints import constraint_metrics
-from bdgen.pipeline.evaluate import evaluate_samples_files, load_constraints, write_result
+from bdgen.pipeline.constraint_sets import load_constraints
+from bdgen.pipeline.evaluate import evaluate_samples_files, write_result
 
 CS2_YAML = """\
 constraints:

@@ -50,13 +50,9 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
     from bdgen.errors import BdgenError
+    from bdgen.pipeline.constraint_sets import load_constraints
     from bdgen.pipeline.context import job_workspace
-    from bdgen.pipeline.evaluate import (
-        evaluate_samples_files,
-        load_constraints,
-        summary_rows,
-        write_result,
-    )
+    from bdgen.pipeline.evaluate import evaluate_samples_files, summary_rows, write_result
 
     if calibration is not None and constraints_file is None:
         raise BdgenError("--calibration needs --constraints FILE")
