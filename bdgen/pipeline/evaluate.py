@@ -331,7 +331,7 @@ def evaluate_samples_files(
         raise BdgenError("no samples files to evaluate")
     datasets: dict[str, tuple[PreparedDataset, str]] = {}
     refs: dict[tuple, tuple[ReferenceStats, bool, float]] = {}
-    groups: dict[tuple[str, str], dict] = {}
+    groups: dict[tuple[str, str, str], dict] = {}
     for f in files:
         try:
             sf = load_samples(f)

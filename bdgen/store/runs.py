@@ -161,9 +161,9 @@ class GenerationRuns(Identities):
             if got is not None:
                 s.execute(table(EvaluationRun).delete().where(
                     EvaluationRun.generation_run_pk == got))
-                row = s.get(GenerationRun, got)
-                if row is not None:
-                    summaries.refresh(s.connection(), _drop_measurements(s, row))
+                taken = s.get(GenerationRun, got)
+                if taken is not None:
+                    summaries.refresh(s.connection(), _drop_measurements(s, taken))
             return got
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
