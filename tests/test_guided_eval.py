@@ -206,11 +206,16 @@ def test_evaluate_measures_the_files_set_or_the_given_one(ws, dataset, cs):
                                constraints=other)
 
 
-def test_tampered_constraint_copy_is_refused(ws, dataset, cs):
+def test_tampered_or_missing_constraint_copy_is_refused(ws, dataset, cs):
     bad = {**cs.to_dict(), "identity": "f" * 64}
     files = write_samples(dataset, ws / "samples", GUIDED, bad, seeds=(42,))
     with pytest.raises(BdgenError, match="recorded identity"):
         evaluate_samples_files(files, data_dir=ws / "data", denoising=False)
+    bare = write_samples(dataset, ws / "bare", GUIDED, None, seeds=(42,))
+    for given in (None, cs):
+        with pytest.raises(BdgenError, match="carry no constraint set"):
+            evaluate_samples_files(bare, data_dir=ws / "data", denoising=False,
+                                   constraints=given)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -269,6 +274,8 @@ def test_cli_evaluate_with_constraints_writes_the_measured_result(ws, dataset, c
     out = base[0].parent / f"{BASELINE}.cs-{cs.identity[:12]}.eval.json"
     doc = json.loads(out.read_text())
     assert doc["constraints"]["identity"] == cs.identity
+    header = r.stdout.splitlines()[0]
+    assert "satisfaction (all)" in header and cs.identity[:12] in r.stdout
     assert doc["summary"]["constraint/satisfaction_overall"]["n"] == 2
     assert np.isfinite(doc["summary"]["constraint/mean_violation_no_bath_kitchen"]["mean"])
 

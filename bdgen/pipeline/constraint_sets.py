@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from bdgen.data.samples_file import SamplesFile
+from bdgen.diffusion.method import GUIDED_MARK
 from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 
@@ -23,6 +24,10 @@ def constraints_for(sf: SamplesFile, given: ConstraintSet | None,
         if recorded is not None and recorded != own.identity:
             raise BdgenError(f"{where}: its constraint set hashes to {own.short_id}, not the "
                              f"recorded identity {str(recorded)[:12]} (file altered?)")
+    if own is None and GUIDED_MARK in sf.method:
+        raise BdgenError(f"{where}: guided samples ({sf.method}) carry no constraint set; "
+                         "their satisfaction can only be measured against the set they were "
+                         "sampled with")
     if own is not None and given is not None and given.identity != own.identity:
         raise BdgenError(f"{where}: guided samples were drawn with constraint set "
                          f"{own.short_id}; --constraints gives {given.short_id} (leave it out "

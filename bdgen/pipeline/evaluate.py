@@ -460,15 +460,20 @@ HEADLINE = ("eval/validity_rate", "eval/inside_validity", "eval/novelty",
 
 def summary_rows(results: Sequence[EvaluationResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the terminal summary: headline metrics, mean ± std."""
+    sat = "constraint/satisfaction_overall"
+    guided = any(r.constraints is not None for r in results)
     header = ["model", "method", "seeds"] + [canonical_name(k) for k in HEADLINE] + [
-        "novelty x mc_w"]
+        "novelty x mc_w"] + (["satisfaction (all)", "constraint set"] if guided else [])
     rows = []
     for r in results:
         row = [r.model_id, r.method, str(len(r.per_seed))]
-        for k in HEADLINE:
+        for k in HEADLINE + ((sat,) if guided else ()):
             a = r.summary.get(k)
             row.append("-" if a is None else f"{a.mean:.4f} ± {a.std:.4f}")
-        comp = r.composites.get("novelty_x_mode_coverage_weighted")
-        row.append("-" if comp is None else f"{comp:.4f}")
+            if k == HEADLINE[-1]:
+                comp = r.composites.get("novelty_x_mode_coverage_weighted")
+                row.append("-" if comp is None else f"{comp:.4f}")
+        if guided:
+            row.append((r.constraint_set_id or "-")[:12])
         rows.append(row)
     return header, rows
