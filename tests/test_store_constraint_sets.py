@@ -110,9 +110,12 @@ def test_a_baseline_measured_against_sets_is_one_result_per_set(store):
     assert ev is not None and ev.status == "succeeded"
     assert store.evaluation_metrics(ev.id)["constraint/satisfaction_overall"] == 0.3
     assert store.evaluation_of(gids[0], "train", "x", constraint_set="c" * 64) is None
-    # the measurement names the samples of the run it measures
+    # the measurement names the samples of the run it measures, and is no pending work
     info = store.find_generation_run(MODEL, BASELINE, 1, 100, 10, constraint_set=A)
     assert info is not None and info.samples_path == "/samples/base/1.pt"
+    store.fail_run(ev.id, "lost", kind="evaluation")
+    assert store.pending_generation_runs("train", "bdgen-" + __import__("bdgen").__version__
+                                         ) == []
 
 
 def test_legacy_files_with_one_tag_and_two_sets_are_two_results(store, legacy_dir,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
@@ -110,7 +110,11 @@ class Lookups(StoreBase):
                  .join(Model, Series.model_pk == Model.id)
                  .where(GenerationRun.status == "succeeded",
                         GenerationRun.provenance == BDGEN_PROVENANCE,
-                        GenerationRun.id.not_in(done)).order_by(GenerationRun.id))
+                        GenerationRun.id.not_in(done),
+                        # not the measurement rows of unguided runs against a set
+                        or_(Series.constraint_set == "",
+                            GenerationRun.constraint_set.is_not(None)))
+                 .order_by(GenerationRun.id))
             if model_id is not None:
                 q = q.where(Model.model_id == model_id)
             return list(s.scalars(q))
