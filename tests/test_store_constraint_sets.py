@@ -50,6 +50,12 @@ def test_two_constraint_sets_same_method_are_two_results(store):
         assert a.metrics["constraint/satisfaction_overall"].n == 2
         assert a.metrics["constraint/violation_histogram_one_kitchen/0"].mean == 60
         assert a.config["constraint_set"] == A and a.config["num_constraints"] == 1
+    aggs = {(a.constraint_set, a.metric): a for a in store.metric_aggregates()}
+    assert aggs[(A, "constraint/satisfaction_overall")].mean == pytest.approx(0.6)
+    assert aggs[(B, "constraint/satisfaction_overall")].mean == pytest.approx(0.3)
+    by_seed = {(a.constraint_set, a.metric): a for a in store.metric_aggregates(
+        where={"seed": [1]})}  # the per-seed SQL path
+    assert by_seed[(B, "constraint/satisfaction_overall")].mean == pytest.approx(0.25)
     only_b = store.method_results(where={"constraint_set": B})
     assert [r.constraint_set for r in only_b] == [B]
     assert store.counts()["series"] == 2 and store.counts()["generation_runs"] == 4

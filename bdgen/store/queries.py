@@ -140,7 +140,8 @@ def metric_order(name: str) -> tuple[int, str]:
 
 
 class AggregateRow(NamedTuple):
-    """One leaderboard cell: a metric of (model, method, num_samples, steps) over seeds."""
+    """One leaderboard cell: a metric of (model, method, num_samples, steps, constraint set)
+    over seeds."""
 
     model: str
     method: str
@@ -150,6 +151,7 @@ class AggregateRow(NamedTuple):
     mean: float
     std: float
     n: int
+    constraint_set: str = ""  # of the series ("" = none), so two sets are two rows
 
 
 RUN_LEVEL_FILTERS = ("seed", "reference", "evaluator_version")
@@ -211,15 +213,16 @@ def metric_aggregates(s: Session, *, model: str | None = None,
                             means.c.n)).all()
     wanted = {r[1] for r in rows}
     series: dict[int, list[Any]] = {pk: rest for pk, *rest in conn.execute(
-        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
+        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps,
+               Series.constraint_set)
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
         .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
     metric_names = {pk: name for pk, name in conn.execute(  # noqa: C416 (a Result has keys())
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
-    return [AggregateRow._make((*series[series_pk], metric_names[metric_pk], mean,
-                                sqrt(v) if v > 0 else 0.0, n))
+    return [AggregateRow._make((*series[series_pk][:4], metric_names[metric_pk], mean,
+                                sqrt(v) if v > 0 else 0.0, n, series[series_pk][4]))
             for metric_pk, series_pk, mean, v, n in rows]
 
 
@@ -229,7 +232,7 @@ def _summary_aggregates(conn: Connection, metric_filter: list,
     composites)."""
     c = table(MetricSummary).c
     q = (select(Model.model_id, MethodRow.name, Series.num_samples, Series.steps, c.metric,
-                c.mean, c.std, c.n)
+                c.mean, c.std, c.n, Series.constraint_set)
          .join_from(table(MetricSummary), table(Series), Series.id == c.series_pk)
          .join(Model, Model.id == Series.model_pk)
          .join(MethodRow, MethodRow.id == Series.method_pk)
