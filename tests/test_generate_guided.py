@@ -118,11 +118,12 @@ def test_tracked_guided_run_records_the_constraint_set_and_diagnostics(tmp_path)
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == sf.diagnostics["ess"]
     arts = [a.path for a in tracker._client.list_artifacts(rec.mlflow_run_id, "plots")]
     assert "plots/guidance.png" in arts
-    # the same method again with another constraint set is refused, not silently skipped
+    # the same method with another constraint set is another run; the same set is done
     (ws.root / "cs2.yaml").write_text(CS.replace("target: 2", "target: 3"))
-    with pytest.raises(Exception, match="with constraint set"):
-        tracked_generate(ws, ck, [CONF], [3], 5, 6, device="cpu", renders=0,
-                         constraints=ws.root / "cs2.yaml")
-    again = tracked_generate(ws, ck, [CONF], [3], 5, 6, device="cpu", renders=0,
-                             constraints=ws.root / "cs.yaml")
-    assert again[0].skipped
+    (other,) = tracked_generate(ws, ck, [CONF], [3], 5, 6, device="cpu", renders=0,
+                                constraints=ws.root / "cs2.yaml")
+    assert not other.skipped and other.generation_run_id != rec.generation_run_id
+    assert other.path != rec.path
+    (again,) = tracked_generate(ws, ck, [CONF], [3], 5, 6, device="cpu", renders=0,
+                                constraints=ws.root / "cs.yaml")
+    assert again.skipped and again.generation_run_id == rec.generation_run_id

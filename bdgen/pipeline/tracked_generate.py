@@ -67,9 +67,10 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
 
     Guided methods (``constraints``, ``calibration``: see
     :func:`~bdgen.pipeline.generate.prepare_generation`): the constraint set's identity is
-    recorded on the run (MLflow param and tag ``constraint_set``/``bdgen.constraint_set``,
-    the samples file, its path), the per-step diagnostics are logged as MLflow metric
-    series ``guidance/<name>`` with their step, plus a plot.
+    recorded on the run (the store's generation run and series, MLflow param and tag
+    ``constraint_set``/``bdgen.constraint_set``, the samples file, its path), the per-step
+    diagnostics are logged as MLflow metric series ``guidance/<name>`` with their step, plus
+    a plot.
     """
     with JobContext.open(ws, no_mlflow) as ctx:
         path, recorded = resolve_model(ws, ctx.store, model_path)
@@ -94,14 +95,16 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                 if claim:
                     row_id = ctx.store.claim_generation_run(setup.model_id, name, seed,
                                                             num_samples, steps,
-                                                            no_mlflow=no_mlflow)
+                                                            no_mlflow=no_mlflow,
+                                                            constraint_set=cs_id)
                     if row_id is None:
                         log.info("%s seed %s: taken by another process, skipped", name, seed)
                         continue
                 else:
                     row_id = ctx.store.start_generation_run(setup.model_id, name, seed,
                                                             num_samples, steps,
-                                                            no_mlflow=no_mlflow, force=force)
+                                                            no_mlflow=no_mlflow, force=force,
+                                                            constraint_set=cs_id)
                 target = samples_path(root, setup.model_id, name, seed, num_samples, steps,
                                       cs_id)
                 records.append(_generate_one(ctx, setup, method, seed, num_samples, steps,
@@ -111,23 +114,11 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
 
 def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
               steps: int, constraint_set: str | None = None) -> GenerationRecord | None:
-    """The record of a generation the store has as succeeded, or None.
-
-    A guided run counts only with the same constraint set (read from its samples file); a
-    run of the same guided method with another set is refused rather than skipped, as the
-    store's run identity does not hold the set."""
-    row = ctx.store.find_generation_run(model_id, method, seed, n, steps)
+    """The record of a generation the store has as succeeded (for a guided method: with
+    this constraint set), or None."""
+    row = ctx.store.find_generation_run(model_id, method, seed, n, steps, constraint_set)
     if row is None or row.status != "succeeded" or not row.samples_path:
         return None
-    if constraint_set is not None:
-        file = ctx.workspace.root / row.samples_path
-        have = (load_samples(file).constraints or {}).get("identity") if file.is_file() \
-            else None
-        if have != constraint_set:
-            raise BdgenError(
-                f"{method} seed {seed}: the store has generation run {row.id} with constraint "
-                f"set {str(have)[:12]}, not {constraint_set[:12]}; the store keeps one run "
-                f"per (model, method, seed, n, steps): use --force to replace it")
     md5 = ""
     dvc = dvc_file(ctx.workspace.root / row.samples_path)
     if dvc.exists():
