@@ -30,6 +30,7 @@ from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, draw_num_rooms
 from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
+from bdgen.pipeline.constraint_sets import load_constraints
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
 from bdgen.util.hashing import file_sha256
@@ -88,21 +89,14 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     return methods
 
 
-def load_constraints(constraints: str | Path | None, calibration: str | Path | None
-                     ) -> ConstraintSet | None:
-    """The compiled constraint set of ``--constraints`` with its P90 normalisers from
-    ``--calibration`` (or, if not given, the file's own ``calibration_file``)."""
+def load_constraints_arg(constraints: str | Path | None, calibration: str | Path | None
+                         ) -> ConstraintSet | None:
+    """``--constraints``/``--calibration``: the calibrated set, or None without a file."""
     if constraints is None:
         if calibration is not None:
-            raise BdgenError("--calibration given without --constraints")
+            raise BdgenError("--calibration needs --constraints")
         return None
-    from bdgen.guidance.calibration import load_calibration
-    from bdgen.guidance.schema import calibration_path, load_constraint_file
-
-    cf = load_constraint_file(constraints)
-    cs = cf.compile()
-    calib = calibration if calibration is not None else calibration_path(cf, constraints)
-    return load_calibration(calib, cs) if calib is not None else cs
+    return load_constraints(constraints, calibration)
 
 
 def check_guidance_inputs(methods: Sequence[Method], constraints: ConstraintSet | None
@@ -180,7 +174,7 @@ def prepare_generation(model_path: str | Path, methods: Sequence[str],
     if not seeds or any(int(s) < 0 for s in seeds):
         raise BdgenError(f"--seeds must be a non-empty list of integers >= 0, got {seeds}")
     requested = [Method.parse(name) for name in methods]  # name errors before anything else
-    cs = load_constraints(constraints, calibration)
+    cs = load_constraints_arg(constraints, calibration)
     check_guidance_inputs(requested, cs)  # before touching the checkpoint
     dev = resolve_device(device)
     ckpt = load_checkpoint(model_path)
