@@ -10,7 +10,11 @@ the base worktree and at this tree, and prints the sha256 of each figure side by
   tiny randomly perturbed model on CPU, with the production (fast) sampler and, where the
   tree has one, the reference loop;
 * the denoiser's logits in eval mode (one shared t, per-row t) and in training mode (same
-  RNG seed, dropout 0.1), and the gradients of a training-mode loss.
+  RNG seed, dropout 0.1), and the gradients of a training-mode loss;
+* the weights after 8 training steps (fixed schedule with two importance-sampling modes,
+  learned rates);
+* samples from v1 and v2 checkpoints that the base tree trained and saved with its
+  pipeline, loaded by each tree (old checkpoints load and sample the same).
 
 Only public names that exist in both trees are used (the emit mode tries the new module
 names first and falls back to the old ones).
@@ -25,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +125,53 @@ def emit(args) -> dict[str, str]:
     out["gradients train"] = _sha(torch.cat([p.grad.flatten() for p in model.parameters()]))
     for version in ("v1 is_mode unbiased", "v1 is_mode off", "v2"):
         out[f"trained weights {version}"] = _train(version, model_cls)
+    out.update(_checkpoints(args.checkpoints, fast))
+    return out
+
+
+def _checkpoints(folder: str, fast) -> dict[str, str]:
+    """Train tiny v1 and v2 checkpoints with the pipeline (first call, by the base tree),
+    then load each and sample from it: old checkpoints must load and sample the same."""
+    import torch
+
+    from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.method import Method
+    from bdgen.diffusion.sampler import draw_num_rooms
+    from bdgen.diffusion.trainer import TrainConfig
+    from bdgen.model.checkpoint import build_denoiser, load_checkpoint
+    from bdgen.pipeline.train import train_model
+
+    try:
+        from bdgen.diffusion.process import forward_process_of
+    except ImportError:
+        from bdgen.pipeline.generate import process_for as forward_process_of
+    root = Path(folder)
+    out = {}
+    for noise in ("loglinear", "learned"):
+        path = root / noise / "checkpoint_final.pt"
+        cfg = TrainConfig(steps=6, batch_size=16, warmup_steps=2, log_every=3,
+                          checkpoint_every=100, val_every=100,
+                          is_mode="off" if noise == "learned" else "unbiased")
+        if not (root / "ds.pt").exists():
+            prepare_synthetic(200, seed=0).save(root / "ds.pt")
+        if not path.exists():
+            train_model(root / "ds.pt", noise=noise, model="tiny", config=cfg,
+                        out_dir=root / noise, device="cpu", progress=False)
+        own = root / f"own-{os.getpid()}" / noise   # this tree's pipeline, same settings
+        train_model(root / "ds.pt", noise=noise, model="tiny", config=cfg, out_dir=own,
+                    device="cpu", progress=False)
+        mine = load_checkpoint(own / "checkpoint_final.pt")
+        states = [mine.model_state, mine.rate_network_state or {}]
+        out[f"pipeline-trained checkpoint {noise}: weights"] = _sha(torch.cat(
+            [v.flatten().double() for st in states for _, v in sorted(st.items())]))
+        ckpt = load_checkpoint(path)
+        model = build_denoiser(ckpt)
+        process = forward_process_of(ckpt, torch.device("cpu"))
+        rooms = draw_num_rooms(ckpt.num_rooms_distribution, 32, 3)
+        prefix = "v2_" if ckpt.version == "v2" else ""
+        for name in ("llada_topp0.9_remdm_confidence_tsw1.0", "random_topp0.9_remdm_cap_eta0.4"):
+            s = fast(model, process, ckpt.vocab, rooms, Method.parse(prefix + name), 12, 5)
+            out[f"base-tree checkpoint {noise}: samples {prefix + name}"] = _sha(s.tokens)
     return out
 
 
@@ -164,7 +216,8 @@ def _train(version: str, model_cls) -> str:
 def run_tree(tree: Path, args) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--emit",
-           "--num-samples", str(args.num_samples), "--steps", str(args.steps)]
+           "--num-samples", str(args.num_samples), "--steps", str(args.steps),
+           "--checkpoints", args.checkpoints]
     res = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"emit failed in {tree}:\n{res.stderr[-3000:]}")
@@ -177,6 +230,7 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoints", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.emit:
         print(json.dumps(emit(args)))
@@ -185,7 +239,9 @@ def main() -> None:
     if not base.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
                         args.base], check=True, capture_output=True)
-    old, new = run_tree(base, args), run_tree(ROOT, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.checkpoints = tmp  # written by the base tree, read by both
+        old, new = run_tree(base, args), run_tree(ROOT, args)
     same = True
     print(f"{'figure':66s} {'base ' + args.base:18s} {'this tree':18s} equal")
     for key, value in new.items():

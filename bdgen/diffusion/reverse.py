@@ -252,14 +252,14 @@ def reverse_step(plan: Plan, x: Tensor, i: int, logits_fn: LogitsFn,
     """One reverse step at t_now = (i + 1)/N -> t_next = i/N."""
     t_now, _ = plan.times(i)
     p = plan.p_unmask(i, plan.pad_mask)
-    coins = draw_coins(plan, x, p, generator)                       # (1)
+    coins = draw_coins(plan, x, p, generator)                          # (1)
     if row_hints:
-        logits = logits_fn(x, t_now, rows_needed(plan, x, coins, i))  # (2)
+        logits = logits_fn(x, t_now, rows_needed(plan, x, coins, i))   # (2)
     else:
         logits = logits_fn(x, t_now)
-    prop = propose(plan, x, logits, i, generator, p=p, coins=coins)      # (3), (4)
+    prop = propose(plan, x, logits, i, generator, p=p, coins=coins)    # (3), (4)
     remasked = None
-    if i in plan.fire:                                              # (5)
+    if i in plan.fire:                                                 # (5)
         x_new, remasked = remask(plan, prop.x, prop.probs, i, generator)
     else:
         x_new = prop.x

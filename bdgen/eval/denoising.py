@@ -23,11 +23,8 @@ from bdgen.eval.registry import DENOISING_T_GRID
 
 DENOISING_SEED = 0
 AlphaFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def schedule_alpha_fn(schedule: Any) -> AlphaFn:
-    """``alpha_fn`` of a v1 noise schedule: one keep probability per sample, ``[B, 1]``."""
-    return lambda t, pad_mask: schedule.alpha(t).reshape(-1, 1)
+"""``alpha(t, pad_mask)``: keep probabilities ``[B, 1]`` or ``[B, S]``, e.g. the ``alpha``
+method of a forward process (:mod:`bdgen.diffusion.process`)."""
 
 
 def denoising_key(quantity: str, t: float) -> str:

@@ -16,6 +16,7 @@ imported legacy guided files and newly computed results share keys.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -309,7 +310,7 @@ def is_constraint_metric(name: str) -> bool:
     return name.startswith(CONSTRAINT_PREFIX) and _constraint_def(name) is not None
 
 
-def constraint_rows(names) -> list[str]:
+def constraint_rows(names: Iterable[str]) -> list[str]:
     """Constraint metrics of a comparison table, in the legacy row order (G7.3 item 3):
     overall first, then satisfactions, mean violations, when-failed means, alphabetical in
     each group; histogram bins are not shown."""
