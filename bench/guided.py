@@ -63,6 +63,7 @@ def load(args, device):
         ckpt = load_checkpoint(args.model)
         return (build_denoiser(ckpt, device), forward_process_of(ckpt, device), ckpt.vocab,
                 ckpt.num_rooms_distribution, ckpt.version == "v2")
+    torch.manual_seed(0)  # the initialisation draws from the global generator
     model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
