@@ -23,18 +23,29 @@ import click
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Write below DIR/<model_id>/<method>/ instead of the workspace layout "
                    "(outside the workspace: untracked).")
+@click.option("--constraints", "constraints", type=click.Path(dir_okay=False), default=None,
+              help="Constraint file (YAML or JSON) of the guided methods (names with "
+                   "_guided_...); required for them, refused for unguided ones.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="Calibration JSON (bdgen constraints calibrate) [default: the constraint "
+                   "file's calibration_file, if any; else every p90 = 1].")
 @click.option("--no-mlflow", is_flag=True,
               help="Do not log to MLflow (recorded on the store rows).")
 @click.option("--force", is_flag=True,
               help="Redo runs the store already has (default: skip them).")
 def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples: int,
              steps: int, batch_size: int | None, device: str, out_dir: str | None,
-             no_mlflow: bool, force: bool) -> None:
+             constraints: str | None, calibration: str | None, no_mlflow: bool,
+             force: bool) -> None:
     """Write one self-describing samples file per (model, method, seed).
 
     In a workspace each (method, seed) is one tracked run: an MLflow run, a generation row
     in the store and a DVC-tracked samples file. With --out-dir outside the workspace files
     are only written.
+
+    Guided methods (constraint-guided SVDD sampling, docs/GUIDANCE.md) take the constraint
+    set with --constraints FILE; the samples file then carries the set (with its
+    calibration and identity) and the per-step guidance diagnostics.
     """
     from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.generate import generate as run_generate
@@ -46,7 +57,9 @@ def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples:
 
         tracked_generate(ws, model_path, list(methods), parse_seeds(seeds), num_samples, steps,
                          batch_size=batch_size, device=device, no_mlflow=no_mlflow,
-                         force=force, out_dir=out_dir)
+                         force=force, out_dir=out_dir, constraints=constraints,
+                         calibration=calibration)
         return
     run_generate(model_path, list(methods), parse_seeds(seeds), num_samples=num_samples,
-                 steps=steps, batch_size=batch_size, device=device, out_dir=out_dir)
+                 steps=steps, batch_size=batch_size, device=device, out_dir=out_dir,
+                 constraints=constraints, calibration=calibration)

@@ -23,11 +23,14 @@ import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.diffusion.fast_sampling import sample
+from bdgen.diffusion.guided import GuidedOutput, sample_guided
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, forward_process_of, has_learned_rates
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms
+from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, draw_num_rooms
 from bdgen.errors import BdgenError
+from bdgen.guidance.constraints import ConstraintSet
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
+from bdgen.pipeline.constraint_sets import load_constraints
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
 from bdgen.util.hashing import file_sha256
@@ -49,6 +52,8 @@ class GenerateResult:
     wall_s: float
     samples_per_s: float
     model_calls: int
+    constraint_set: str | None = None               # identity of a guided run's set
+    diagnostics: dict[str, list[float]] | None = None  # a guided run's per-step series
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -75,9 +80,6 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     methods: list[Method] = []
     for name in names:
         m = Method.parse(name)
-        if m.guided:
-            raise BdgenError(f"method {name!r} is guided; guided sampling is not available "
-                             "in this version of bdgen")
         if m.v2 and not is_v2:
             raise BdgenError(f"method {name!r} has the v2_ prefix but the checkpoint is a "
                              f"{ckpt.version} model (the prefix comes from the checkpoint)")
@@ -87,15 +89,48 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     return methods
 
 
+def load_constraints_arg(constraints: str | Path | None, calibration: str | Path | None
+                         ) -> ConstraintSet | None:
+    """``--constraints``/``--calibration``: the calibrated set, or None without a file."""
+    if constraints is None:
+        if calibration is not None:
+            raise BdgenError("--calibration needs --constraints")
+        return None
+    return load_constraints(constraints, calibration)
+
+
+def check_guidance_inputs(methods: Sequence[Method], constraints: ConstraintSet | None
+                          ) -> None:
+    """Guided methods need a constraint set, and a constraint set needs guided methods (a
+    set given to an unguided method would be silently ignored)."""
+    for m in methods:
+        if m.guided and constraints is None:
+            raise BdgenError(f"method {m.format()} is guided: give its constraint set with "
+                             f"--constraints FILE")
+        if not m.guided and constraints is not None:
+            raise BdgenError(f"--constraints applies to guided methods only; {m.format()} is "
+                             f"not guided (run unguided methods without --constraints)")
+
+
+def constraints_record(cs: ConstraintSet) -> dict:
+    """What a guided samples file carries: the compiled set with normalisers and identity."""
+    return {**cs.to_dict(), "identity": cs.identity}
+
+
 def samples_path(out_root: Workspace | Path, mid: str, method: str, seed: int, n: int,
-                 steps: int) -> Path:
-    """The workspace path, or the same layout below an ``--out-dir``."""
+                 steps: int, constraint_set: str | None = None) -> Path:
+    """The workspace path, or the same layout below an ``--out-dir``. A guided run's file
+    lies in a ``cs-<12 hex digits of the constraint set identity>`` folder below its method,
+    so runs of one method with different constraint sets never share a file."""
     if isinstance(out_root, Workspace):
-        return out_root.samples_path(mid, method, seed, n, steps)
-    ws = Workspace(Path(out_root))
-    rel = ws.samples_path(mid, method, seed, n, steps).relative_to(
-        ws.root / "artifacts" / "samples")
-    return Path(out_root) / rel
+        path = out_root.samples_path(mid, method, seed, n, steps)
+    else:
+        ws = Workspace(Path(out_root))
+        path = Path(out_root) / ws.samples_path(mid, method, seed, n, steps).relative_to(
+            ws.root / "artifacts" / "samples")
+    if constraint_set is not None:
+        path = path.parent / f"cs-{constraint_set[:12]}" / path.name
+    return path
 
 
 @dataclass
@@ -112,16 +147,22 @@ class GenerationSetup:
     model: torch.nn.Module
     process: ForwardProcess
     model_info: dict
+    constraints: ConstraintSet | None = None  # guided methods only
+
+    def constraint_set_id(self, method: Method) -> str | None:
+        return self.constraints.identity if method.guided and self.constraints else None
 
 
 def prepare_generation(model_path: str | Path, methods: Sequence[str],
                        seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000,
                        steps: int = 100, batch_size: int | None = None, device: str = "auto",
-                       sha256: str | None = None) -> GenerationSetup:
+                       sha256: str | None = None, constraints: str | Path | None = None,
+                       calibration: str | Path | None = None) -> GenerationSetup:
     """Validate a generation request and load what it samples from; nothing is written.
 
     ``sha256``: the checkpoint's digest when the caller has computed it already (the file
-    is then not hashed again).
+    is then not hashed again). ``constraints``/``calibration``: the constraint file (and
+    calibration file) of guided methods.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise BdgenError(f"--steps must be an integer >= 1, got {steps!r}")
@@ -132,8 +173,9 @@ def prepare_generation(model_path: str | Path, methods: Sequence[str],
     seeds = list(seeds)
     if not seeds or any(int(s) < 0 for s in seeds):
         raise BdgenError(f"--seeds must be a non-empty list of integers >= 0, got {seeds}")
-    for name in methods:
-        Method.parse(name)  # name errors before touching the checkpoint
+    requested = [Method.parse(name) for name in methods]  # name errors before anything else
+    cs = load_constraints_arg(constraints, calibration)
+    check_guidance_inputs(requested, cs)  # before touching the checkpoint
     dev = resolve_device(device)
     ckpt = load_checkpoint(model_path)
     parsed = resolve_methods(methods, ckpt)
@@ -149,7 +191,7 @@ def prepare_generation(model_path: str | Path, methods: Sequence[str],
                   "dataset_hash": ckpt.dataset_hash, "dataset_id": ckpt.dataset_id,
                   "n_max": ckpt.n_max, "split": ckpt.split}
     return GenerationSetup(Path(model_path), ckpt, sha, mid, parsed, dev, model, process,
-                           model_info)
+                           model_info, cs)
 
 
 def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_samples: int,
@@ -162,8 +204,16 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
-    out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed), dev,
-                 batch_size=batch_size, early_stop=early_stop, progress=progress)
+    cs = setup.constraints if method.guided else None
+    out: SampleOutput | GuidedOutput
+    if cs is not None:
+        out = sample_guided(setup.model, setup.process, ckpt.vocab, rooms, method, cs, steps,
+                            int(seed), dev, batch_size=batch_size, early_stop=early_stop,
+                            progress=progress)
+    else:
+        out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed),
+                     dev, batch_size=batch_size, early_stop=early_stop, progress=progress)
+    diagnostics = getattr(out, "diagnostics", None)
     wall = time.perf_counter() - start
     rate = num_samples / wall if wall > 0 else float("inf")
     sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
@@ -176,29 +226,35 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
                               "device": str(dev),
                               "batch_size": batch_size or (
                                   min(num_samples, CPU_BATCH) if dev.type == "cpu"
-                                  else num_samples)})
+                                  else num_samples)},
+                     constraints=constraints_record(cs) if cs is not None else None,
+                     diagnostics=diagnostics)
     digest = save_samples(sf, path)
     log.info("%s seed %s: %s samples x %s steps in %.1f s (%.1f samples/s, %s model calls) "
              "-> %s", method.format(), seed, num_samples, steps, wall, rate, out.model_calls,
              path)
     return GenerateResult(path, digest, setup.model_id, method.format(), int(seed),
-                          num_samples, steps, wall, rate, out.model_calls)
+                          num_samples, steps, wall, rate, out.model_calls,
+                          cs.identity if cs is not None else None, diagnostics)
 
 
 def generate(model_path: str | Path, methods: Sequence[str],
              seeds: Sequence[int] = DEFAULT_SEEDS, num_samples: int = 1000, steps: int = 100,
              batch_size: int | None = None, device: str = "auto",
              out_dir: str | Path | None = None, workspace: Workspace | None = None,
-             progress: bool = True, early_stop: bool = True) -> list[GenerateResult]:
+             progress: bool = True, early_stop: bool = True,
+             constraints: str | Path | None = None,
+             calibration: str | Path | None = None) -> list[GenerateResult]:
     """Sample every (method, seed) and write its samples file; returns one result per file.
 
     All validation (:func:`prepare_generation`) happens before any sampling, so a bad
     request writes nothing."""
     setup = prepare_generation(model_path, methods, seeds, num_samples, steps, batch_size,
-                               device)
+                               device, constraints=constraints, calibration=calibration)
     root: Workspace | Path = Path(out_dir) if out_dir is not None else (
         workspace or Workspace.find())
-    jobs = [(m, s, samples_path(root, setup.model_id, m.format(), int(s), num_samples, steps))
+    jobs = [(m, s, samples_path(root, setup.model_id, m.format(), int(s), num_samples, steps,
+                                setup.constraint_set_id(m)))
             for m in setup.methods for s in seeds]
     bar = None
     if progress:

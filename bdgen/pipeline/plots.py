@@ -79,3 +79,41 @@ def metric_bars(metrics: Mapping[str, float], path: str | Path, title: str = "")
         return _save(fig, Path(path))
     finally:
         plt.close(fig)
+
+
+GUIDANCE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("importance weights", ("ess",)),
+    ("weights", ("max_weight", "weight_entropy", "samples_locked")),
+    ("reward", ("reward_selected", "reward_all_candidates", "reward_post_remask")),
+    ("remasking", ("positions_remasked", "positions_protected", "positions_boosted")),
+)
+
+
+def guidance_plot(diagnostics: Mapping[str, Sequence[float]], path: str | Path,
+                  title: str = "") -> Path:
+    """Per-step guidance diagnostics of a guided run (ESS, weights, rewards, remasking and
+    the winner's violation per constraint), one panel per group, step s on the x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, [n for n in names if n in diagnostics]) for t, names in GUIDANCE_PANELS]
+    panels.append(("violation of the winner", sorted(n for n in diagnostics
+                                                     if n.startswith("violation/"))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for ax, (name, keys) in zip(axes.flat, panels):
+        for k in keys:
+            ax.plot(range(len(diagnostics[k])), diagnostics[k], label=k.split("/")[-1], lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step s", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if keys:
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save(fig, Path(path))
+    finally:
+        plt.close(fig)

@@ -25,7 +25,7 @@ from bdgen.pipeline.generate import (
     sample_to_file,
     samples_path,
 )
-from bdgen.pipeline.plots import render_bubbles
+from bdgen.pipeline.plots import guidance_plot, render_bubbles
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
 
@@ -53,8 +53,9 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                      seeds: Sequence[int], num_samples: int = 1000, steps: int = 100, *,
                      batch_size: int | None = None, device: str = "auto",
                      no_mlflow: bool = False, force: bool = False, claim: bool = False,
-                     renders: int = 6,
-                     out_dir: str | Path | None = None) -> list[GenerationRecord]:
+                     renders: int = 6, out_dir: str | Path | None = None,
+                     constraints: str | Path | None = None,
+                     calibration: str | Path | None = None) -> list[GenerationRecord]:
     """Generate every (method, seed) as one tracked run each.
 
     ``model_path``: a checkpoint file or a model id the store has
@@ -63,20 +64,29 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
 
     Runs the store already has (succeeded) are skipped unless ``force``. With ``claim``
     (sweeps) a run another process is doing is skipped too: the row is claimed atomically.
+
+    Guided methods (``constraints``, ``calibration``: see
+    :func:`~bdgen.pipeline.generate.prepare_generation`): the constraint set's identity is
+    recorded on the run (the store's generation run and series, MLflow param and tag
+    ``constraint_set``/``bdgen.constraint_set``, the samples file, its path), the per-step
+    diagnostics are logged as MLflow metric series ``guidance/<name>`` with their step, plus
+    a plot.
     """
     with JobContext.open(ws, no_mlflow) as ctx:
         path, recorded = resolve_model(ws, ctx.store, model_path)
         sha = checkpoint_sha256(path, recorded) if path.is_file() else None
         setup = prepare_generation(path, methods, seeds, num_samples, steps, batch_size,
-                                   device, sha256=sha)
+                                   device, sha256=sha, constraints=constraints,
+                                   calibration=calibration)
         register_checkpoint(ctx.store, setup.ckpt, ctx.rel(path), setup.sha256, setup.model_id)
         root: Workspace | Path = Path(out_dir) if out_dir is not None else ws
         records: list[GenerationRecord] = []
         for method in setup.methods:
             name = method.format()
             for seed in map(int, seeds):
+                cs_id = setup.constraint_set_id(method)
                 done = None if force else _existing(ctx, setup.model_id, name, seed,
-                                                    num_samples, steps)
+                                                    num_samples, steps, cs_id)
                 if done is not None:
                     log.info("%s seed %s: already done (generation run %s), skipped", name,
                              seed, done.generation_run_id)
@@ -85,24 +95,28 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                 if claim:
                     row_id = ctx.store.claim_generation_run(setup.model_id, name, seed,
                                                             num_samples, steps,
-                                                            no_mlflow=no_mlflow)
+                                                            no_mlflow=no_mlflow,
+                                                            constraint_set=cs_id)
                     if row_id is None:
                         log.info("%s seed %s: taken by another process, skipped", name, seed)
                         continue
                 else:
                     row_id = ctx.store.start_generation_run(setup.model_id, name, seed,
                                                             num_samples, steps,
-                                                            no_mlflow=no_mlflow, force=force)
-                target = samples_path(root, setup.model_id, name, seed, num_samples, steps)
+                                                            no_mlflow=no_mlflow, force=force,
+                                                            constraint_set=cs_id)
+                target = samples_path(root, setup.model_id, name, seed, num_samples, steps,
+                                      cs_id)
                 records.append(_generate_one(ctx, setup, method, seed, num_samples, steps,
                                              row_id, target, batch_size, device, renders))
     return records
 
 
 def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
-              steps: int) -> GenerationRecord | None:
-    """The record of a generation the store has as succeeded, or None."""
-    row = ctx.store.find_generation_run(model_id, method, seed, n, steps)
+              steps: int, constraint_set: str | None = None) -> GenerationRecord | None:
+    """The record of a generation the store has as succeeded (for a guided method: with
+    this constraint set), or None."""
+    row = ctx.store.find_generation_run(model_id, method, seed, n, steps, constraint_set)
     if row is None or row.status != "succeeded" or not row.samples_path:
         return None
     md5 = ""
@@ -118,16 +132,21 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                   batch_size: int | None, device: str, renders: int) -> GenerationRecord:
     """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
+    cs_id = setup.constraint_set_id(method)
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
               "steps": steps, "batch_size": batch_size, "device": device,
               "method_fields": method.fields(), "method_config": method.legacy_config(),
               "checkpoint": {"path": ctx.rel(setup.model_path), "sha256": sha,
                              "version": ckpt.version, "noise": ckpt.noise},
               "dataset_id": ckpt.dataset_id}
+    if cs_id is not None and setup.constraints is not None:
+        params["constraint_set"] = cs_id
+        params["constraints"] = {c["name"]: {k: v for k, v in c.items() if k != "name"}
+                                 for c in setup.constraints.to_dict()["constraints"]}
     tags = {"bdgen.model_id": mid, "bdgen.method": name, "bdgen.seed": seed,
             "bdgen.dataset_id": ckpt.dataset_id, "bdgen.generation_run_id": row_id,
             "bdgen.num_samples": num_samples, "bdgen.steps": steps,
-            "bdgen.artifact.checkpoint.sha256": sha}
+            "bdgen.artifact.checkpoint.sha256": sha, "bdgen.constraint_set": cs_id}
     start = time.perf_counter()
     try:
         with ctx.tracker.open_run("generate", f"{mid}/{name}/{seed}",
@@ -143,6 +162,8 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
             run.set_tags(ref.tags("samples"))
             run.log_metrics({"gen/wall_s": res.wall_s, "gen/samples_per_s": res.samples_per_s,
                              "gen/model_calls": res.model_calls})
+            if res.diagnostics and ctx.tracker.enabled:
+                _log_diagnostics(run, ctx.workspace, res.diagnostics, f"{name} seed {seed}")
             if renders and ctx.tracker.enabled:
                 _log_renders(run, ctx.workspace, res.path, f"{name} seed {seed}", renders)
             ctx.store.finish_generation_run(row_id, ref.sha256, ref.path,
@@ -153,6 +174,16 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
         raise
     return GenerationRecord(mid, name, seed, num_samples, steps, row_id, run.run_id,
                             ref.path, ref.md5, ref.sha256)
+
+
+def _log_diagnostics(run: TrackedRun, ws: Workspace, diagnostics: dict[str, list[float]],
+                     title: str) -> None:
+    """A guided run's per-step diagnostics: one metric series per name (step = s), and a
+    plot of the main ones."""
+    for key, values in diagnostics.items():
+        run.log_metric_series(f"guidance/{key}", values)
+    with tempfile.TemporaryDirectory(dir=ws.cache_dir if ws.cache_dir.is_dir() else None) as d:
+        run.log_artifact(guidance_plot(diagnostics, Path(d) / "guidance.png", title), "plots")
 
 
 def _log_renders(run: TrackedRun, ws: Workspace, samples: Path, title: str, n: int) -> None:
