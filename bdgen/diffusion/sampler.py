@@ -174,6 +174,17 @@ class _GraphedLogits:
         return graph, static_x, static_pad, static_t, out
 
 
+def uniform(generator, shape: Sequence[int], device: torch.device,
+            dtype: torch.dtype = torch.float32) -> Tensor:
+    """U[0, 1) draws of ``shape``, the sampler's only source of randomness. ``generator``: a
+    ``torch.Generator``, or an object with ``rand(shape, device, dtype)`` drawing each block
+    of rows from its own stream (several seeds in one batch,
+    :class:`bdgen.diffusion.seed_batch.RowStreams`)."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return generator.rand(tuple(shape), device, dtype)
+
+
 def _cumsum_last(x: Tensor) -> Tensor:
     """``x.cumsum(-1)`` as a scan over the first dim. Why: CUDA scans a short innermost dim
     (15 classes) with a slow parallel scan per row (~10 % of a confidence-remasking step on
@@ -192,14 +203,14 @@ def _candidates(logits: Tensor, probs: Tensor | None, method: Method,
         keep = (cs - sp) < method.top_p          # preceding mass >= top_p is dropped
         kept = sp * keep
         kcs = _cumsum_last(kept)
-        r = torch.rand((b, s, 1), generator=generator, device=logits.device) * kcs[..., -1:]
+        r = uniform(generator, (b, s, 1), logits.device) * kcs[..., -1:]
         idx = (kcs <= r).sum(-1, keepdim=True)
         last = ((kept > 0).sum(-1, keepdim=True) - 1).clamp_min(0)
         return si.gather(-1, torch.minimum(idx, last)).squeeze(-1)
     if method.temperature == 0.0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device,
-                   dtype=torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
+    u = uniform(generator, logits.shape, logits.device,
+                torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
     g = -torch.log(-torch.log(u))
     return ((logits / method.temperature).to(torch.float64) + g).argmax(-1)
 
@@ -321,7 +332,7 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
 
         # (e, random) drawn first so that compaction knows which rows reveal something
         if method.unmasking == "random":
-            u = torch.rand((b, x.shape[1]), generator=generator, device=device)
+            u = uniform(generator, (b, x.shape[1]), device)
             reveal = is_mask & (u < p)
             needed = reveal.any(-1)
         else:
@@ -344,7 +355,7 @@ def sample_batch(model, process: ForwardProcess, vocab: VocabConfig, num_rooms: 
             candidates = (x != tb.mask_tok) & pad_mask
             tok_p = probs.gather(-1, x.unsqueeze(-1)).squeeze(-1) if uses_logits else None
             sig = remasker.probabilities(sigma_max, candidates, tok_p)
-            u = torch.rand((b, x.shape[1]), generator=generator, device=device)
+            u = uniform(generator, (b, x.shape[1]), device)
             remasked = candidates & (u < sig)
             x = torch.where(remasked, tb.mask_tok, x)
         if trace is not None:
