@@ -80,13 +80,14 @@ def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
 
 def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
                      replace: bool = False, metrics_out: dict[int, Path] | None = None,
-                     plots: bool = True) -> list[EvaluationRecord]:
+                     plots: bool = True, denoise: bool = True) -> list[EvaluationRecord]:
     """Evaluate generation runs, one tracked evaluation run each.
 
     Every samples file is verified against the store's sha256 before anything is computed.
     Runs already evaluated (same reference and evaluator version) are skipped unless
     ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
-    headline metrics (for DVC).
+    headline metrics (for DVC). ``denoise``: also record each model's denoising metrics
+    when the store lacks them (a sweep schedules those as a unit of their own).
     """
     records: list[EvaluationRecord] = []
     with JobContext.open(ws, no_mlflow) as ctx:
@@ -104,7 +105,8 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
             else:
                 rec = _evaluate_one(ctx, info, samples, replace, plots)
             records.append(rec)
-            denoise_model_once(ctx, info.model_id)
+            if denoise:
+                denoise_model_once(ctx, info.model_id)
             if metrics_out and info.id in metrics_out:
                 atomic_write_json(metrics_out[info.id], {
                     k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics},

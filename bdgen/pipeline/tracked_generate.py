@@ -16,6 +16,7 @@ from bdgen.data.graph import detokenize
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.method import Method
+from bdgen.diffusion.sampler import SampleOutput
 from bdgen.errors import BdgenError
 from bdgen.pipeline.checkpoints import checkpoint_sha256, register_checkpoint, resolve_model
 from bdgen.pipeline.context import JobContext
@@ -115,8 +116,10 @@ def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
 
 def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed: int,
                   num_samples: int, steps: int, row_id: int, target: Path,
-                  batch_size: int | None, device: str, renders: int) -> GenerationRecord:
-    """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded."""
+                  batch_size: int | None, device: str, renders: int,
+                  sampled: tuple[SampleOutput, float] | None = None) -> GenerationRecord:
+    """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded.
+    ``sampled``: the seed's samples when they were drawn already (a seed batch)."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
               "steps": steps, "batch_size": batch_size, "device": device,
@@ -135,7 +138,7 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
             if run.run_id is not None:
                 ctx.store.link_mlflow_run("generation", row_id, run.run_id)
             res = sample_to_file(setup, method, seed, num_samples, steps, target,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, sampled=sampled)
             ref = track(ctx.workspace.root, res.path)
             if ref.sha256 != res.sha256:
                 raise BdgenError(f"{res.path} changed while being registered "
