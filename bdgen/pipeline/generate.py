@@ -181,7 +181,7 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
 
     ``sampled``: this seed's output and wall time when it was sampled already (several
     seeds in one batch, :func:`sample_seed_batch`); only the file is written then."""
-    ckpt, dev = setup.ckpt, setup.device
+    dev = setup.device
     out, wall = sampled if sampled is not None else sample_one(
         setup, method, seed, num_samples, steps, batch_size=batch_size,
         early_stop=early_stop, progress=progress)

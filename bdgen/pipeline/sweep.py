@@ -290,7 +290,7 @@ class _Sweep:
         self.summary.errors.append(msg)
         log.error("%s", msg)
         if isinstance(unit, SampleUnit):
-            for seed, row in unit.claims:  # a dead worker cannot mark its rows: do it here
+            for _seed, row in unit.claims:  # a dead worker cannot mark its rows: do it here
                 if self.store.generation_run(row).status == "running":
                     self.store.fail_run(row, msg)
                 if self.store.generation_run(row).status != "succeeded":
@@ -452,7 +452,8 @@ def sweep_from_params(params_path: str | Path) -> dict:
                              "(train it first: dvc repro train)")
         models.append(str(read_receipt(receipt)["model_id"]))
     gen = params.get("generate") or {}
-    return {"workspace": workspace_of(params, params_path), "models": models, "methods": list((params.get("methods") or {}).values()),
+    return {"workspace": workspace_of(params, params_path), "models": models,
+            "methods": list((params.get("methods") or {}).values()),
             "seeds": [int(s) for s in params.get("seeds") or []],
-            "num_samples": int(gen.get("num_samples", 1000)), "steps": int(gen.get("steps", 100)),
-            "device": str(gen.get("device", "auto"))}
+            "num_samples": int(gen.get("num_samples", 1000)),
+            "steps": int(gen.get("steps", 100)), "device": str(gen.get("device", "auto"))}
