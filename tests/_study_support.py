@@ -13,6 +13,7 @@ from bdgen.diffusion.trainer import TrainConfig
 from bdgen.pipeline.data import prepare_dataset
 from bdgen.pipeline.tracked_train import tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
+from bdgen.tracking import Tracker
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"]
 SEEDS = [3, 4]
@@ -48,3 +49,10 @@ def study_workspace(root: Path, checkpoints: list[Path]) -> tuple[Workspace, lis
 
 def tokens_of(ws: Workspace, rel: str) -> torch.Tensor:
     return load_samples(ws.root / rel).tokens
+
+
+def mlflow_runs(ws, kind: str) -> list:
+    tracker = Tracker.for_workspace(ws.root)
+    client = tracker._client
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, f"tags.`bdgen.kind` = '{kind}'", max_results=1000)

@@ -18,7 +18,6 @@ from bdgen.pipeline.generate import generate
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.sweep import INCOMPLETE_EXIT, sweep
 from bdgen.pipeline.units import EvalUnit, WorkerEnv, run_unit
-from bdgen.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,13 +30,6 @@ def checkpoints(tmp_path_factory):
 def _count(ws, sql: str) -> int:
     with sqlite3.connect(ws.db_path) as c:
         return c.execute(sql).fetchone()[0]
-
-
-def mlflow_runs(ws, kind: str) -> list:
-    tracker = Tracker.for_workspace(ws.root)
-    client = tracker._client
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps, f"tags.`bdgen.kind` = '{kind}'", max_results=1000)
 
 
 def test_local_study_does_every_cell_once_with_seed_batches(checkpoints, tmp_path):

@@ -20,6 +20,7 @@ and MLflow that hosts share: PostgreSQL and an MLflow server (SQLite is refused 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Mapping
@@ -97,7 +98,7 @@ class RayEngine:
             raise BdgenError("--engine ray needs Ray: pip install 'bdgen[ray]' (or "
                              "'ray[default]>=2.40')") from None
         self._ray = ray
-        self.env = env
+        self.env = dataclasses.replace(env, export=True)
         env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         self._started = not ray.is_initialized()
         if self._started:

@@ -97,9 +97,11 @@ class WorkerEnv:
     token: str | None = None
     db_url: str | None = None         # the driver's store (else the worker's own default)
     tracking_uri: str | None = None   # the driver's $MLFLOW_TRACKING_URI, if it had one
+    export: bool = False              # set them in the worker's environment (Ray workers;
+    #                                   never the driver's own process)
 
 
-_CONTEXTS: dict[tuple[str, bool], Any] = {}
+_CONTEXTS: dict[tuple, Any] = {}
 _SETUPS: dict[tuple[str, str, str], Any] = {}
 
 
@@ -108,16 +110,16 @@ def _context(env: WorkerEnv):
     from bdgen.pipeline.context import JobContext
     from bdgen.pipeline.workspace import Workspace
 
-    key = (env.root, env.no_mlflow)
+    key = (env.root, env.no_mlflow, env.db_url, env.tracking_uri)
     if key not in _CONTEXTS:
         root = Path(env.root)
         if env.token and not (root / SWEEP_TOKEN_DIR / env.token).is_file():
             raise BdgenError(f"host {hostname()} does not see the sweep's workspace {root}: "
                              "the Ray engine needs the workspace on a filesystem shared by "
                              "every node (README: studies on several hosts)")
-        if env.db_url:
+        if env.export and env.db_url:
             os.environ["BDGEN_DB_URL"] = env.db_url
-        if env.tracking_uri:
+        if env.export and env.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = env.tracking_uri
         cm = JobContext.open(Workspace(root), env.no_mlflow)
         _CONTEXTS[key] = (cm, cm.__enter__())
@@ -175,8 +177,12 @@ def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
     setup = _setup(ctx, unit)
     (method,) = setup.methods
     res.seconds["load"] = time.perf_counter() - t
-    todo = [(s, r) for s, r in unit.claims
-            if ctx.store.generation_run(r).status != "succeeded"]
+    todo = []
+    for seed, row in unit.claims:  # rows an earlier attempt of this unit finished count
+        if ctx.store.generation_run(row).status == "succeeded":
+            res.generated.append(row)
+        else:
+            todo.append((seed, row))
     seeds = [s for s, _ in todo]
     t = time.perf_counter()
     sampled = (sample_seed_batch(setup, method, seeds, unit.num_samples, unit.steps,
