@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from _study_support import METHODS, SEEDS, STEPS, N, study_workspace, tokens_of, trained_models
+from _study_support import (
+    METHODS,
+    SEEDS,
+    STEPS,
+    N,
+    mlflow_runs,
+    study_workspace,
+    tokens_of,
+    trained_models,
+)
 
 from bdgen.errors import BdgenError
 from bdgen.pipeline.generate import generate
