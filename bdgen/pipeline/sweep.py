@@ -38,6 +38,7 @@ from bdgen.pipeline.units import (
     SWEEP_TOKEN_DIR,
     DenoiseUnit,
     EvalUnit,
+    RecordUnit,
     SampleUnit,
     Unit,
     UnitResult,
@@ -163,6 +164,11 @@ class _Printer:
             print(file=sys.stderr)
 
 
+def _row_of(unit: Unit) -> int | None:
+    return (unit.generation_run_id if isinstance(unit, EvalUnit) else
+            unit.made.row if isinstance(unit, RecordUnit) else None)
+
+
 def _first_line(exc: BaseException) -> str:
     """An error as one line; Ray's task errors are unwrapped to what the task raised."""
     cause = getattr(exc, "cause", None)
@@ -269,50 +275,61 @@ class _Sweep:
         for k, v in res.seconds.items():
             self.summary.seconds[k] = self.summary.seconds.get(k, 0.0) + v
         if isinstance(unit, SampleUnit):
+            for gid in res.generated:  # registered by an earlier attempt
+                self._generated(gid)
+            for f in res.files:
+                self.submit(engine, RecordUnit(
+                    unit.model_path, unit.model_id, unit.method, f, unit.num_samples,
+                    unit.steps, unit.batch_size, unit.device, unit.renders, self.evaluate))
+        elif isinstance(unit, RecordUnit):
             for gid in res.generated:
-                self.summary.generated.append(gid)
-                self.done_cells.add(self.rows[gid])
-                if self.evaluate:
-                    self.submit(engine, EvalUnit(gid))
+                self._generated(gid)
+            self.summary.evaluated += res.evaluated
+            self.evaluated.update(res.evaluated)
         elif isinstance(unit, EvalUnit):
             self.summary.evaluated += res.evaluated
             self.evaluated.update(res.evaluated)
         elif res.denoised:
             self.summary.denoised.append(unit.model_id)
 
+    def _generated(self, gid: int) -> None:
+        if gid not in self.summary.generated:
+            self.summary.generated.append(gid)
+            self.done_cells.add(self.rows[gid])
+
     def _failed(self, unit: Unit, exc: BaseException) -> None:
         from bdgen.store.evaluations import AlreadyRecorded
 
         cause = getattr(exc, "cause", exc)
-        if isinstance(unit, EvalUnit) and isinstance(cause, AlreadyRecorded):
-            return  # evaluated by another process meanwhile
+        if isinstance(unit, EvalUnit | RecordUnit) and isinstance(cause, AlreadyRecorded):
+            if isinstance(unit, RecordUnit):  # recorded here, evaluated elsewhere meanwhile
+                self._generated(unit.made.row)
+            return
         msg = f"{unit.key}: {_first_line(exc)}"
         self.summary.errors.append(msg)
         log.error("%s", msg)
-        if isinstance(unit, SampleUnit):
-            for _seed, row in unit.claims:  # a dead worker cannot mark its rows: do it here
-                if self.store.generation_run(row).status == "running":
-                    self.store.fail_run(row, msg)
-                if self.store.generation_run(row).status != "succeeded":
-                    self.failed_here.add(self.rows[row])
-                else:
-                    self.done_cells.add(self.rows[row])
-                    self.summary.generated.append(row)
+        rows = ([row for _, row in unit.claims] if isinstance(unit, SampleUnit) else
+                [unit.made.row] if isinstance(unit, RecordUnit) else [])
+        for row in rows:  # a dead worker cannot mark its rows: do it here
+            if self.store.generation_run(row).status == "running":
+                self.store.fail_run(row, msg)
+            if self.store.generation_run(row).status == "succeeded":
+                self._generated(row)
+            else:
+                self.failed_here.add(self.rows[row])
 
     # -- progress -------------------------------------------------------------------------
     def progress(self, force: bool = False) -> None:
         s = self.summary
         done = len(self.done_cells)
-        running = sum(len(u.claims) for u in self.inflight.values()
-                      if isinstance(u, SampleUnit))
+        running = sum(len(u.claims) if isinstance(u, SampleUnit) else
+                      int(isinstance(u, RecordUnit)) for u in self.inflight.values())
         waiting = sum(len(v) for v in self.todo.values())
         elapsed = time.monotonic() - self.started
         here = len(s.generated)
         left = s.cells - done - len(self.failed_here)
         eta = f"ETA {elapsed / here * left:.0f} s" if here and left > 0 else "ETA -"
-        evals = (f"; evaluated {len(self.evaluated)}, "
-                 f"{sum(isinstance(u, EvalUnit) for u in self.inflight.values())} queued"
-                 if self.evaluate else "")
+        evals = f"; evaluated {len(self.evaluated)}" if self.evaluate else ""
         self.printer(f"sweep: {done}/{s.cells} runs done ({here} here), {running} running, "
                      f"{waiting} waiting/elsewhere, {len(self.failed_here)} failed{evals}; "
                      f"{elapsed:.0f} s, {eta}", force)
@@ -327,8 +344,9 @@ class _Sweep:
                                                           self.steps)
                     if (info is not None and info.status == "succeeded"
                             and info.id not in self.evaluated
-                            and not any(isinstance(u, EvalUnit) and u.generation_run_id ==
-                                        info.id for u in self.inflight.values())
+                            and not any(isinstance(u, EvalUnit | RecordUnit) and
+                                        _row_of(u) == info.id
+                                        for u in self.inflight.values())
                             and not self._evaluated(info.id)):
                         self.submit(engine, EvalUnit(info.id))
 

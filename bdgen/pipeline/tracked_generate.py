@@ -21,6 +21,7 @@ from bdgen.errors import BdgenError
 from bdgen.pipeline.checkpoints import checkpoint_sha256, register_checkpoint, resolve_model
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.generate import (
+    GenerateResult,
     GenerationSetup,
     prepare_generation,
     sample_to_file,
@@ -117,9 +118,12 @@ def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
 def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed: int,
                   num_samples: int, steps: int, row_id: int, target: Path,
                   batch_size: int | None, device: str, renders: int,
-                  sampled: tuple[SampleOutput, float] | None = None) -> GenerationRecord:
+                  sampled: tuple[SampleOutput, float] | None = None,
+                  made: GenerateResult | None = None) -> GenerationRecord:
     """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded.
-    ``sampled``: the seed's samples when they were drawn already (a seed batch)."""
+    ``sampled``: the seed's samples when they were drawn already (a seed batch); ``made``:
+    its samples file when it was written already (a study's sampling unit), only
+    registered here (its sha256 is checked again by :func:`track`)."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
               "steps": steps, "batch_size": batch_size, "device": device,
@@ -137,8 +141,8 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                                   experiment_name(ckpt.dataset_id), params, tags) as run:
             if run.run_id is not None:
                 ctx.store.link_mlflow_run("generation", row_id, run.run_id)
-            res = sample_to_file(setup, method, seed, num_samples, steps, target,
-                                 batch_size=batch_size, sampled=sampled)
+            res = made or sample_to_file(setup, method, seed, num_samples, steps, target,
+                                         batch_size=batch_size, sampled=sampled)
             ref = track(ctx.workspace.root, res.path)
             if ref.sha256 != res.sha256:
                 raise BdgenError(f"{res.path} changed while being registered "

@@ -1,5 +1,11 @@
 """The units of work of a study, as an engine (:mod:`bdgen.pipeline.engines`) runs them: a
-(model, method) sampling batch, one evaluation, one model's denoising metrics.
+(model, method) sampling batch (GPU), one run's recording + evaluation (CPU), one
+evaluation of a recorded run, one model's denoising metrics.
+
+The sampling unit only samples and writes each seed's samples file atomically (its final
+path, not yet registered: its row stays ``running``); the recording unit then does what
+costs CPU and I/O and no GPU (``dvc add``, the MLflow run with its renders, the row marked
+succeeded) and evaluates the run, so the GPU goes on to the next batch at once.
 
 A unit is a small frozen dataclass (it travels to a worker process or a Ray task) and
 :func:`run_unit` does it inside the workspace at ``root``, with the store and MLflow
@@ -54,6 +60,40 @@ class SampleUnit:
 
 
 @dataclass(frozen=True)
+class SampledFile:
+    """A samples file a sampling unit wrote for its claimed row (not yet registered)."""
+
+    seed: int
+    row: int
+    path: str          # absolute
+    sha256: str
+    wall_s: float
+    samples_per_s: float
+    model_calls: int
+
+
+@dataclass(frozen=True)
+class RecordUnit:
+    """Register a written samples file as its generation run (DVC, MLflow, store), then
+    evaluate it (``evaluate``)."""
+
+    model_path: str
+    model_id: str
+    method: str
+    made: SampledFile
+    num_samples: int
+    steps: int
+    batch_size: int | None = None
+    device: str = "auto"
+    renders: int = 6
+    evaluate: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"record {self.model_id}/{self.method} seed {self.made.seed}"
+
+
+@dataclass(frozen=True)
 class EvalUnit:
     generation_run_id: int
 
@@ -71,7 +111,7 @@ class DenoiseUnit:
         return f"denoise {self.model_id}"
 
 
-Unit = SampleUnit | EvalUnit | DenoiseUnit
+Unit = SampleUnit | RecordUnit | EvalUnit | DenoiseUnit
 
 
 @dataclass
@@ -79,6 +119,7 @@ class UnitResult:
     """What a unit did: generation/evaluation row ids, seconds by phase, where it ran."""
 
     unit: Unit
+    files: list[SampledFile] = field(default_factory=list)  # written, to be recorded
     generated: list[int] = field(default_factory=list)   # generation rows finished here
     evaluated: list[int] = field(default_factory=list)   # generation rows evaluated here
     denoised: bool = False
@@ -134,6 +175,10 @@ def run_unit(unit: Unit, env: WorkerEnv) -> UnitResult:
     res.seconds["open"] = time.perf_counter() - t0
     if isinstance(unit, SampleUnit):
         _sample(ctx, unit, res)
+    elif isinstance(unit, RecordUnit):
+        _record(ctx, unit, res)
+        if unit.evaluate:
+            _evaluate(ctx, EvalUnit(unit.made.row), res, env)
     elif isinstance(unit, EvalUnit):
         _evaluate(ctx, unit, res, env)
     elif isinstance(unit, DenoiseUnit):
@@ -148,17 +193,17 @@ def run_unit(unit: Unit, env: WorkerEnv) -> UnitResult:
     return res
 
 
-def _setup(ctx, unit: SampleUnit):
-    """The checkpoint loaded on the unit's device (cached per process) with its method."""
+def _setup(ctx, unit: SampleUnit | RecordUnit, device: str):
+    """The checkpoint loaded on ``device`` (cached per process) with the unit's method."""
     from bdgen.pipeline.checkpoints import resolve_model
     from bdgen.pipeline.generate import prepare_generation, resolve_methods
 
-    key = (unit.model_path, unit.model_id, unit.device)
+    key = (unit.model_path, unit.model_id, device)
     if key not in _SETUPS:
         path, recorded = resolve_model(ctx.workspace, ctx.store, unit.model_path)
         path = path if path.is_absolute() else ctx.workspace.root / path
         _SETUPS[key] = prepare_generation(path, [unit.method], [0], unit.num_samples,
-                                          unit.steps, unit.batch_size, unit.device,
+                                          unit.steps, unit.batch_size, device,
                                           sha256=recorded)
     setup = _SETUPS[key]
     if setup.model_id != unit.model_id:
@@ -168,13 +213,17 @@ def _setup(ctx, unit: SampleUnit):
 
 
 def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
-    """Sample the unit's claimed seeds (one batch with ``seed_batch``), then one tracked run
-    each; seeds a previous attempt of this unit finished are skipped."""
-    from bdgen.pipeline.generate import sample_one, sample_seed_batch, samples_path
-    from bdgen.pipeline.tracked_generate import _generate_one
+    """Sample the unit's claimed seeds (one batch with ``seed_batch``) and write each
+    seed's samples file; seeds an earlier attempt of this unit finished are skipped."""
+    from bdgen.pipeline.generate import (
+        sample_one,
+        sample_seed_batch,
+        sample_to_file,
+        samples_path,
+    )
 
     t = time.perf_counter()
-    setup = _setup(ctx, unit)
+    setup = _setup(ctx, unit, unit.device)
     (method,) = setup.methods
     res.seconds["load"] = time.perf_counter() - t
     todo = []
@@ -183,29 +232,44 @@ def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
             res.generated.append(row)
         else:
             todo.append((seed, row))
-    seeds = [s for s, _ in todo]
     t = time.perf_counter()
-    sampled = (sample_seed_batch(setup, method, seeds, unit.num_samples, unit.steps,
-                                 batch_size=unit.batch_size)
+    sampled = (sample_seed_batch(setup, method, [s for s, _ in todo], unit.num_samples,
+                                 unit.steps, batch_size=unit.batch_size)
                if unit.seed_batch and len(todo) > 1 else {})
-    res.seconds["sampling"] = time.perf_counter() - t
     for k, (seed, row) in enumerate(todo):
         if k:
             maybe_fault("sample_unit.between_seeds")
-        t = time.perf_counter()
         if seed not in sampled:
             sampled[seed] = sample_one(setup, method, seed, unit.num_samples, unit.steps,
                                        batch_size=unit.batch_size)
-        t_track = time.perf_counter()
-        res.seconds["sampling"] += t_track - t
         target = samples_path(ctx.workspace, unit.model_id, method.format(), seed,
                               unit.num_samples, unit.steps)
-        rec = _generate_one(ctx, setup, method, seed, unit.num_samples, unit.steps, row,
-                            target, unit.batch_size, unit.device, unit.renders,
-                            sampled=sampled[seed])
-        res.seconds["tracking"] = res.seconds.get("tracking", 0.0) + (
-            time.perf_counter() - t_track)
-        res.generated.append(rec.generation_run_id)
+        made = sample_to_file(setup, method, seed, unit.num_samples, unit.steps, target,
+                              batch_size=unit.batch_size, sampled=sampled.pop(seed))
+        res.files.append(SampledFile(seed, row, str(made.path), made.sha256, made.wall_s,
+                                     made.samples_per_s, made.model_calls))
+    res.seconds["sampling"] = time.perf_counter() - t
+
+
+def _record(ctx, unit: RecordUnit, res: UnitResult) -> None:
+    """Register the written file as its generation run (on CPU: no GPU needed here)."""
+    from bdgen.pipeline.generate import GenerateResult
+    from bdgen.pipeline.tracked_generate import _generate_one
+
+    t = time.perf_counter()
+    f = unit.made
+    if ctx.store.generation_run(f.row).status == "succeeded":  # an earlier attempt did
+        res.generated.append(f.row)
+        return
+    setup = _setup(ctx, unit, "cpu")
+    (method,) = setup.methods
+    made = GenerateResult(Path(f.path), f.sha256, unit.model_id, method.format(), f.seed,
+                          unit.num_samples, unit.steps, f.wall_s, f.samples_per_s,
+                          f.model_calls)
+    rec = _generate_one(ctx, setup, method, f.seed, unit.num_samples, unit.steps, f.row,
+                        Path(f.path), unit.batch_size, unit.device, unit.renders, made=made)
+    res.generated.append(rec.generation_run_id)
+    res.seconds["tracking"] = time.perf_counter() - t
 
 
 def _evaluate(ctx, unit: EvalUnit, res: UnitResult, env: WorkerEnv) -> None:
