@@ -6,7 +6,6 @@ the per-seed path. Runs on SQLite and PostgreSQL (``store_url``)."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import numpy as np
 import pytest
