@@ -88,7 +88,7 @@ def test_failed_write_leaves_no_file_and_keeps_old(tmp_path):
     save_samples(_make(), p)
     before = p.read_bytes()
     bad = _make()
-    bad.timings = {"wall_s": lambda: 0}  # not serialisable: the write fails
+    bad.timings = {"model_calls": lambda: 0}  # not serialisable: the write fails
     with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises
         save_samples(bad, p)
     assert p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["s.pt"]
