@@ -44,7 +44,8 @@ def _cli(*args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-@pytest.mark.parametrize("command", [["leaderboard"], ["compare", NOREMASK, "random_argmax_no_remask"],
+@pytest.mark.parametrize("command", [["leaderboard"],
+                                     ["compare", NOREMASK, "random_argmax_no_remask"],
                                      ["check", NOREMASK, "--expect", "v2_remasking"],
                                      ["report", "--out", "{tmp}/rep"], ["db", "current"]])
 def test_read_commands_refuse_a_store_that_does_not_exist(tmp_path, command):
@@ -68,9 +69,8 @@ def test_readonly_store_reads_and_cannot_write(tmp_path):
     store = Store.open(str(path), readonly=True)
     try:
         assert len(store.summary_results()) == 1
-        with pytest.raises(OperationalError, match="readonly"):
-            with store.engine.begin() as conn:
-                conn.execute(text("DELETE FROM metric_values"))
+        with pytest.raises(OperationalError, match="readonly"), store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM metric_values"))
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
