@@ -21,9 +21,9 @@ from _study_support import (
     trained_models,
 )
 
-from bdgen.pipeline.faults import ENV_FAULT, ENV_FAULT_ONCE
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.sweep import sweep
+from bdgen.util.faults import ENV_FAULT, ENV_FAULT_ONCE
 
 ray = pytest.importorskip("ray")
 
@@ -44,7 +44,7 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_the_local_sweep(tmp_path
 
     ws, models = study_workspace(tmp_path / "ray", ckpts)
     once = tmp_path / "fault-fired"
-    os.environ[ENV_FAULT], os.environ[ENV_FAULT_ONCE] = "sample_unit.between_seeds", str(once)
+    os.environ[ENV_FAULT], os.environ[ENV_FAULT_ONCE] = "sample_unit.between_seeds:1", str(once)
     try:
         s = sweep(ws, models, METHODS, SEEDS, N, STEPS, device="cpu", engine="ray",
                   num_cpus=2, renders=0, echo=lambda s: None)
@@ -70,3 +70,4 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_the_local_sweep(tmp_path
     assert a.keys() == b.keys()
     for cell in a:
         assert torch.equal(tokens_of(local_ws, a[cell][0]), tokens_of(ws, b[cell][0])), cell
+        assert a[cell][1] == b[cell][1], cell  # same sha256: byte-identical files

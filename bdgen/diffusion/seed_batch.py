@@ -84,7 +84,7 @@ def sample_seeds(model, process: ForwardProcess, vocab: VocabConfig,
     x = x.cpu()
     pad_table = torch.from_numpy(vocab.pad_mask_table)
     out: dict[int, SampleOutput] = {}
-    for seed, (a, b) in spans.items():
-        r = all_rooms[a:b].cpu().long()
+    for seed, (a, b) in spans.items():  # copies, not views of the batch (torch.save
+        r = all_rooms[a:b].cpu().long().clone()  # writes a view's whole storage)
         out[seed] = SampleOutput(x[a:b].clone(), pad_table[r], r, calls, rows)
     return out

@@ -34,8 +34,8 @@ ENGINES = ("local", "ray")
 #: Attempts Ray makes after a task's worker died (a crash, SIGKILL, a lost node).
 RAY_MAX_RETRIES = 3
 #: Variables every Ray task gets from the driver: the store, MLflow, fault injection.
-FORWARDED_ENV = ("BDGEN_FAULT", "BDGEN_FAULT_ONCE", "MLFLOW_DISABLE_TELEMETRY",
-                 "DVC_NO_ANALYTICS")
+FORWARDED_ENV = ("BDGEN_FAULT", "BDGEN_FAULT_ONCE", "BDGEN_CLAIM_TTL_S",
+                 "MLFLOW_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS")
 
 
 class Engine(Protocol):

@@ -29,6 +29,7 @@ from bdgen.diffusion.schedules import make_schedule
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_sha256
 
 DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
@@ -185,6 +186,7 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
     out, wall = sampled if sampled is not None else sample_one(
         setup, method, seed, num_samples, steps, batch_size=batch_size,
         early_stop=early_stop, progress=progress)
+    fault_point("generate.sampled")
     rate = num_samples / wall if wall > 0 else float("inf")
     sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
                      method=method.format(), method_config=method.legacy_config(),

@@ -46,6 +46,7 @@ from bdgen.pipeline.units import (
 )
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, Store
+from bdgen.store.claims import Claim, claim_ttl
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ class _Sweep:
         self.failed_here: set[Cell] = set()
         self.inflight: dict[Future, Unit] = {}
         self.rows: dict[int, Cell] = {}
+        self.held: dict[int, Claim] = {}   # generation claims this driver holds for units
+        self.renewed = time.monotonic()
         self.done_cells: set[Cell] = set()
         self.evaluated: set[int] = set()
         self.started = time.monotonic()
@@ -239,14 +242,17 @@ class _Sweep:
                 if info is not None and info.status == "succeeded":
                     self._done_elsewhere(cell, info.id)
                     continue
-                row = self.store.claim_generation_run(pm.model_id, method, seed, self.n,
+                got = self.store.claim_generation_run(pm.model_id, method, seed, self.n,
                                                       self.steps,
                                                       no_mlflow=self.unit_args["no_mlflow"])
-                if row is None:
+                if got.done:
+                    self._done_elsewhere(cell, got.run_id)
+                elif not got.won:  # a live process holds it: look again later
                     left.append(seed)
                 else:
-                    claims.append((seed, row))
-                    self.rows[row] = cell
+                    claims.append((seed, got.run_id))
+                    self.rows[got.run_id] = cell
+                    self.held[got.run_id] = got.claim
             if left:
                 self.todo[key] = left
             else:
@@ -256,7 +262,17 @@ class _Sweep:
                                   self.steps, **self.unit_args["sample"])
                 self.inflight[engine.submit(unit)] = unit
 
-    def _done_elsewhere(self, cell: Cell, gid: int) -> None:
+    def renew(self) -> None:
+        """Keep the claims of submitted units alive (every ttl / 4): they are this
+        driver's, so they die with it and another sweep takes its cells over."""
+        if time.monotonic() - self.renewed < claim_ttl().total_seconds() / 4:
+            return
+        self.renewed = time.monotonic()
+        for row, claim in list(self.held.items()):
+            if not self.store.renew_claim(claim):  # released (finished/failed) or lost
+                del self.held[row]
+
+    def _done_elsewhere(self, cell: Cell, gid: int | None) -> None:
         if cell not in self.done_cells:
             self.done_cells.add(cell)
             self.summary.done_elsewhere += 1
@@ -439,6 +455,7 @@ def _run(job: _Sweep, eng, pending: list[int], evaluate: bool, wait_for_others: 
             last_check = now
         if not job.inflight:
             if job.todo and wait_for_others:
+                job.renew()
                 job.progress()
                 time.sleep(min(RECHECK_S, 1.0))
                 continue
@@ -448,6 +465,7 @@ def _run(job: _Sweep, eng, pending: list[int], evaluate: bool, wait_for_others: 
                 if job.inflight:
                     continue
             break
+        job.renew()
         done, _ = wait(list(job.inflight), timeout=1.0, return_when=FIRST_COMPLETED)
         for fut in done:
             job.collect(eng, fut)

@@ -27,9 +27,11 @@ from bdgen.pipeline.generate import (
     sample_to_file,
     samples_path,
 )
+from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import render_bubbles
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
+from bdgen.util.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
     (:func:`~bdgen.pipeline.checkpoints.resolve_model`). ``out_dir`` (inside the workspace):
     write the samples files below it instead of the workspace's own layout.
 
-    Runs the store already has (succeeded) are skipped unless ``force``. With ``claim``
-    (sweeps) a run another process is doing is skipped too: the row is claimed atomically.
+    Runs the store already has (succeeded) are skipped unless ``force``. Each run is
+    claimed (:mod:`bdgen.store.claims`) and its claim renewed while it works; a run another
+    live process holds is an error, or with ``claim`` (sweeps) skipped.
     """
     with JobContext.open(ws, no_mlflow) as ctx:
         path, recorded = resolve_model(ws, ctx.store, model_path)
@@ -85,19 +88,28 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                     records.append(done)
                     continue
                 if claim:
-                    row_id = ctx.store.claim_generation_run(setup.model_id, name, seed,
-                                                            num_samples, steps,
-                                                            no_mlflow=no_mlflow)
-                    if row_id is None:
-                        log.info("%s seed %s: taken by another process, skipped", name, seed)
+                    got = ctx.store.claim_generation_run(setup.model_id, name, seed,
+                                                         num_samples, steps,
+                                                         no_mlflow=no_mlflow)
+                    if not got.won:
+                        log.info("%s seed %s: %s, skipped", name, seed,
+                                 "done by another process" if got.done else
+                                 f"taken by {got.holder.describe() if got.holder else '?'}")
                         continue
-                else:
-                    row_id = ctx.store.start_generation_run(setup.model_id, name, seed,
-                                                            num_samples, steps,
-                                                            no_mlflow=no_mlflow, force=force)
+                else:  # refuses a run a live process holds (a dead one is taken over)
+                    got = ctx.store.start_generation_claim(setup.model_id, name, seed,
+                                                           num_samples, steps,
+                                                           no_mlflow=no_mlflow, force=force)
+                if got.claim is not None and got.claim.took_over is not None:
+                    log.info("%s seed %s: taking over from a dead claim (%s)", name, seed,
+                             got.claim.took_over.describe())
+                assert got.run_id is not None
+                row_id = got.run_id
                 target = samples_path(root, setup.model_id, name, seed, num_samples, steps)
-                records.append(_generate_one(ctx, setup, method, seed, num_samples, steps,
-                                             row_id, target, batch_size, device, renders))
+                with Heartbeat(ctx.store, got.claim):
+                    records.append(_generate_one(ctx, setup, method, seed, num_samples,
+                                                 steps, row_id, target, batch_size, device,
+                                                 renders))
     return records
 
 
@@ -147,6 +159,7 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
             if ref.sha256 != res.sha256:
                 raise BdgenError(f"{res.path} changed while being registered "
                                  f"(sha256 {ref.sha256[:12]} != {res.sha256[:12]})")
+            fault_point("generate.file_written")
             run.set_tags(ref.tags("samples"))
             run.log_metrics({"gen/wall_s": res.wall_s, "gen/samples_per_s": res.samples_per_s,
                              "gen/model_calls": res.model_calls})

@@ -21,6 +21,7 @@ process, keyed by what identifies it, so a worker that runs many units pays it o
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bdgen.errors import BdgenError
-from bdgen.pipeline.faults import maybe_fault
+from bdgen.util.faults import fault_point
 from bdgen.util.provenance import hostname
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,18 @@ def _context(env: WorkerEnv):
         if env.export and env.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = env.tracking_uri
         cm = JobContext.open(Workspace(root), env.no_mlflow)
+        if not _CONTEXTS:
+            atexit.register(close_contexts)
         _CONTEXTS[key] = (cm, cm.__enter__())
     return _CONTEXTS[key][1]
+
+
+def close_contexts() -> None:
+    """Close this process's cached job contexts (store connections)."""
+    while _CONTEXTS:
+        _, (cm, _ctx) = _CONTEXTS.popitem()
+        cm.__exit__(None, None, None)
+    _SETUPS.clear()
 
 
 def run_unit(unit: Unit, env: WorkerEnv) -> UnitResult:
@@ -238,7 +249,7 @@ def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
                if unit.seed_batch and len(todo) > 1 else {})
     for k, (seed, row) in enumerate(todo):
         if k:
-            maybe_fault("sample_unit.between_seeds")
+            fault_point("sample_unit.between_seeds")
         if seed not in sampled:
             sampled[seed] = sample_one(setup, method, seed, unit.num_samples, unit.steps,
                                        batch_size=unit.batch_size)
@@ -276,7 +287,7 @@ def _evaluate(ctx, unit: EvalUnit, res: UnitResult, env: WorkerEnv) -> None:
     from bdgen.pipeline.tracked_evaluate import tracked_evaluate
 
     t = time.perf_counter()
-    tracked_evaluate(ctx.workspace, [unit.generation_run_id], no_mlflow=env.no_mlflow,
-                     denoise=False)
-    res.evaluated.append(unit.generation_run_id)
+    recs = tracked_evaluate(ctx.workspace, [unit.generation_run_id], no_mlflow=env.no_mlflow,
+                            claim=True, denoise=False)  # held by a live process: skipped
+    res.evaluated += [r.generation_run_id for r in recs if not r.skipped]
     res.seconds["evaluation"] = time.perf_counter() - t
