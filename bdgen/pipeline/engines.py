@@ -51,10 +51,19 @@ class Engine(Protocol):
 
 
 def _init_worker() -> None:
-    """Pool workers: one torch thread each (the pool is the parallelism)."""
+    """Pool workers: one torch thread each (the pool is the parallelism), and (Linux) killed
+    with the sweep: a worker outliving its sweep could finish a run whose claim died with
+    the sweep and that another sweep has taken over."""
     import torch
 
     torch.set_num_threads(1)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class LocalEngine:
