@@ -121,3 +121,29 @@ def test_worker_that_does_not_see_the_workspace_refuses(tmp_path):
     ws = init_workspace(tmp_path / "ws", dvc=False, mlflow=False)
     with pytest.raises(BdgenError, match="does not see the sweep's workspace"):
         run_unit(EvalUnit(1), WorkerEnv(str(ws.root), True, "no-such-token"))
+
+
+def test_grid_from_params_yaml(tmp_path):
+    """`bdgen sweep --params`: the DVC pipeline's grid (models from its train receipts)."""
+    import json
+
+    import yaml
+
+    from bdgen.pipeline.sweep import sweep_from_params
+
+    params = {"workspace": "ws", "data": {}, "models": {"a": {}, "b": {}},
+              "methods": {"x": "random_argmax_no_remask", "y": "llada_topp0.9_no_remask"},
+              "seeds": [7, 8], "generate": {"num_samples": 30, "steps": 9, "device": "cpu"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(BdgenError, match="model 'a' of .* has no receipt"):
+        sweep_from_params(tmp_path / "params.yaml")
+    (tmp_path / "results" / "models").mkdir(parents=True)
+    for k in "ab":
+        (tmp_path / "results" / "models" / f"{k}.json").write_text(
+            json.dumps({"model_id": f"v1-loglinear-{k * 10}"}))
+    grid = sweep_from_params(tmp_path / "params.yaml")
+    assert grid["models"] == ["v1-loglinear-aaaaaaaaaa", "v1-loglinear-bbbbbbbbbb"]
+    assert grid["methods"] == ["random_argmax_no_remask", "llada_topp0.9_no_remask"]
+    assert (grid["seeds"], grid["num_samples"], grid["steps"], grid["device"]) == (
+        [7, 8], 30, 9, "cpu")
+    assert grid["workspace"].root == (tmp_path / "ws").resolve()
