@@ -17,7 +17,6 @@ not written; they live on the store row (``duration_s``, ``finished_at``) and th
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from bdgen import __version__
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
-from bdgen.util.atomic import atomic_write_bytes
+from bdgen.util.atomic import atomic_write_bytes, torch_bytes
 
 SAMPLES_FORMAT_VERSION = 1
 #: Keys that files written before guided sampling do not have.
@@ -125,9 +124,7 @@ def save_samples(sf: SamplesFile, path: str | os.PathLike) -> str:
     """Validate and write ``sf`` atomically; returns the sha256 of the written file."""
     path = Path(path)
     validate_samples(sf, str(path))
-    buf = io.BytesIO()
-    torch.save(sf.to_dict(), buf)
-    data = buf.getvalue()
+    data = torch_bytes(sf.to_dict())
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
