@@ -167,6 +167,24 @@ def test_train_killed_then_rerun_gives_the_same_checkpoint(ws, straight, fault, 
     assert file_digests(final)[1] == straight
 
 
+def test_sigterm_fails_the_run_in_one_line_and_the_rerun_completes(ws):
+    ws, _, model = ws
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", "40",
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    env_fault = "generate.sampled:1:term"
+    res = subprocess.run([sys.executable, "-c", "from bdgen.cli.main import cli; cli()",
+                          *args], env={**os.environ, "BDGEN_WORKSPACE": str(ws.root),
+                                       "PYTHONPATH": str(REPO), "BDGEN_FAULT": env_fault},
+                         capture_output=True, text=True, timeout=300, cwd=ws.root)
+    assert res.returncode != 0 and "SIGTERM" in res.stderr and "Traceback" not in res.stderr
+    KILLS.append(f"generate {env_fault}")
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("failed",)]
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]  # released at once
+    _ok(_bdgen(ws, *args))
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("succeeded",)]
+    assert_honest(ws)
+
+
 def test_import_killed_then_rerun(ws, legacy_dir, tmp_path):
     ws, _, _ = ws
     src = tmp_path / "loglinear_noise_sc"
