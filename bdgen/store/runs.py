@@ -40,7 +40,6 @@ from bdgen.util.clock import utcnow
 from bdgen.util.provenance import code_version, hostname
 
 
-
 @dataclass(frozen=True)
 class GenerationClaim:
     """The outcome of claiming a generation run: ``won`` (``run_id`` and ``claim`` set), or
