@@ -72,7 +72,7 @@ def assert_honest(ws: Workspace) -> None:
     """No temp file left; every row that says succeeded has its work there."""
     assert _temp_files(ws) == []
     for path, sha in _rows(ws, "select samples_path, samples_sha256 from generation_runs "
-                               "where status = 'succeeded'"):
+                               "where status = 'succeeded' and provenance = 'bdgen'"):
         assert file_digests(ws.root / path)[1] == sha
         assert dvc_file(ws.root / path).exists()
     assert _rows(ws, "select count(*) from evaluation_runs e where e.status = 'succeeded' "
@@ -82,7 +82,7 @@ def assert_honest(ws: Workspace) -> None:
                      "'succeeded' and not exists (select 1 from denoising_values v "
                      "where v.denoising_evaluation_pk = d.id)") == [(0,)]
     for path, sha in _rows(ws, "select checkpoint_path, checkpoint_sha256 from models "
-                               "where checkpoint_path is not null"):
+                               "where checkpoint_sha256 is not null"):
         assert file_digests(ws.root / path)[1] == sha
 
 
@@ -116,10 +116,11 @@ def test_generate_killed_then_rerun(ws, fault, tmp_path):
     assert file_digests(ws.root / path)[1] == ref.sha256  # as an uninterrupted run
 
 
-@pytest.mark.parametrize("fault", ["evaluate.computed:1", "denoising.computed:1"])
+@pytest.mark.parametrize("fault", ["denoising.computed:1", "evaluate.computed:1"])
 def test_evaluate_killed_then_rerun(ws, fault):
+    """The model's denoising metrics are computed by its first evaluation (kill 1)."""
     ws, _, model = ws
-    seed = 20 + ["evaluate.computed:1", "denoising.computed:1"].index(fault)
+    seed = 20 + ["denoising.computed:1", "evaluate.computed:1"].index(fault)
     _ok(_bdgen(ws, "generate", "--model", model.model_id, "--method", METHOD, "--seeds",
                str(seed), "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu",
                "--no-mlflow"))
@@ -136,11 +137,20 @@ def test_evaluate_killed_then_rerun(ws, fault):
     assert_honest(ws)
 
 
+@pytest.fixture(scope="module")
+def straight(ws) -> str:
+    """The checkpoint sha256 of an uninterrupted `bdgen train` (same command, same threads)."""
+    ws, data, _ = ws
+    out = ws.root / "artifacts" / "models" / "straight"
+    _ok(_bdgen(ws, "train", "--dataset", str(data), *TRAIN_ARGS, "--out", str(out)))
+    return file_digests(out / "checkpoint_final.pt")[1]
+
+
 @pytest.mark.parametrize("fault,resume", [("train.step:2", True),
                                           ("atomic.before_replace:2", True),
                                           ("atomic.before_replace:1", False)])
-def test_train_killed_then_rerun_gives_the_same_checkpoint(ws, fault, resume):
-    ws, data, model = ws
+def test_train_killed_then_rerun_gives_the_same_checkpoint(ws, straight, fault, resume):
+    ws, data, _ = ws
     out = ws.root / "artifacts" / "models" / f"faulty-{fault.replace(':', '-')}"
     args = ["train", "--dataset", str(data), *TRAIN_ARGS, "--out", str(out)]
     _bdgen(ws, *args, fault=fault)
@@ -149,12 +159,30 @@ def test_train_killed_then_rerun_gives_the_same_checkpoint(ws, fault, resume):
         assert len(_temp_files(ws)) == 1
     _ok(_bdgen(ws, *args, *(["--resume"] if resume else [])))
     final = out / "checkpoint_final.pt"
-    assert file_digests(final)[1] == model.sha256  # byte-identical to the straight run
+    assert file_digests(final)[1] == straight  # byte-identical to the uninterrupted run
     assert_honest(ws)
     again = _bdgen(ws, *args, "--resume")  # and resuming the finished run is a no-op
     _ok(again)
     assert "already finished at step 12" in again.stdout
-    assert file_digests(final)[1] == model.sha256
+    assert file_digests(final)[1] == straight
+
+
+def test_sigterm_fails_the_run_in_one_line_and_the_rerun_completes(ws):
+    ws, _, model = ws
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", "40",
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    env_fault = "generate.sampled:1:term"
+    res = subprocess.run([sys.executable, "-c", "from bdgen.cli.main import cli; cli()",
+                          *args], env={**os.environ, "BDGEN_WORKSPACE": str(ws.root),
+                                       "PYTHONPATH": str(REPO), "BDGEN_FAULT": env_fault},
+                         capture_output=True, text=True, timeout=300, cwd=ws.root)
+    assert res.returncode != 0 and "SIGTERM" in res.stderr and "Traceback" not in res.stderr
+    KILLS.append(f"generate {env_fault}")
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("failed",)]
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]  # released at once
+    _ok(_bdgen(ws, *args))
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("succeeded",)]
+    assert_honest(ws)
 
 
 def test_import_killed_then_rerun(ws, legacy_dir, tmp_path):

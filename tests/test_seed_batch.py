@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from bdgen.data.vocab import RPLAN_VOCAB
+from bdgen.diffusion import sampler
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
-from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.diffusion.seed_batch import RowStreams, sample_seeds
 from bdgen.errors import BdgenError
@@ -45,6 +47,9 @@ def test_batched_seeds_equal_each_seed_alone(model, name, n, batch_size):
         assert torch.equal(together[s].tokens, alone.tokens), (name, s)
         assert torch.equal(together[s].pad_mask, alone.pad_mask)
         assert torch.equal(together[s].num_rooms, alone.num_rooms)
+        reference = sampler.sample(model, process, RPLAN_VOCAB, rooms[s], method, 12, s,
+                                   batch_size=batch_size)
+        assert torch.equal(together[s].tokens, reference.tokens)  # the reference loop too
 
 
 def test_row_streams_draw_what_each_block_draws_alone():

@@ -11,7 +11,7 @@ import torch
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
-from bdgen.diffusion.sampler import _logits, draw_num_rooms, sample
+from bdgen.diffusion.sampler import draw_num_rooms, model_logits, sample
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.model.precision import autocast
@@ -40,7 +40,7 @@ def test_tf32_on_cpu_is_the_float32_forward_and_restores_the_setting() -> None:
     x = torch.randint(0, 5, pad.shape)
     t = torch.full((), 0.5)
     with torch.inference_mode():
-        assert torch.equal(_logits(m, x, pad, t, "tf32"), _logits(m, x, pad, t, "fp32"))
+        assert torch.equal(model_logits(m, x, pad, t, "tf32"), model_logits(m, x, pad, t, "fp32"))
     before = torch.get_float32_matmul_precision()
     with autocast("cpu", "tf32"):
         pass

@@ -17,7 +17,6 @@ not written; they live on the store row (``duration_s``, ``finished_at``) and th
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from bdgen import __version__
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
-from bdgen.util.atomic import atomic_write_bytes
+from bdgen.util.atomic import atomic_write_bytes, torch_bytes
 
 SAMPLES_FORMAT_VERSION = 1
 #: Keys that files written before guided sampling do not have.
@@ -51,19 +50,19 @@ class SamplesFile:
     pad_mask: torch.Tensor    # bool  [N, S] (True = real position)
     num_rooms: torch.Tensor   # int64 [N]
     method: str               # Method.format()
-    method_config: dict       # Method.legacy_config()
-    model: dict               # MODEL_KEYS: id, sha256, version, noise, dataset_*, n_max, split
+    method_config: dict[str, Any]  # Method.legacy_config()
+    model: dict[str, Any]          # MODEL_KEYS: id, sha256, version, noise, dataset_*, n_max, split
     seed: int
     steps: int
     num_samples: int
-    timings: dict             # {"device", "batch_size", ...} as written
+    timings: dict[str, Any]   # {"device", "batch_size", ...} as written
     bdgen_version: str = ""
     created: str = ""         # files written by older bdgen only (not written any more)
     # Guided runs only: the compiled constraint set with its P90 normalisers
     # (``ConstraintSet.to_dict()`` plus ``"identity"``), and the per-step diagnostics
     # (name -> list of per-step floats). Unguided files carry None.
-    constraints: dict | None = None
-    diagnostics: dict | None = None
+    constraints: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.bdgen_version:
@@ -126,18 +125,16 @@ def validate_samples(sf: SamplesFile, where: str = "<memory>") -> None:
             raise BdgenError(f"{where}: pad_mask does not match num_rooms")
 
 
-def save_samples(sf: SamplesFile, path: str | os.PathLike) -> str:
+def save_samples(sf: SamplesFile, path: str | os.PathLike[str]) -> str:
     """Validate and write ``sf`` atomically; returns the sha256 of the written file."""
     path = Path(path)
     validate_samples(sf, str(path))
-    buf = io.BytesIO()
-    torch.save(sf.to_dict(), buf)
-    data = buf.getvalue()
+    data = torch_bytes(sf.to_dict())
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def load_samples(path: str | os.PathLike) -> SamplesFile:
+def load_samples(path: str | os.PathLike[str]) -> SamplesFile:
     """Read and validate a samples file; :class:`BdgenError` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():

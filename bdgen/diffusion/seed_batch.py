@@ -1,29 +1,33 @@
 """Several seeds of one method sampled in one batch, each seed's samples identical to
-sampling it alone (:func:`bdgen.diffusion.sampler.sample`).
+sampling it alone (:func:`bdgen.diffusion.fast_sampling.sample`, hence the reference
+:func:`bdgen.diffusion.sampler.sample`).
 
 Why: on a GPU one 1000-row batch leaves most of the device idle, so the 5 seeds of a
 (model, method) run faster as one 5000-row batch than as five calls. What keeps each seed's
-samples unchanged: :func:`~bdgen.diffusion.sampler.sample` gives chunk c of a seed its own
-generator (``derive_seed(seed, "tokens", c)``) and every draw of a step is batch-shaped,
-so a block of rows can draw from its own stream while sitting in a bigger batch
-(:class:`RowStreams`). The model treats rows independently; early stop waits for the
-slowest seed, which changes nothing for the others (a finished block has nothing masked
-and no remasking can fire, so its extra steps reveal nothing). On CPU the per-row forward
-results are bit-identical whatever the batch (tested); on CUDA the GEMM kernel may depend
-on the batch size, so ``bench/study.py --device cuda`` checks the tokens there.
+samples unchanged: ``sample`` gives chunk c of a seed its own generator
+(:func:`~bdgen.diffusion.sampler.chunk_generator`) and every draw of a reverse step is
+batch-shaped (:func:`bdgen.diffusion.reverse.uniform`), so a block of rows can draw from
+its own stream while sitting in a bigger batch (:class:`RowStreams`). The model treats
+rows independently; early stop waits for the slowest seed, which changes nothing for the
+others (a finished block has nothing masked and no remasking can fire, so its extra steps
+reveal nothing). On CPU the per-row forward results are bit-identical whatever the batch
+(tested); on CUDA the GEMM kernel may depend on the batch size, so
+``bench/study.py --device cuda`` and ``bench/sample.py --seed-batch K`` check the tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from bdgen.data.vocab import VocabConfig
+from bdgen.diffusion.fast_sampling import sample_batch
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
-from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, derive_seed, sample_batch
+from bdgen.diffusion.sampler import SampleOutput, check_request, chunk_generator, chunk_starts
 from bdgen.errors import BdgenError
 
 
@@ -46,7 +50,7 @@ class RowStreams:
                           for g, r in self.blocks])
 
 
-def sample_seeds(model, process: ForwardProcess, vocab: VocabConfig,
+def sample_seeds(model: torch.nn.Module, process: ForwardProcess, vocab: VocabConfig,
                  rooms_by_seed: Mapping[int, Tensor], method: Method, steps: int,
                  device: torch.device | str = "cpu", batch_size: int | None = None,
                  early_stop: bool = True, compact: bool | None = None,
@@ -65,21 +69,18 @@ def sample_seeds(model, process: ForwardProcess, vocab: VocabConfig,
     spans: dict[int, tuple[int, int]] = {}
     at = 0
     for seed, r in rooms_by_seed.items():
+        check_request(vocab, r, steps)
         n = int(r.shape[0])
-        if n < 1:
-            raise BdgenError(f"seed {seed}: num_samples must be >= 1")
-        if int(r.min()) < 1 or int(r.max()) > vocab.n_max:
-            raise BdgenError(f"num_rooms must lie in [1, {vocab.n_max}]")
-        bs = int(batch_size or (min(n, CPU_BATCH) if device.type == "cpu" else n))
-        for c, start in enumerate(range(0, n, bs)):
-            g = torch.Generator(device=device).manual_seed(derive_seed(seed, "tokens", c))
-            blocks.append((g, min(bs, n - start)))
+        starts, bs = chunk_starts(n, batch_size, device)
+        for c, start in enumerate(starts):
+            blocks.append((chunk_generator(int(seed), c, device), min(bs, n - start)))
         rooms.append(r)
         spans[int(seed)] = (at, at + n)
         at += n
     all_rooms = torch.cat(rooms)
+    streams: Any = RowStreams(blocks)  # goes where the sampler takes a generator
     x, calls, rows = sample_batch(model, process, vocab, all_rooms.to(device), method, steps,
-                                  RowStreams(blocks), early_stop=early_stop, compact=compact,
+                                  streams, early_stop=early_stop, compact=compact,
                                   model_batch=model_batch, cuda_graphs=cuda_graphs)
     x = x.cpu()
     pad_table = torch.from_numpy(vocab.pad_mask_table)

@@ -18,7 +18,6 @@ higher|lower}``; the direction defaults to the registry's. Profiles ``preferred`
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +38,7 @@ DEFAULT_ALPHA = 0.05
 #: Filterable fields every result has (the store may add more model fields).
 BASE_FIELDS: tuple[str, ...] = (
     "model", "method", "unmasking", "top_p", "temperature", "strategy", "eta", "t_switch",
-    "version", "noise_schedule",
+    "version", "noise_schedule", "constraint_set",
 )
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
@@ -61,6 +60,8 @@ def field_value(result: MethodResult, key: str) -> Any:
         return result.model
     if key == "method":
         return result.method
+    if key == "constraint_set":
+        return result.constraint_set
     if key in result.method_fields:
         return result.method_fields[key]
     if key in result.model_fields:
@@ -77,10 +78,13 @@ def known_fields(results: Iterable[MethodResult]) -> list[str]:
 
 
 def values_equal(a: Any, b: Any) -> bool:
-    """Field equality: numbers numerically (``1`` == ``1.0``), anything else as text."""
+    """Field equality: numbers numerically (``1`` == ``1.0``), anything else as text.
+
+    Exact, as the store's SQL filter compares (method fields are canonical numbers), so a
+    filter selects the same results whether it is pushed down or applied here."""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not (
             isinstance(a, bool) or isinstance(b, bool)):
-        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+        return float(a) == float(b)
     if a is None or b is None:
         return a is None and b is None
     return str(a) == str(b)
@@ -235,8 +239,14 @@ def split_where(items: Sequence[str]) -> dict[str, list]:
             raise BdgenError(f"--where {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        out.setdefault(key, []).extend(parse_scalar(v) for v in raw.split(","))
+        out.setdefault(key, []).extend(_where_value(v) for v in raw.split(","))
     return out
+
+
+def _where_value(text: str) -> Any:
+    """A ``--where`` value: a YAML scalar, with ``none`` meaning "not set" as in the
+    store's SQL filter (so both filters select the same results)."""
+    return None if text.strip().lower() == "none" else parse_scalar(text)
 
 
 def check_where_keys(keys: Iterable[str], valid: Iterable[str]) -> None:
@@ -270,12 +280,23 @@ def apply_where(results: Iterable[MethodResult], where: Mapping[str, Sequence],
             except KeyError:
                 ok = False
                 break
+            if key == "constraint_set":
+                accepted = [_constraint_set_value(actual, v) for v in accepted]
             if not any(values_equal(actual, v) for v in accepted):
                 ok = False
                 break
         if ok:
             out.append(r)
     return out
+
+
+def _constraint_set_value(actual: str, given: Any) -> Any:
+    """What a ``constraint_set`` filter value stands for (as the store reads it: identity,
+    prefix or ``cs-`` tag): ``actual`` when it matches, else the value itself."""
+    text = "" if given is None else str(given).removeprefix("cs-")
+    if text in ("", "none"):
+        return ""
+    return actual if actual.startswith(text) and len(text) >= 8 else given
 
 
 def _n_seeds(r: MethodResult) -> int:

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
@@ -26,7 +27,8 @@ from bdgen.report.ranking import Ranking
 
 FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 COMPARE_GROUPS: tuple[str, ...] = (
-    "validity", "coverage", "distribution", "graph_structure", "conditional", "denoising")
+    "validity", "coverage", "distribution", "graph_structure", "conditional", "constraint",
+    "denoising")
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -171,6 +173,8 @@ def compare_rows(results: Sequence[MethodResult], primary_only: bool = False
         if g == "denoising":
             names = sorted({M.metric_def(k).name for r in results for k in r.denoising},
                            key=lambda n: M.metric_def(n).legacy_key or n)
+        elif g == "constraint":  # a family keyed by constraint name (G7.2)
+            names = registry.constraint_rows({k for r in results for k in r.metrics})
         else:
             names = [m.name for m in registry.displayed_metrics(g, primary_only)]
             names += [c for c in registry.COMPOSITES if M.metric_def(c).group == g]
@@ -194,14 +198,18 @@ def compare_table(results: Sequence[MethodResult], alpha: float = 0.05,
         wanted = [M.metric_def(m).name if m not in registry.COMPOSITES else m for m in metrics]
         groups = [(g, [n for n in ns if n in wanted]) for g, ns in groups]
         groups = [(g, ns) for g, ns in groups if ns]
-    rows, bold, heads, doc_metrics, flat = [], set(), {}, [], []
+    rows: list[list[str]] = []
+    bold: set[tuple[int, int]] = set()
+    heads: dict[int, str] = {}
+    doc_metrics: list[dict[str, Any]] = []
+    flat: list[dict[str, Any]] = []
     for g, names in groups:
         heads[len(rows)] = registry.GROUP_TITLES[g]
         for n in names:
             d = M.metric_def(n)
             aggs = [M.value(r, n) for r in results]
             cells = [M.plain_display(n), _cell(aggs[0], n)]
-            deltas = []
+            deltas: list[dict[str, Any] | None] = []
             for a in aggs[1:]:
                 if a is None or aggs[0] is None:
                     cells += [_cell(a, n), "--"]
@@ -223,7 +231,7 @@ def compare_table(results: Sequence[MethodResult], alpha: float = 0.05,
                 "deltas": [dict(label=lab, **(x or {"delta": None}))
                            for lab, x in zip(labels[1:], deltas)],
             })
-            f = {"group": g, "metric": n}
+            f: dict[str, Any] = {"group": g, "metric": n}
             for lab, a in zip(labels, aggs):
                 f[f"{lab}_mean"] = None if a is None else a.mean
                 f[f"{lab}_std"] = None if a is None else a.std

@@ -50,28 +50,60 @@ WHERE_COLUMNS: dict[str, Any] = {
     "seed": GenerationRun.seed,
     "num_samples": Series.num_samples,
     "steps": Series.steps,
+    "constraint_set": Series.constraint_set,
     "reference": EvaluationRun.reference,
     "evaluator_version": EvaluationRun.evaluator_version,
 }
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _coerce(key: str, column: Any, value: Any) -> Any:
-    """Filter values may come from a command line as strings: convert to the column type."""
-    if value is None or not isinstance(value, str):
-        return value
-    if value.lower() in ("none", "null"):
+    """A filter value as the column's type, or :class:`BdgenError` (one line).
+
+    Values come from a command line (strings) or parsed from one as YAML scalars, so
+    anything may arrive: a value that is not one scalar of the column's type is refused
+    rather than compared loosely by the database (SQLite would match ``eta = false`` with
+    ``eta = 0`` and overflow on integers beyond 64 bits).
+    """
+    if value is None:
         return None
     py = column.type.python_type
-    try:
-        if py is bool:
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(value)
-        return py(value)
-    except ValueError:
-        raise BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}") from None
+    if isinstance(value, str):
+        if value.lower() in ("none", "null"):
+            return None
+        if py is str:
+            return value
+        try:
+            if py is bool:
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            value = py(value)
+        except ValueError:
+            raise BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}") from None
+    bad = BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}")
+    if py is str:
+        if isinstance(value, (list, tuple, dict, set)):
+            raise bad
+        return str(value)
+    if py is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    if py is int and isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise BdgenError(f"filter {key}={value!r}: out of the 64-bit integer range")
+    if py is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise BdgenError(f"filter {key}={value!r}: out of the float range") from None
+    return value
 
 
 def where_clauses(where: Mapping[str, Any]) -> list:
@@ -83,9 +115,26 @@ def where_clauses(where: Mapping[str, Any]) -> list:
             raise BdgenError(f"unknown filter {key!r}; valid: {', '.join(WHERE_COLUMNS)}")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         values = [_coerce(key, col, v) for v in values]
-        conds = [col.is_(None) if v is None else col == v for v in values]
+        if key == "constraint_set":
+            conds = [_constraint_set_clause(v) for v in values]
+        else:
+            conds = [col.is_(None) if v is None else col == v for v in values]
         out.append(conds[0] if len(conds) == 1 else or_(*conds))
     return out
+
+
+def _constraint_set_clause(value: Any) -> Any:
+    """``constraint_set=`` takes the identity, a prefix of at least 8 characters, or the
+    ``cs-...`` tag the tables show; empty / none means "measured against no set"."""
+    text = "" if value is None else str(value)
+    if text.startswith("cs-"):
+        text = text[3:]
+    if text in ("", "none"):
+        return Series.constraint_set == ""
+    if len(text.removeprefix("legacy-")) < 8:
+        raise BdgenError(f"filter constraint_set={value!r}: give at least 8 characters of "
+                         "the identity")
+    return Series.constraint_set.startswith(text, autoescape=True)
 
 
 def canonical_names(metrics: Sequence[str] | None) -> list[str] | None:
@@ -122,7 +171,8 @@ def metric_order(name: str) -> tuple[int, str]:
 
 
 class AggregateRow(NamedTuple):
-    """One leaderboard cell: a metric of (model, method, num_samples, steps) over seeds."""
+    """One leaderboard cell: a metric of (model, method, num_samples, steps, constraint set)
+    over seeds."""
 
     model: str
     method: str
@@ -132,6 +182,7 @@ class AggregateRow(NamedTuple):
     mean: float
     std: float
     n: int
+    constraint_set: str = ""  # of the series ("" = none), so two sets are two rows
 
 
 RUN_LEVEL_FILTERS = ("seed", "reference", "evaluator_version")
@@ -193,15 +244,16 @@ def metric_aggregates(s: Session, *, model: str | None = None,
                             means.c.n)).all()
     wanted = {r[1] for r in rows}
     series: dict[int, list[Any]] = {pk: rest for pk, *rest in conn.execute(
-        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
+        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps,
+               Series.constraint_set)
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
         .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
     metric_names = {pk: name for pk, name in conn.execute(  # noqa: C416 (a Result has keys())
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
-    return [AggregateRow._make((*series[series_pk], metric_names[metric_pk], mean,
-                                sqrt(v) if v > 0 else 0.0, n))
+    return [AggregateRow._make((*series[series_pk][:4], metric_names[metric_pk], mean,
+                                sqrt(v) if v > 0 else 0.0, n, series[series_pk][4]))
             for metric_pk, series_pk, mean, v, n in rows]
 
 
@@ -211,7 +263,7 @@ def _summary_aggregates(conn: Connection, metric_filter: list,
     composites)."""
     c = table(MetricSummary).c
     q = (select(Model.model_id, MethodRow.name, Series.num_samples, Series.steps, c.metric,
-                c.mean, c.std, c.n)
+                c.mean, c.std, c.n, Series.constraint_set)
          .join_from(table(MetricSummary), table(Series), Series.id == c.series_pk)
          .join(Model, Model.id == Series.model_pk)
          .join(MethodRow, MethodRow.id == Series.method_pk)

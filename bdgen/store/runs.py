@@ -28,10 +28,12 @@ from bdgen.store.engine import redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
     BDGEN_PROVENANCE,
+    CONSTRAINT_SET_LEN,
     DenoisingEvaluation,
     EvaluationRun,
     GenerationRun,
     Model,
+    Series,
 )
 from bdgen.store.normalise import method_spec
 from bdgen.util.clock import utcnow
@@ -65,34 +67,75 @@ def _claim_of(s: Session, row: GenerationRun | EvaluationRun | DenoisingEvaluati
     return "denoising", model.model_id if model is not None else ""
 
 
+def check_constraint_set(spec: MethodSpec, constraint_set: str | None) -> None:
+    """A guided method samples with a constraint set, an unguided one with none."""
+    if spec.guided and not constraint_set:
+        raise BdgenError(f"guided method {spec.format()} needs the identity of its "
+                         "constraint set")
+    if not spec.guided and constraint_set:
+        raise BdgenError(f"method {spec.format()} is not guided: it samples with no "
+                         "constraint set (measure one at evaluation instead)")
+    if constraint_set is not None and (not isinstance(constraint_set, str)
+                                       or len(constraint_set) > CONSTRAINT_SET_LEN):
+        raise BdgenError(f"constraint set identity must be a string of at most "
+                         f"{CONSTRAINT_SET_LEN} characters, got {constraint_set!r}")
+
+
+def _drop_measurements(s: Session, gen: GenerationRun) -> list[int]:
+    """Delete the measurements of an unguided run against constraint sets (its rows in the
+    sets' series, :meth:`Evaluations._measured_run`) when the run is redone or fails: they
+    describe samples that are gone. Returns the series whose summaries change."""
+    series = s.get(Series, gen.series_pk)
+    if series is None or series.constraint_set:
+        return []
+    twins = s.execute(select(GenerationRun.id, GenerationRun.series_pk)
+                      .join(Series, Series.id == GenerationRun.series_pk)
+                      .where(Series.model_pk == series.model_pk,
+                             Series.method_pk == series.method_pk,
+                             Series.num_samples == series.num_samples,
+                             Series.steps == series.steps, Series.constraint_set != "",
+                             GenerationRun.seed == gen.seed,
+                             GenerationRun.constraint_set.is_(None))).all()
+    if not twins:
+        return []
+    ids = [t.id for t in twins]
+    s.execute(delete(EvaluationRun).where(EvaluationRun.generation_run_pk.in_(ids)))
+    s.execute(delete(GenerationRun).where(GenerationRun.id.in_(ids)))
+    s.flush()
+    return sorted({t.series_pk for t in twins})
+
+
 class GenerationRuns(Claims, Identities):
     """The life of a generation run row: running -> succeeded | failed."""
 
     def start_generation_run(self, model_id: str, method: MethodSpec | str, seed: int,
                              num_samples: int, steps: int, *,
                              mlflow_run_id: str | None = None, no_mlflow: bool = False,
-                             force: bool = False) -> int:
+                             force: bool = False, constraint_set: str | None = None) -> int:
         """Insert (or take over a failed or dead running) generation run row, status
         running, claimed by this process; its row id.
 
+        ``constraint_set``: identity of the set a guided method samples with (part of the
+        run's identity; required for guided methods, refused for unguided ones).
         A succeeded run with the same identity is an error unless ``force`` (which discards
         its evaluations: they described the old samples). A run another live process is
         generating is an error naming that process (:mod:`bdgen.store.claims`).
         """
         got = self.start_generation_claim(model_id, method, seed, num_samples, steps,
                                           mlflow_run_id=mlflow_run_id, no_mlflow=no_mlflow,
-                                          force=force)
+                                          force=force, constraint_set=constraint_set)
         assert got.run_id is not None
         return got.run_id
 
     def start_generation_claim(self, model_id: str, method: MethodSpec | str, seed: int,
                                num_samples: int, steps: int, *,
                                mlflow_run_id: str | None = None, no_mlflow: bool = False,
-                               force: bool = False) -> GenerationClaim:
+                               force: bool = False,
+                               constraint_set: str | None = None) -> GenerationClaim:
         """:meth:`start_generation_run` returning the claim too (to renew while working)."""
         got = self._claim_generation(model_id, method, seed, num_samples, steps,
                                      no_mlflow=no_mlflow, mlflow_run_id=mlflow_run_id,
-                                     force=force)
+                                     force=force, constraint_set=constraint_set)
         if got.done:
             raise BdgenError(
                 f"generation run {got.run_id} ({model_id}, {method_spec(method).format()}, "
@@ -108,8 +151,8 @@ class GenerationRuns(Claims, Identities):
         return got
 
     def claim_generation_run(self, model_id: str, method: MethodSpec | str, seed: int,
-                             num_samples: int, steps: int, *,
-                             no_mlflow: bool = False) -> GenerationClaim:
+                             num_samples: int, steps: int, *, no_mlflow: bool = False,
+                             constraint_set: str | None = None) -> GenerationClaim:
         """Claim a generation run for this process (sweeps): ``.won`` with the row id and
         the claim, or not won because it is done (``.done``) or another live process has
         it (``.holder``). A failed row, or a running row whose claim is dead, is taken over.
@@ -119,21 +162,23 @@ class GenerationRuns(Claims, Identities):
         one wins, on SQLite and PostgreSQL alike.
         """
         return self._claim_generation(model_id, method, seed, num_samples, steps,
-                                      no_mlflow=no_mlflow)
+                                      no_mlflow=no_mlflow, constraint_set=constraint_set)
 
     def _claim_generation(self, model_id: str, method: MethodSpec | str, seed: int,
                           num_samples: int, steps: int, *, no_mlflow: bool,
-                          mlflow_run_id: str | None = None,
-                          force: bool = False) -> GenerationClaim:
+                          mlflow_run_id: str | None = None, force: bool = False,
+                          constraint_set: str | None = None) -> GenerationClaim:
         for name, v in (("seed", seed), ("num_samples", num_samples), ("steps", steps)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise BdgenError(f"{name} must be an integer, got {v!r}")
         spec = method_spec(method)
+        check_constraint_set(spec, constraint_set)
         self.get_or_create_method(spec)
         now = utcnow()
         with self.session() as s:
             model_pk = self._model_pk(s, model_id)
-            series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps)
+            series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps,
+                                  constraint_set)
             key = {"series_pk": series.id, "seed": seed}
             row = s.scalars(select(GenerationRun).filter_by(**key)).one_or_none()
             if row is not None and row.status == "succeeded" and not force:
@@ -152,9 +197,10 @@ class GenerationRuns(Claims, Identities):
             row.code_version, row.host = code_version(), hostname()
             row.mlflow_run_id, row.no_mlflow, row.provenance = (mlflow_run_id, no_mlflow,
                                                                BDGEN_PROVENANCE)
+            row.constraint_set = constraint_set
             s.flush()
             if existed:  # its evaluations are gone: the series' summaries change
-                summaries.refresh(s.connection(), [series.id])
+                summaries.refresh(s.connection(), [series.id, *_drop_measurements(s, row)])
             return GenerationClaim(row.id, attempt.claim, None)
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
@@ -199,7 +245,8 @@ class GenerationRuns(Claims, Identities):
             release_in(s, *_claim_of(s, row))
             if not isinstance(row, DenoisingEvaluation):  # its evaluations no longer count
                 s.flush()
-                summaries.refresh(s.connection(), [row.series_pk])
+                dropped = _drop_measurements(s, row) if isinstance(row, GenerationRun) else []
+                summaries.refresh(s.connection(), [row.series_pk, *dropped])
 
     def link_mlflow_run(self, kind: str, row_id: int, mlflow_run_id: str) -> None:
         """Record ``mlflow_run_id`` on a generation/evaluation row (and clear ``no_mlflow``)."""

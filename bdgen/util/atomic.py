@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -84,8 +85,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{socket.gethostname()}.",
                                suffix=".tmp", dir=path.parent)
     try:
-        kwargs = {} if "b" in mode else {"encoding": "utf-8"}
-        with os.fdopen(fd, mode, **kwargs) as fh:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             if fsync:
                 fh.flush()
@@ -114,8 +114,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> 
         fh.write("\n")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+def canonical(obj: Any) -> Any:
+    """A fresh copy of a plain structure (dict, list, tuple, str; other leaves as they are)
+    with every string interned and no container shared.
+
+    Pickle memoises by object identity, so two equal structures whose strings or tuples
+    are shared differently (a dict key written as a literal vs one read back from a file)
+    pickle to different bytes. The canonical copy makes the bytes a function of the value:
+    a checkpoint resumed from disk equals, byte for byte, the one of a straight run.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(canonical(v) for v in obj)
+    return obj
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` of :func:`canonical` of ``obj``, in memory (equal values, equal bytes)."""
+    import io
+
     import torch
 
-    with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+    buf = io.BytesIO()
+    torch.save(canonical(obj), buf)
+    return buf.getvalue()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write :func:`torch_bytes` of ``obj`` atomically."""
+    atomic_write_bytes(path, torch_bytes(obj))

@@ -1,5 +1,6 @@
 """Deterministic fault injection: ``$BDGEN_FAULT=<point>:<k>[,<point>:<k>...]`` makes the
-process kill itself with SIGKILL the k-th time it passes the named point (k >= 1).
+process kill itself with SIGKILL the k-th time it passes the named point (k >= 1);
+``<point>:<k>:term`` sends SIGTERM instead (the graceful path: the job fails its rows).
 
 Kill-safety tests use it instead of sleeps: the kill lands exactly where they ask, every
 time. With the variable unset a fault point costs one environment lookup.
@@ -33,26 +34,31 @@ ENV_FAULT_ONCE = "BDGEN_FAULT_ONCE"
 _hits: Counter[str] = Counter()
 
 
-def _targets(spec: str) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _targets(spec: str) -> dict[str, tuple[int, signal.Signals]]:
+    out: dict[str, tuple[int, signal.Signals]] = {}
     for item in spec.split(","):
-        point, _, k = item.strip().rpartition(":")
+        item = item.strip()
+        sig = signal.SIGKILL
+        if item.endswith(":term"):
+            item, sig = item[:-len(":term")], signal.SIGTERM
+        point, _, k = item.rpartition(":")
         if point and k.isdigit():
-            out[point] = int(k)
+            out[point] = (int(k), sig)
     return out
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process if ``$BDGEN_FAULT`` asks for it at this pass of ``name``."""
+    """Kill this process if ``$BDGEN_FAULT`` asks for it at this pass of ``name``."""
     spec = os.environ.get(ENV_FAULT)
     if not spec:
         return
     _hits[name] += 1
-    if _targets(spec).get(name) == _hits[name]:
+    target = _targets(spec).get(name)
+    if target is not None and target[0] == _hits[name]:
         once = os.environ.get(ENV_FAULT_ONCE)
         if once:
             try:
                 os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 return  # fired already (in an earlier attempt)
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), target[1])

@@ -1,8 +1,8 @@
 """job claims: leases (token, host, pid, heartbeat) on generation runs, evaluations, denoising
 evaluations and training runs, so a claim of a dead process is taken over within a minute.
 
-Revision ID: 0003_claim_leases
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02 06:40:00.000000
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_claim_leases"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
