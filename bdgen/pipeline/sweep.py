@@ -250,6 +250,7 @@ class _Sweep:
                 elif not got.won:  # a live process holds it: look again later
                     left.append(seed)
                 else:
+                    assert got.run_id is not None and got.claim is not None
                     claims.append((seed, got.run_id))
                     self.rows[got.run_id] = cell
                     self.held[got.run_id] = got.claim
@@ -376,7 +377,7 @@ class _Sweep:
                     info = self.store.find_generation_run(pm.model_id, method, seed, self.n,
                                                           self.steps)
                     status = info.status if info is not None else "missing"
-                    if status == "succeeded":
+                    if info is not None and status == "succeeded":
                         s.done += 1
                         if self.evaluate and not self._evaluated(info.id):
                             s.missing_evaluations += 1
