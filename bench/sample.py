@@ -2,6 +2,7 @@
 
     python bench/sample.py [--device cpu|cuda] [--num-samples 1000] [--steps 100]
                            [--model CKPT] [--methods a,b] [--profile] [--compile]
+                           [--compile-graphs] [--precision fp32|bf16|tf32] [--seed-batch K]
 
 For each method it samples ``num_samples x steps`` twice with the small model (randomly
 initialised and perturbed so that logits are not all zero, or a checkpoint via --model):
@@ -72,6 +73,33 @@ def load(args, device):
     return model.to(device).eval(), process, RPLAN_VOCAB, RPLAN_ROOMS
 
 
+def seed_batch_figures(args, model, process, vocab, dist, device, graphs) -> None:
+    """K seeds of each method: K separate calls vs one batch, and whether every seed's
+    tokens are identical (they must be on CPU; on CUDA kernels may depend on the batch)."""
+    from bdgen.diffusion.seed_batch import sample_seeds
+
+    seeds = [args.seed + k for k in range(args.seed_batch)]
+    rooms = {s: draw_num_rooms(dist, args.num_samples, s) for s in seeds}
+    print(f"\nseed batches: {len(seeds)} seeds x {args.num_samples} samples x {args.steps} "
+          "steps")
+    for name in args.methods.split(","):
+        m = dataclasses.replace(Method.parse(name), precision=args.precision)
+        sample_seeds(model, process, vocab, {s: r[:8] for s, r in rooms.items()}, m, 2,
+                     device, cuda_graphs=graphs)  # warm-up
+        alone, t_alone = {}, 0.0
+        for s in seeds:
+            out, dt = timed(lambda s=s, m=m: sample(model, process, vocab, rooms[s], m, args.steps,
+                                               s, device, batch_size=args.batch_size,
+                                               cuda_graphs=graphs), device)
+            alone[s], t_alone = out, t_alone + dt
+        together, t_tog = timed(lambda m=m: sample_seeds(
+            model, process, vocab, rooms, m, args.steps, device, batch_size=args.batch_size,
+            cuda_graphs=graphs), device)
+        same = all(torch.equal(alone[s].tokens, together[s].tokens) for s in seeds)
+        print(f"{m.format():47s} separate {t_alone:7.3f} s | one batch {t_tog:7.3f} s | "
+              f"{t_alone / t_tog:5.2f}x  identical-per-seed={same}", flush=True)
+
+
 def timed(fn, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -114,8 +142,15 @@ def main() -> None:
                          "pack_real_positions = False)")
     ap.add_argument("--no-cuda-graphs", action="store_true",
                     help="optimised setting on CUDA without the CUDA-graph forward")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="run the optimised setting in this precision (method suffix _bf16)")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "tf32"], default="fp32",
+                    help="run the optimised setting in this precision (method suffix _bf16 "
+                         "/ _tf32)")
+    ap.add_argument("--compile-graphs", action="store_true",
+                    help="with --compile: keep the sampler's CUDA graph of the compiled "
+                         "forward (fused kernels, one launch per step)")
+    ap.add_argument("--seed-batch", type=int, default=0, metavar="K",
+                    help="also time K seeds sampled as K calls vs one batch "
+                         "(bdgen.diffusion.seed_batch) and compare each seed's tokens")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,7 +164,8 @@ def main() -> None:
     if args.compile:
         model = torch.compile(model, mode=args.compile_mode)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
-    graphs = device.type == "cuda" and not (args.no_cuda_graphs or args.compile)
+    graphs = device.type == "cuda" and not (args.no_cuda_graphs or (
+        args.compile and not args.compile_graphs))
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
           f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
           f"steps, model {args.model or args.preset}, torch {torch.__version__}")
@@ -186,6 +222,8 @@ def main() -> None:
             same = torch.equal(torch.cat(full_tokens), torch.cat(tokens))
             line += f"  identical-to-full-loop={same}"
         print(line, flush=True)
+    if args.seed_batch:
+        seed_batch_figures(args, model, process, vocab, dist, device, graphs)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -131,3 +131,23 @@ def worker_half_write(url: str, generation_run_id: int, ready) -> None:
         s.flush()
         ready.set()
         time.sleep(600)
+
+
+def count_rows(url: str) -> dict[str, int]:
+    """Rows per run table (and failed runs, and claims left) of the store at ``url``."""
+    from sqlalchemy import text
+
+    from bdgen.store.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            out = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+                   for t in ("generation_runs", "evaluation_runs", "denoising_evaluations",
+                             "job_claims")}
+            out["failed"] = sum(conn.execute(text(
+                f"SELECT count(*) FROM {t} WHERE status = 'failed'")).scalar_one()
+                for t in ("generation_runs", "evaluation_runs", "denoising_evaluations"))
+    finally:
+        engine.dispose()
+    return out

@@ -62,7 +62,8 @@ def test_generate_writes_self_describing_files(tmp_path):
     assert a.model["version"] == "v1" and a.model["noise"]["type"] == "loglinear"
     assert a.model["id"].startswith("v1-loglinear-") and len(a.model["sha256"]) == 64
     assert written[0].relative_to(out).parts[0] == a.model["id"]
-    assert a.timings["model_calls"] >= 1 and a.timings["samples_per_s"] > 0
+    assert a.timings["device"] == "cpu" and "samples_per_s" not in a.timings
+    assert "model_calls" not in a.timings  # how it was batched: MLflow has it
     assert not torch.equal(a.tokens, c.tokens) or not torch.equal(a.num_rooms, c.num_rooms)
     # same seed -> same samples
     again = generate(ck, ["llada_topp0.9_no_remask"], [1], num_samples=7, steps=6,

@@ -221,6 +221,12 @@ def test_report_legacy_reproduces_comparison_md(legacy_db, legacy_dir, tmp_path)
 
 
 def test_report_on_empty_store_is_an_error(tmp_path):
+    from bdgen.store.api import Store
+
+    out = run("report", "--db", str(tmp_path / "missing.db"), "--out", str(tmp_path / "r"),
+              code=2)  # a store that does not exist is not created (issue 14)
+    assert "does not exist" in out and not (tmp_path / "missing.db").exists()
+    Store.open(str(tmp_path / "empty.db")).close()
     out = run("report", "--db", str(tmp_path / "empty.db"), "--out", str(tmp_path / "r"),
               code=2)
     assert "no results" in out and not (tmp_path / "r").exists()

@@ -60,7 +60,7 @@ def guidance_for(draw, remasking: str | None) -> Guidance:
 @st.composite
 def methods(draw) -> Method:
     kw: dict = {"unmasking": draw(st.sampled_from(UNMASKING_MODES)), "v2": draw(st.booleans()),
-                "precision": draw(st.sampled_from(("fp32", "bf16")))}
+                "precision": draw(st.sampled_from(("fp32", "bf16", "tf32")))}
     sampling = draw(st.sampled_from(("topp", "argmax", "temp")))
     if sampling == "topp":
         kw["top_p"] = draw(unit_open)

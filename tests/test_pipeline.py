@@ -283,6 +283,7 @@ def test_sweep_job_summarises_what_it_did(e2e):
     ws, _, model, gens, _ = e2e
     summary = sweep(ws, [model.model_id], METHODS, SEEDS, N, STEPS, device="cpu")
     assert not summary.generated and not summary.evaluated
-    assert sorted(r.generation_run_id for r in summary.skipped) == sorted(
-        g.generation_run_id for g in gens)
+    assert sorted(summary.skipped) == sorted(g.generation_run_id for g in gens)
     assert summary.line() == f"sweep: 0 run(s) done here, {len(gens)} already in the store"
+    assert summary.complete and summary.done == len(gens)
+    assert summary.status_line().startswith(f"grid complete: {len(gens)}/{len(gens)} runs")

@@ -54,7 +54,7 @@ def test_bf16_names_round_trip(name: str) -> None:
 
 
 def test_unknown_precision_is_an_error() -> None:
-    with pytest.raises(BdgenError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+    with pytest.raises(BdgenError, match="unknown precision 'fp16'; valid: fp32, bf16, tf32"):
         Method(precision="fp16")
     with pytest.raises(BdgenError, match="invalid method name"):
         Method.parse("llada_topp0.9_no_remask_fp16")

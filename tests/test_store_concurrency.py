@@ -118,3 +118,55 @@ def test_writer_killed_mid_transaction_leaves_nothing_and_rerun_succeeds(store_u
         assert s.get(EvaluationRun, ev).status == "succeeded"
     assert store.counts()["metric_values"] == 5
     store.close()
+
+
+# --- N concurrent `bdgen sweep` processes over one grid (issue 13 items 1 and 5) ---------
+SWEEPS = 4
+GRID_METHODS = ("random_argmax_no_remask", "llada_topp0.9_no_remask")
+GRID_SEEDS = (1, 2, 3)
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_do_every_run_and_the_denoising_once(store_url, tmp_path,
+                                                              monkeypatch):
+    """4 sweeps of the same grid (with evaluation and the model's denoising metrics) at
+    once: every process exits 0, the store holds each run, evaluation and denoising
+    evaluation exactly once, and MLflow holds exactly one run of each."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _store_support import count_rows
+
+    from bdgen.diffusion.trainer import TrainConfig
+    from bdgen.pipeline.data import prepare_dataset
+    from bdgen.pipeline.tracked_train import tracked_train
+    from bdgen.pipeline.workspace import init_workspace
+    from bdgen.tracking import Tracker, experiment_name
+
+    monkeypatch.setenv("BDGEN_DB_URL", store_url)
+    ws = init_workspace(tmp_path / "ws")
+    _, data = prepare_dataset("synthetic", num_graphs=120, seed=0, workspace=ws)
+    model = tracked_train(ws, data, model="tiny", device="cpu", progress=False,
+                          config=TrainConfig(steps=6, batch_size=16, checkpoint_every=100,
+                                             val_every=100, log_every=3))
+    env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BDGEN_DB_URL": store_url}
+    cmd = [sys.executable, "-c", "from bdgen.cli.main import cli; cli()", "sweep",
+           "--models", model.model_id, "--methods", ",".join(GRID_METHODS), "--seeds",
+           ",".join(map(str, GRID_SEEDS)), "--num-samples", "16", "--steps", "5",
+           "--device", "cpu"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(SWEEPS)]
+    outs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * SWEEPS, outs
+    assert not any("Traceback" in o for o in outs), outs
+    runs = len(GRID_METHODS) * len(GRID_SEEDS)
+    counts = count_rows(store_url)
+    assert counts == {"generation_runs": runs, "evaluation_runs": runs,
+                      "denoising_evaluations": 1, "failed": 0, "job_claims": 0}, counts
+    tracker = Tracker.for_workspace(ws.root)
+    exp = experiment_name(model.dataset_id)
+    per_kind = {k: len(tracker.find_runs(exp, {"bdgen.kind": k}))
+                for k in ("generate", "evaluate", "denoising")}
+    assert per_kind == {"generate": runs, "evaluate": runs, "denoising": 1}, per_kind

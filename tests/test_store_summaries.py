@@ -6,7 +6,6 @@ the per-seed path. Runs on SQLite and PostgreSQL (``store_url``)."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -108,8 +107,8 @@ def test_pipeline_claim_takeover_keeps_summaries_exact(store):
     gid = make_generation_run(store, seed=1)
     store.record_evaluation(gid, _metrics(1))
     store.fail_run(gid, "samples corrupt")
-    got = store.claim_generation_run(MODEL, METHOD, 1, 100, 10, stale_after=timedelta(0))
-    assert got == gid
+    got = store.claim_generation_run(MODEL, METHOD, 1, 100, 10)
+    assert got.won and got.run_id == gid
     assert_consistent(store)
     assert store.summary_results() == []
 

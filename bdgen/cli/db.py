@@ -14,12 +14,12 @@ def db_option(f):
     return click.option("--db", "db", default=None, metavar="URL-OR-PATH", help=DB_HELP)(f)
 
 
-def _engine(db: str | None):
+def _engine(db: str | None, readonly: bool = False):
     from bdgen.pipeline.store import store_url
     from bdgen.store.engine import make_engine
 
     url = store_url(db)
-    return url, make_engine(url)
+    return url, make_engine(url, readonly=readonly)
 
 
 def _connect_error(url: str, exc: Exception):
@@ -81,7 +81,7 @@ def current(db: str | None) -> None:
     from bdgen.store import migrate
     from bdgen.store.engine import redact
 
-    url, engine = _engine(db)
+    url, engine = _engine(db, readonly=True)  # a missing SQLite file: error, not created
     try:
         rev = migrate.current_revision(engine)
     except DBAPIError as exc:

@@ -60,7 +60,7 @@ def load_results(db: str | None, models: Sequence[str] = (), where: Sequence[str
     if profile is not None:
         for key, values in profile.field_equalities(WHERE_COLUMNS).items():
             sql_where.setdefault(key, values)
-    store = open_store(db)
+    store = open_store(db, readonly=True)
     try:
         query = store.method_results if per_seed else store.summary_results
         results = query(model=models[0] if len(models) == 1 else None, where=sql_where,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -97,32 +98,67 @@ def _csv(text: str) -> list[str]:
 
 
 @click.command()
-@click.option("--models", required=True,
+@click.option("--models", default=None,
               help="Comma-separated checkpoint files "
                    "(e.g. artifacts/models/<run>/checkpoint_final.pt) or model ids from the "
                    "store (e.g. v1-loglinear-3fa9c0d2e1).")
-@click.option("--methods", required=True, help="Comma-separated method names.")
-@click.option("--seeds", default="42,123,456,789,1337", show_default=True)
-@click.option("--num-samples", type=int, default=1000, show_default=True)
-@click.option("--steps", type=int, default=100, show_default=True)
+@click.option("--methods", default=None, help="Comma-separated method names.")
+@click.option("--seeds", default=None, help="Comma-separated seeds [42,123,456,789,1337].")
+@click.option("--num-samples", type=int, default=None, help="[1000]")
+@click.option("--steps", type=int, default=None, help="[100]")
+@click.option("--params", "params_path", default=None, type=click.Path(dir_okay=False),
+              help="Take the grid (models from the train receipts, methods, seeds, sizes, "
+                   "device, workspace) from this params.yaml; options override it.")
 @click.option("--batch-size", type=int, default=None)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default=None, help="auto, cpu or cuda[:N] [auto].")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
-              help="Evaluate each run this process generated.")
+              help="Evaluate every run of the grid and each model's denoising metrics.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: this machine; ray: a Ray cluster.")
+@click.option("--address", default=None,
+              help="Ray cluster address (ray start --head ...); default: a local Ray.")
+@click.option("--seed-batch/--no-seed-batch", default=False, show_default=True,
+              help="Sample all seeds of a (model, method) in one batch (same samples per "
+                   "seed; faster on a GPU).")
+@click.option("--eval-workers", type=int, default=None,
+              help="Local engine: evaluation processes [cores - 2, 1..8].")
+@click.option("--wait/--no-wait", "wait_for_others", default=True, show_default=True,
+              help="Wait for runs other processes hold (taking over failed/stale ones).")
 @_NO_MLFLOW
-def sweep(models: str, methods: str, seeds: str, num_samples: int, steps: int,
-          batch_size: int | None, device: str, evaluate: bool, no_mlflow: bool) -> None:
-    """Generate (and evaluate) a models x methods x seeds grid outside DVC.
+def sweep(models: str | None, methods: str | None, seeds: str | None,
+          num_samples: int | None, steps: int | None, params_path: str | None,
+          batch_size: int | None, device: str | None, evaluate: bool, engine: str,
+          address: str | None, seed_batch: bool, eval_workers: int | None,
+          wait_for_others: bool, no_mlflow: bool) -> None:
+    """A study as one job: generate, evaluate and denoise a models x methods x seeds grid.
 
-    Runs the store already has are skipped. Safe to start as N parallel processes (e.g. one
-    per GPU with --device cuda:K): each run is claimed atomically in the store, and a
-    process that loses the claim skips it.
+    Every (model, method, seed) the store has is skipped; each other run is claimed in the
+    store before it is done, so several sweeps (or a sweep and `bdgen generate`) on one
+    store never do a run twice. Ends with the grid's state; exit status 3 when the grid
+    is incomplete (failed runs, or runs still held by others with --no-wait).
     """
-    from bdgen.pipeline.generate import parse_seeds
+    from bdgen.pipeline.generate import DEFAULT_SEEDS, parse_seeds
+    from bdgen.pipeline.sweep import INCOMPLETE_EXIT, sweep_from_params
     from bdgen.pipeline.sweep import sweep as run_sweep
     from bdgen.pipeline.workspace import Workspace
 
-    summary = run_sweep(Workspace.find(), _csv(models), _csv(methods), parse_seeds(seeds),
-                        num_samples, steps, batch_size=batch_size, device=device,
-                        evaluate=evaluate, no_mlflow=no_mlflow)
+    grid = sweep_from_params(params_path) if params_path else {}
+    if models is None and not grid:
+        raise click.UsageError("give --models and --methods, or --params")
+    if methods is None and not grid:
+        raise click.UsageError("give --methods (or --params)")
+    ws = grid.get("workspace") or Workspace.find()
+    summary = run_sweep(
+        ws, _csv(models) if models else grid["models"],
+        _csv(methods) if methods else grid["methods"],
+        parse_seeds(seeds) if seeds else grid.get("seeds", list(DEFAULT_SEEDS)),
+        num_samples or grid.get("num_samples", 1000), steps or grid.get("steps", 100),
+        batch_size=batch_size, device=device or grid.get("device", "auto"),
+        evaluate=evaluate, no_mlflow=no_mlflow, engine=engine, address=address,
+        seed_batch=seed_batch, eval_workers=eval_workers, wait_for_others=wait_for_others)
+    for err in summary.errors:
+        click.echo(f"error: {err}", err=True)
     click.echo(summary.line())
+    click.echo(summary.status_line())
+    if not summary.complete:
+        sys.exit(INCOMPLETE_EXIT)

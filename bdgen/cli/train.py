@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -68,12 +70,21 @@ def train(dataset: str, noise: str, model: str, steps: int, batch_size: int,
         rec = tracked_train(ws, dataset, noise=noise, model=model, config=config,
                             out_dir=out, resume=resume, device=device,
                             progress=not quiet, no_mlflow=no_mlflow)
+        if rec.already_finished:
+            click.echo(f"run {Path(rec.checkpoint).parent} already finished at step "
+                       f"{rec.step}: nothing to do (model {rec.model_id}, {rec.checkpoint} "
+                       "unchanged)")
+            return
         click.echo(f"model {rec.model_id}: step {rec.step}, final loss {rec.final_loss:.4f}, "
                    f"{rec.checkpoint} (sha256 {rec.sha256[:12]}, MLflow run "
                    f"{rec.mlflow_run_id or 'none'})")
         return
     res = train_model(dataset, noise=noise, model=model, config=config, out_dir=out,
                    resume=resume, device=device, progress=not quiet)
+    if res.already_finished:
+        click.echo(f"run {res.run_dir} already finished at step {res.step}: nothing to do "
+                   f"({res.checkpoint} unchanged)")
+        return
     val = (f", val loss {res.val.loss:.4f} (node acc {res.val.node_accuracy:.3f}, edge acc "
            f"{res.val.edge_accuracy:.3f})" if res.val else "")
     click.echo(f"trained to step {res.step} (from {res.resumed_from}): final loss "

@@ -4,16 +4,21 @@ A samples file is ``torch.save`` of a plain dict (tensors, str, int, float, bool
 lists and dicts only), so ``torch.load(..., weights_only=True)`` reads it without
 unpickling code. It carries the tokens plus everything needed to know where they came
 from: the method name and its legacy config, the model's identity and hash, seed, steps,
-library/format version and timings. Writes are atomic (temp file + ``os.replace``).
+library/format version and the sampling facts (model calls, rows evaluated, device, batch).
+Writes are atomic (temp file + ``os.replace``).
+
+Identity is content: the same model, method, seed and code give a byte-identical file (and
+so the same sha256). Wall-clock facts (when it was made, seconds, samples/s) are therefore
+not written; they live on the store row (``duration_s``, ``finished_at``) and the MLflow run
+(``gen/wall_s``, ``gen/samples_per_s``). Files written before this rule, which carry
+``created`` and wall-clock ``timings``, still load.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +27,21 @@ import torch
 from bdgen import __version__
 from bdgen.data.vocab import EDGE_VOCAB_SIZE, NODE_VOCAB_SIZE, VocabConfig
 from bdgen.errors import BdgenError
-from bdgen.util.atomic import atomic_write_bytes
+from bdgen.util.atomic import atomic_write_bytes, torch_bytes
 
 SAMPLES_FORMAT_VERSION = 1
 #: Keys that files written before guided sampling do not have.
 OPTIONAL_KEYS = ("constraints", "diagnostics")
+#: Wall-clock facts kept out of the file (they would make identical samples differ).
+WALL_CLOCK_TIMINGS = ("wall_s", "samples_per_s")
+#: How the run was batched, kept out too: the same samples drawn alone or with other seeds
+#: in one batch (bdgen.diffusion.seed_batch) take different model calls, and on CUDA the
+#: early stop is seen a step or two later or sooner from run to run. MLflow has them.
+BATCHING_TIMINGS = ("model_calls", "rows_evaluated")
+#: Kept in memory and read from older files, never written.
+UNWRITTEN_KEYS = ("created",)
 MODEL_KEYS = ("id", "sha256", "version", "noise", "dataset_hash", "dataset_id", "n_max",
               "split")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -46,9 +55,9 @@ class SamplesFile:
     seed: int
     steps: int
     num_samples: int
-    timings: dict[str, Any]             # {"wall_s", "samples_per_s", "model_calls"}
+    timings: dict[str, Any]   # {"device", "batch_size", ...} as written
     bdgen_version: str = ""
-    created: str = ""
+    created: str = ""         # files written by older bdgen only (not written any more)
     # Guided runs only: the compiled constraint set with its P90 normalisers
     # (``ConstraintSet.to_dict()`` plus ``"identity"``), and the per-step diagnostics
     # (name -> list of per-step floats). Unguided files carry None.
@@ -58,8 +67,6 @@ class SamplesFile:
     def __post_init__(self) -> None:
         if not self.bdgen_version:
             self.bdgen_version = __version__
-        if not self.created:
-            self.created = _now()
 
     @property
     def n_max(self) -> int:
@@ -68,7 +75,10 @@ class SamplesFile:
     def to_dict(self) -> dict[str, Any]:
         # Optional keys are left out when None, so unguided files keep their old bytes.
         d = {f.name: getattr(self, f.name) for f in fields(self)
-             if not (f.name in OPTIONAL_KEYS and getattr(self, f.name) is None)}
+             if not (f.name in OPTIONAL_KEYS and getattr(self, f.name) is None)
+             and f.name not in UNWRITTEN_KEYS}
+        d["timings"] = {k: v for k, v in self.timings.items()
+                        if k not in WALL_CLOCK_TIMINGS + BATCHING_TIMINGS}
         d["tokens"] = self.tokens.detach().to("cpu", torch.int64).contiguous()
         d["pad_mask"] = self.pad_mask.detach().to("cpu", torch.bool).contiguous()
         d["num_rooms"] = self.num_rooms.detach().to("cpu", torch.int64).contiguous()
@@ -119,9 +129,7 @@ def save_samples(sf: SamplesFile, path: str | os.PathLike[str]) -> str:
     """Validate and write ``sf`` atomically; returns the sha256 of the written file."""
     path = Path(path)
     validate_samples(sf, str(path))
-    buf = io.BytesIO()
-    torch.save(sf.to_dict(), buf)
-    data = buf.getvalue()
+    data = torch_bytes(sf.to_dict())
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -142,7 +150,7 @@ def load_samples(path: str | os.PathLike[str]) -> SamplesFile:
         raise BdgenError(f"{path}: samples format_version {d['format_version']!r} is not "
                          f"supported (expected {SAMPLES_FORMAT_VERSION})")
     names = [f.name for f in fields(SamplesFile)]
-    missing = [n for n in names if n not in d and n not in OPTIONAL_KEYS]
+    missing = [n for n in names if n not in d and n not in OPTIONAL_KEYS + UNWRITTEN_KEYS]
     if missing:
         raise BdgenError(f"{path}: samples file lacks {', '.join(missing)}")
     sf = SamplesFile(**{n: d[n] for n in names if n in d})

@@ -7,7 +7,7 @@ round-trips exactly. Grammar::
     [v2_] {random|llada} _ {topp<p>|argmax|temp<T>} _ {no_remask
                                                      |remdm_confidence_tsw<t>
                                                      |remdm_{cap|rescale}_eta<e>[_tsw<t>]}
-    [_bf16] [_guided_...]
+    [_bf16|_tf32] [_guided_...]
 
 Only this ASCII grammar is accepted: no surrounding whitespace or newline, no look-alike
 digits, and every number in its one canonical spelling, Python ``str()`` of the value
@@ -26,8 +26,9 @@ Backward-compatible extensions, so that distinct configurations always get disti
   name). ``top_p=None`` means "no nucleus sampling".
 * temperature sampling is ``temp{T}`` (as in the legacy scheme).
 * a ``_bf16`` suffix: the denoiser runs in bfloat16 mixed precision
-  (:mod:`bdgen.model.precision`), which changes the samples; float32 (every legacy name)
-  has no suffix.
+  (:mod:`bdgen.model.precision`), which changes the samples; ``_tf32``: float32 with its
+  matrix products in TensorFloat-32 on CUDA (also changes them; equal to float32 on CPU);
+  float32 (every legacy name) has no suffix.
 * a guided method (constraint guidance, :class:`bdgen.guidance.names.Guidance`) appends
   ``_guided_`` and its settings to the unguided name; the grammar of that part, canonical
   and legacy, is in :mod:`bdgen.guidance.names`.
@@ -69,7 +70,7 @@ GUIDED_MARK = "_guided_"
 
 GRAMMAR = (
     "[v2_]{random|llada}_{topp<p>|argmax|temp<T>}_"
-    "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}[_bf16]"
+    "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}[_bf16|_tf32]"
     "[_guided_...]"
 )
 
@@ -80,7 +81,7 @@ _NAME_RE = re.compile(
     rf"(?:(?P<none>no_remask)"
     rf"|remdm_confidence_tsw(?P<conf_tsw>{_NUM})"
     rf"|remdm_(?P<strategy>[a-z]+)_eta(?P<eta>{_NUM})(?:_tsw(?P<tsw>{_NUM}))?)"
-    r"(?:_(?P<precision>bf16))?", re.ASCII
+    r"(?:_(?P<precision>bf16|tf32))?", re.ASCII
 )
 
 # The legacy grid of spec §5.8 (v1 loglinear + linear names; v2 adds the prefix).

@@ -34,7 +34,7 @@ of the renormalised nucleus), temperature ``[B, S, V]`` float64 Gumbel noise (u 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -119,6 +119,17 @@ def _cumsum_last(x: Tensor) -> Tensor:
     return x.movedim(-1, 0).cumsum(0).movedim(0, -1)
 
 
+def uniform(generator: torch.Generator, shape: Sequence[int], device: torch.device,
+            dtype: torch.dtype = torch.float32) -> Tensor:
+    """U[0, 1) draws of ``shape``, the reverse step's only source of randomness.
+    ``generator``: a ``torch.Generator``, or an object with ``rand(shape, device, dtype)``
+    that draws each block of rows from its own stream (several seeds in one batch,
+    :class:`bdgen.diffusion.seed_batch.RowStreams`, passed where a generator goes)."""
+    if isinstance(generator, torch.Generator):
+        return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return generator.rand(tuple(shape), device, dtype)  # type: ignore[unreachable]
+
+
 def draw_candidates(logits: Tensor, method: Method, generator: torch.Generator,
                     probs: Tensor | None = None) -> Tensor:
     """Step (3): one token per position of ``logits [..., S, V]`` (top-p > argmax >
@@ -130,15 +141,14 @@ def draw_candidates(logits: Tensor, method: Method, generator: torch.Generator,
         cs = _cumsum_last(sp)
         kept = sp * ((cs - sp) < method.top_p)    # preceding mass >= top_p is dropped
         kcs = _cumsum_last(kept)
-        r = torch.rand((*logits.shape[:-1], 1), generator=generator,
-                       device=logits.device) * kcs[..., -1:]
+        r = uniform(generator, (*logits.shape[:-1], 1), logits.device) * kcs[..., -1:]
         idx = (kcs <= r).sum(-1, keepdim=True)
         last = ((kept > 0).sum(-1, keepdim=True) - 1).clamp_min(0)
         return si.gather(-1, torch.minimum(idx, last)).squeeze(-1)
     if method.temperature == 0.0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device,
-                   dtype=torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
+    u = uniform(generator, logits.shape, logits.device,
+                torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
     g = -torch.log(-torch.log(u))
     return ((logits / method.temperature).to(torch.float64) + g).argmax(-1)
 
@@ -166,7 +176,7 @@ def draw_coins(plan: Plan, x: Tensor, p_unmask: Tensor, generator: torch.Generat
     """Step (1), ``random`` unmasking only: reveal masked l iff ``U_l < p_unmask``."""
     if plan.method.unmasking != "random":
         return None
-    u = torch.rand(x.shape, generator=generator, device=x.device)
+    u = uniform(generator, x.shape, x.device)
     return (x == plan.mask_tok) & (u < p_unmask)
 
 
@@ -224,7 +234,7 @@ def remask(plan: Plan, x: Tensor, probs: Tensor | None, i: int, generator: torch
         if boost is not None:
             tok_p = tok_p + boost
     sig = plan.remasker.probabilities(sigma_max, candidates, tok_p)
-    remasked = candidates & (torch.rand(x.shape, generator=generator, device=dev) < sig)
+    remasked = candidates & (uniform(generator, x.shape, dev) < sig)
     return torch.where(remasked, plan.mask_tok, x), remasked
 
 

@@ -9,8 +9,7 @@ the optimiser / LR-schedule / RNG states.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,6 @@ from bdgen.util.atomic import atomic_torch_save
 
 FORMAT = "bdgen-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -51,7 +46,7 @@ class Checkpoint:
     scheduler_state: dict[str, Any] | None = None
     rng_state: dict[str, Any] | None = None
     bdgen_version: str = __version__
-    created: str = field(default_factory=_now)
+    created: str = ""               # older files only: not written (see module docstring)
 
     @property
     def vocab(self) -> VocabConfig:
@@ -64,7 +59,9 @@ class Checkpoint:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
     """Write atomically: a temp file in the same directory, then ``os.replace``."""
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(ckpt)}
+    body = asdict(ckpt)
+    body.pop("created")  # identity is content: no wall-clock time in the file
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
     atomic_torch_save(payload, path)
 
 

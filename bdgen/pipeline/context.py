@@ -6,15 +6,18 @@ DVC-tracked artifacts. Order inside every job, so failures leave nothing half-re
 1. the tracker is opened (an unreachable MLflow server fails here, before any store row);
 2. all arguments are validated and the inputs loaded and hashed (once);
 3. the MLflow run is opened with all config as params;
-4. the store row is claimed (generation) with the MLflow run id on it;
+4. the store row is claimed (:mod:`bdgen.store.claims`) with the MLflow run id on it, and
+   the claim's heartbeat renewed while the job works (:mod:`.heartbeat`);
 5. the science runs and writes its file atomically (temp file + ``os.replace``);
 6. the file is ``dvc add``-ed; md5/sha256 go on the MLflow run (tags) and the sha256 and
    path on the store row, which is marked succeeded last;
 7. the MLflow run is tagged with the store row ids and closed.
 
 A job killed anywhere before (6) leaves at most a ``running`` store row without a samples
-path (taken over by the next attempt) and a FAILED/RUNNING MLflow run; never a registered
-file that is not complete.
+path whose claim stops beating (taken over by the next attempt: at once on the same host,
+after the lease expiry elsewhere) and a FAILED/RUNNING MLflow run; never a registered file
+that is not complete. SIGTERM inside a job raises :class:`~.heartbeat.JobTerminated`, so
+the job fails its row and closes its MLflow run as for any error.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bdgen.errors import BdgenError
+from bdgen.pipeline.heartbeat import sigterm_as_exception
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import Store
@@ -101,7 +105,8 @@ class JobContext:
         tracker = tracker_for(workspace, no_mlflow)
         store = open_store(workspace=workspace)
         try:
-            yield cls(workspace, store, tracker)
+            with sigterm_as_exception():
+                yield cls(workspace, store, tracker)
         finally:
             store.close()
 

@@ -33,6 +33,7 @@ from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, 
 from bdgen.pipeline.constraint_sets import load_constraints
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_sha256
 
 DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
@@ -197,24 +198,20 @@ def prepare_generation(model_path: str | Path, methods: Sequence[str],
 def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_samples: int,
                    steps: int, path: Path, *, batch_size: int | None = None,
                    early_stop: bool = True,
-                   progress: Callable[[int], None] | None = None) -> GenerateResult:
-    """Sample one (method, seed) and write its samples file atomically."""
-    ckpt, dev = setup.ckpt, setup.device
-    rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    start = time.perf_counter()
+                   progress: Callable[[int], None] | None = None,
+                   sampled: tuple[SampleOutput | GuidedOutput, float] | None = None
+                   ) -> GenerateResult:
+    """Sample one (method, seed) and write its samples file atomically.
+
+    ``sampled``: this seed's output and wall time when it was sampled already (several
+    seeds in one batch, :func:`sample_seed_batch`); only the file is written then."""
+    dev = setup.device
     cs = setup.constraints if method.guided else None
-    out: SampleOutput | GuidedOutput
-    if cs is not None:
-        out = sample_guided(setup.model, setup.process, ckpt.vocab, rooms, method, cs, steps,
-                            int(seed), dev, batch_size=batch_size, early_stop=early_stop,
-                            progress=progress)
-    else:
-        out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed),
-                     dev, batch_size=batch_size, early_stop=early_stop, progress=progress)
+    out, wall = sampled if sampled is not None else sample_one(
+        setup, method, seed, num_samples, steps, batch_size=batch_size,
+        early_stop=early_stop, progress=progress)
+    fault_point("generate.sampled")
     diagnostics = getattr(out, "diagnostics", None)
-    wall = time.perf_counter() - start
     rate = num_samples / wall if wall > 0 else float("inf")
     sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,
                      method=method.format(), method_config=method.legacy_config(),
@@ -236,6 +233,42 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
     return GenerateResult(path, digest, setup.model_id, method.format(), int(seed),
                           num_samples, steps, wall, rate, out.model_calls,
                           cs.identity if cs is not None else None, diagnostics)
+
+
+def sample_one(setup: GenerationSetup, method: Method, seed: int, num_samples: int,
+               steps: int, *, batch_size: int | None = None, early_stop: bool = True,
+               progress: Callable[[int], None] | None = None) -> tuple[SampleOutput, float]:
+    """One (method, seed) sampled (room counts from the seed), with its wall time."""
+    ckpt, dev = setup.ckpt, setup.device
+    rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed), dev,
+                 batch_size=batch_size, early_stop=early_stop, progress=progress)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return out, time.perf_counter() - start
+
+
+def sample_seed_batch(setup: GenerationSetup, method: Method, seeds: Sequence[int],
+                      num_samples: int, steps: int, *, batch_size: int | None = None
+                      ) -> dict[int, tuple[SampleOutput, float]]:
+    """Every seed of ``method`` sampled in one batch (:mod:`bdgen.diffusion.seed_batch`;
+    each seed's tokens as if sampled alone), with its share of the wall time."""
+    from bdgen.diffusion.seed_batch import sample_seeds
+
+    dist = setup.ckpt.num_rooms_distribution
+    rooms = {int(s): draw_num_rooms(dist, num_samples, int(s)) for s in seeds}
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize(setup.device)
+    start = time.perf_counter()
+    outs = sample_seeds(setup.model, setup.process, setup.ckpt.vocab, rooms, method, steps,
+                        setup.device, batch_size=batch_size)
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize(setup.device)
+    share = (time.perf_counter() - start) / max(1, len(outs))
+    return {s: (o, share) for s, o in outs.items()}
 
 
 def generate(model_path: str | Path, methods: Sequence[str],

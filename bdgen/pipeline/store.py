@@ -27,6 +27,8 @@ def store_url(db: str | None = None, workspace: Workspace | None = None) -> str:
 
 
 def open_store(db: str | None = None, workspace: Workspace | None = None, *,
-               upgrade: bool = True) -> Store:
-    """:meth:`Store.open` on :func:`store_url`."""
-    return Store.open(store_url(db, workspace), upgrade=upgrade)
+               upgrade: bool = True, readonly: bool = False) -> Store:
+    """:meth:`Store.open` on :func:`store_url`. ``readonly`` for commands that only read
+    (leaderboard, compare, report, check): a store that does not exist is an error (a
+    mistyped ``--db`` creates nothing) and SQLite is opened read-only."""
+    return Store.open(store_url(db, workspace), upgrade=upgrade, readonly=readonly)

@@ -14,7 +14,9 @@ from bdgen.eval.registry import lookup
 from bdgen.model.checkpoint import load_checkpoint
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.evaluate import compute_denoising
+from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.tracking import experiment_name
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,28 @@ log = logging.getLogger(__name__)
 
 def denoise_model_once(ctx: JobContext, model_id: str) -> None:
     """Record the denoising metrics of ``model_id`` unless the store has them (or the model
-    has no checkpoint: imported results)."""
+    has no checkpoint: imported results).
+
+    Computed once however many processes ask at the same time: the work is claimed first
+    (``denoising`` claim on the model id); a process that loses the claim skips it (the
+    holder records it), and one that wins checks again that nobody recorded it meanwhile.
+    """
+    if ctx.store.model_needing_denoising(model_id) is None:
+        return
+    attempt = ctx.store.try_claim("denoising", model_id)
+    if attempt.claim is None:
+        assert attempt.holder is not None
+        log.info("%s: denoising metrics are being computed by %s, skipped", model_id,
+                 attempt.holder.describe())
+        return
+    try:
+        with Heartbeat(ctx.store, attempt.claim):
+            _denoise(ctx, model_id)
+    finally:  # recorded (claim already gone) or failed: free it for the next attempt
+        ctx.store.release_claim(attempt.claim)
+
+
+def _denoise(ctx: JobContext, model_id: str) -> None:
     todo = ctx.store.model_needing_denoising(model_id)
     if todo is None or todo.path is None or todo.sha256 is None:
         return
@@ -38,6 +61,7 @@ def denoise_model_once(ctx: JobContext, model_id: str) -> None:
     # A t at which no real position was masked (e.g. a learned v2 rate that keeps almost
     # everything at t = 0.1) has no defined accuracy/CE: record only the defined values.
     metrics = {k: v for k, v in computed.items() if math.isfinite(v)}
+    fault_point("denoising.computed")
     with ctx.tracker.open_run("denoising", f"{model_id}/denoising",
                               experiment_name(ckpt.dataset_id),
                               {"model_id": model_id, "checkpoint_sha256": sha},

@@ -14,6 +14,7 @@ from bdgen.errors import BdgenError
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.pipeline.context import JobContext, workspace_relative
 from bdgen.pipeline.evaluate import evaluate_samples_files, find_samples_files
+from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import metric_bars
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.tracked_denoising import denoise_model_once
@@ -24,9 +25,11 @@ from bdgen.store.api import (
     GenerationRunInfo,
     normalise_metrics,
 )
+from bdgen.store.claims import evaluation_key
 from bdgen.tracking import experiment_name
 from bdgen.util.atomic import atomic_write_json
 from bdgen.util.clock import utcnow
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_digests
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,8 @@ def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
 
 def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
                      replace: bool = False, metrics_out: dict[int, Path] | None = None,
-                     plots: bool = True, constraints: ConstraintSet | None = None
-                     ) -> list[EvaluationRecord]:
+                     plots: bool = True, constraints: ConstraintSet | None = None,
+                     claim: bool = False, denoise: bool = True) -> list[EvaluationRecord]:
     """Evaluate generation runs, one tracked evaluation run each.
 
     ``constraints``: measure unguided runs against this set too (the evaluation is then a
@@ -92,7 +95,10 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     Every samples file is verified against the store's sha256 before anything is computed.
     Runs already evaluated (same reference and evaluator version) are skipped unless
     ``replace``. ``metrics_out`` maps a generation run id to a JSON file receiving its
-    headline metrics (for DVC).
+    headline metrics (for DVC). Each evaluation is claimed (:mod:`bdgen.store.claims`)
+    while it is computed; one another live process holds is an error, or with ``claim``
+    (sweeps) skipped. ``denoise``: also record each model's denoising metrics when the
+    store lacks them (a sweep schedules those as a unit of their own).
     """
     records: list[EvaluationRecord] = []
     with JobContext.open(ws, no_mlflow) as ctx:
@@ -110,14 +116,47 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                                        info.method, info.seed, info.samples_sha256 or "",
                                        ctx.store.evaluation_metrics(prev.id), skipped=True)
             else:
-                rec = _evaluate_one(ctx, info, samples, replace, plots, constraints)
+                got = _claimed_evaluation(ctx, info, samples, replace, plots, constraints,
+                                          cs_id, claim)
+                if got is None:
+                    continue
+                rec = got
             records.append(rec)
-            denoise_model_once(ctx, info.model_id)
+            if denoise:
+                denoise_model_once(ctx, info.model_id)
             if metrics_out and info.id in metrics_out:
                 atomic_write_json(metrics_out[info.id], {
                     k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics},
                     indent=2, sort_keys=True)
     return records
+
+
+def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
+                        replace: bool, plots: bool, constraints: ConstraintSet | None,
+                        cs_id: str | None, skip_held: bool) -> EvaluationRecord | None:
+    """:func:`_evaluate_one` under the evaluation's claim; None when another live process
+    holds it and ``skip_held``, or recorded it meanwhile."""
+    key = evaluation_key(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION)
+    if cs_id:  # a measurement against a constraint set is an evaluation of its own
+        key = f"{key}/{cs_id}"
+    attempt = ctx.store.try_claim("evaluation", key)
+    if attempt.claim is None:
+        assert attempt.holder is not None
+        if skip_held:
+            log.info("generation run %s: being evaluated by %s, skipped", info.id,
+                     attempt.holder.describe())
+            return None
+        raise BdgenError(f"generation run {info.id} is being evaluated by "
+                         f"{attempt.holder.describe()}; wait for it or stop that process")
+    try:
+        prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                       constraint_set=cs_id)
+        if prev is not None and prev.status == "succeeded" and not replace:
+            return None  # recorded by another process between our check and our claim
+        with Heartbeat(ctx.store, attempt.claim):
+            return _evaluate_one(ctx, info, samples, replace, plots, constraints)
+    finally:  # recorded (claim already gone) or failed: free it for the next attempt
+        ctx.store.release_claim(attempt.claim)
 
 
 def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
@@ -146,6 +185,7 @@ def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSam
         tags["bdgen.constraint_set"] = cs_id
     per_seed = result.per_seed[str(info.seed)]
     clean = normalise_metrics(per_seed)
+    fault_point("evaluate.computed")
     dataset_id = result.dataset.get("id") or result.model.get("dataset_id", "unknown")
     with ctx.tracker.open_run("evaluate", name, experiment_name(dataset_id), params,
                               {**tags, "bdgen.dataset_id": dataset_id}) as run:

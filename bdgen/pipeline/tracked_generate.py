@@ -16,18 +16,22 @@ from bdgen.data.graph import detokenize
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.method import Method
+from bdgen.diffusion.sampler import SampleOutput
 from bdgen.errors import BdgenError
 from bdgen.pipeline.checkpoints import checkpoint_sha256, register_checkpoint, resolve_model
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.generate import (
+    GenerateResult,
     GenerationSetup,
     prepare_generation,
     sample_to_file,
     samples_path,
 )
+from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import guidance_plot, render_bubbles
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
+from bdgen.util.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,9 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
     (:func:`~bdgen.pipeline.checkpoints.resolve_model`). ``out_dir`` (inside the workspace):
     write the samples files below it instead of the workspace's own layout.
 
-    Runs the store already has (succeeded) are skipped unless ``force``. With ``claim``
-    (sweeps) a run another process is doing is skipped too: the row is claimed atomically.
+    Runs the store already has (succeeded) are skipped unless ``force``. Each run is
+    claimed (:mod:`bdgen.store.claims`) and its claim renewed while it works; a run another
+    live process holds is an error, or with ``claim`` (sweeps) skipped.
 
     Guided methods (``constraints``, ``calibration``: see
     :func:`~bdgen.pipeline.generate.prepare_generation`): the constraint set's identity is
@@ -93,22 +98,31 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                     records.append(done)
                     continue
                 if claim:
-                    row_id = ctx.store.claim_generation_run(setup.model_id, name, seed,
-                                                            num_samples, steps,
-                                                            no_mlflow=no_mlflow,
-                                                            constraint_set=cs_id)
-                    if row_id is None:
-                        log.info("%s seed %s: taken by another process, skipped", name, seed)
+                    got = ctx.store.claim_generation_run(setup.model_id, name, seed,
+                                                         num_samples, steps,
+                                                         no_mlflow=no_mlflow,
+                                                         constraint_set=cs_id)
+                    if not got.won:
+                        log.info("%s seed %s: %s, skipped", name, seed,
+                                 "done by another process" if got.done else
+                                 f"taken by {got.holder.describe() if got.holder else '?'}")
                         continue
-                else:
-                    row_id = ctx.store.start_generation_run(setup.model_id, name, seed,
-                                                            num_samples, steps,
-                                                            no_mlflow=no_mlflow, force=force,
-                                                            constraint_set=cs_id)
+                else:  # refuses a run a live process holds (a dead one is taken over)
+                    got = ctx.store.start_generation_claim(setup.model_id, name, seed,
+                                                           num_samples, steps,
+                                                           no_mlflow=no_mlflow, force=force,
+                                                           constraint_set=cs_id)
+                if got.claim is not None and got.claim.took_over is not None:
+                    log.info("%s seed %s: taking over from a dead claim (%s)", name, seed,
+                             got.claim.took_over.describe())
+                assert got.run_id is not None
+                row_id = got.run_id
                 target = samples_path(root, setup.model_id, name, seed, num_samples, steps,
                                       cs_id)
-                records.append(_generate_one(ctx, setup, method, seed, num_samples, steps,
-                                             row_id, target, batch_size, device, renders))
+                with Heartbeat(ctx.store, got.claim):
+                    records.append(_generate_one(ctx, setup, method, seed, num_samples,
+                                                 steps, row_id, target, batch_size, device,
+                                                 renders))
     return records
 
 
@@ -129,8 +143,13 @@ def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
 
 def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed: int,
                   num_samples: int, steps: int, row_id: int, target: Path,
-                  batch_size: int | None, device: str, renders: int) -> GenerationRecord:
-    """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded."""
+                  batch_size: int | None, device: str, renders: int,
+                  sampled: tuple[SampleOutput, float] | None = None,
+                  made: GenerateResult | None = None) -> GenerationRecord:
+    """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded.
+    ``sampled``: the seed's samples when they were drawn already (a seed batch); ``made``:
+    its samples file when it was written already (a study's sampling unit), only
+    registered here (its sha256 is checked again by :func:`track`)."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
     cs_id = setup.constraint_set_id(method)
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
@@ -153,12 +172,13 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                                   experiment_name(ckpt.dataset_id), params, tags) as run:
             if run.run_id is not None:
                 ctx.store.link_mlflow_run("generation", row_id, run.run_id)
-            res = sample_to_file(setup, method, seed, num_samples, steps, target,
-                                 batch_size=batch_size)
+            res = made or sample_to_file(setup, method, seed, num_samples, steps, target,
+                                         batch_size=batch_size, sampled=sampled)
             ref = track(ctx.workspace.root, res.path)
             if ref.sha256 != res.sha256:
                 raise BdgenError(f"{res.path} changed while being registered "
                                  f"(sha256 {ref.sha256[:12]} != {res.sha256[:12]})")
+            fault_point("generate.file_written")
             run.set_tags(ref.tags("samples"))
             run.log_metrics({"gen/wall_s": res.wall_s, "gen/samples_per_s": res.samples_per_s,
                              "gen/model_calls": res.model_calls})

@@ -5,6 +5,7 @@ rows in the store (order: :mod:`.context`)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ from bdgen.model.checkpoint import load_checkpoint, model_id
 from bdgen.model.denoiser import model_preset
 from bdgen.pipeline.checkpoints import register_checkpoint
 from bdgen.pipeline.context import JobContext
+from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.train import (
     FINAL_NAME,
     SPLIT_FRACTIONS,
     SPLIT_SEED,
+    finished_step,
     latest_checkpoint,
     noise_config,
     run_name,
@@ -27,6 +30,9 @@ from bdgen.pipeline.train import (
 )
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import TrackedRun, experiment_name, track
+from bdgen.util.hashing import file_digests
+
+log = logging.getLogger(__name__)
 
 #: The ``train_log.jsonl`` fields logged as MLflow metric series (``curve/<field>``).
 CURVES = ("train_loss", "lr", "gumbel_temp", "val_loss", "val_node_accuracy",
@@ -43,6 +49,7 @@ class TrainRecord:
     dataset_id: str
     step: int
     final_loss: float
+    already_finished: bool = False   # --resume of a finished run: a no-op
 
 
 def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "loglinear",
@@ -54,49 +61,89 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
 
     ``reuse`` (pipelines): a run directory of the same identity that already holds the
     final checkpoint at ``config.steps`` is reused as is (no new run); one with fewer steps
-    is resumed."""
+    is resumed. ``resume`` of a finished run is a no-op (``already_finished``: no MLflow
+    run, nothing rewritten). The run directory is claimed while training
+    (:mod:`bdgen.store.claims`): a second process training it at the same time is refused.
+    """
     with JobContext.open(ws, no_mlflow) as ctx:
         config = config or TrainConfig()
         ds = PreparedDataset.load(dataset_path)
-        params = {"dataset": {"id": ds.dataset_id, "path": ctx.rel(dataset_path),
-                              "source": ds.source, "hash": ds.dataset_hash},
-                  "noise": noise, "model": model, "device": device, "resume": resume,
-                  "train": config.to_dict()}
-        tags = {"bdgen.dataset_id": ds.dataset_id, "bdgen.noise": noise,
-                "bdgen.model_preset": model}
-        with ctx.tracker.open_run("train", f"{noise}-{model}", experiment_name(ds.dataset_id),
-                                  params, tags) as run:
-            if ctx.inside(dataset_path):
-                run.set_tags(track(ws.root, dataset_path).tags("dataset"))
-            if out_dir is None:  # the identity-derived run directory of *this* workspace
-                split = {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
-                out_dir = ws.model_dir(run_name(noise_config(noise), ds.dataset_hash,
-                                                model_preset(model).to_dict(), config, split))
-            if reuse:
-                done = _reusable(Path(out_dir), config.steps)
-                if done is True:
-                    return _reuse_checkpoint(ctx, Path(out_dir), ds.dataset_id, run)
-                resume = resume or done is False
-            out = train_model(dataset_path, noise=noise, model=model, config=config,
-                              out_dir=out_dir, resume=resume, device=device, progress=progress)
-            ref = track(ws.root, out.checkpoint)
-            ckpt = load_checkpoint(out.checkpoint)
-            mid = model_id(ckpt, ref.sha256)
-            run.set_tags({"bdgen.model_id": mid, "bdgen.run_dir": ctx.rel(out.run_dir),
-                          **ref.tags("checkpoint")})
-            metrics = {"train/final_loss": out.final_loss, "train/steps_per_s": out.steps_per_s,
-                       "train/wall_s": out.wall_s, "train/step": out.step}
-            if out.val is not None:
-                metrics.update({"val/loss": out.val.loss,
-                                "val/node_accuracy": out.val.node_accuracy,
-                                "val/edge_accuracy": out.val.edge_accuracy})
-            run.log_metrics(metrics, step=out.step)
-            _log_curves(run, out.run_dir / "train_log.jsonl")
-            register_checkpoint(ctx.store, ckpt, ref.path, ref.sha256, mid, run.run_id)
-            if run.run_id is not None:
-                ctx.store.link_model_run(mid, run.run_id)
+        if out_dir is None:  # the identity-derived run directory of *this* workspace
+            split = {"seed": SPLIT_SEED, "fractions": list(SPLIT_FRACTIONS)}
+            out_dir = ws.model_dir(run_name(noise_config(noise), ds.dataset_hash,
+                                            model_preset(model).to_dict(), config, split))
+        run_dir = Path(out_dir)
+        attempt = ctx.store.try_claim("training", ctx.rel(run_dir))
+        if attempt.claim is None:
+            assert attempt.holder is not None
+            raise BdgenError(f"{ctx.rel(run_dir)} is being trained by "
+                             f"{attempt.holder.describe()}; wait for it or stop that process")
+        try:
+            with Heartbeat(ctx.store, attempt.claim):
+                if resume and finished_step(run_dir, config.steps) is not None:
+                    return _finished_record(ctx, run_dir, ds.dataset_id)
+                return _train_tracked(ctx, ds, dataset_path, run_dir, noise=noise,
+                                      model=model, config=config, resume=resume,
+                                      device=device, progress=progress, reuse=reuse)
+        finally:
+            ctx.store.release_claim(attempt.claim)
+
+
+def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Path,
+                   run_dir: Path, *, noise: str, model: str, config: TrainConfig,
+                   resume: bool, device: str, progress: bool, reuse: bool) -> TrainRecord:
+    """The MLflow run around :func:`train_model`, then DVC and the store rows."""
+    ws = ctx.workspace
+    params = {"dataset": {"id": ds.dataset_id, "path": ctx.rel(dataset_path),
+                          "source": ds.source, "hash": ds.dataset_hash},
+              "noise": noise, "model": model, "device": device, "resume": resume,
+              "train": config.to_dict()}
+    tags = {"bdgen.dataset_id": ds.dataset_id, "bdgen.noise": noise,
+            "bdgen.model_preset": model}
+    with ctx.tracker.open_run("train", f"{noise}-{model}", experiment_name(ds.dataset_id),
+                              params, tags) as run:
+        if ctx.inside(dataset_path):
+            run.set_tags(track(ws.root, dataset_path).tags("dataset"))
+        if reuse:
+            done = _reusable(run_dir, config.steps)
+            if done is True:
+                return _reuse_checkpoint(ctx, run_dir, ds.dataset_id, run)
+            resume = resume or done is False
+        out = train_model(dataset_path, noise=noise, model=model, config=config,
+                          out_dir=run_dir, resume=resume, device=device, progress=progress)
+        ref = track(ws.root, out.checkpoint)
+        ckpt = load_checkpoint(out.checkpoint)
+        mid = model_id(ckpt, ref.sha256)
+        run.set_tags({"bdgen.model_id": mid, "bdgen.run_dir": ctx.rel(out.run_dir),
+                      **ref.tags("checkpoint")})
+        metrics = {"train/final_loss": out.final_loss, "train/steps_per_s": out.steps_per_s,
+                   "train/wall_s": out.wall_s, "train/step": out.step}
+        if out.val is not None:
+            metrics.update({"val/loss": out.val.loss,
+                            "val/node_accuracy": out.val.node_accuracy,
+                            "val/edge_accuracy": out.val.edge_accuracy})
+        run.log_metrics(metrics, step=out.step)
+        _log_curves(run, out.run_dir / "train_log.jsonl")
+        register_checkpoint(ctx.store, ckpt, ref.path, ref.sha256, mid, run.run_id)
+        if run.run_id is not None:
+            ctx.store.link_model_run(mid, run.run_id)
     return TrainRecord(mid, ref.path, ref.md5, ref.sha256, run.run_id, ds.dataset_id, out.step,
                        out.final_loss)
+
+
+def _finished_record(ctx: JobContext, run_dir: Path, dataset_id: str) -> TrainRecord:
+    """``--resume`` of a finished run: nothing trained, written or registered anew; the
+    record of what is there (its model id and original MLflow run)."""
+    final = run_dir / FINAL_NAME
+    ckpt = load_checkpoint(final)
+    md5, sha = file_digests(final)
+    mid = model_id(ckpt, sha)
+    found = ctx.tracker.find_runs(experiment_name(dataset_id),
+                                  {"bdgen.kind": "train", "bdgen.model_id": mid})
+    log.info("run %s already finished at step %d (model %s); nothing to do",
+             ctx.rel(run_dir), ckpt.step, mid)
+    return TrainRecord(mid, ctx.rel(final), md5, sha, found[-1] if found else None, dataset_id,
+                       ckpt.step, math.nan, already_finished=True)
 
 
 def _reusable(run_dir: Path, steps: int) -> bool | None:

@@ -48,6 +48,7 @@ from bdgen.model.denoiser import BDDenoiser, model_preset
 from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import config_hash
 
 SPLIT_SEED = 42
@@ -66,6 +67,7 @@ class TrainOutcome:
     wall_s: float
     resumed_from: int         # 0 for a fresh run
     val: ValResult | None
+    already_finished: bool = False   # --resume of a finished run: nothing was done
 
 
 def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainConfig,
@@ -98,6 +100,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         if best is None or key[:2] > best[:2]:
             best = key
     return None if best is None else best[2]
+
+
+def finished_step(run_dir: Path, steps: int) -> int | None:
+    """The step of ``run_dir``'s final checkpoint when it is at least ``steps`` (the run is
+    finished: resuming it has nothing to do), else None."""
+    final = run_dir / FINAL_NAME
+    if not final.is_file():
+        return None
+    latest = latest_checkpoint(run_dir)
+    if latest != final:  # a later step checkpoint: the run was resumed past its final
+        return None
+    step = load_checkpoint(final).step
+    return step if step >= steps else None
 
 
 def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
@@ -137,6 +152,10 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
                          "that run or choose another --out")
     if resume and existing is None:
         raise BdgenError(f"--resume: no checkpoint to resume in {run_dir}")
+    done = finished_step(run_dir, config.steps) if resume else None
+    if done is not None:  # nothing to train: the final checkpoint stays as it is
+        return TrainOutcome(run_dir / FINAL_NAME, run_dir, done, float("nan"), 0.0, 0.0, done,
+                            None, already_finished=True)
 
     seed_everything(config.seed)
     net = FastDenoiser(model_cfg, ds.vocab)
@@ -188,6 +207,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             row = {"step": step, "train_loss": loss, "lr": lr}
             row.update(trainer.objective.log_fields(trainer.step, config.steps))
             fh.write(json.dumps(row) + "\n")
+        fault_point("train.step")
 
     result = trainer.run(on_checkpoint, on_validation, progress=progress, on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,

@@ -18,7 +18,6 @@ higher|lower}``; the direction defaults to the registry's. Profiles ``preferred`
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,10 +78,13 @@ def known_fields(results: Iterable[MethodResult]) -> list[str]:
 
 
 def values_equal(a: Any, b: Any) -> bool:
-    """Field equality: numbers numerically (``1`` == ``1.0``), anything else as text."""
+    """Field equality: numbers numerically (``1`` == ``1.0``), anything else as text.
+
+    Exact, as the store's SQL filter compares (method fields are canonical numbers), so a
+    filter selects the same results whether it is pushed down or applied here."""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not (
             isinstance(a, bool) or isinstance(b, bool)):
-        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
+        return float(a) == float(b)
     if a is None or b is None:
         return a is None and b is None
     return str(a) == str(b)
@@ -237,8 +239,14 @@ def split_where(items: Sequence[str]) -> dict[str, list]:
             raise BdgenError(f"--where {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        out.setdefault(key, []).extend(parse_scalar(v) for v in raw.split(","))
+        out.setdefault(key, []).extend(_where_value(v) for v in raw.split(","))
     return out
+
+
+def _where_value(text: str) -> Any:
+    """A ``--where`` value: a YAML scalar, with ``none`` meaning "not set" as in the
+    store's SQL filter (so both filters select the same results)."""
+    return None if text.strip().lower() == "none" else parse_scalar(text)
 
 
 def check_where_keys(keys: Iterable[str], valid: Iterable[str]) -> None:

@@ -13,10 +13,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bdgen.errors import BdgenError
 from bdgen.store import migrate
-from bdgen.store.engine import READONLY_OPTION, as_url, make_engine, redact
+from bdgen.store.engine import (
+    READONLY_OPTION,
+    as_url,
+    make_engine,
+    missing_store_error,
+    redact,
+)
 
 RowT = TypeVar("RowT")
 StoreT = TypeVar("StoreT", bound="StoreBase")
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return msg[0] if msg else type(exc).__name__
 
 
 class StoreBase:
@@ -29,9 +40,15 @@ class StoreBase:
         self._metric_pks: dict[str, int] = {}
 
     @classmethod
-    def open(cls: type[StoreT], url: str, *, upgrade: bool = True) -> StoreT:
+    def open(cls: type[StoreT], url: str, *, upgrade: bool = True,
+             readonly: bool = False) -> StoreT:
         """Open the store at ``url`` (a SQLAlchemy URL or a SQLite file path), creating or
         upgrading its schema (``upgrade=True``).
+
+        ``readonly`` (read commands): the store must exist (a missing SQLite file or an
+        empty database is an error, nothing is created) and SQLite is opened ``mode=ro``.
+        A store at an older revision is still upgraded first, through a separate writable
+        connection (an error naming ``bdgen db upgrade`` if it cannot be written).
 
         Which store to use (``--db``, ``$BDGEN_DB_URL``, the workspace's ``bdgen.db``) is
         decided above the store: :func:`bdgen.pipeline.store.store_url`.
@@ -43,6 +60,8 @@ class StoreBase:
             raise BdgenError("no store given: pass a database URL or a SQLite file path "
                              "(bdgen.pipeline.store.store_url resolves the default)")
         url = as_url(url)
+        if readonly:
+            return cls._open_readonly(url, upgrade)
         engine = make_engine(url)
         try:
             if upgrade:
@@ -55,6 +74,32 @@ class StoreBase:
             msg = str(getattr(exc, "orig", exc)).strip().splitlines()
             raise BdgenError(f"cannot open store {redact(url)}: "
                              f"{msg[0] if msg else type(exc).__name__}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, url)
+
+    @classmethod
+    def _open_readonly(cls: type[StoreT], url: str, upgrade: bool) -> StoreT:
+        engine = make_engine(url, readonly=True)
+        try:
+            state = migrate.state(engine)
+            if state == "empty":
+                raise missing_store_error(url)
+            if state == "stale" and upgrade:  # an older store: upgrade it (writable engine)
+                writer = make_engine(url)
+                try:
+                    migrate.ensure_current(writer)
+                except (OperationalError, DBAPIError) as exc:
+                    raise BdgenError(
+                        f"store {redact(url)} is at an older schema revision and cannot be "
+                        f"upgraded here ({_first_line(exc)}); run `bdgen db upgrade` where "
+                        "it is writable") from None
+                finally:
+                    writer.dispose()
+        except (OperationalError, DBAPIError) as exc:
+            engine.dispose()
+            raise BdgenError(f"cannot open store {redact(url)}: {_first_line(exc)}") from None
         except BaseException:
             engine.dispose()
             raise

@@ -10,6 +10,7 @@ every writing transaction: a deferred ``BEGIN`` that later writes fails at once 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,31 @@ def redact(url: str) -> str:
         return url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the per-backend connection settings applied."""
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other backends and in-memory ones)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or \
+            parsed.database == ":memory:":
+        return None
+    return Path(parsed.database.removeprefix("file:"))
+
+
+def missing_store_error(url: str) -> BdgenError:
+    return BdgenError(f"store {redact(url)} does not exist (a mistyped --db?); "
+                      "`bdgen init` or `bdgen db upgrade --db ...` creates one")
+
+
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine for ``url`` with the per-backend connection settings applied.
+
+    ``readonly`` (read commands): a SQLite store is opened with ``mode=ro``, so it works
+    in a read-only workspace and can never be written, and a missing file is an error
+    (nothing is created); ``immutable=1`` is added when its directory is not writable
+    (no ``-shm`` file can be made there: nobody can be writing it).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -54,10 +78,16 @@ def make_engine(url: str) -> Engine:
             if not parent.is_dir():
                 raise BdgenError(f"cannot open store {redact(url)}: directory {parent} "
                                  "does not exist")
+            if readonly:
+                path = Path(db).resolve()
+                if not path.is_file():
+                    raise missing_store_error(url)
+                flags = "mode=ro" if os.access(path.parent, os.W_OK) else "mode=ro&immutable=1"
+                url = f"sqlite:///file:{path}?{flags}&uri=true"
         # NullPool: connections are cheap for SQLite and a pooled connection must never
         # be shared across a fork.
         engine = create_engine(url, poolclass=NullPool)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, readonly=readonly)
         return engine
     try:
         if parsed.get_backend_name() == "postgresql":
@@ -69,15 +99,16 @@ def make_engine(url: str) -> Engine:
                          f"{str(exc).splitlines()[0]}") from None
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
         # Take transaction control away from pysqlite so that we can emit BEGIN IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        if not readonly:  # setting the journal mode writes the header
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         # Large aggregate reads (the leaderboard over the whole store): memory-mapped I/O and
         # a 64 MiB page cache instead of the 2 MiB default.
@@ -88,8 +119,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         # Writers take the lock up front; explicitly read-only work may stay deferred.
-        readonly = conn.get_execution_options().get(READONLY_OPTION, False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        ro = readonly or conn.get_execution_options().get(READONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if ro else "BEGIN IMMEDIATE")
 
 
 def bulk_insert(conn: Connection, table: str, columns: Sequence[str],

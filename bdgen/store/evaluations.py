@@ -21,6 +21,7 @@ from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import is_constraint_metric, lookup
 from bdgen.store import summaries
+from bdgen.store.claims import release_in
 from bdgen.store.engine import bulk_insert, redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
@@ -252,13 +253,21 @@ class Evaluations(Identities):
         keys) atomically; ``method`` scopes them to one method (imported result files).
         Replaces a previous record of the same scope unless ``replace=False``."""
         clean = normalise_denoising(metrics, f"denoising metrics of model {model_id}")
-        with self.session() as s:
-            model_pk = self._model_pk(s, model_id)
-            method_row = self._method(s, method_spec(method)) if method is not None else None
-            return self._insert_denoising(
-                s, model_pk, method_row, clean, replace=replace,
-                bookkeeping={"mlflow_run_id": mlflow_run_id, "no_mlflow": no_mlflow,
-                             "duration_s": duration_s})
+        try:
+            with self.session() as s:
+                model_pk = self._model_pk(s, model_id)
+                method_row = (self._method(s, method_spec(method)) if method is not None
+                              else None)
+                got = self._insert_denoising(
+                    s, model_pk, method_row, clean, replace=replace,
+                    bookkeeping={"mlflow_run_id": mlflow_run_id, "no_mlflow": no_mlflow,
+                                 "duration_s": duration_s})
+                if method_row is None:
+                    release_in(s, "denoising", model_id)
+                return got
+        except IntegrityError as exc:  # a concurrent writer without a claim (imports)
+            raise BdgenError(f"denoising metrics of model {model_id} conflict with a "
+                             f"concurrent write: {str(exc.orig).splitlines()[0]}") from None
 
     def _insert_denoising(self, s: Session, model_pk: int, method_row: MethodRow | None,
                           metrics: dict[str, float], *, replace: bool,

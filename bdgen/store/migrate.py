@@ -155,7 +155,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     revision. Refuses a database at an unknown revision."""
     with _schema_transaction(engine) as conn:
         _lock(conn)
-        _check_known(_current(conn), engine)
+        cur = _current(conn)
+        _check_known(cur, engine)
+        _refuse_backwards(cur, revision, engine)
         try:
             command.upgrade(alembic_config(conn), revision)
         except CommandError as exc:
@@ -164,6 +166,21 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
         if rev == head_revision():
             sync_metric_definitions(conn)
         return rev
+
+
+def _refuse_backwards(current: str | None, target: str, engine: Engine) -> None:
+    """``upgrade`` to a revision older than the store's would silently do nothing."""
+    if current is None or target in ("head", "heads", current):
+        return
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        older = {s.revision for s in script.iterate_revisions(current, "base")} - {current}
+    except CommandError:
+        return
+    if target in older:
+        raise BdgenError(f"store {redact(str(engine.url))} is at revision {current!r}, later "
+                         f"than {target!r}: `bdgen db upgrade` only moves forward; use "
+                         f"`bdgen db downgrade {target}`")
 
 
 def downgrade(engine: Engine, revision: str = "-1") -> str | None:
@@ -179,6 +196,19 @@ def downgrade(engine: Engine, revision: str = "-1") -> str | None:
         except CommandError as exc:
             raise BdgenError(f"cannot downgrade to {revision!r}: {exc}") from None
         return _current(conn)
+
+
+def state(engine: Engine) -> str:
+    """``"empty"`` (no schema), ``"current"`` (head, registry synced) or ``"stale"``
+    (older revision or registry changed: :func:`ensure_current` has work); reads only.
+    Refuses a revision this code does not know."""
+    with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
+        rev = _current(conn)
+        _check_known(rev, engine)
+        if rev is None:
+            return "empty"
+        return "current" if rev == head_revision() and \
+            _fingerprint(conn) == registry_fingerprint() else "stale"
 
 
 def ensure_current(engine: Engine) -> None:

@@ -49,6 +49,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.schema import Table
 
 RUN_STATUSES = ("running", "succeeded", "failed")
+#: What a claim (:class:`JobClaim`) can be on.
+CLAIM_KINDS = ("generation", "evaluation", "denoising", "training")
 #: Where a row came from: made by bdgen, or imported from a result file.
 BDGEN_PROVENANCE = "bdgen"
 IMPORT_PROVENANCE = "legacy import"
@@ -305,6 +307,31 @@ class DenoisingValue(Base):
     metric_pk: Mapped[int] = mapped_column(ForeignKey("metric_definitions.id"),
                                            primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+
+
+class JobClaim(Base):
+    """A lease on one unit of work (a generation run, an evaluation, a model's denoising
+    evaluation, a training run), held by one process while it works.
+
+    Unique on (kind, key): the insert under this constraint *is* the claim, so of N racing
+    processes exactly one wins. ``heartbeat_at`` is renewed while the holder works; a claim
+    whose heartbeat is older than the lease expiry, or whose holder (same host) is no longer
+    alive, is dead and may be taken over (:mod:`bdgen.store.claims`).
+    """
+
+    __tablename__ = "job_claims"
+    __table_args__ = (UniqueConstraint("kind", "key"),
+                      CheckConstraint(f"kind IN ({', '.join(repr(k) for k in CLAIM_KINDS)})",
+                                      name="kind"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(512))
+    token: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class StoreMeta(Base):

@@ -56,23 +56,54 @@ WHERE_COLUMNS: dict[str, Any] = {
 }
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _coerce(key: str, column: Any, value: Any) -> Any:
-    """Filter values may come from a command line as strings: convert to the column type."""
-    if value is None or not isinstance(value, str):
-        return value
-    if value.lower() in ("none", "null"):
+    """A filter value as the column's type, or :class:`BdgenError` (one line).
+
+    Values come from a command line (strings) or parsed from one as YAML scalars, so
+    anything may arrive: a value that is not one scalar of the column's type is refused
+    rather than compared loosely by the database (SQLite would match ``eta = false`` with
+    ``eta = 0`` and overflow on integers beyond 64 bits).
+    """
+    if value is None:
         return None
     py = column.type.python_type
-    try:
-        if py is bool:
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(value)
-        return py(value)
-    except ValueError:
-        raise BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}") from None
+    if isinstance(value, str):
+        if value.lower() in ("none", "null"):
+            return None
+        if py is str:
+            return value
+        try:
+            if py is bool:
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            value = py(value)
+        except ValueError:
+            raise BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}") from None
+    bad = BdgenError(f"filter {key}={value!r}: not a valid {py.__name__}")
+    if py is str:
+        if isinstance(value, (list, tuple, dict, set)):
+            raise bad
+        return str(value)
+    if py is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    if py is int and isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise BdgenError(f"filter {key}={value!r}: out of the 64-bit integer range")
+    if py is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise BdgenError(f"filter {key}={value!r}: out of the float range") from None
+    return value
 
 
 def where_clauses(where: Mapping[str, Any]) -> list:

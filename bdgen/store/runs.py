@@ -1,19 +1,29 @@
-"""Generation runs: started (or claimed by one of several racing processes), finished with
-their samples file, failed with a reason, linked to their MLflow runs."""
+"""Generation runs: started (or claimed by one of several racing processes, see
+:mod:`bdgen.store.claims`), finished with their samples file, failed with a reason, linked
+to their MLflow runs."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.store import summaries
+from bdgen.store.claims import (
+    Claim,
+    Claims,
+    Holder,
+    claim_in,
+    claim_ttl,
+    evaluation_key,
+    generation_key,
+    release_in,
+)
 from bdgen.store.engine import redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
@@ -24,14 +34,37 @@ from bdgen.store.models import (
     GenerationRun,
     Model,
     Series,
-    table,
 )
 from bdgen.store.normalise import method_spec
 from bdgen.util.clock import utcnow
 from bdgen.util.provenance import code_version, hostname
 
-#: A "running" generation row older than this is taken to be from a dead process.
-STALE_AFTER = timedelta(hours=6)
+
+@dataclass(frozen=True)
+class GenerationClaim:
+    """The outcome of claiming a generation run: ``won`` (``run_id`` and ``claim`` set), or
+    not, because it already succeeded (``done``) or a live process holds it (``holder``)."""
+
+    run_id: int | None
+    claim: Claim | None
+    holder: Holder | None
+    done: bool = False
+
+    @property
+    def won(self) -> bool:
+        return self.claim is not None
+
+
+def _claim_of(s: Session, row: GenerationRun | EvaluationRun | DenoisingEvaluation
+              ) -> tuple[str, str]:
+    """The (kind, key) of the claim guarding a run row."""
+    if isinstance(row, GenerationRun):
+        return "generation", generation_key(row.series_pk, row.seed)
+    if isinstance(row, EvaluationRun):
+        return "evaluation", evaluation_key(row.generation_run_pk, row.reference,
+                                            row.evaluator_version)
+    model = s.get(Model, row.model_pk)
+    return "denoising", model.model_id if model is not None else ""
 
 
 def check_constraint_set(spec: MethodSpec, constraint_set: str | None) -> None:
@@ -72,25 +105,75 @@ def _drop_measurements(s: Session, gen: GenerationRun) -> list[int]:
     return sorted({t.series_pk for t in twins})
 
 
-class GenerationRuns(Identities):
+class GenerationRuns(Claims, Identities):
     """The life of a generation run row: running -> succeeded | failed."""
 
     def start_generation_run(self, model_id: str, method: MethodSpec | str, seed: int,
                              num_samples: int, steps: int, *,
                              mlflow_run_id: str | None = None, no_mlflow: bool = False,
                              force: bool = False, constraint_set: str | None = None) -> int:
-        """Insert (or take over a failed/stale running) generation run row, status running.
+        """Insert (or take over a failed or dead running) generation run row, status
+        running, claimed by this process; its row id.
 
         ``constraint_set``: identity of the set a guided method samples with (part of the
         run's identity; required for guided methods, refused for unguided ones).
         A succeeded run with the same identity is an error unless ``force`` (which discards
-        its evaluations: they described the old samples).
+        its evaluations: they described the old samples). A run another live process is
+        generating is an error naming that process (:mod:`bdgen.store.claims`).
         """
+        got = self.start_generation_claim(model_id, method, seed, num_samples, steps,
+                                          mlflow_run_id=mlflow_run_id, no_mlflow=no_mlflow,
+                                          force=force, constraint_set=constraint_set)
+        assert got.run_id is not None
+        return got.run_id
+
+    def start_generation_claim(self, model_id: str, method: MethodSpec | str, seed: int,
+                               num_samples: int, steps: int, *,
+                               mlflow_run_id: str | None = None, no_mlflow: bool = False,
+                               force: bool = False,
+                               constraint_set: str | None = None) -> GenerationClaim:
+        """:meth:`start_generation_run` returning the claim too (to renew while working)."""
+        got = self._claim_generation(model_id, method, seed, num_samples, steps,
+                                     no_mlflow=no_mlflow, mlflow_run_id=mlflow_run_id,
+                                     force=force, constraint_set=constraint_set)
+        if got.done:
+            raise BdgenError(
+                f"generation run {got.run_id} ({model_id}, {method_spec(method).format()}, "
+                f"seed {seed}, n {num_samples}, steps {steps}) already succeeded; use force "
+                "to redo it")
+        if not got.won:
+            assert got.holder is not None
+            raise BdgenError(
+                f"generation run {got.run_id} ({model_id}, {method_spec(method).format()}, "
+                f"seed {seed}) is being generated by {got.holder.describe()}; wait for it "
+                f"or stop that process (a dead claim is taken over after "
+                f"{claim_ttl().total_seconds():.0f} s)")
+        return got
+
+    def claim_generation_run(self, model_id: str, method: MethodSpec | str, seed: int,
+                             num_samples: int, steps: int, *, no_mlflow: bool = False,
+                             constraint_set: str | None = None) -> GenerationClaim:
+        """Claim a generation run for this process (sweeps): ``.won`` with the row id and
+        the claim, or not won because it is done (``.done``) or another live process has
+        it (``.holder``). A failed row, or a running row whose claim is dead, is taken over.
+
+        The claim is the insert of a ``job_claims`` row under its unique constraint, in the
+        same transaction as the run row, so of N processes racing for one identity exactly
+        one wins, on SQLite and PostgreSQL alike.
+        """
+        return self._claim_generation(model_id, method, seed, num_samples, steps,
+                                      no_mlflow=no_mlflow, constraint_set=constraint_set)
+
+    def _claim_generation(self, model_id: str, method: MethodSpec | str, seed: int,
+                          num_samples: int, steps: int, *, no_mlflow: bool,
+                          mlflow_run_id: str | None = None, force: bool = False,
+                          constraint_set: str | None = None) -> GenerationClaim:
         for name, v in (("seed", seed), ("num_samples", num_samples), ("steps", steps)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise BdgenError(f"{name} must be an integer, got {v!r}")
         spec = method_spec(method)
         check_constraint_set(spec, constraint_set)
+        self.get_or_create_method(spec)
         now = utcnow()
         with self.session() as s:
             model_pk = self._model_pk(s, model_id)
@@ -99,9 +182,10 @@ class GenerationRuns(Identities):
             key = {"series_pk": series.id, "seed": seed}
             row = s.scalars(select(GenerationRun).filter_by(**key)).one_or_none()
             if row is not None and row.status == "succeeded" and not force:
-                raise BdgenError(
-                    f"generation run {row.id} ({model_id}, {spec.format()}, seed {seed}, "
-                    f"n {num_samples}, steps {steps}) already succeeded; use force to redo it")
+                return GenerationClaim(row.id, None, None, done=True)
+            attempt = claim_in(s, "generation", generation_key(series.id, seed))
+            if attempt.claim is None:
+                return GenerationClaim(row.id if row else None, None, attempt.holder)
             existed = row is not None
             if row is None:
                 row = GenerationRun(**key)
@@ -117,54 +201,7 @@ class GenerationRuns(Identities):
             s.flush()
             if existed:  # its evaluations are gone: the series' summaries change
                 summaries.refresh(s.connection(), [series.id, *_drop_measurements(s, row)])
-            return row.id
-
-    def claim_generation_run(self, model_id: str, method: str, seed: int, num_samples: int,
-                             steps: int, *, no_mlflow: bool = False,
-                             stale_after: timedelta = STALE_AFTER,
-                             constraint_set: str | None = None) -> int | None:
-        """Claim a generation run for this process: its row id, or None when another process
-        has it (running) or it is done (succeeded).
-
-        The claim is the insert of the row with status ``running`` under the table's unique
-        constraint (or a conditional UPDATE of a failed/stale row), so of N processes racing
-        for one identity exactly one wins, on SQLite and PostgreSQL alike.
-        """
-        spec = MethodSpec.parse(method)
-        check_constraint_set(spec, constraint_set)
-        self.get_or_create_method(spec)
-        now = utcnow()
-        book = {"status": "running", "started_at": now, "finished_at": None,
-                "duration_s": None, "samples_path": None, "samples_sha256": None,
-                "error": None, "code_version": code_version(), "host": hostname(),
-                "mlflow_run_id": None, "no_mlflow": no_mlflow, "provenance": BDGEN_PROVENANCE,
-                "constraint_set": constraint_set}
-        with self.session() as s:
-            model_pk = self._model_pk(s, model_id)
-            series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps,
-                                  constraint_set)
-            key = {"series_pk": series.id, "seed": seed}
-            try:
-                with s.begin_nested():
-                    row = GenerationRun(**key, **book)
-                    s.add(row)
-                    s.flush()
-                    return row.id
-            except IntegrityError:
-                pass
-            takeover = (GenerationRun.status == "failed") | (
-                (GenerationRun.status == "running")
-                & (GenerationRun.started_at < now - stale_after))
-            res = s.execute(update(GenerationRun).filter_by(**key).where(takeover)
-                            .values(**book).returning(GenerationRun.id))
-            got = res.scalar_one_or_none()
-            if got is not None:
-                s.execute(table(EvaluationRun).delete().where(
-                    EvaluationRun.generation_run_pk == got))
-                taken = s.get(GenerationRun, got)
-                if taken is not None:
-                    summaries.refresh(s.connection(), _drop_measurements(s, taken))
-            return got
+            return GenerationClaim(row.id, attempt.claim, None)
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
                               mlflow_run_id: str | None = None,
@@ -183,6 +220,7 @@ class GenerationRuns(Identities):
                 (now - row.started_at).total_seconds() if row.started_at else None)
             if mlflow_run_id is not None:
                 row.mlflow_run_id = mlflow_run_id
+            release_in(s, "generation", generation_key(row.series_pk, row.seed))
             s.flush()  # a failed run that succeeds again counts its evaluations again
             summaries.refresh(s.connection(), [row.series_pk])
 
@@ -204,6 +242,7 @@ class GenerationRuns(Identities):
             row.status, row.finished_at, row.error = "failed", now, str(error)[:2000]
             if row.started_at:
                 row.duration_s = (now - row.started_at).total_seconds()
+            release_in(s, *_claim_of(s, row))
             if not isinstance(row, DenoisingEvaluation):  # its evaluations no longer count
                 s.flush()
                 dropped = _drop_measurements(s, row) if isinstance(row, GenerationRun) else []

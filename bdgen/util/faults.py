@@ -1,0 +1,64 @@
+"""Deterministic fault injection: ``$BDGEN_FAULT=<point>:<k>[,<point>:<k>...]`` makes the
+process kill itself with SIGKILL the k-th time it passes the named point (k >= 1);
+``<point>:<k>:term`` sends SIGTERM instead (the graceful path: the job fails its rows).
+
+Kill-safety tests use it instead of sleeps: the kill lands exactly where they ask, every
+time. With the variable unset a fault point costs one environment lookup.
+
+Points (where :func:`fault_point` is called):
+
+========================  ==============================================================
+``atomic.before_replace`` a temp file fully written, not yet renamed (``util.atomic``)
+``generate.sampled``      a (method, seed) sampled, before its samples file is written
+``generate.file_written`` a samples file written (and DVC-tracked), before the store row
+``evaluate.computed``     a run's metrics computed, before the store row / MLflow run
+``denoising.computed``    a model's denoising metrics computed, before they are recorded
+``train.step``            after every logged training step (k counts log lines)
+``import.file``           a result file imported into the store, before its MLflow runs
+``sample_unit.between_seeds`` a study's sampling unit, after its first seed's file
+========================  ==============================================================
+
+``$BDGEN_FAULT_ONCE=<file>``: the kill happens only in the process that creates ``<file>``
+first, so a retried task (a fresh process whose counts start again) passes: how the Ray
+engine's retry is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+ENV_FAULT = "BDGEN_FAULT"
+ENV_FAULT_ONCE = "BDGEN_FAULT_ONCE"
+_hits: Counter[str] = Counter()
+
+
+def _targets(spec: str) -> dict[str, tuple[int, signal.Signals]]:
+    out: dict[str, tuple[int, signal.Signals]] = {}
+    for item in spec.split(","):
+        item = item.strip()
+        sig = signal.SIGKILL
+        if item.endswith(":term"):
+            item, sig = item[:-len(":term")], signal.SIGTERM
+        point, _, k = item.rpartition(":")
+        if point and k.isdigit():
+            out[point] = (int(k), sig)
+    return out
+
+
+def fault_point(name: str) -> None:
+    """Kill this process if ``$BDGEN_FAULT`` asks for it at this pass of ``name``."""
+    spec = os.environ.get(ENV_FAULT)
+    if not spec:
+        return
+    _hits[name] += 1
+    target = _targets(spec).get(name)
+    if target is not None and target[0] == _hits[name]:
+        once = os.environ.get(ENV_FAULT_ONCE)
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return  # fired already (in an earlier attempt)
+        os.kill(os.getpid(), target[1])

@@ -1,0 +1,58 @@
+"""A tiny study set-up shared by the sweep/engine tests: a workspace with a synthetic
+dataset and two tiny trained models (the checkpoints copied into more workspaces)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from bdgen.data.samples_file import load_samples
+from bdgen.diffusion.trainer import TrainConfig
+from bdgen.pipeline.data import prepare_dataset
+from bdgen.pipeline.tracked_train import tracked_train
+from bdgen.pipeline.workspace import Workspace, init_workspace
+from bdgen.tracking import Tracker
+
+METHODS = ["random_argmax_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"]
+SEEDS = [3, 4]
+N, STEPS = 24, 8
+
+
+def trained_models(root: Path) -> list[Path]:
+    """Two tiny models trained once (different seeds) in a workspace below ``root``."""
+    ws = init_workspace(root / "trainws")
+    _, data = prepare_dataset("synthetic", num_graphs=200, seed=0, workspace=ws)
+    paths = []
+    for seed in (1, 2):
+        cfg = TrainConfig(steps=10, batch_size=16, warmup_steps=2, checkpoint_every=1000,
+                          val_every=10, log_every=10, seed=seed)
+        rec = tracked_train(ws, data, model="tiny", config=cfg, device="cpu", progress=False,
+                            no_mlflow=True)
+        paths.append(ws.root / rec.checkpoint)
+    return paths
+
+
+def study_workspace(root: Path, checkpoints: list[Path]) -> tuple[Workspace, list[str]]:
+    """A fresh workspace with the dataset and copies of the checkpoints (same model ids)."""
+    ws = init_workspace(root)
+    prepare_dataset("synthetic", num_graphs=200, seed=0, workspace=ws)
+    models = []
+    for i, ck in enumerate(checkpoints):
+        dst = ws.root / "artifacts" / "models" / f"given-{i}" / ck.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ck, dst)
+        models.append(str(dst))
+    return ws, models
+
+
+def tokens_of(ws: Workspace, rel: str) -> torch.Tensor:
+    return load_samples(ws.root / rel).tokens
+
+
+def mlflow_runs(ws, kind: str) -> list:
+    tracker = Tracker.for_workspace(ws.root)
+    client = tracker._client
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, f"tags.`bdgen.kind` = '{kind}'", max_results=1000)

@@ -1,0 +1,219 @@
+"""Fault injection (issue 13): real `bdgen generate | evaluate | train | import-legacy`
+processes killed with SIGKILL at named points ($BDGEN_FAULT, no sleeps), then rerun.
+
+After every kill and rerun: the kill landed (exit -9), no temp file is left, no row claims
+success for work that is missing, and the final artifacts are byte-identical to an
+uninterrupted run. Bounded: about 20 short processes on a tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bdgen.diffusion.trainer import TrainConfig
+from bdgen.pipeline.data import prepare_dataset
+from bdgen.pipeline.generate import generate
+from bdgen.pipeline.tracked_train import tracked_train
+from bdgen.pipeline.workspace import Workspace, init_workspace
+from bdgen.tracking import dvc_file
+from bdgen.util.hashing import file_digests
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD = "llada_topp0.9_no_remask"
+N, STEPS = 24, 8
+TRAIN = TrainConfig(steps=12, batch_size=16, checkpoint_every=5, val_every=6, log_every=3)
+TRAIN_ARGS = ["--model", "tiny", "--steps", "12", "--batch-size", "16", "--device", "cpu",
+              "--checkpoint-every", "5", "--val-every", "6", "--log-every", "3", "--quiet"]
+KILLS: list[str] = []  # every kill that landed (for docs/RELIABILITY.md)
+
+
+def _bdgen(ws: Workspace, *args: str, fault: str | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root), "PYTHONPATH": str(REPO)}
+    env.pop("BDGEN_FAULT", None)
+    if fault:
+        env["BDGEN_FAULT"] = fault
+    res = subprocess.run([sys.executable, "-c", "from bdgen.cli.main import cli; cli()",
+                          *args], env=env, capture_output=True, text=True, timeout=timeout,
+                         cwd=ws.root)
+    if fault:
+        assert res.returncode == -signal.SIGKILL, (fault, res.returncode,
+                                                   res.stdout + res.stderr)
+        KILLS.append(f"{args[0]} {fault}")
+    return res
+
+
+def _ok(res: subprocess.CompletedProcess) -> None:
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _rows(ws: Workspace, sql: str) -> list[tuple]:
+    with sqlite3.connect(ws.db_path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _temp_files(ws: Workspace) -> list[Path]:
+    return [p for p in ws.root.rglob(".*.tmp")
+            if not {".dvc", ".git"} & set(p.relative_to(ws.root).parts)]
+
+
+def assert_honest(ws: Workspace) -> None:
+    """No temp file left; every row that says succeeded has its work there."""
+    assert _temp_files(ws) == []
+    for path, sha in _rows(ws, "select samples_path, samples_sha256 from generation_runs "
+                               "where status = 'succeeded' and provenance = 'bdgen'"):
+        assert file_digests(ws.root / path)[1] == sha
+        assert dvc_file(ws.root / path).exists()
+    assert _rows(ws, "select count(*) from evaluation_runs e where e.status = 'succeeded' "
+                     "and not exists (select 1 from metric_values v "
+                     "where v.evaluation_run_pk = e.id)") == [(0,)]
+    assert _rows(ws, "select count(*) from denoising_evaluations d where d.status = "
+                     "'succeeded' and not exists (select 1 from denoising_values v "
+                     "where v.denoising_evaluation_pk = d.id)") == [(0,)]
+    for path, sha in _rows(ws, "select checkpoint_path, checkpoint_sha256 from models "
+                               "where checkpoint_sha256 is not null"):
+        assert file_digests(ws.root / path)[1] == sha
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = init_workspace(tmp_path_factory.mktemp("faults") / "ws")
+    _, data = prepare_dataset("synthetic", num_graphs=120, seed=0, workspace=ws)
+    model = tracked_train(ws, data, model="tiny", config=TRAIN, device="cpu", progress=False)
+    return ws, data, model
+
+
+@pytest.mark.parametrize("fault", ["generate.sampled:1", "atomic.before_replace:1",
+                                   "generate.file_written:1"])
+def test_generate_killed_then_rerun(ws, fault, tmp_path):
+    ws, _, model = ws
+    seed = 10 + ["generate.sampled:1", "atomic.before_replace:1",
+                 "generate.file_written:1"].index(fault)
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", str(seed),
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    _bdgen(ws, *args, fault=fault)
+    sql = f"select status, samples_path from generation_runs where seed = {seed}"
+    assert _rows(ws, sql) == [("running", None)]  # claimed, never marked done
+    if fault.startswith("atomic."):
+        assert len(_temp_files(ws)) == 1  # the kill landed mid-write
+    _ok(_bdgen(ws, *args))  # the dead claim is taken over at once (same host)
+    ((status, path),) = _rows(ws, sql)
+    assert status == "succeeded"
+    assert_honest(ws)
+    (ref,) = generate(ws.root / model.checkpoint, [METHOD], [seed], num_samples=N,
+                      steps=STEPS, device="cpu", out_dir=tmp_path / "ref", progress=False)
+    assert file_digests(ws.root / path)[1] == ref.sha256  # as an uninterrupted run
+
+
+@pytest.mark.parametrize("fault", ["denoising.computed:1", "evaluate.computed:1"])
+def test_evaluate_killed_then_rerun(ws, fault):
+    """The model's denoising metrics are computed by its first evaluation (kill 1)."""
+    ws, _, model = ws
+    seed = 20 + ["denoising.computed:1", "evaluate.computed:1"].index(fault)
+    _ok(_bdgen(ws, "generate", "--model", model.model_id, "--method", METHOD, "--seeds",
+               str(seed), "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu",
+               "--no-mlflow"))
+    ((gid,),) = _rows(ws, f"select id from generation_runs where seed = {seed}")
+    args = ["evaluate", "--run", str(gid)]
+    _bdgen(ws, *args, fault=fault)
+    assert_honest(ws)
+    _ok(_bdgen(ws, *args))
+    assert _rows(ws, f"select status from evaluation_runs where generation_run_pk = {gid}"
+                 ) == [("succeeded",)]
+    assert _rows(ws, "select count(*) from denoising_evaluations where scope = '' and "
+                     "status = 'succeeded'") == [(1,)]
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]
+    assert_honest(ws)
+
+
+@pytest.fixture(scope="module")
+def straight(ws) -> str:
+    """The checkpoint sha256 of an uninterrupted `bdgen train` (same command, same threads)."""
+    ws, data, _ = ws
+    out = ws.root / "artifacts" / "models" / "straight"
+    _ok(_bdgen(ws, "train", "--dataset", str(data), *TRAIN_ARGS, "--out", str(out)))
+    return file_digests(out / "checkpoint_final.pt")[1]
+
+
+@pytest.mark.parametrize("fault,resume", [("train.step:2", True),
+                                          ("atomic.before_replace:2", True),
+                                          ("atomic.before_replace:1", False)])
+def test_train_killed_then_rerun_gives_the_same_checkpoint(ws, straight, fault, resume):
+    ws, data, _ = ws
+    out = ws.root / "artifacts" / "models" / f"faulty-{fault.replace(':', '-')}"
+    args = ["train", "--dataset", str(data), *TRAIN_ARGS, "--out", str(out)]
+    _bdgen(ws, *args, fault=fault)
+    assert not (out / "checkpoint_final.pt").exists()
+    if fault.startswith("atomic."):
+        assert len(_temp_files(ws)) == 1
+    _ok(_bdgen(ws, *args, *(["--resume"] if resume else [])))
+    final = out / "checkpoint_final.pt"
+    assert file_digests(final)[1] == straight  # byte-identical to the uninterrupted run
+    assert_honest(ws)
+    again = _bdgen(ws, *args, "--resume")  # and resuming the finished run is a no-op
+    _ok(again)
+    assert "already finished at step 12" in again.stdout
+    assert file_digests(final)[1] == straight
+
+
+def test_sigterm_fails_the_run_in_one_line_and_the_rerun_completes(ws):
+    ws, _, model = ws
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", "40",
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    env_fault = "generate.sampled:1:term"
+    res = subprocess.run([sys.executable, "-c", "from bdgen.cli.main import cli; cli()",
+                          *args], env={**os.environ, "BDGEN_WORKSPACE": str(ws.root),
+                                       "PYTHONPATH": str(REPO), "BDGEN_FAULT": env_fault},
+                         capture_output=True, text=True, timeout=300, cwd=ws.root)
+    assert res.returncode != 0 and "SIGTERM" in res.stderr and "Traceback" not in res.stderr
+    KILLS.append(f"generate {env_fault}")
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("failed",)]
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]  # released at once
+    _ok(_bdgen(ws, *args))
+    assert _rows(ws, "select status from generation_runs where seed = 40") == [("succeeded",)]
+    assert_honest(ws)
+
+
+def test_import_killed_then_rerun(ws, legacy_dir, tmp_path):
+    ws, _, _ = ws
+    src = tmp_path / "loglinear_noise_sc"
+    src.mkdir()
+    for name in sorted(os.listdir(legacy_dir))[2:6]:  # four result files
+        if name.endswith(".json"):
+            shutil.copy(Path(legacy_dir) / name, src / name)
+    files = len(list(src.glob("*.json")))
+    _bdgen(ws, "import-legacy", str(src), fault="import.file:3")
+    res = _bdgen(ws, "import-legacy", str(src))
+    _ok(res)
+    assert f"0 file(s) added, {files} skipped, 0 failed" in res.stdout
+    assert_honest(ws)
+
+
+@pytest.mark.xfail(reason="a SIGKILLed job's MLflow run stays RUNNING until helper "
+                          "'tracking' (issue 13.6: reruns finish or mark zombie runs) is "
+                          "merged; lift this mark then", strict=False)
+def test_no_mlflow_run_is_left_running(ws):
+    ws, _, model = ws
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", "30",
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    _bdgen(ws, *args, fault="generate.sampled:1")
+    _ok(_bdgen(ws, *args))
+    from mlflow.tracking import MlflowClient
+
+    from bdgen.tracking.mlflow_tracker import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(ws.root))
+    exps = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(exps, "attributes.status = 'RUNNING'")
+    assert running == []
