@@ -23,7 +23,7 @@ import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.diffusion.fast_sampling import sample
-from bdgen.diffusion.guided import GuidedOutput, sample_guided
+from bdgen.diffusion.guided import GuidedOutput
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, forward_process_of, has_learned_rates
 from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, draw_num_rooms
