@@ -5,7 +5,7 @@ size x steps), must exist exactly once in MLflow however many processes log them
 same time, and a process killed half-way must not leave a second run behind on retry.
 MLflow cannot arbitrate (no "create if absent"), the store can
 (:mod:`bdgen.store.links`): a link value is swapped atomically from "nothing" to a *claim*
-``claim:<host>:<pid>:<unix time>``; the winner creates the run tagged ``bdgen.claim`` with
+``claim:<host>:<pid>:<unix time>:<nonce>``; the winner creates the run tagged ``bdgen.claim`` with
 its claim, then swaps the claim for the run id. Everyone else waits for the run id.
 
 A claim whose process is dead (same host: its pid is gone; another host: older than
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,17 +60,20 @@ def meta_link(store: Store, tracker: Tracker, *identity: object) -> Link:
 
 
 def new_claim() -> str:
-    return f"{CLAIM_PREFIX}{hostname()[:32]}:{os.getpid()}:{int(time.time())}"
+    """A claim no other claim equals (the nonce: one process makes many per second), of at
+    most 64 characters (the link columns' width)."""
+    return f"{CLAIM_PREFIX}{hostname()[:24]}:{os.getpid()}:{int(time.time())}:" \
+        f"{uuid.uuid4().hex[:8]}"
 
 
 def claim_dead(claim: str) -> bool:
     """Whether the process that made ``claim`` is gone (see module docstring)."""
     try:
-        host, pid, stamp = claim[len(CLAIM_PREFIX):].rsplit(":", 2)
+        host, pid, stamp, _ = claim[len(CLAIM_PREFIX):].rsplit(":", 3)
         pid_n, t = int(pid), int(stamp)
     except ValueError:
         return True  # not a claim this code wrote
-    if host == hostname()[:32]:
+    if host == hostname()[:24]:
         return pid_n != os.getpid() and not pid_alive(pid_n)
     return time.time() - t > CLAIM_LEASE_S
 

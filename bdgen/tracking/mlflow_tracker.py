@@ -112,8 +112,8 @@ def source_tags() -> dict[str, str]:
     """Who ran what, as MLflow's UI shows it (Source, User, Git commit columns), and the
     process that owns a run while it is RUNNING (host, pid)."""
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    args = [a for a in sys.argv[1:3] if not a.startswith("-")]
-    return {"mlflow.source.name": " ".join([prog, *args])[:200],
+    command = [a for a in sys.argv[1:2] if not a.startswith("-")]  # the subcommand
+    return {"mlflow.source.name": " ".join([prog, *command])[:200],
             "mlflow.source.type": "LOCAL", "mlflow.user": _user(),
             "mlflow.source.git.commit": git_commit() or "unknown",
             f"{TAG_PREFIX}git_commit": code_version(),
