@@ -230,7 +230,11 @@ def mlflow_server(tmp_path):
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a busy machine: do not wait for a graceful stop
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -279,3 +283,22 @@ def test_import_killed_mid_logging_leaves_no_running_run_after_rerun(tmp_path, l
     finally:
         store.close()
     assert zombie.info.run_id in linked and len(linked) == 10
+
+
+@pytest.mark.slow
+def test_import_through_an_mlflow_server_is_nested_and_idempotent(tmp_path, legacy_dir,
+                                                                  mlflow_server, monkeypatch):
+    ws = init_workspace(tmp_path / "ws", dvc=False, mlflow=False)
+    src = _copy(legacy_dir, tmp_path / "loglinear_noise_sc", FILES)
+    monkeypatch.chdir(ws.root)
+    for var in ("BDGEN_WORKSPACE", "BDGEN_DB_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["import-legacy", str(src)])
+    assert "MLflow: 10 legacy-import run(s) created" in first.output, first.output
+    again = runner.invoke(cli, ["import-legacy", str(src)])
+    assert "MLflow: 0 legacy-import run(s) created" in again.output, again.output
+    assert _shape(_all_runs(mlflow_server)) == {
+        "seed_runs": 10, "pairs": 10, "max_per_pair": 1, "parents": 2, "max_per_result": 1,
+        "statuses": Counter({"FINISHED": 12}), "orphans": 0}
