@@ -159,3 +159,33 @@ def test_killed_generate_leaves_no_running_run_after_a_rerun(pipe):
     seed7 = client.search_runs([exp], "tags.`bdgen.seed` = '7' and "
                                       "tags.`bdgen.kind` = 'generate'")
     assert sorted(r.info.status for r in seed7) == ["FINISHED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_killed_training_is_reaped_and_the_resumed_run_prints_progress(pipe):
+    ws, ds, _, _, _, _ = pipe
+    out = ws.root / "artifacts" / "models" / "killed-train"
+    args = ["train", "--dataset", str(ws.dataset_path(ds.dataset_id)), "--model", "tiny",
+            "--steps", "40", "--batch-size", "32", "--val-every", "10", "--log-every", "5",
+            "--checkpoint-every", "10", "--seed", "3", "--out", str(out), "--device", "cpu"]
+    killed = _bdgen(ws, *args, fault="train.log-row:5")  # the 5th row: after step 20's ckpt
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    client = _client(ws)
+    exp = client.get_experiment_by_name(experiment_name(ds.dataset_id)).experiment_id
+    (zombie,) = client.search_runs([exp], "attributes.status = 'RUNNING'")
+    assert zombie.data.tags["bdgen.kind"] == "train"
+    assert [m.step for m in client.get_metric_history(zombie.info.run_id,
+                                                      "curve/train_loss")][:2] == [5, 10]
+    resumed = _bdgen(ws, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # no TTY here: the heartbeat's plain progress line, no tqdm bar
+    assert "train: step 40/40 (100%)" in resumed.stderr, resumed.stderr
+    assert "\r" not in resumed.stderr
+    assert client.get_run(zombie.info.run_id).info.status == "KILLED"
+    runs = client.search_runs([exp], "tags.`bdgen.kind` = 'train' and "
+                                     "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"])
+    history = client.get_metric_history(runs[0].info.run_id, "curve/train_loss")
+    # the curve up to the step-10 checkpoint, then live from step 15 on: once per step
+    assert sorted(m.step for m in history) == list(range(5, 41, 5))
+    assert not client.search_runs([exp], "attributes.status = 'RUNNING'")

@@ -96,8 +96,9 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
                     return _reuse_checkpoint(ctx, Path(out_dir), ds.dataset_id, run)
                 resume = resume or done is False
             log = Path(out_dir) / "train_log.jsonl"
-            if resume:  # the curve so far, from the runs this one continues
-                _log_curves(run, log)
+            latest = latest_checkpoint(Path(out_dir)) if resume and log.exists() else None
+            if latest is not None:  # the curve up to where this run continues
+                _log_curves(run, log, upto=load_checkpoint(latest).step)
             tty = sys.stderr.isatty()
             with LiveMetrics(run, every_s=live_every_s) as live, \
                     Heartbeat("train", config.steps, enabled=progress and not tty) as beat:
@@ -183,12 +184,13 @@ def _log_artifacts(run: TrackedRun, run_dir: Path, checkpoint: Path, params: dic
         run.log_artifact(pointer, "checkpoint")
 
 
-def _log_curves(run: TrackedRun, log: Path) -> None:
-    """The training-loss and validation curves logged so far (``train_log.jsonl`` of the
-    run a resumed one continues) as metric series."""
+def _log_curves(run: TrackedRun, log: Path, upto: int) -> None:
+    """The training-loss and validation curves up to step ``upto`` (the checkpoint a
+    resumed run continues from; later rows of a killed run are redone live)."""
     if not log.exists():
         return
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [r for r in (json.loads(line) for line in log.read_text().splitlines()
+                        if line.strip()) if int(r["step"]) <= upto]
     for key in CURVES:
         # A resumed run appends to the log: keep the last value logged for each step.
         series = sorted({int(r["step"]): float(r[key]) for r in rows if key in r}.items())
