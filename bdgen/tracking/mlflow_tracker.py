@@ -53,6 +53,8 @@ _REACH_TIMEOUT_S = 3.0
 #: MLflow's limit on a dataset digest (``datasets.digest`` is VARCHAR(36)).
 _MAX_DIGEST_LEN = 36
 PARENT_TAG = "mlflow.parentRunId"
+#: Open bdgen's experiments in the UI's "Model training" view (runs, charts), not GenAI's.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _quiet_env() -> None:
@@ -278,7 +280,8 @@ class Tracker:
             location = (self._artifact_root / name.replace("/", "_")).as_uri() \
                 if self._artifact_root else None
             try:
-                exp_id = self._client.create_experiment(name, artifact_location=location)
+                exp_id = self._client.create_experiment(name, artifact_location=location,
+                                                        tags=EXPERIMENT_TAGS)
             except MlflowException:  # another process created it first
                 exp = self._client.get_experiment_by_name(name)
                 if exp is None:
