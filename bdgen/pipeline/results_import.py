@@ -116,15 +116,15 @@ class _SeedRun:
                                       run_name=f"{row.method}/{row.seed}", parent=self.parent)
         assert run.run_id is not None
         fault_point("legacy-import.run-created")
-        self.fill(run.run_id)
+        self.fill(run.run_id, fresh=True)
         return run.run_id
 
-    def fill(self, run_id: str) -> None:
+    def fill(self, run_id: str, fresh: bool = False) -> None:
         """Params, metrics and dataset input (idempotent: same values), then FINISHED."""
         run = self.tracker.run_for(run_id)
         run.log_params(self.params)
         run.log_metrics(self.metrics)
-        if not self.tracker.get_run(run_id).inputs.dataset_inputs:
+        if fresh or not self.tracker.get_run(run_id).inputs.dataset_inputs:
             ds = dataset_ref(LEGACY_DATASET, self.source)
             run.log_dataset(ds.name, ds.dataset_id, ds.source, "evaluation")
         self.tracker.end_run(run_id, "FINISHED")
