@@ -53,8 +53,9 @@ def evaluation_link(store: Store, evaluation_run_id: int) -> Link:
 
 
 def meta_link(store: Store, tracker: Tracker, *identity: object) -> Link:
-    """A ``store_meta`` link keyed by the tracking store and ``identity`` (a parent run)."""
-    digest = hashlib.sha256("\x00".join(map(str, (tracker.uri, *identity))).encode())
+    """A ``store_meta`` link keyed by the tracking store (:attr:`Tracker.store_key`) and
+    ``identity`` (a parent run)."""
+    digest = hashlib.sha256("\x00".join(map(str, (tracker.store_key, *identity))).encode())
     key = "mlflow.parent:" + digest.hexdigest()[:48]
     return Link(lambda: store.meta_link(key), lambda old, new: store.swap_meta_link(key, old, new))
 

@@ -253,6 +253,10 @@ class Tracker:
         import mlflow
 
         self.uri = uri
+        #: What names this tracking store in the store's links (:mod:`bdgen.store.links`):
+        #: the URI, or "workspace" for a workspace's own mlflow.db (so that moving the
+        #: workspace directory keeps its links).
+        self.store_key = uri
         self._artifact_root = artifact_root
         # Explicit URI on the client only: mlflow.set_tracking_uri() would also export
         # MLFLOW_TRACKING_URI into this process's environment and leak into later work.
@@ -266,8 +270,11 @@ class Tracker:
             return NullTracker()
         root = Path(root)
         uri = default_tracking_uri(root)
-        artifacts = None if os.environ.get(ENV_URI) else root / "mlartifacts"
-        return cls(uri, artifact_root=artifacts)
+        local = not os.environ.get(ENV_URI)
+        tracker = cls(uri, artifact_root=root / "mlartifacts" if local else None)
+        if local:
+            tracker.store_key = "workspace"
+        return tracker
 
     def experiment_id(self, name: str) -> str:
         """Get or create the experiment ``name`` (race-safe between processes)."""
@@ -410,7 +417,7 @@ class NullTracker(Tracker):
     enabled = False
 
     def __init__(self) -> None:  # noqa: D107 - no connection
-        self.uri = ""
+        self.uri = self.store_key = ""
 
     @contextmanager
     def open_run(self, kind: str, name: str, experiment: str,
