@@ -217,7 +217,9 @@ def test_claims_decide_one_creator_and_dead_claims_are_taken_over(tracker, tmp_p
         assert first == (made[0], True) and again == (made[0], False) and len(made) == 1
         # a dead process's claim, with the run it made before dying: adopted, not redone
         dead = new_claim().replace(f":{os.getpid()}:", ":999999999:")
-        assert claim_dead(dead) and not claim_dead(new_claim())
+        assert claim_dead(dead) and not claim_dead(new_claim().replace(
+            f":{os.getpid()}:", f":{os.getppid()}:"))  # a live process's claim
+        assert claim_dead(new_claim())  # ours, but no create() of ours is running
         orphan = tracker.create_parent_run("m", "bdgen/claims", {"bdgen.result": "r2"},
                                            claim=dead)
         key = "mlflow.parent:test2"

@@ -36,6 +36,8 @@ CLAIM_LEASE_S = 600.0
 WAIT_S = 300.0
 _POLL_S = 0.05
 CLAIM_TAG = "bdgen.claim"
+#: Claims of this process whose run is being created right now.
+_IN_FLIGHT: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,9 @@ def claim_dead(claim: str) -> bool:
     except ValueError:
         return True  # not a claim this code wrote
     if host == hostname()[:24]:
-        return pid_n != os.getpid() and not pid_alive(pid_n)
+        if pid_n == os.getpid():  # ours: alive only while its create() is running
+            return claim not in _IN_FLIGHT
+        return not pid_alive(pid_n)
     return time.time() - t > CLAIM_LEASE_S
 
 
@@ -103,6 +107,10 @@ def link_run(link: Link, tracker: Tracker, experiment: str, create: Callable[[st
             continue
         adopted = tracker.find_runs(experiment, {CLAIM_TAG: current}) \
             if current is not None and current.startswith(CLAIM_PREFIX) else []
-        run_id = adopted[0] if adopted else create(mine)
+        _IN_FLIGHT.add(mine)
+        try:
+            run_id = adopted[0] if adopted else create(mine)
+        finally:  # a create() that raised leaves a claim this process will take over
+            _IN_FLIGHT.discard(mine)
         link.swap(mine, run_id)
         return run_id, not adopted
