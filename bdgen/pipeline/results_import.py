@@ -76,7 +76,8 @@ def log_imported_runs(store: Store, tracker: Tracker, reports: Iterable[FileRepo
         source = str(Path(report.path).resolve())
         parents: dict[ResultKey, str | None] = {}
         for row in store.imported_runs(sha):
-            key = ResultKey(row.model_id, row.method, row.num_samples, row.steps)
+            key = ResultKey(row.model_id, row.method, row.num_samples, row.steps,
+                            row.constraint_set)
             if key not in parents:
                 parents[key] = result_parent(store, tracker, IMPORT_EXPERIMENT, key,
                                              dataset_ref(LEGACY_DATASET, source))

@@ -30,6 +30,7 @@ class GenerationRunInfo:
     samples_sha256: str | None
     mlflow_run_id: str | None
     provenance: str             # "bdgen" | "legacy import"
+    constraint_set: str = ""    # the series' set (sampled with or measured against); "" none
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,4 @@ class ImportedRun:
     generation_run_id: int
     evaluation_run_id: int
     mlflow_run_id: str | None
+    constraint_set: str = ""    # of the series ("" none)
