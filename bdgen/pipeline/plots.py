@@ -117,3 +117,27 @@ def guidance_plot(diagnostics: Mapping[str, Sequence[float]], path: str | Path,
         return _save(fig, Path(path))
     finally:
         plt.close(fig)
+
+
+def loss_curves(rows: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
+    """Training loss (and validation loss where measured) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        pts = sorted({int(r["step"]): float(r[key]) for r in rows if key in r}.items())
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50
+                    else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return _save(fig, Path(path))
+    finally:
+        plt.close(fig)

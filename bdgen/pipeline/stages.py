@@ -108,7 +108,7 @@ def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
     config = TrainConfig(**cfg)
     data = read_receipt(data_receipt)
     rec = tracked_train(ws, ws.root / data["path"], noise=noise, model=preset, config=config,
-                        device=device, progress=False, no_mlflow=no_mlflow,
+                        device=device, progress=True, no_mlflow=no_mlflow,
                         reuse=True)
     receipt = {"model_key": model_key, "model_id": rec.model_id, "checkpoint": rec.checkpoint,
                "md5": rec.md5, "sha256": rec.sha256, "mlflow_run_id": rec.mlflow_run_id,

@@ -65,7 +65,8 @@ def _denoise(ctx: JobContext, model_id: str) -> None:
     with ctx.tracker.open_run("denoising", f"{model_id}/denoising",
                               experiment_name(ckpt.dataset_id),
                               {"model_id": model_id, "checkpoint_sha256": sha},
-                              {"bdgen.model_id": model_id}) as run:
+                              {"bdgen.model_id": model_id},
+                              run_name=f"denoising {model_id}") as run:
         ctx.store.record_denoising(model_id, metrics, mlflow_run_id=run.run_id,
                                    no_mlflow=not ctx.tracker.enabled,
                                    duration_s=time.perf_counter() - t0)

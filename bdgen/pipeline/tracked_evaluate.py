@@ -16,6 +16,7 @@ from bdgen.pipeline.context import JobContext, workspace_relative
 from bdgen.pipeline.evaluate import evaluate_samples_files, find_samples_files
 from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import metric_bars
+from bdgen.pipeline.result_runs import ResultKey, dataset_ref, log_aggregates, result_parent
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.tracked_denoising import denoise_model_once
 from bdgen.pipeline.workspace import Workspace
@@ -187,14 +188,21 @@ def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSam
     clean = normalise_metrics(per_seed)
     fault_point("evaluate.computed")
     dataset_id = result.dataset.get("id") or result.model.get("dataset_id", "unknown")
-    with ctx.tracker.open_run("evaluate", name, experiment_name(dataset_id), params,
-                              {**tags, "bdgen.dataset_id": dataset_id}) as run:
+    experiment = experiment_name(dataset_id)
+    key = ResultKey(info.model_id, info.method, info.num_samples, info.steps, cs_id or "")
+    dataset = dataset_ref(dataset_id, ctx.rel(ws.dataset_path(dataset_id)))
+    parent = result_parent(ctx.store, ctx.tracker, experiment, key, dataset)
+    with ctx.tracker.open_run("evaluate", name, experiment, params,
+                              {**tags, "bdgen.dataset_id": dataset_id},
+                              run_name=f"{info.method}/{info.seed}", parent=parent) as run:
+        run.log_dataset(dataset.name, dataset.dataset_id, dataset.source, "evaluation")
         ev_id = ctx.store.record_evaluation(info.id, per_seed, mlflow_run_id=run.run_id,
                                             no_mlflow=not ctx.tracker.enabled,
                                             started_at=started,
                                             duration_s=time.perf_counter() - t0,
                                             replace=replace, constraint_set=cs_id)
         run.set_tags({"bdgen.evaluation_run_id": ev_id})
+        log_aggregates(ctx.store, ctx.tracker, parent, key)
         run.log_metrics({**clean, "eval_time_s": time.perf_counter() - t0})
         if plots and ctx.tracker.enabled:
             with tempfile.TemporaryDirectory() as d:

@@ -29,6 +29,7 @@ from bdgen.pipeline.generate import (
 )
 from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import guidance_plot, render_bubbles
+from bdgen.pipeline.result_runs import ResultKey, dataset_ref, result_parent
 from bdgen.pipeline.workspace import Workspace
 from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
 from bdgen.util.faults import fault_point
@@ -167,11 +168,17 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
             "bdgen.num_samples": num_samples, "bdgen.steps": steps,
             "bdgen.artifact.checkpoint.sha256": sha, "bdgen.constraint_set": cs_id}
     start = time.perf_counter()
+    experiment = experiment_name(ckpt.dataset_id)
+    dataset = dataset_ref(ckpt.dataset_id, ctx.rel(ctx.workspace.dataset_path(ckpt.dataset_id)))
     try:
-        with ctx.tracker.open_run("generate", f"{mid}/{name}/{seed}",
-                                  experiment_name(ckpt.dataset_id), params, tags) as run:
+        parent = result_parent(ctx.store, ctx.tracker, experiment,
+                               ResultKey(mid, name, num_samples, steps), dataset)
+        with ctx.tracker.open_run("generate", f"{mid}/{name}/{seed}", experiment, params,
+                                  tags, run_name=f"gen {name}/{seed}", parent=parent) as run:
             if run.run_id is not None:
                 ctx.store.link_mlflow_run("generation", row_id, run.run_id)
+            run.log_dataset(dataset.name, dataset.dataset_id, dataset.source, "generation")
+            fault_point("generate.run-open")
             res = made or sample_to_file(setup, method, seed, num_samples, steps, target,
                                          batch_size=batch_size, sampled=sampled)
             ref = track(ctx.workspace.root, res.path)

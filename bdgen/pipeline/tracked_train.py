@@ -1,12 +1,21 @@
-"""The tracked training job: one model as one MLflow run (config as params, the loss and
-validation curves as metric series), its final checkpoint DVC-tracked, dataset and model
-rows in the store (order: :mod:`.context`)."""
+"""The tracked training job: one model as one MLflow run (config as params, the dataset as
+an MLflow dataset input, the loss and validation curves logged live with their steps,
+a loss-curve plot, the config and the checkpoint's DVC pointer as artifacts), its final
+checkpoint DVC-tracked, dataset and model rows in the store (order: :mod:`.context`).
+
+Live: every ``train_log.jsonl`` row goes to :class:`~bdgen.tracking.live.LiveMetrics` as it
+is written (flushed at most every ``live_every_s``), so the MLflow UI shows the curve
+growing; without a terminal a :class:`~bdgen.pipeline.heartbeat.Heartbeat` prints a
+progress line every 10 s instead of tqdm's bar."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +27,8 @@ from bdgen.model.denoiser import model_preset
 from bdgen.pipeline.checkpoints import register_checkpoint
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.heartbeat import Heartbeat
+from bdgen.pipeline.plots import loss_curves
+from bdgen.pipeline.progress_heartbeat import ProgressHeartbeat
 from bdgen.pipeline.train import (
     FINAL_NAME,
     SPLIT_FRACTIONS,
@@ -29,7 +40,10 @@ from bdgen.pipeline.train import (
     train_model,
 )
 from bdgen.pipeline.workspace import Workspace
-from bdgen.tracking import TrackedRun, experiment_name, track
+from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
+from bdgen.tracking.live import FLUSH_EVERY_S, LiveMetrics
+from bdgen.util.atomic import atomic_write_json
+from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_digests
 
 log = logging.getLogger(__name__)
@@ -56,12 +70,15 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
                   model: str = "small", config: TrainConfig | None = None,
                   out_dir: str | Path | None = None, resume: bool = False,
                   device: str = "auto", progress: bool = True, no_mlflow: bool = False,
-                  reuse: bool = False) -> TrainRecord:
+                  reuse: bool = False, live_every_s: float = FLUSH_EVERY_S,
+                  on_metrics: Callable[[dict], None] | None = None) -> TrainRecord:
     """Train one model as one tracked run.
 
     ``reuse`` (pipelines): a run directory of the same identity that already holds the
     final checkpoint at ``config.steps`` is reused as is (no new run); one with fewer steps
-    is resumed. ``resume`` of a finished run is a no-op (``already_finished``: no MLflow
+    is resumed. ``live_every_s``: the bound on MLflow flushes while training;
+    ``on_metrics(row)`` is called after each training-log row was handed to MLflow.
+    ``resume`` of a finished run is a no-op (``already_finished``: no MLflow
     run, nothing rewritten). The run directory is claimed while training
     (:mod:`bdgen.store.claims`): a second process training it at the same time is refused.
     """
@@ -84,14 +101,17 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
                     return _finished_record(ctx, run_dir, ds.dataset_id)
                 return _train_tracked(ctx, ds, dataset_path, run_dir, noise=noise,
                                       model=model, config=config, resume=resume,
-                                      device=device, progress=progress, reuse=reuse)
+                                      device=device, progress=progress, reuse=reuse,
+                                      live_every_s=live_every_s, on_metrics=on_metrics)
         finally:
             ctx.store.release_claim(attempt.claim)
 
 
 def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Path,
                    run_dir: Path, *, noise: str, model: str, config: TrainConfig,
-                   resume: bool, device: str, progress: bool, reuse: bool) -> TrainRecord:
+                   resume: bool, device: str, progress: bool, reuse: bool,
+                   live_every_s: float, on_metrics: Callable[[dict], None] | None
+                   ) -> TrainRecord:
     """The MLflow run around :func:`train_model`, then DVC and the store rows."""
     ws = ctx.workspace
     params = {"dataset": {"id": ds.dataset_id, "path": ctx.rel(dataset_path),
@@ -101,7 +121,9 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
     tags = {"bdgen.dataset_id": ds.dataset_id, "bdgen.noise": noise,
             "bdgen.model_preset": model}
     with ctx.tracker.open_run("train", f"{noise}-{model}", experiment_name(ds.dataset_id),
-                              params, tags) as run:
+                              params, tags, run_name=f"train {noise}-{model}") as run:
+        run.log_dataset(ds.dataset_id.rsplit("-", 1)[0], ds.dataset_id,
+                        ctx.rel(dataset_path), "training")
         if ctx.inside(dataset_path):
             run.set_tags(track(ws.root, dataset_path).tags("dataset"))
         if reuse:
@@ -109,8 +131,24 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
             if done is True:
                 return _reuse_checkpoint(ctx, run_dir, ds.dataset_id, run)
             resume = resume or done is False
-        out = train_model(dataset_path, noise=noise, model=model, config=config,
-                          out_dir=run_dir, resume=resume, device=device, progress=progress)
+        log_path = run_dir / "train_log.jsonl"
+        latest = latest_checkpoint(run_dir) if resume and log_path.exists() else None
+        if latest is not None:  # the curve up to where this run continues
+            _log_curves(run, log_path, upto=load_checkpoint(latest).step)
+        tty = sys.stderr.isatty()
+        with LiveMetrics(run, every_s=live_every_s) as live, \
+                ProgressHeartbeat("train", config.steps, enabled=progress and not tty) as beat:
+            def on_row(row: dict) -> None:
+                live.add({f"curve/{k}": row[k] for k in CURVES if k in row}, row["step"])
+                beat.update(row["step"], **{k: row[k] for k in ("train_loss", "val_loss")
+                                            if k in row})
+                if on_metrics:
+                    on_metrics(row)
+                fault_point("train.log-row")
+
+            out = train_model(dataset_path, noise=noise, model=model, config=config,
+                              out_dir=run_dir, resume=resume, device=device,
+                              progress=progress and tty, on_metrics=on_row)
         ref = track(ws.root, out.checkpoint)
         ckpt = load_checkpoint(out.checkpoint)
         mid = model_id(ckpt, ref.sha256)
@@ -123,7 +161,8 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
                             "val/node_accuracy": out.val.node_accuracy,
                             "val/edge_accuracy": out.val.edge_accuracy})
         run.log_metrics(metrics, step=out.step)
-        _log_curves(run, out.run_dir / "train_log.jsonl")
+        if ctx.tracker.enabled:
+            _log_artifacts(run, out.run_dir, out.checkpoint, params, f"{noise}-{model} {mid}")
         register_checkpoint(ctx.store, ckpt, ref.path, ref.sha256, mid, run.run_id)
         if run.run_id is not None:
             ctx.store.link_model_run(mid, run.run_id)
@@ -178,11 +217,31 @@ def _reuse_checkpoint(ctx: JobContext, run_dir: Path, dataset_id: str,
                        ckpt.step, math.nan)
 
 
-def _log_curves(run: TrackedRun, log: Path) -> None:
-    """The training-loss and validation curves (``train_log.jsonl``) as metric series."""
+def _log_artifacts(run: TrackedRun, run_dir: Path, checkpoint: Path, params: dict,
+                   title: str) -> None:
+    """The loss-curve plot, the config, and the checkpoint's DVC pointer (what ``dvc pull``
+    needs to restore the weights) on the training run."""
+    log = run_dir / "train_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] \
+        if log.exists() else []
+    with tempfile.TemporaryDirectory() as d:
+        if rows:
+            run.log_artifact(loss_curves(rows, Path(d) / "loss_curve.png", title), "plots")
+        config = Path(d) / "train_config.json"
+        atomic_write_json(config, params, indent=2, sort_keys=True)
+        run.log_artifact(config, "config")
+    pointer = dvc_file(checkpoint)
+    if pointer.exists():
+        run.log_artifact(pointer, "checkpoint")
+
+
+def _log_curves(run: TrackedRun, log: Path, upto: int) -> None:
+    """The training-loss and validation curves up to step ``upto`` (the checkpoint a
+    resumed run continues from; later rows of a killed run are redone live)."""
     if not log.exists():
         return
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [r for r in (json.loads(line) for line in log.read_text().splitlines()
+                        if line.strip()) if int(r["step"]) <= upto]
     for key in CURVES:
         # A resumed run appends to the log: keep the last value logged for each step.
         series = sorted({int(r["step"]): float(r[key]) for r in rows if key in r}.items())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,10 +129,13 @@ def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
 
 def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str = "small",
                 config: TrainConfig | None = None, out_dir: str | Path | None = None,
-                resume: bool = False, device: str = "auto", progress: bool = True
-                ) -> TrainOutcome:
+                resume: bool = False, device: str = "auto", progress: bool = True,
+                on_metrics: Callable[[dict], None] | None = None) -> TrainOutcome:
     """Train (or resume) a v1 or v2 (``noise="learned"``) model on a prepared dataset;
-    returns where the final checkpoint is and the run's figures."""
+    returns where the final checkpoint is and the run's figures.
+
+    ``on_metrics(row)`` receives every ``train_log.jsonl`` row as it is written (``step``
+    plus training-loss or validation fields): live tracking and progress lines."""
     from bdgen.data.dataset import PreparedDataset
 
     config = config or TrainConfig()
@@ -200,6 +204,8 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
                    "val_edge_accuracy": v.edge_accuracy}
             row.update(trainer.objective.log_fields(trainer.step, config.steps))
             fh.write(json.dumps(row) + "\n")
+        if on_metrics:
+            on_metrics(row)
 
     def on_log(step: int, loss: float, lr: float) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +214,8 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             row.update(trainer.objective.log_fields(trainer.step, config.steps))
             fh.write(json.dumps(row) + "\n")
         fault_point("train.step")
+        if on_metrics:
+            on_metrics(row)
 
     result = trainer.run(on_checkpoint, on_validation, progress=progress, on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,

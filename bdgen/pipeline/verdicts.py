@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from bdgen.eval.aggregate import MethodResult
 from bdgen.pipeline.context import find_workspace, optional_tracker
+from bdgen.pipeline.mlflow_links import CLAIM_PREFIX
 from bdgen.report.expectations import Verdict
 
 
@@ -19,7 +20,7 @@ def record_verdicts(judged: Sequence[tuple[MethodResult, Mapping[str, Verdict]]]
     from here (no workspace, no ``$MLFLOW_TRACKING_URI``) nothing is tagged and 0 is
     returned.
     """
-    run_ids = [rid for result, _ in judged for rid in result.mlflow_run_ids.values() if rid]
+    run_ids = [rid for result, _ in judged for rid in _linked(result)]
     if no_mlflow or not run_ids:
         return 0
     tracker = optional_tracker(find_workspace())
@@ -27,8 +28,14 @@ def record_verdicts(judged: Sequence[tuple[MethodResult, Mapping[str, Verdict]]]
         return 0
     tagged = 0
     for result, verdicts in judged:
-        ids = [rid for rid in result.mlflow_run_ids.values() if rid]
+        ids = _linked(result)
         tracker.tag_runs(ids, {f"bdgen.verdict.{expectations}.{metric}": v.verdict
                                for metric, v in verdicts.items()})
         tagged += len(ids)
     return tagged
+
+
+def _linked(result: MethodResult) -> list[str]:
+    """The MLflow run ids of a result's seeds (not the claims of imports still logging)."""
+    return [rid for rid in result.mlflow_run_ids.values()
+            if rid and not rid.startswith(CLAIM_PREFIX)]

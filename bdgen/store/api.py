@@ -20,6 +20,7 @@ module                        what :class:`Store` gets from it
 :mod:`~bdgen.store.results_import` result files (``bdgen import-legacy``)
 :mod:`~bdgen.store.lookups`   runs, checkpoints and pending work by identity
 :mod:`~bdgen.store.results`   ``method_results``, ``summary_results``, aggregates
+:mod:`~bdgen.store.links`     compare-and-set links to MLflow runs (who creates a run)
 ============================  ====================================================
 
 Lookups return the dataclasses of :mod:`bdgen.store.records`; run ids are the integer
@@ -29,6 +30,7 @@ primary keys of the run rows.
 from __future__ import annotations
 
 from bdgen.store.evaluations import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+from bdgen.store.links import MlflowLinks
 from bdgen.store.lookups import Lookups
 from bdgen.store.normalise import normalise_metrics
 from bdgen.store.records import (
@@ -47,7 +49,7 @@ from bdgen.store.results_import import (
 from bdgen.store.runs import GenerationRuns
 
 
-class Store(GenerationRuns, ResultFileImports, Lookups, Results):
+class Store(GenerationRuns, ResultFileImports, Lookups, Results, MlflowLinks):
     """A results store (one database). Open with :meth:`open`."""
 
 

@@ -163,7 +163,7 @@ class Lookups(StoreBase):
             rows = s.execute(
                 select(Model.model_id, MethodRow.name, GenerationRun.seed, Series.num_samples,
                        Series.steps, GenerationRun.id, EvaluationRun.id,
-                       EvaluationRun.mlflow_run_id)
+                       EvaluationRun.mlflow_run_id, Series.constraint_set)
                 .join(GenerationRun, EvaluationRun.generation_run_pk == GenerationRun.id)
                 .join(Series, GenerationRun.series_pk == Series.id)
                 .join(Model, Series.model_pk == Model.id)

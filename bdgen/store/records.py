@@ -54,3 +54,4 @@ class ImportedRun:
     generation_run_id: int
     evaluation_run_id: int
     mlflow_run_id: str | None
+    constraint_set: str = ""    # of the series ("" none)

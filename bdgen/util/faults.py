@@ -62,3 +62,4 @@ def fault_point(name: str) -> None:
             except FileExistsError:
                 return  # fired already (in an earlier attempt)
         os.kill(os.getpid(), target[1])
+ENV = ENV_FAULT  # name used by the tracking branch
