@@ -24,7 +24,8 @@ POINTERS = "bdgen-pointers"
 
 @dataclass(frozen=True)
 class Transfer:
-    """What a push or pull moved: artifact paths (relative to the workspace) and counts."""
+    """What a push or pull moved: artifact paths (relative to the workspace) and how many
+    files were sent (push: DVC's count) or were not here before (pull)."""
 
     paths: list[str]
     files_transferred: int
@@ -116,6 +117,7 @@ def pull(root: str | Path) -> Transfer:
         base = posixpath.join(remote.path, POINTERS)
         found = list(remote.fs.find(base)) if remote.fs.exists(base) else []
         rels = sorted(posixpath.relpath(f, base) for f in found if f.endswith(".dvc"))
+        missing = sum(not (root / r[:-len(".dvc")]).is_file() for r in rels)
         for rel in rels:
             local = root / rel
             if ".." in Path(rel).parts:
@@ -124,8 +126,13 @@ def pull(root: str | Path) -> Transfer:
             local.write_bytes(remote.fs.cat_file(posixpath.join(base, rel)))
         try:
             with _quiet_dvc():
-                got = repo.pull(targets=[str(root / r) for r in rels]) if rels else {}
+                if rels:
+                    repo.pull(targets=[str(root / r) for r in rels])
         except DvcException as exc:
             raise BdgenError(f"dvc pull failed: {exc}") from None
-    fetched = got.get("fetched", 0) if isinstance(got, dict) else int(got or 0)
-    return Transfer([r[:-len(".dvc")] for r in rels], fetched)
+    paths = [r[:-len(".dvc")] for r in rels]
+    absent = [p for p in paths if not (root / p).is_file()]
+    if absent:
+        raise BdgenError(f"dvc pull did not restore {len(absent)} file(s), e.g. {absent[0]} "
+                         "(pushed from a workspace that had not pushed its data?)")
+    return Transfer(paths, missing)
