@@ -15,10 +15,12 @@ import click
 @click.option("--steps", type=int, default=126_000, show_default=True,
               help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--is-mode", type=click.Choice(["unbiased", "legacy", "off"]), default=None,
-              help="Importance sampling of t: unbiased (divide by q(t)), legacy (w(t)^2 "
-                   "objective of the original code) or off (uniform t). [default: unbiased; "
-                   "off for --noise learned, which only allows off]")
+@click.option("--is-mode", type=click.Choice(["unbiased", "uncorrected", "off", "legacy"]),
+              default=None,
+              help="Importance sampling of t: unbiased (divide by q(t)), uncorrected (no "
+                   "1/q: the w(t)^2 objective of the original code; alias legacy) or off "
+                   "(uniform t). [default: unbiased; off for --noise learned, which only "
+                   "allows off]")
 @click.option("--checkpoint-every", type=int, default=5000, show_default=True)
 @click.option("--val-every", type=int, default=1260, show_default=True)
 @click.option("--log-every", type=int, default=50, show_default=True,
