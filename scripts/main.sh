@@ -12,4 +12,4 @@ start=$(date +%s)
 dvc repro "$@"
 echo
 echo "pipeline finished in $(( $(date +%s) - start )) s; leaderboard: results/leaderboard.md"
-echo "browse the runs: (cd workspace && bdgen ui)    metrics: dvc exp show"
+echo "browse the runs: (cd workspace && bdgen ui)    metrics: dvc metrics show    plots: dvc plots show"

@@ -4,6 +4,7 @@ parameter makes only that method's stages (and the leaderboard) stale."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from bdgen.pipeline.stages import DVC_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,10 +25,15 @@ TINY_PARAMS = {
                       "warmup_steps": 5, "val_every": 10, "log_every": 10,
                       "checkpoint_every": 1000}},
     "methods": {"random": "random_argmax_no_remask", "llada": "llada_topp0.9_no_remask"},
-    "seeds": [1],
+    "seeds": [1, 2],
     "generate": {"num_samples": 30, "steps": 10, "device": "cpu"},
     "leaderboard": {"profile": "configs/pipeline-leaderboard.yaml"},
 }
+
+
+def _plot_rows(clone: Path) -> dict[str, dict[str, str]]:
+    with open(clone / "results" / "plots" / "headline.csv", newline="") as f:
+        return {row["result"]: row for row in csv.DictReader(f)}
 
 
 def _dvc(clone: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,10 +59,15 @@ def test_dvc_repro_in_a_fresh_clone(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     tail = first.stdout[first.stdout.rindex("Running stage 'leaderboard'"):]
     assert "random_argmax_no_remask" in tail and "llada_topp0.9_no_remask" in tail
-    summary = json.loads((clone / "results" / "summary.json").read_text())
-    assert set(summary) == {"v1/random_argmax_no_remask", "v1/llada_topp0.9_no_remask"}
-    metrics = json.loads((clone / "results/metrics/v1/llada/seed-1.json").read_text())
+    rows = _plot_rows(clone)
+    assert set(rows) == {"v1/random_argmax_no_remask", "v1/llada_topp0.9_no_remask"}
+    metrics = json.loads((clone / "results/metrics/v1/llada.json").read_text())
+    assert set(metrics) == set(DVC_METRICS)  # a handful of headline keys per result
     assert 0.0 <= metrics["validity_rate"] <= 1.0
+    assert float(rows["v1/llada_topp0.9_no_remask"]["validity_rate"]) == \
+        metrics["validity_rate"]
+    receipt = json.loads((clone / "results/runs/v1/llada.json").read_text())
+    assert [r["seed"] for r in receipt["runs"]] == [1, 2]  # all seeds in one stage
     assert (clone / "workspace" / "bdgen.toml").exists()  # made by the first stage
 
     second = _dvc(clone, "repro")
@@ -65,11 +78,21 @@ def test_dvc_repro_in_a_fresh_clone(tmp_path):
     params["methods"]["llada"] = "llada_topp0.95_no_remask"
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _dvc(clone, "status", "--json")
-    assert set(json.loads(status.stdout)) == {"generate@v1-llada-1"}
+    assert set(json.loads(status.stdout)) == {"result@v1-llada"}
     third = _dvc(clone, "repro")
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     ran = {line.split("'")[1] for line in third.stdout.splitlines()
            if line.startswith("Running stage")}
-    assert ran == {"generate@v1-llada-1", "evaluate@v1-llada-1", "leaderboard"}
-    summary = json.loads((clone / "results" / "summary.json").read_text())
-    assert set(summary) == {"v1/random_argmax_no_remask", "v1/llada_topp0.95_no_remask"}
+    assert ran == {"result@v1-llada", "leaderboard"}
+    assert set(_plot_rows(clone)) == {"v1/random_argmax_no_remask",
+                                      "v1/llada_topp0.95_no_remask"}
+
+    # the views: metrics, params and plots of DVC itself
+    shown = _dvc(clone, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    plots = _dvc(clone, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert plots.returncode == 0, plots.stdout + plots.stderr
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for metric in DVC_METRICS:
+        assert metric in html
+    assert "v1/llada_topp0.95_no_remask" in html  # the data is inlined

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "sweep": "bdgen.cli.pipeline_cmd:sweep",
     "pipeline": "bdgen.cli.pipeline_cmd:pipeline",
     "ui": "bdgen.cli.workspace_cmd:ui",
+    "push": "bdgen.cli.team_cmd:push",
+    "pull": "bdgen.cli.team_cmd:pull",
     "constraints": "bdgen.cli.constraints:constraints",
 }
 

@@ -49,32 +49,22 @@ def train(model_key: str, data_receipt: Path, params_path: str, out: Path,
 
 @pipeline.command()
 @click.argument("method_key")
-@click.argument("seed", type=int)
 @click.option("--model", "model_receipt", required=True,
               type=click.Path(dir_okay=False, path_type=Path))
 @_PARAMS
 @_OUT
+@click.option("--metrics", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="DVC metrics file: the result's headline metrics (means over seeds).")
 @_NO_MLFLOW
-def generate(method_key: str, seed: int, model_receipt: Path, params_path: str, out: Path,
-             no_mlflow: bool) -> None:
-    """Generate params `methods.METHOD_KEY` with SEED from a trained model's receipt."""
-    from bdgen.pipeline.stages import load_params, stage_generate
+def result(method_key: str, model_receipt: Path, params_path: str, out: Path, metrics: Path,
+           no_mlflow: bool) -> None:
+    """Generate params `methods.METHOD_KEY` with every seed of params `seeds` from a trained
+    model's receipt, and evaluate each run (one process for the whole result)."""
+    from bdgen.pipeline.stages import load_params, stage_result
 
-    stage_generate(load_params(params_path), model_receipt, method_key, seed, out, params_path,
-                   no_mlflow)
-
-
-@pipeline.command()
-@click.option("--samples", "samples_receipt", required=True,
-              type=click.Path(dir_okay=False, path_type=Path))
-@_PARAMS
-@_OUT
-@_NO_MLFLOW
-def evaluate(samples_receipt: Path, params_path: str, out: Path, no_mlflow: bool) -> None:
-    """Evaluate one generation run; headline metrics to --out (a DVC metrics file)."""
-    from bdgen.pipeline.stages import load_params, stage_evaluate
-
-    stage_evaluate(load_params(params_path), samples_receipt, out, params_path, no_mlflow)
+    r = stage_result(load_params(params_path), model_receipt, method_key, out, metrics,
+                     params_path, no_mlflow)
+    click.echo(f"{r['model_id']}/{r['method']}: {len(r['runs'])} seed(s) -> {metrics}")
 
 
 @pipeline.command()
@@ -83,14 +73,16 @@ def evaluate(samples_receipt: Path, params_path: str, out: Path, no_mlflow: bool
 @_PARAMS
 @click.option("--markdown", "out_md", required=True,
               type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--summary", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def leaderboard(models_dir: Path, params_path: str, out_md: Path, summary: Path) -> None:
+@click.option("--plots", "plots", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of the headline metrics, one row per result (dvc plots).")
+def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path) -> None:
     """Rank the methods of the models in params `models` and print the leaderboard."""
     from bdgen.pipeline.stages import load_params, stage_leaderboard
 
     params = load_params(params_path)
     receipts = [models_dir / f"{key}.json" for key in params["models"]]
-    click.echo(stage_leaderboard(params, receipts, out_md, summary, params_path))
+    click.echo(stage_leaderboard(params, receipts, out_md, plots, params_path))
 
 
 def _csv(text: str) -> list[str]:

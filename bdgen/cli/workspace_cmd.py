@@ -12,17 +12,24 @@ import click
 @click.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--no-dvc", is_flag=True, help="Do not make the workspace a git + DVC repository.")
-def init(directory: Path, no_dvc: bool) -> None:
+@click.option("--remote", default=None, metavar="URL",
+              help="DVC remote for checkpoints and samples (a directory, ssh://, s3://, ...): "
+                   "`bdgen push` / `bdgen pull` move them (team mode, docs/TEAM.md).")
+def init(directory: Path, no_dvc: bool, remote: str | None) -> None:
     """Create a bdgen workspace in DIRECTORY (default: here): results store, MLflow tracking
     store and a git + DVC repository for checkpoints and samples. Safe to re-run."""
     from bdgen.pipeline.workspace import init_workspace
 
-    ws = init_workspace(directory, dvc=not no_dvc)
+    ws = init_workspace(directory, dvc=not no_dvc, remote=remote)
     click.echo(f"workspace ready at {ws.root}")
     click.echo(f"  store:  {ws.db_path}")
     click.echo(f"  mlflow: {ws.mlflow_db_path} (or $MLFLOW_TRACKING_URI); browse with: bdgen ui")
     if not no_dvc:
         click.echo("  dvc:    checkpoints and samples are `dvc add`-ed inside it")
+    if remote:
+        from bdgen.tracking.remote import remote_url
+
+        click.echo(f"  remote: {remote_url(ws.root)} (bdgen push / bdgen pull)")
 
 
 @click.command()

@@ -8,32 +8,40 @@ The repo-level stages never name workspace paths as outputs; each writes a small
 *receipt* under ``results/`` (ids, paths and hashes of what it registered), and the next
 stage depends on that receipt. So DVC at the top orders and caches the pipeline and
 decides what is stale from ``params.yaml``, while artifacts are identified by content in
-the workspace and the store. Per-evaluation headline metrics (``results/metrics/*.json``)
-and ``results/summary.json`` are DVC metrics, shown by ``dvc exp show``/``dvc metrics show``.
+the workspace and the store.
+
+Granularity (issue 17): one ``result`` stage per (model, method) generates and evaluates
+all seeds in one process, so a study pays one start-up per result, not one per (seed, job),
+and changing one method re-runs only its stages. Views (issue 18): the DVC metrics are the
+:data:`DVC_METRICS` of each result (``results/metrics/<model>/<method>.json``, means over
+seeds); ``results/plots/headline.csv`` (one row per result) feeds ``dvc plots show``.
+
+Imports are deferred to the stage that needs them: a stage process pays only for what it
+uses (torch for training and sampling, mlflow only in the stages that log to it).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bdgen.diffusion.trainer import TrainConfig
 from bdgen.errors import BdgenError
-from bdgen.pipeline.data import prepare_dataset
-from bdgen.pipeline.store import open_store
-from bdgen.pipeline.tracked_evaluate import HEADLINE_METRICS, tracked_evaluate
-from bdgen.pipeline.tracked_generate import tracked_generate
-from bdgen.pipeline.tracked_train import tracked_train
-from bdgen.pipeline.workspace import Workspace, init_workspace
-from bdgen.report.profiles import load_profile
-from bdgen.report.ranking import rank
-from bdgen.report.tables import leaderboard_table, render
-from bdgen.tracking import track
+from bdgen.pipeline.workspace import Workspace
 from bdgen.util.atomic import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from bdgen.eval.aggregate import MethodResult
+
+#: The headline metrics of a result kept as DVC metrics and plotted (a handful, so that
+#: ``dvc metrics show`` / ``dvc exp show`` stay readable): the pipeline profile's priorities.
+DVC_METRICS = ("validity_rate", "inside_validity", "mode_coverage_weighted", "node_tv",
+               "edge_tv")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -77,10 +85,26 @@ def write_receipt(path: str | Path, obj: dict) -> None:
     atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
+def _where(params: dict) -> dict[str, int]:
+    gen = _param(params, "generate")
+    return {"num_samples": int(gen.get("num_samples", 100)), "steps": int(gen.get("steps", 50))}
+
+
+def headline(result: MethodResult) -> dict[str, float]:
+    """The DVC metrics of one result: means over its seeds, rounded for readable diffs."""
+    return {k: round(result.metrics[k].mean, 6) for k in DVC_METRICS if k in result.metrics}
+
+
 # --- stages ---------------------------------------------------------------------------------
 def stage_prepare(params: dict, out: Path, params_path: str | Path = "params.yaml") -> dict:
     """Create the workspace if needed, prepare the dataset, DVC-track it."""
-    ws = init_workspace(workspace_of(params, params_path).root)
+    from bdgen.pipeline.data import prepare_dataset
+    from bdgen.pipeline.workspace import init_workspace
+    from bdgen.tracking.artifacts import track
+
+    ws = workspace_of(params, params_path)
+    if not ws.marker.exists():  # a complete workspace needs no re-initialisation (no mlflow)
+        ws = init_workspace(ws.root)
     data = _param(params, "data")
     ds, path = prepare_dataset(data.get("source", "synthetic"), mat=data.get("mat"),
                                num_graphs=data.get("num_graphs"), seed=data.get("seed", 0),
@@ -95,6 +119,9 @@ def stage_prepare(params: dict, out: Path, params_path: str | Path = "params.yam
 def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
                 params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
     """Train ``models.<key>`` (reusing or resuming the run directory of the same identity)."""
+    from bdgen.diffusion.trainer import TrainConfig
+    from bdgen.pipeline.tracked_train import tracked_train
+
     ws = workspace_of(params, params_path)
     cfg = dict(_param(params, "models", model_key))
     noise = cfg.pop("noise", "loglinear")
@@ -117,60 +144,84 @@ def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
     return receipt
 
 
-def stage_generate(params: dict, model_receipt: Path, method_key: str, seed: int, out: Path,
-                   params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
-    """Generate ``methods.<key>`` with one seed from a trained model's receipt."""
+def stage_result(params: dict, model_receipt: Path, method_key: str, out: Path,
+                 metrics: Path, params_path: str | Path = "params.yaml",
+                 no_mlflow: bool = False) -> dict:
+    """One result: ``methods.<key>`` generated with every seed of params ``seeds`` and each
+    run evaluated, in one process. ``out``: the receipt (one entry per seed); ``metrics``: the
+    result's :data:`DVC_METRICS` (means over the seeds, as the store aggregates them)."""
+    from bdgen.pipeline.store import open_store
+    from bdgen.pipeline.tracked_evaluate import tracked_evaluate
+    from bdgen.pipeline.tracked_generate import tracked_generate
+
     ws = workspace_of(params, params_path)
     method = _param(params, "methods", method_key)
+    seeds = [int(s) for s in _param(params, "seeds")]
     gen = _param(params, "generate")
     model = read_receipt(model_receipt)
-    (rec,) = tracked_generate(ws, ws.root / model["checkpoint"], [method], [int(seed)],
-                              int(gen.get("num_samples", 100)), int(gen.get("steps", 50)),
-                              batch_size=gen.get("batch_size"), device=gen.get("device", "cpu"),
-                              no_mlflow=no_mlflow)
-    receipt = {"model_id": rec.model_id, "method": rec.method, "seed": rec.seed,
-               "num_samples": rec.num_samples, "steps": rec.steps,
-               "generation_run_id": rec.generation_run_id, "mlflow_run_id": rec.mlflow_run_id,
-               "path": rec.path, "md5": rec.md5, "sha256": rec.sha256}
+    where = _where(params)
+    runs = tracked_generate(ws, ws.root / model["checkpoint"], [method], seeds,
+                            where["num_samples"], where["steps"],
+                            batch_size=gen.get("batch_size"), device=gen.get("device", "cpu"),
+                            no_mlflow=no_mlflow)
+    evals = tracked_evaluate(ws, [r.generation_run_id for r in runs], no_mlflow=no_mlflow)
+    name = runs[0].method
+    with open_store(workspace=ws) as store:
+        found = [r for r in store.method_results(model=runs[0].model_id,
+                                                 where={**where, "seed": seeds})
+                 if r.method == name]
+    if not found:
+        raise BdgenError(f"{runs[0].model_id}/{name}: the store has no result over seeds "
+                         f"{seeds} after evaluating them")
+    receipt = {"model_key": model.get("model_key", Path(model_receipt).stem),
+               "model_id": runs[0].model_id, "method_key": method_key, "method": name,
+               **where,
+               "runs": [{"seed": g.seed, "generation_run_id": g.generation_run_id,
+                         "evaluation_run_id": e.evaluation_run_id, "path": g.path,
+                         "md5": g.md5, "sha256": g.sha256}
+                        for g, e in zip(runs, evals)]}
     write_receipt(out, receipt)
+    write_receipt(metrics, headline(found[0]))
     return receipt
 
 
-def stage_evaluate(params: dict, samples_receipt: Path, out: Path,
-                   params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
-    """Evaluate the generation run of a samples receipt; headline metrics to ``out``."""
-    ws = workspace_of(params, params_path)
-    gen = read_receipt(samples_receipt)
-    (rec,) = tracked_evaluate(ws, [gen["generation_run_id"]], no_mlflow=no_mlflow,
-                              metrics_out={gen["generation_run_id"]: Path(out)})
-    return rec.metrics
-
-
-def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summary: Path,
+def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plots: Path,
                       params_path: str | Path = "params.yaml") -> str:
     """Rank this pipeline's models (those of the given model receipts): writes the markdown
-    table and the summary metrics, returns the terminal table."""
+    table and the plot data (one row per result), returns the terminal table."""
+    from bdgen.pipeline.store import open_store
+    from bdgen.report.profiles import load_profile
+    from bdgen.report.ranking import rank
+    from bdgen.report.tables import leaderboard_table, render
 
     ws = workspace_of(params, params_path)
+    if not ws.marker.exists():
+        raise BdgenError(f"no workspace at {ws.root} (run the prepare stage first)")
     keys = {read_receipt(r)["model_id"]: read_receipt(r).get("model_key", Path(r).stem)
             for r in receipts}
-    gen = _param(params, "generate")
     wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
-    where = {"num_samples": int(gen.get("num_samples", 100)), "steps": int(gen.get("steps", 50))}
     name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
     beside = Path(params_path).resolve().parent / name
     profile = load_profile(str(beside) if beside.is_file() else name)
-    store = open_store(workspace=ws)
-    try:
-        results = [r for mid in keys for r in store.method_results(model=mid, where=where)
+    with open_store(workspace=ws) as store:
+        results = [r for mid in keys for r in store.method_results(model=mid,
+                                                                   where=_where(params))
                    if r.method in wanted]  # only this pipeline's methods and sizes
-    finally:
-        store.close()
     table = leaderboard_table(rank(results, profile), None, None, None)
-    md = render(table, "markdown", False)
-    atomic_write_text(out_md, md)
-    write_receipt(summary, {
-        f"{keys[r.model]}/{r.method}": {
-            k: round(r.metrics[k].mean, 6) for k in HEADLINE_METRICS if k in r.metrics}
-        for r in results})
+    atomic_write_text(out_md, render(table, "markdown", False))
+    atomic_write_text(plots, plot_rows(results, keys))
     return render(table, "table", False)
+
+
+def plot_rows(results: Sequence[MethodResult], keys: dict[str, str]) -> str:
+    """CSV of the headline metrics, one row per result (``result`` = model key/method), in
+    a stable order: the data of dvc.yaml's ``plots``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["result", "model", "method", *DVC_METRICS])
+    for r in sorted(results, key=lambda r: (keys[r.model], r.method)):
+        h = headline(r)
+        w.writerow([f"{keys[r.model]}/{r.method}", keys[r.model], r.method,
+                    *(h.get(k, "") for k in DVC_METRICS)])
+    return buf.getvalue()
+

@@ -116,9 +116,12 @@ _DVCIGNORE = """\
 """
 
 
-def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = True) -> Workspace:
+def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = True,
+                   remote: str | None = None) -> Workspace:
     """Create (or complete) a workspace in ``directory``: marker, git + DVC repository with
     analytics off, results store at the current schema, and the MLflow tracking store.
+    ``remote``: the DVC remote (URL or directory) checkpoints and samples are pushed to and
+    pulled from (team mode, docs/TEAM.md).
 
     Idempotent: running it again on a workspace only fills in what is missing.
     """
@@ -134,6 +137,12 @@ def init_workspace(directory: str | Path, *, dvc: bool = True, mlflow: bool = Tr
         from bdgen.tracking.artifacts import init_dvc
 
         init_dvc(root)
+        if remote:
+            from bdgen.tracking.remote import set_remote
+
+            set_remote(root, remote)
+    elif remote:
+        raise BdgenError("a DVC remote needs a DVC workspace (drop --no-dvc)")
     from bdgen.pipeline.store import open_store  # (pipeline.store imports this module)
 
     open_store(workspace=ws).close()  # creates or upgrades the schema
