@@ -38,11 +38,11 @@ from torch import Tensor, nn
 
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.fast_sampling import (
-    CPU_MODEL_BATCH,
     CompactLogits,
     GraphedLogits,
     _CudaDoneFlags,
     chunk_runner,
+    loop_defaults,
 )
 from bdgen.diffusion.guided_fast import propose_candidates_shared
 from bdgen.diffusion.guided_step import GuidedContext, LockState, guided_step, step_diagnostics
@@ -102,13 +102,8 @@ def sample_guided_batch(model: nn.Module, process: ForwardProcess, vocab: VocabC
     check_guided(method, constraints)
     check_request(vocab, num_rooms, steps)
     device = num_rooms.device
-    compact = device.type == "cpu" if compact is None else compact
-    if model_batch is None and device.type == "cpu":
-        model_batch = CPU_MODEL_BATCH
-    if cuda_graphs is None:
-        cuda_graphs = device.type == "cuda"
-    elif cuda_graphs and device.type != "cuda":
-        raise BdgenError(f"cuda_graphs needs a CUDA device, the batch is on {device}")
+    compact, model_batch, cuda_graphs = loop_defaults(device, compact, model_batch,
+                                                      cuda_graphs)
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     ctx = GuidedContext.build(plan, constraints, generator,
                               propose_candidates_shared if shared_proposal else None)
