@@ -46,8 +46,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, Result, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -153,33 +154,39 @@ def claim_in(s: Session, kind: str, key: str, *, ttl: timedelta | None = None) -
         raise BdgenError(f"unknown claim kind {kind!r}; valid: {', '.join(CLAIM_KINDS)}")
     ttl = ttl if ttl is not None else claim_ttl()
     now = utcnow()
-    me = {"token": secrets.token_hex(16), "host": hostname(), "pid": os.getpid(),
-          "claimed_at": now, "heartbeat_at": now}
+    token, host, pid = secrets.token_hex(16), hostname(), os.getpid()
+    me: dict[str, Any] = {"token": token, "host": host, "pid": pid, "claimed_at": now,
+                          "heartbeat_at": now}
     try:
         with s.begin_nested():
             s.add(JobClaim(kind=kind, key=key, **me))
-        return ClaimAttempt(Claim(kind, key, me["token"], me["host"], me["pid"], now))
+        return ClaimAttempt(Claim(kind, key, token, host, pid, now))
     except IntegrityError:
         pass
     row = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)).one_or_none()
     if row is None:  # released between our insert and our read: try once more
         with s.begin_nested():
             s.add(JobClaim(kind=kind, key=key, **me))
-        return ClaimAttempt(Claim(kind, key, me["token"], me["host"], me["pid"], now))
+        return ClaimAttempt(Claim(kind, key, token, host, pid, now))
     if _mine(row):  # re-entrant: the same token, renewed
         row.heartbeat_at = now
         return ClaimAttempt(Claim(kind, key, row.token, row.host, row.pid, now))
     if not is_dead(row, now, ttl):
         return ClaimAttempt(None, _holder(row, now))
     previous = _holder(row, now)
-    res = s.execute(update(JobClaim).where(JobClaim.id == row.id,
-                                           JobClaim.token == row.token).values(**me)
-                    .execution_options(synchronize_session=False))
-    if res.rowcount != 1:  # another claimant took it over first
+    res = _rowcount(s.execute(update(JobClaim).where(JobClaim.id == row.id,
+                                                     JobClaim.token == row.token).values(**me)
+                              .execution_options(synchronize_session=False)))
+    if res != 1:  # another claimant took it over first
         s.expire(row)
         fresh = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)).one()
         return ClaimAttempt(None, _holder(fresh, now))
-    return ClaimAttempt(Claim(kind, key, me["token"], me["host"], me["pid"], now, previous))
+    return ClaimAttempt(Claim(kind, key, token, host, pid, now, previous))
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE matched (its result is a CursorResult)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def release_in(s: Session, kind: str, key: str) -> None:
@@ -199,18 +206,16 @@ class Claims(StoreBase):
     def renew_claim(self, claim: Claim) -> bool:
         """Renew the heartbeat; False when the claim is no longer ours (taken over)."""
         with self.session() as s:
-            res = s.execute(update(JobClaim).where(
+            return _rowcount(s.execute(update(JobClaim).where(
                 JobClaim.kind == claim.kind, JobClaim.key == claim.key,
-                JobClaim.token == claim.token).values(heartbeat_at=utcnow()))
-            return res.rowcount == 1
+                JobClaim.token == claim.token).values(heartbeat_at=utcnow()))) == 1
 
     def release_claim(self, claim: Claim) -> bool:
         """Drop the claim if still ours; True when it was."""
         with self.session() as s:
-            res = s.execute(delete(JobClaim).where(
+            return _rowcount(s.execute(delete(JobClaim).where(
                 JobClaim.kind == claim.kind, JobClaim.key == claim.key,
-                JobClaim.token == claim.token))
-            return res.rowcount == 1
+                JobClaim.token == claim.token))) == 1
 
     def claim_holder(self, kind: str, key: str) -> Holder | None:
         """The live holder of (kind, key), or None (free, or held by a dead process)."""
