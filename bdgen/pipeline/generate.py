@@ -23,7 +23,7 @@ import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.diffusion.fast_sampling import sample
-from bdgen.diffusion.guided import GuidedOutput
+from bdgen.diffusion.guided import GuidedOutput, sample_guided
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess, forward_process_of, has_learned_rates
 from bdgen.diffusion.sampler import CPU_BATCH, SampleOutput, draw_num_rooms
@@ -237,15 +237,24 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
 
 def sample_one(setup: GenerationSetup, method: Method, seed: int, num_samples: int,
                steps: int, *, batch_size: int | None = None, early_stop: bool = True,
-               progress: Callable[[int], None] | None = None) -> tuple[SampleOutput, float]:
-    """One (method, seed) sampled (room counts from the seed), with its wall time."""
+               progress: Callable[[int], None] | None = None
+               ) -> tuple[SampleOutput | GuidedOutput, float]:
+    """One (method, seed) sampled (room counts from the seed), with its wall time; a guided
+    method samples against the setup's constraint set."""
     ckpt, dev = setup.ckpt, setup.device
     rooms = draw_num_rooms(ckpt.num_rooms_distribution, num_samples, int(seed))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
-    out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed), dev,
-                 batch_size=batch_size, early_stop=early_stop, progress=progress)
+    cs = setup.constraints if method.guided else None
+    out: SampleOutput | GuidedOutput
+    if cs is not None:
+        out = sample_guided(setup.model, setup.process, ckpt.vocab, rooms, method, cs, steps,
+                            int(seed), dev, batch_size=batch_size, early_stop=early_stop,
+                            progress=progress)
+    else:
+        out = sample(setup.model, setup.process, ckpt.vocab, rooms, method, steps, int(seed),
+                     dev, batch_size=batch_size, early_stop=early_stop, progress=progress)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return out, time.perf_counter() - start
@@ -253,10 +262,15 @@ def sample_one(setup: GenerationSetup, method: Method, seed: int, num_samples: i
 
 def sample_seed_batch(setup: GenerationSetup, method: Method, seeds: Sequence[int],
                       num_samples: int, steps: int, *, batch_size: int | None = None
-                      ) -> dict[int, tuple[SampleOutput, float]]:
+                      ) -> dict[int, tuple[SampleOutput | GuidedOutput, float]]:
     """Every seed of ``method`` sampled in one batch (:mod:`bdgen.diffusion.seed_batch`;
-    each seed's tokens as if sampled alone), with its share of the wall time."""
+    each seed's tokens as if sampled alone), with its share of the wall time. Seed batches
+    exist for the unguided sampler only: a guided method samples its seeds one by one."""
     from bdgen.diffusion.seed_batch import sample_seeds
+
+    if method.guided:
+        return {int(s): sample_one(setup, method, int(s), num_samples, steps,
+                                   batch_size=batch_size) for s in seeds}
 
     dist = setup.ckpt.num_rooms_distribution
     rooms = {int(s): draw_num_rooms(dist, num_samples, int(s)) for s in seeds}
