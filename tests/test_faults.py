@@ -200,9 +200,6 @@ def test_import_killed_then_rerun(ws, legacy_dir, tmp_path):
     assert_honest(ws)
 
 
-@pytest.mark.xfail(reason="a SIGKILLed job's MLflow run stays RUNNING until helper "
-                          "'tracking' (issue 13.6: reruns finish or mark zombie runs) is "
-                          "merged; lift this mark then", strict=False)
 def test_no_mlflow_run_is_left_running(ws):
     ws, _, model = ws
     args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", "30",
