@@ -2,18 +2,35 @@
 
 Every file bdgen writes for others to read (datasets, checkpoints, samples files, results,
 receipts, reports) goes through here, so an interrupted or failing write never leaves a
-partial file under the final name, and a failed write removes its temp file.
+partial file under the final name, and a failed write removes its temp file. The file gets
+the permissions ``open()`` would give it: an existing file's mode is kept, a new file gets
+``0o666 & ~umask`` (``mkstemp`` alone would leave every file ``-rw-------``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
 
 
 @contextmanager
@@ -23,6 +40,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _final_mode(path))
         kwargs = {} if "b" in mode else {"encoding": "utf-8"}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
