@@ -97,7 +97,7 @@ def timed(tree: Path, args: list[str]) -> tuple[float, float]:
 # In-process: the HTML renderer alone (first call: its imports and template compile included).
 _HTML_ONLY = """
 import sys, time
-from bdgen.cli.leaderboard import load_results
+from bdgen.pipeline.views import load_results
 from bdgen.report.comparison_md import build_comparison
 from bdgen.report.document import extra_sections, ordered
 from bdgen.report.profiles import load_profile

@@ -158,3 +158,14 @@ def differs_many(a: Aggregate, means, stds, ns, alpha: float):
         p[testable] = pt
         out[testable] = pt < alpha
     return out, p
+
+
+def stored_metrics(metrics) -> list[str]:
+    """The stored metrics a view of ``metrics`` needs: composites expand into their
+    components, other names into their canonical registry name (no repeats)."""
+    out: list[str] = []
+    for m in metrics:
+        for name in registry.COMPOSITES.get(m, (metric_def(m).name,)):
+            if name not in out:
+                out.append(name)
+    return out
