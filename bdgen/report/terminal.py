@@ -12,7 +12,6 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-import tabulate as _tabulate
 
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
 GAP = 2  # spaces between columns in tabulate's "simple" style
@@ -117,6 +116,8 @@ def _lines(header: Sequence[str], rows: Sequence[Sequence[str]], bold: set[tuple
             cells.append("\n".join(lines))
         body.append(cells)
         heights.append(max((c.count("\n") + 1 for c in cells), default=1))
+    import tabulate as _tabulate  # here: the report and JSON/CSV output never need it
+
     saved, _tabulate.MIN_PADDING = _tabulate.MIN_PADDING, 0  # widths are ours, exactly
     try:
         text = _tabulate.tabulate(body, headers=head, tablefmt="simple", disable_numparse=True,

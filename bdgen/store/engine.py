@@ -10,6 +10,7 @@ every writing transaction: a deferred ``BEGIN`` that later writes fails at once 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,17 @@ def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` with the per-backend connection settings applied."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise BdgenError(f"invalid database URL {url!r}") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
+        why = f" ({str(exc).splitlines()[0]})" if isinstance(exc, ValueError) else ""
+        raise BdgenError(f"invalid database URL {redact(url)!r}{why}") from None
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:":

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Connection, Engine, inspect, select, text
 
 from bdgen.errors import BdgenError
 from bdgen.store.engine import READONLY_OPTION, redact
+from bdgen.store.schema import MIGRATIONS_DIR
+from bdgen.store.schema import head_revision as scripts_head
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (~0.4 s to import) is imported inside the functions that need it: opening a store
+# that is already current reads its revision with plain SQL (:func:`ensure_current`).
 _PG_LOCK_KEY = 0x6264_6765  # "bdge": advisory lock serialising migrations on PostgreSQL
 _FINGERPRINT_KEY = "metric_registry_sha256"
 
@@ -35,6 +37,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise BdgenError(f"migrations folder not found at {MIGRATIONS_DIR} "
                          "(a broken bdgen installation: reinstall it)")
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -43,17 +47,32 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def _current(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def _current_sql(conn: Connection) -> str | None:
+    """The stamped revision read with plain SQL (no Alembic import); None if unstamped or
+    stamped with several heads (Alembic then decides)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if len(rows) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -122,6 +141,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     with engine.begin() as conn:
         _lock(conn)
         _check_known(_current(conn), engine)
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         try:
             command.upgrade(alembic_config(conn), revision)
         except CommandError as exc:
@@ -140,6 +162,9 @@ def downgrade(engine: Engine, revision: str = "-1") -> str | None:
         _check_known(cur, engine)
         if cur is None:
             raise BdgenError(f"store {redact(str(engine.url))} has no schema to downgrade")
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         try:
             command.downgrade(alembic_config(conn), revision)
         except CommandError as exc:
@@ -152,6 +177,13 @@ def ensure_current(engine: Engine) -> None:
 
     Cheap when nothing is to do: one read of the revision and the registry fingerprint.
     """
+    with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
+        rev = _current_sql(conn)
+        if rev is not None and rev == scripts_head() and \
+                _fingerprint(conn) == registry_fingerprint():
+            return  # the usual case, without importing Alembic
+    from alembic import command
+
     head = head_revision()
     with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
         rev = _current(conn)

@@ -1,0 +1,37 @@
+"""One line for an exception that is not a :class:`~bdgen.errors.BdgenError`.
+
+Some are the environment, not a bug (a full disk, a file that cannot be read, a database
+that fails): they are named plainly and exit like bad input. Anything else is a bug: its type
+and first line, and the CLI adds "run with --debug for the traceback".
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def describe(exc: BaseException) -> tuple[bool, str]:
+    """``(known, line)``: ``known`` when the cause is the environment or the input."""
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
+    text = _first_line(orig)
+    if "database or disk is full" in text or getattr(orig, "errno", None) == errno.ENOSPC:
+        where = f" ({orig.filename})" if getattr(orig, "filename", None) else ""
+        return True, (f"the disk is full{where}: nothing was recorded for the failed write; "
+                      "free some space and run the command again")
+    if isinstance(orig, UnicodeDecodeError):
+        return True, f"a file is not UTF-8 text ({text})"
+    if isinstance(orig, OSError):
+        name = f": {orig.filename}" if orig.filename else ""
+        return True, f"{orig.strerror or text}{name}"
+    try:
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:  # pragma: no cover
+        DBAPIError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, DBAPIError):
+        return True, f"the store failed: {text}"
+    return False, f"unexpected {type(exc).__name__}: {text}"
