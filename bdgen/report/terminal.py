@@ -12,7 +12,6 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
 GAP = 2  # spaces between columns in tabulate's "simple" style
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, select, text
