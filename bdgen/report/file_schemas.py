@@ -68,7 +68,7 @@ def validate(schema: type[BaseModel], data: Any, source: str, what: str) -> Base
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        err = max(exc.errors(), key=lambda e: len(e["loc"]))  # a union: the deepest branch
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("str", "Priority"))
                        ) or "(top level)"
         special = _MESSAGES.get((loc, err["type"]))
