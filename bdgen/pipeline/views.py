@@ -144,3 +144,36 @@ def check_view(db: str | None, targets: Sequence[str], expect: str, min_seeds: i
     ex = load_expectations(expect)
     chosen = pick_targets(targets, load_results(db, models, where, min_seeds))
     return ex, [(r, verdicts(r, ex)) for r in chosen]
+
+
+RUN_COLUMNS = ("id", "model_id", "method", "seed", "num_samples", "steps", "status",
+               "evaluation", "started_at")
+MODEL_COLUMNS = ("model_id", "version", "noise_schedule", "dataset_id", "runs", "created_at")
+
+
+def runs_view(db: str | None, where: Sequence[str] = (), limit: int | None = None) -> Table:
+    """``bdgen runs``: the store's generation runs, newest first."""
+    from bdgen.pipeline.store import open_store
+    from bdgen.report.profiles import split_where
+    from bdgen.report.tables import listing_table
+
+    store = open_store(db)
+    try:
+        rows = store.list_runs(split_where(where), limit)
+    finally:
+        store.close()
+    return listing_table(rows, "generation run(s)", RUN_COLUMNS)
+
+
+def models_view(db: str | None, where: Sequence[str] = ()) -> Table:
+    """``bdgen models``: the store's models with their run counts."""
+    from bdgen.pipeline.store import open_store
+    from bdgen.report.profiles import split_where
+    from bdgen.report.tables import listing_table
+
+    store = open_store(db)
+    try:
+        rows = store.list_models(split_where(where))
+    finally:
+        store.close()
+    return listing_table(rows, "model(s)", MODEL_COLUMNS)

@@ -338,3 +338,25 @@ def verdict_table(expectations, judged: Sequence[tuple[MethodResult, Mapping[str
             flat.append({"label": r.label, "metric": k, "verdict": v.verdict, "mean": v.mean,
                          "std": v.std, "n": v.n, "rule": v.rule})
     return Table(header, rows, doc, flat, groups=groups, title="Verdicts")
+
+
+def listing_table(items: Sequence[object], title: str, columns: Sequence[str]) -> Table:
+    """A table of dataclass rows (``bdgen runs``, ``bdgen models``): ``columns`` in the
+    terminal table, every field in JSON and CSV."""
+    from dataclasses import asdict
+
+    def text(v: object) -> str:
+        if v is None:
+            return "--"
+        if hasattr(v, "isoformat"):
+            return v.isoformat(sep=" ", timespec="seconds")  # type: ignore[attr-defined]
+        return str(v)
+
+    docs = [asdict(it) for it in items]  # type: ignore[call-overload]
+    for d in docs:
+        for k, v in d.items():
+            if hasattr(v, "isoformat"):
+                d[k] = v.isoformat()
+    rows = [[text(getattr(it, c)) for c in columns] for it in items]
+    return Table(list(columns), rows, docs, docs, title=title,
+                 notes=[f"{len(items)} {title}"])
