@@ -4,8 +4,8 @@ Sub-commands live in their own modules under ``bdgen/cli/`` and are imported laz
 ``bdgen --help`` and quick commands do not pay for importing torch, mlflow or dvc.
 
 Exit statuses: 0 success; 1 the command's own "no" (``check`` found a failing metric,
-``import-legacy`` a bad file); 2 bad input (a :class:`~bdgen.errors.BdgenError` or a usage
-error), one line on stderr; 3 an unexpected error (a bug or an environment problem), one
+``import-legacy`` a bad file); 2 bad input (a :class:`~bdgen.errors.BdgenError`, a usage
+error, a full disk or unreadable file), one line on stderr; 3 an unexpected error (a bug or an environment problem), one
 line plus "run with --debug for the traceback" (``--debug`` or ``BDGEN_DEBUG=1`` shows it).
 """
 
@@ -83,6 +83,10 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except BdgenError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.UsageError as exc:  # one line too, with where to find help
+            cmd = exc.ctx.command_path if exc.ctx is not None else "bdgen"
+            click.echo(f"error: {exc.format_message()} (see '{cmd} -h')", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise

@@ -58,6 +58,7 @@ def split_list(values: Sequence[str], paths: bool = False) -> list[str]:
     kept). With ``paths=True`` a value naming an existing file is kept whole."""
     out: list[str] = []
     for v in values:
+        v = str(v)
         parts = [v] if paths and Path(v).exists() else v.split(",")
         for p in (p.strip() for p in parts):
             if p and p not in out:
@@ -83,10 +84,18 @@ def seeds_callback(ctx: click.Context, param: click.Parameter, value: Sequence[s
     return seeds
 
 
-def seeds_option(default: Sequence[int]) -> Callable:
+def _pipeline_generate():
+    import bdgen.pipeline.generate as module
+
+    return module
+
+
+def seeds_option() -> Callable:
+    """``--seed`` (repeatable; ``--seeds 42,123`` too), default the protocol's five seeds
+    (:data:`bdgen.pipeline.generate.DEFAULT_SEEDS`)."""
     return click.option("--seed", "--seeds", "seeds", multiple=True, metavar="SEED",
-                        default=[str(s) for s in default], callback=seeds_callback,
-                        show_default=",".join(str(s) for s in default),
+                        cls=ConfigDefault, config=_pipeline_generate, field="DEFAULT_SEEDS",
+                        callback=seeds_callback,
                         help="Seed (repeatable; a comma list is accepted too); one samples "
                              "file per seed.")
 
@@ -111,3 +120,20 @@ def emit_table(table, fmt: str) -> None:
     from bdgen.report.tables import render
 
     click.echo(render(table, fmt, color(), width=terminal_width()), nl=False)
+
+
+class ConfigDefault(click.Option):
+    """An option whose default is a field of a config dataclass (one source of truth),
+    read only when needed: the config's module (torch) is not imported for parsing a
+    command line that gives the value, nor for other commands."""
+
+    def __init__(self, *args: Any, config: Callable[[], Any], field: str, **kwargs: Any):
+        self._config, self._field = config, field
+        kwargs.setdefault("show_default", True)
+        super().__init__(*args, default=lambda: getattr(self._config(), self._field), **kwargs)
+
+    def get_help_record(self, ctx: click.Context):
+        value = getattr(self._config(), self._field)
+        self.show_default = (",".join(str(v) for v in value)
+                             if isinstance(value, (list, tuple)) else str(value))
+        return super().get_help_record(ctx)

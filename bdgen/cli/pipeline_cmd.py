@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from bdgen.cli.options import device_option, list_callback, seeds_option, split_list
+
 _PARAMS = click.option("--params", "params_path", default="params.yaml", show_default=True,
                        type=click.Path(dir_okay=False), help="Pipeline parameters.")
 _NO_MLFLOW = click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
@@ -92,37 +94,35 @@ def leaderboard(models_dir: Path, params_path: str, out_md: Path, summary: Path)
     click.echo(stage_leaderboard(params, receipts, out_md, summary, params_path))
 
 
-def _csv(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
-
-
 @click.command()
-@click.option("--models", required=True,
-              help="Comma-separated checkpoint files "
-                   "(e.g. artifacts/models/<run>/checkpoint_final.pt) or model ids from the "
-                   "store (e.g. v1-loglinear-3fa9c0d2e1).")
-@click.option("--methods", required=True, help="Comma-separated method names.")
-@click.option("--seeds", default="42,123,456,789,1337", show_default=True)
+@click.option("--model", "--models", "models", required=True, multiple=True,
+              callback=lambda c, p, v: split_list(v, paths=True),
+              help="Checkpoint file (e.g. artifacts/models/<run>/checkpoint_final.pt) or "
+                   "model id from the store (e.g. v1-loglinear-3fa9c0d2e1). Repeatable; a "
+                   "comma list is accepted too.")
+@click.option("--method", "--methods", "methods", required=True, multiple=True,
+              callback=list_callback, help="Method name (repeatable; comma list accepted).")
+@seeds_option()
 @click.option("--num-samples", type=int, default=1000, show_default=True)
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=None)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@device_option("Sampling device (one process per GPU: --device cuda:K).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Evaluate each run this process generated.")
 @_NO_MLFLOW
-def sweep(models: str, methods: str, seeds: str, num_samples: int, steps: int,
-          batch_size: int | None, device: str, evaluate: bool, no_mlflow: bool) -> None:
+def sweep(models: list[str], methods: list[str], seeds: list[int], num_samples: int,
+          steps: int, batch_size: int | None, device: str, evaluate: bool,
+          no_mlflow: bool) -> None:
     """Generate (and evaluate) a models x methods x seeds grid outside DVC.
 
     Runs the store already has are skipped. Safe to start as N parallel processes (e.g. one
     per GPU with --device cuda:K): each run is claimed atomically in the store, and a
     process that loses the claim skips it.
     """
-    from bdgen.pipeline.generate import parse_seeds
     from bdgen.pipeline.sweep import sweep as run_sweep
     from bdgen.pipeline.workspace import Workspace
 
-    summary = run_sweep(Workspace.find(), _csv(models), _csv(methods), parse_seeds(seeds),
-                        num_samples, steps, batch_size=batch_size, device=device,
-                        evaluate=evaluate, no_mlflow=no_mlflow)
+    summary = run_sweep(Workspace.find(), models, methods, seeds, num_samples, steps,
+                        batch_size=batch_size, device=device, evaluate=evaluate,
+                        no_mlflow=no_mlflow)
     click.echo(summary.line())

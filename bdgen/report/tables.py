@@ -360,3 +360,11 @@ def listing_table(items: Sequence[object], title: str, columns: Sequence[str]) -
     rows = [[text(getattr(it, c)) for c in columns] for it in items]
     return Table(list(columns), rows, docs, docs, title=title,
                  notes=[f"{len(items)} {title}"])
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "",
+               notes: Sequence[str] = ()) -> Table:
+    """A table of display strings only (JSON and CSV carry the same strings by column)."""
+    docs = [dict(zip(header, r)) for r in rows]
+    return Table(list(header), [list(r) for r in rows], docs, docs, title=title,
+                 notes=list(notes))
