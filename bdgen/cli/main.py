@@ -5,8 +5,9 @@ Sub-commands live in their own modules under ``bdgen/cli/`` and are imported laz
 
 Exit statuses: 0 success; 1 the command's own "no" (``check`` found a failing metric,
 ``import-legacy`` a bad file); 2 bad input (a :class:`~bdgen.errors.BdgenError`, a usage
-error, a full disk or unreadable file), one line on stderr; 3 an unexpected error (a bug or an environment problem), one
-line plus "run with --debug for the traceback" (``--debug`` or ``BDGEN_DEBUG=1`` shows it).
+error, a full disk or unreadable file), one line on stderr; 3 an unexpected error (a bug),
+one line plus "run with --debug for the traceback" (``--debug`` or ``BDGEN_DEBUG=1`` shows
+it).
 """
 
 from __future__ import annotations
