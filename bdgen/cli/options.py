@@ -134,6 +134,9 @@ class ConfigDefault(click.Option):
 
     def get_help_record(self, ctx: click.Context):
         value = getattr(self._config(), self._field)
-        self.show_default = (",".join(str(v) for v in value)
-                             if isinstance(value, (list, tuple)) else str(value))
-        return super().get_help_record(ctx)
+        lazy, self.default = self.default, (",".join(str(v) for v in value)
+                                            if isinstance(value, (list, tuple)) else value)
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.default = lazy

@@ -94,16 +94,19 @@ def render_terminal(header: Sequence[str], rows: Sequence[Sequence[str]],
         widths = fit_widths([header[j] for j in shown], cols, None)
     assert widths is not None
     lines = _lines([header[j] for j in shown], [[r[j] for j in shown] for r in rows],
-                   {(i, shown.index(j)) for i, j in bold if j in shown}, groups, color, widths)
+                   {(i, shown.index(j)) for i, j in bold if j in shown}, groups, color, widths,
+                   width)
     hidden = [header[j] for j in range(len(header)) if j not in shown]
     if hidden:
-        lines.append(f"({len(hidden)} column(s) not shown at width {width}: "
-                     f"{', '.join(hidden)}; widen the terminal or use --format csv|json)")
+        lines += _wrap(f"({len(hidden)} column(s) not shown at width {width}: "
+                       f"{', '.join(hidden)}; widen the terminal or use --format csv|json)",
+                       width or 10**6)
     return lines
 
 
 def _lines(header: Sequence[str], rows: Sequence[Sequence[str]], bold: set[tuple[int, int]],
-           groups: dict[int, str] | None, color: bool, widths: Sequence[int]) -> list[str]:
+           groups: dict[int, str] | None, color: bool, widths: Sequence[int],
+           width: int | None = None) -> list[str]:
     head = ["\n".join(_wrap(h, w)) for h, w in zip(header, widths)]
     body, heights = [], []
     for i, row in enumerate(rows):
@@ -131,8 +134,9 @@ def _lines(header: Sequence[str], rows: Sequence[Sequence[str]], bold: set[tuple
     pos = head_h + 1
     for i, h in enumerate(heights):
         if groups and i in groups:
-            title = groups[i]
-            out.append(f"{BOLD}{title}{RESET}" if color else f"[{title}]")
+            title = groups[i] if color else f"[{groups[i]}]"
+            for part in _wrap(title, width or 10**6):
+                out.append(f"{BOLD}{part}{RESET}" if color else part)
         out.extend(lines[pos:pos + h])
         pos += h
     return out
