@@ -30,7 +30,7 @@ from bdgen.pipeline.tracked_generate import tracked_generate
 from bdgen.pipeline.tracked_train import tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.report.profiles import load_profile
-from bdgen.report.ranking import rank
+from bdgen.report.ranking import AUTO_PROFILE, rank_by
 from bdgen.report.tables import leaderboard_table, render
 from bdgen.tracking import track
 from bdgen.util.atomic import atomic_write_json, atomic_write_text
@@ -157,16 +157,17 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, summ
     gen = _param(params, "generate")
     wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
     where = {"num_samples": int(gen.get("num_samples", 100)), "steps": int(gen.get("steps", 50))}
-    name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
+    name = str((params.get("leaderboard") or {}).get("profile", AUTO_PROFILE))
     beside = Path(params_path).resolve().parent / name
-    profile = load_profile(str(beside) if beside.is_file() else name)
+    profile = (AUTO_PROFILE if name == AUTO_PROFILE
+               else load_profile(str(beside) if beside.is_file() else name))
     store = open_store(workspace=ws)
     try:
         results = [r for mid in keys for r in store.method_results(model=mid, where=where)
                    if r.method in wanted]  # only this pipeline's methods and sizes
     finally:
         store.close()
-    table = leaderboard_table(rank(results, profile), None, None, None)
+    table = leaderboard_table(rank_by(results, profile), None, None, None)
     md = render(table, "markdown", False)
     atomic_write_text(out_md, md)
     write_receipt(summary, {
