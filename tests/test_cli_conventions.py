@@ -225,3 +225,30 @@ def test_disk_full_message_from_a_real_sqlite_error(tmp_path):
     assert "database or disk is full" in str(info.value)
     known, line = describe(info.value)
     assert known and line.startswith("the disk is full")
+
+
+def test_iterate_closes_its_heartbeat_on_break(caplog):
+    import threading
+
+    from bdgen.pipeline.progress import iterate
+
+    caplog.set_level(logging.INFO, logger="bdgen.progress")
+    before = threading.active_count()
+    gen = iterate(["a.pt", "b.pt", "c.pt"], "evaluate", "file")
+    for item in gen:
+        if item == "b.pt":
+            time.sleep(0.25)
+            break
+    gen.close()
+    assert threading.active_count() == before
+    assert any("evaluate: 1/3 file(s) (b.pt)" in r.getMessage() for r in caplog.records) or \
+        not caplog.records  # the default interval (10 s) may not have elapsed
+
+
+def test_heartbeat_interval_from_the_environment(monkeypatch):
+    from bdgen.pipeline.progress import heartbeat_interval
+
+    monkeypatch.setenv("BDGEN_HEARTBEAT_S", "0.5")
+    assert heartbeat_interval() == 0.5
+    monkeypatch.setenv("BDGEN_HEARTBEAT_S", "x")
+    assert heartbeat_interval() == 10.0

@@ -81,6 +81,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         models_dir=(ws.root / "artifacts" / "models") if ws else None,
         errors=errors,
         v2_dummy_schedule_denoising=v2_dummy_schedule_denoising,
+        progress=True,
     )
     for err in errors:
         click.echo(f"error: {err}", err=True)

@@ -33,6 +33,7 @@ from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
 from bdgen.eval.results_json import results_document, write_results_json
 from bdgen.eval.suite import evaluate_seed
+from bdgen.pipeline.progress import iterate
 from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
 
@@ -289,6 +290,7 @@ def evaluate_samples_files(
     models_dir: str | os.PathLike | None = None,
     errors: list[str] | None = None,
     v2_dummy_schedule_denoising: bool = False,
+    progress: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
 
@@ -296,7 +298,7 @@ def evaluate_samples_files(
     checkpoint can be found (``model_path`` or ``models_dir/<model id>/*.pt``), False = off.
     ``v2_dummy_schedule_denoising``: mask v2 models with the original evaluator's dummy
     log-linear schedule instead of their learned rates (to reproduce old numbers; see
-    :func:`compute_denoising`).
+    :func:`compute_denoising`). ``progress``: a bar / heartbeat over the files.
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -311,7 +313,7 @@ def evaluate_samples_files(
     datasets: dict[str, tuple[PreparedDataset, str]] = {}
     refs: dict[tuple, tuple[ReferenceStats, bool, float]] = {}
     groups: dict[tuple[str, str], dict] = {}
-    for f in files:
+    for f in iterate(files, "evaluate", "file", enabled=progress):
         try:
             sf = load_samples(f)
             h = str(sf.model.get("dataset_hash", ""))

@@ -20,11 +20,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import TypeVar
 
 #: Heartbeat lines go to stderr when the CLI shows them (bdgen.util.logs): stdout may be
 #: a JSON document.
 log = logging.getLogger("bdgen.progress")
+T = TypeVar("T")
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -125,3 +128,15 @@ class Progress:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def iterate(items: Iterable[T], desc: str, unit: str = "item",
+            label: Callable[[T], str] = str, enabled: bool = True) -> Iterator[T]:
+    """The items, with a :class:`Progress` over them (the current one's ``label`` shown);
+    closed when the loop ends, breaks or raises."""
+    items = list(items)
+    with Progress(len(items), desc, unit, enabled=enabled) as bar:
+        for i, item in enumerate(items):
+            bar.update_to(i, label(item))
+            yield item
+        bar.update_to(len(items))
