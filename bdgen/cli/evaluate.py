@@ -6,13 +6,23 @@ import sys
 
 import click
 
-from bdgen.cli.options import emit_table, format_option
+from bdgen.cli.options import emit_table, format_option, split_list
+
+
+def run_ids_callback(ctx: click.Context, param: click.Parameter, value) -> list[int]:
+    out = []
+    for part in split_list(value):
+        if not part.isdigit():
+            raise click.BadParameter(f"{part!r} is not a run id (see `bdgen runs`)")
+        out.append(int(part))
+    return out
 
 
 @click.command()
 @click.argument("samples", nargs=-1, required=False, type=click.Path())
-@click.option("--run", "run_ids", type=int, multiple=True,
-              help="Evaluate this generation run of the store as a tracked run (repeatable).")
+@click.option("--run", "run_ids", multiple=True, metavar="ID", callback=run_ids_callback,
+              help="Evaluate this generation run of the store (an id from `bdgen runs`) as a "
+                   "tracked run (repeatable; a comma list is accepted too).")
 @click.option("--pending", is_flag=True,
               help="Evaluate, as tracked runs, every generation run not evaluated yet "
                    "(with --model-id: of that model only).")
@@ -39,7 +49,7 @@ from bdgen.cli.options import emit_table, format_option
                    "per-position rates.")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
-             no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: tuple[int, ...],
+             no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: list[int],
              pending: bool, model_id: str | None, replace: bool, no_mlflow: bool,
              fmt: str) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
