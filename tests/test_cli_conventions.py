@@ -252,3 +252,18 @@ def test_heartbeat_interval_from_the_environment(monkeypatch):
     assert heartbeat_interval() == 0.5
     monkeypatch.setenv("BDGEN_HEARTBEAT_S", "x")
     assert heartbeat_interval() == 10.0
+
+
+def test_report_files_get_the_umask_permissions(db, tmp_path):
+    import stat
+
+    def umask_022() -> None:
+        os.umask(0o022)
+
+    out = tmp_path / "rep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    res = subprocess.run([*BDGEN, "report", "--db", db, "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=300, preexec_fn=umask_022)
+    assert res.returncode == 0, res.stderr
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {"comparison.md": 0o644, "comparison.html": 0o644}
