@@ -17,7 +17,8 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> tuple[bool, str]:
     """``(known, line)``: ``known`` when the cause is the environment or the input."""
-    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
+    orig: BaseException = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's
+    filename = getattr(orig, "filename", None)
     text = _first_line(orig)
     if "disk I/O error" in text:  # SQLite's SQLITE_IOERR, e.g. a file size limit reached
         return True, ("the store could not write to its file (disk I/O error: the disk may "
@@ -25,7 +26,7 @@ def describe(exc: BaseException) -> tuple[bool, str]:
                       "failed write")
     if "database or disk is full" in text or getattr(orig, "errno", None) in (
             errno.ENOSPC, errno.EFBIG):
-        where = f" ({orig.filename})" if getattr(orig, "filename", None) else ""
+        where = f" ({filename})" if filename else ""
         return True, (f"the disk is full{where}: nothing was recorded for the failed write; "
                       "free some space and run the command again")
     if isinstance(orig, UnicodeDecodeError):

@@ -22,7 +22,8 @@ def head_revision() -> str | None:
     """The head revision of the migration scripts (None when there are none)."""
     revisions, parents = set(), set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found = dict(m.groups() for m in _ASSIGN.finditer(path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
+        found: dict[str, str] = {m.group(1): m.group(2) for m in _ASSIGN.finditer(text)}
         if "revision" in found:
             revisions.add(found["revision"])
             if found.get("down_revision") not in (None, "None"):
