@@ -44,7 +44,8 @@ def load_legacy_file(path: str | os.PathLike, model: str | None = None) -> Metho
         raise BdgenError(f"{path}: not a legacy result file ({exc})") from None
     metrics = {_canonical(k): agg for k, agg in aggregates.items()}
     is_v2 = name.startswith("v2_")
-    method_fields = Method.from_legacy_config(config, is_v2=is_v2).fields()
+    # a guided config records neither remasking strategy nor tag: the name says them (G6.4)
+    method_fields = Method.from_legacy_config(config, is_v2=is_v2, name=name).fields()
     folder = path.parent.name
     schedule = folder.split("_noise")[0] if "_noise" in folder else None
     return MethodResult(

@@ -184,7 +184,7 @@ def test_migration_backfills_and_downgrade_drops(store_url):
         engine.dispose()
     store = Store.open(store_url)  # a store at the previous revision is upgraded on open
     try:
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
         with store.engine.connect() as conn:
             assert summaries.stored(conn) == before
         assert_consistent(store)

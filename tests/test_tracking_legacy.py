@@ -80,3 +80,34 @@ def test_check_records_verdicts_as_tags_on_the_evaluation_runs(tmp_path, legacy_
     offline = runner.invoke(cli, ["check", "--expect", "v2_remasking", "--no-mlflow",
                                   "llada_topp0.9_no_remask"])
     assert "verdicts recorded" not in offline.output
+
+
+def test_guided_import_logs_constraint_metrics_to_mlflow(tmp_path, legacy_dir, monkeypatch):
+    from pathlib import Path
+
+    import pytest
+
+    src_file = (Path(legacy_dir).parent / "guided_loglinear" / "round2_guid"
+                / "llada_topp0.9_no_remask_guided_kstar_K4_a0.1.json")
+    if not src_file.is_file():
+        pytest.skip("guided legacy results absent")
+    ws = init_workspace(tmp_path / "ws", dvc=False)
+    src = tmp_path / "loglinear_noise_sc" / "round2_guid"
+    src.mkdir(parents=True)
+    shutil.copy(src_file, src / src_file.name)
+    monkeypatch.chdir(ws.root)
+    for key in ("BDGEN_WORKSPACE", "BDGEN_DB_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)
+    out = CliRunner().invoke(cli, ["import-legacy", str(src.parent)])
+    assert out.exit_code == 0, out.output
+    assert "MLflow: 2 legacy-import run(s) created" in out.output
+    store = Store.open(f"sqlite:///{ws.db_path}")
+    try:
+        rows = store.imported_runs(file_digests(src / src_file.name)[1])
+    finally:
+        store.close()
+    run = Tracker.for_workspace(ws.root).get_run(rows[0].mlflow_run_id)
+    m = run.data.metrics
+    # MLflow allows no "+" in names: the 3+ histogram bin is logged as 3plus
+    assert "constraint/violation_histogram_no_bath_kitchen/3plus" in m
+    assert 0 <= m["constraint/satisfaction_overall"] <= 1

@@ -47,18 +47,30 @@ def run_ids_callback(ctx: click.Context, param: click.Parameter, value) -> list[
               help="Mask v2 models with the original evaluator's dummy log-linear schedule in "
                    "the denoising metrics (reproduces old numbers) instead of their learned "
                    "per-position rates.")
+@click.option("--constraints", "constraints_file", type=click.Path(dir_okay=False),
+              default=None,
+              help="Constraint file (YAML/JSON): measure the constraint/* metrics of unguided "
+                   "samples against it (guided samples use the set they carry).")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="With --constraints: calibration JSON [default: the file's "
+                   "calibration_file, if any].")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
              no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: list[int],
              pending: bool, model_id: str | None, replace: bool, no_mlflow: bool,
-             fmt: str) -> None:
+             fmt: str, constraints_file: str | None, calibration: str | None) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
     from bdgen.errors import BdgenError
+    from bdgen.pipeline.constraint_sets import load_constraints
     from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.evaluate import evaluate_samples_files, summary_rows, write_result
 
+    if calibration is not None and constraints_file is None:
+        raise BdgenError("--calibration needs --constraints FILE")
+    # validated before anything else is read or written
+    cs = load_constraints(constraints_file, calibration) if constraints_file else None
     ws = job_workspace()
     if run_ids or pending:  # tracked: store row + MLflow run per generation run
         if ws is None:
@@ -69,7 +81,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         if not ids:
             click.echo("nothing to evaluate")
             return
-        tracked_evaluate(ws, ids, no_mlflow=no_mlflow, replace=replace)
+        tracked_evaluate(ws, ids, no_mlflow=no_mlflow, replace=replace, constraints=cs)
         return
     if not samples:
         raise BdgenError("give SAMPLES files/directories, --run ID or --pending")
@@ -92,6 +104,7 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         errors=errors,
         v2_dummy_schedule_denoising=v2_dummy_schedule_denoising,
         progress=True,
+        constraints=cs,
     )
     for err in errors:
         click.echo(f"error: {err}", err=True)

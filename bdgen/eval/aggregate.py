@@ -71,7 +71,27 @@ class MethodResult:
     # Some of the values came from a single-seed legacy format v1 file (spec §7.3): the
     # comparison marks the column and adds a footnote, since std over one seed is 0.0.
     upgraded_from_v1: bool = False
+    # Identity of the constraint set the constraint/* metrics were measured against (and a
+    # guided run was sampled with); "" when none. Part of the result identity: results
+    # with different sets are never pooled, even under one method name.
+    constraint_set: str = ""
+
+    @property
+    def constraint_tag(self) -> str:
+        """Short name of the constraint set (``""`` for none): what tells apart two results
+        of one method measured against different sets."""
+        return short_constraint_set(self.constraint_set)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.method}"
+        tag = f"#{self.constraint_tag}" if self.constraint_set else ""
+        return f"{self.model}/{self.method}{tag}"
+
+
+def short_constraint_set(identity: str) -> str:
+    """``cs-<12 hex>`` of a bdgen identity, ``cs-legacy-<8 hex>`` of an imported one."""
+    if not identity:
+        return ""
+    if identity.startswith("legacy-"):
+        return f"cs-legacy-{identity[7:15]}"
+    return f"cs-{identity[:12]}"

@@ -5,7 +5,12 @@ research code had one, a ``legacy_key`` (what format_version 2 JSON files use). 
 honest where the legacy keys were not: the MMD metrics are MMD *squared* (``mmd2_*``).
 
 Stratified metrics (``validity_by_num_rooms/<n>/<field>`` ...) and denoising metrics
-(``denoise_acc_node_t0.5`` ...) are families: :func:`lookup` resolves any member.
+(``denoise_acc_node_t0.5`` ...) are families: :func:`lookup` resolves any member. So are
+the constraint metrics of guided evaluation (GUIDANCE_SPEC G7.2), keyed by constraint name:
+``constraint/satisfaction_{c}``, ``constraint/mean_violation_{c}``,
+``constraint/mean_violation_when_failed_{c}``, ``constraint/violation_histogram_{c}/{bin}``
+and ``constraint/satisfaction_overall``. Their canonical name *is* the legacy key, so
+imported legacy guided files and newly computed results share keys.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ Group = Literal[
     "graph_structure",
     "conditional",
     "denoising",
+    "constraint",
     "stratified",
     "bookkeeping",
 ]
@@ -33,6 +39,7 @@ GROUP_TITLES: dict[str, str] = {
     "graph_structure": "Graph Structure",
     "conditional": "Conditional",
     "denoising": "Denoising (Model Quality, Seed-Independent)",
+    "constraint": "Constraint Satisfaction",
     "stratified": "Per room count",
     "bookkeeping": "Bookkeeping",
 }
@@ -246,8 +253,82 @@ COMPOSITES: dict[str, tuple[str, str]] = {
 }
 
 
+# Constraint family (GUIDANCE_SPEC G7.2): per constraint c, in the constraint set's order,
+# then one overall key. Satisfactions are shares shown as percentages; the histogram counts
+# samples per violation bin (int(v), "3+" for v >= 3), so its seed mean scales with n.
+CONSTRAINT_PREFIX = "constraint/"
+CONSTRAINT_OVERALL = "constraint/satisfaction_overall"
+HISTOGRAM_BINS: tuple[str, ...] = ("0", "1", "2", "3+")
+_CONSTRAINT_NAME = r"[A-Za-z][A-Za-z0-9_]*"
+_CONSTRAINT_RE = re.compile(
+    rf"^constraint/(?:(?P<failed>mean_violation_when_failed)_(?P<c1>{_CONSTRAINT_NAME})"
+    rf"|(?P<mean>mean_violation)_(?P<c2>{_CONSTRAINT_NAME})"
+    rf"|(?P<hist>violation_histogram)_(?P<c3>{_CONSTRAINT_NAME})/(?P<bin>0|1|2|3\+)"
+    rf"|(?P<sat>satisfaction)_(?P<c4>{_CONSTRAINT_NAME}))$")
+
+
+def constraint_keys(name: str) -> dict[str, str]:
+    """The per-seed scalar keys of one constraint (histogram bins flattened), by kind."""
+    return {"satisfaction": f"constraint/satisfaction_{name}",
+            "mean_violation": f"constraint/mean_violation_{name}",
+            "mean_violation_when_failed": f"constraint/mean_violation_when_failed_{name}",
+            **{f"histogram/{b}": f"constraint/violation_histogram_{name}/{b}"
+               for b in HISTOGRAM_BINS}}
+
+
+def _constraint_def(name: str) -> MetricDef | None:
+    m = _CONSTRAINT_RE.match(name)
+    if m is None:
+        return None
+    if name == CONSTRAINT_OVERALL:
+        return MetricDef(name, name, "constraint", "higher", "**Satisfaction (all)**",
+                         percent=True, description="Share of samples satisfying every "
+                         "constraint of the set (hard violation 0 for all).")
+    if m["failed"]:
+        c = m["c1"]
+        return MetricDef(name, name, "constraint", "lower", f"Mean viol. (failed): {c}",
+                         description=f"Mean hard violation of {c} over the samples that "
+                         "violate it (0.0 when none does, and seeds average that 0 in).")
+    if m["mean"]:
+        c = m["c2"]
+        return MetricDef(name, name, "constraint", "lower", f"Mean violation: {c}",
+                         description=f"Mean hard violation of {c} over all samples.")
+    if m["hist"]:
+        c, b = m["c3"], m["bin"]
+        return MetricDef(name, name, "constraint", "none", f"Violation histogram: {c} [{b}]",
+                         primary=False, displayed=False,
+                         description=f"Number of samples whose {c} violation truncates to "
+                         f"{b} (counts, not rates: they scale with num_samples).")
+    c = m["c4"]
+    return MetricDef(name, name, "constraint", "higher", f"Satisfaction: {c}", percent=True,
+                     description=f"Share of samples with hard violation 0 for {c}.")
+
+
+def is_constraint_metric(name: str) -> bool:
+    return name.startswith(CONSTRAINT_PREFIX) and _constraint_def(name) is not None
+
+
+def constraint_rows(names) -> list[str]:
+    """Constraint metrics of a comparison table, in the legacy row order (G7.3 item 3):
+    overall first, then satisfactions, mean violations, when-failed means, alphabetical in
+    each group; histogram bins are not shown."""
+    defs = [d for d in (_constraint_def(n) for n in set(names)) if d is not None
+            and d.displayed]
+    def rank(d: MetricDef) -> tuple[int, str]:
+        n = d.name
+        if n == CONSTRAINT_OVERALL:
+            return (0, n)
+        if n.startswith("constraint/satisfaction_"):
+            return (1, n)
+        if n.startswith("constraint/mean_violation_when_failed_"):
+            return (3, n)
+        return (2, n)
+    return [d.name for d in sorted(defs, key=rank)]
+
+
 def lookup(name: str) -> MetricDef:
-    """Definition of any metric: a registered name, a legacy key or a stratified key.
+    """Definition of any metric: a registered name, a legacy key, a stratified key or a
+    constraint key.
 
     Raises ``KeyError`` naming the unknown metric and the closest known names.
     """
@@ -257,6 +338,10 @@ def lookup(name: str) -> MetricDef:
         return BY_LEGACY_KEY[name]
     if name.startswith("eval/") and name[5:] in METRICS:  # bdgen-only per-seed keys
         return METRICS[name[5:]]
+    if name.startswith(CONSTRAINT_PREFIX):
+        got = _constraint_def(name)
+        if got is not None:
+            return got
     m = _STRATIFIED_RE.match(name)
     if m:
         family, rooms, field = m.group(1), m.group(2), m.group(3)

@@ -29,10 +29,13 @@ from bdgen.data.samples_file import SamplesFile, load_samples
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import Aggregate, MethodResult, aggregate_seeds, flatten
 from bdgen.eval.arrays import GraphArrays
+from bdgen.eval.constraints import constraint_metrics
 from bdgen.eval.reference import EVALUATOR_VERSION, ReferenceStats
 from bdgen.eval.registry import COMPOSITES, canonical_name
 from bdgen.eval.results_json import results_document, write_results_json
 from bdgen.eval.suite import evaluate_seed
+from bdgen.guidance.constraints import ConstraintSet
+from bdgen.pipeline.constraint_sets import constraints_for
 from bdgen.pipeline.progress import iterate
 from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
@@ -70,6 +73,9 @@ class EvaluationResult:
     samples: list[SamplesInfo]
     dataset: dict  # {"hash", "id", "path"}
     timings: dict = field(default_factory=dict)
+    # The constraint set the constraint/* metrics were measured against
+    # (ConstraintSet.to_dict() + "identity"), None when there are none.
+    constraints: dict | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @property
@@ -84,11 +90,20 @@ class EvaluationResult:
     def steps(self) -> int:
         return self.samples[0].steps if self.samples else 0
 
+    @property
+    def constraint_set_id(self) -> str | None:
+        return None if self.constraints is None else str(self.constraints["identity"])
+
     def legacy_config(self) -> dict:
-        """The legacy ``config`` block (spec §7.2 key order)."""
+        """The legacy ``config`` block (spec §7.2 key order; G6.4 ``num_constraints`` and
+        bdgen's ``constraint_set`` identity when constraint metrics were measured)."""
+        extra = {} if self.constraints is None else {
+            "num_constraints": len(self.constraints["constraints"]),
+            "constraint_set": self.constraint_set_id}
         return {"seeds": self.seeds, "num_samples": self.num_samples,
                 "sampling_steps": self.steps, **self.method_config,
-                "checkpoint": self.model_id, "is_v2": self.model.get("version") == "v2"}
+                "checkpoint": self.model_id, "is_v2": self.model.get("version") == "v2",
+                **extra}
 
     def results_document(self, timestamp: str | None = None) -> dict:
         return results_document(self.method, self.legacy_config(), self.per_seed,
@@ -108,7 +123,8 @@ class EvaluationResult:
             model_fields={"version": self.model.get("version"),
                           "noise_schedule": (self.model.get("noise") or {}).get("type")},
             method_fields=Method.parse(self.method).fields(),
-            denoising={canonical_name(k): v for k, v in self.denoising.items()})
+            denoising={canonical_name(k): v for k, v in self.denoising.items()},
+            constraint_set=self.constraint_set_id or "")
 
     def to_json(self) -> dict:
         """bdgen's own result format: canonical metric names, provenance."""
@@ -125,6 +141,7 @@ class EvaluationResult:
             "summary": {canonical_name(k): {"mean": a.mean, "std": a.std, "n": a.n}
                         for k, a in self.summary.items()},
             "composites": self.composites,
+            "constraints": self.constraints,
             "denoising": {canonical_name(k): v for k, v in self.denoising.items()},
             "provenance": {
                 "samples_files": [vars(s) for s in self.samples],
@@ -290,6 +307,7 @@ def evaluate_samples_files(
     models_dir: str | os.PathLike | None = None,
     errors: list[str] | None = None,
     v2_dummy_schedule_denoising: bool = False,
+    constraints: ConstraintSet | None = None,
     progress: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
@@ -298,7 +316,11 @@ def evaluate_samples_files(
     checkpoint can be found (``model_path`` or ``models_dir/<model id>/*.pt``), False = off.
     ``v2_dummy_schedule_denoising``: mask v2 models with the original evaluator's dummy
     log-linear schedule instead of their learned rates (to reproduce old numbers; see
-    :func:`compute_denoising`). ``progress``: a bar / heartbeat over the files.
+    :func:`compute_denoising`).
+    ``constraints``: measure the ``constraint/*`` metrics (G7.2) against this set (for
+    unguided baselines); without it a samples file's own set is used (guided runs), and a
+    file without one gets none. A guided file is only measured against its own set.
+    ``progress``: a bar / heartbeat over the files.
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -312,7 +334,7 @@ def evaluate_samples_files(
         raise BdgenError("no samples files to evaluate")
     datasets: dict[str, tuple[PreparedDataset, str]] = {}
     refs: dict[tuple, tuple[ReferenceStats, bool, float]] = {}
-    groups: dict[tuple[str, str], dict] = {}
+    groups: dict[tuple[str, str, str], dict] = {}
     for f in iterate(files, "evaluate", "file", enabled=progress):
         try:
             sf = load_samples(f)
@@ -323,6 +345,7 @@ def evaluate_samples_files(
             if ds.vocab.seq_len != sf.tokens.shape[1]:
                 raise BdgenError(f"{f}: sequence length {sf.tokens.shape[1]} does not match "
                                  f"dataset n_max {ds.vocab.n_max}")
+            cs = constraints_for(sf, constraints, str(f))
         except BdgenError as exc:
             fail(str(exc))
             continue
@@ -333,19 +356,27 @@ def evaluate_samples_files(
             ref, cached = load_reference(ds, seed, fractions, cache_dir)
             refs[rkey] = (ref, cached, time.perf_counter() - t0)
         ref = refs[rkey][0]
-        gkey = (str(sf.model.get("id")), sf.method)
+        # results are per (model, method, constraint set): never pooled across sets
+        gkey = (str(sf.model.get("id")), sf.method, cs.identity if cs is not None else "")
         g = groups.setdefault(gkey, {"sf": sf, "per_seed": {}, "samples": [], "timings": {},
                                      "dataset": {"hash": ds.dataset_hash,
                                                  "id": ds.dataset_id, "path": ds_source},
-                                     "rkey": rkey})
+                                     "rkey": rkey, "cs": cs})
         if str(sf.seed) in g["per_seed"]:
             fail(f"{f}: seed {sf.seed} of {gkey[0]}/{gkey[1]} was already evaluated from "
                  f"another file; skipped")
             continue
         t0 = time.perf_counter()
-        g["per_seed"][str(sf.seed)] = evaluate_seed(
+        metrics = evaluate_seed(
             sf.tokens.numpy(), sf.pad_mask.numpy(), ref, g["timings"],
             reference_graphs=functools.partial(_train_arrays, ds, seed, fractions))
+        if cs is not None:
+            t1 = time.perf_counter()
+            ga = GraphArrays.from_tokens(sf.tokens.numpy(), sf.pad_mask.numpy(), ds.vocab)
+            metrics.update(constraint_metrics(ga, cs))
+            g["timings"]["constraints"] = (g["timings"].get("constraints", 0.0)
+                                           + time.perf_counter() - t1)
+        g["per_seed"][str(sf.seed)] = metrics
         g["timings"]["total"] = g["timings"].get("total", 0.0) + time.perf_counter() - t0
         g["samples"].append(SamplesInfo(str(f), file_sha256(f), int(sf.seed),
                                         int(sf.num_samples), int(sf.steps)))
@@ -353,7 +384,7 @@ def evaluate_samples_files(
 
     denoise_cache: dict[str, dict[str, float]] = {}
     results = []
-    for (mid, method), g in groups.items():
+    for (mid, method, _), g in groups.items():
         first: SamplesFile = g["sf"]
         den: dict[str, float] = {}
         if denoising is not False:
@@ -385,18 +416,25 @@ def evaluate_samples_files(
         results.append(EvaluationResult(
             model_id=mid, method=method, method_config=dict(first.method_config),
             model=dict(first.model), per_seed=per_seed, summary=summary, composites=composites,
-            denoising=den, samples=g["samples"], dataset=g["dataset"], timings=timings))
+            denoising=den, samples=g["samples"], dataset=g["dataset"], timings=timings,
+            constraints=None if g["cs"] is None else {**g["cs"].to_dict(),
+                                                       "identity": g["cs"].identity}))
     return results
 
 
 # --- outputs --------------------------------------------------------------------------------
 def result_path(result: EvaluationResult, out_dir: str | os.PathLike | None,
                 legacy: bool) -> Path:
-    """``<dir>/<method>.json`` (legacy) or ``<dir>/<method>.eval.json``; ``<dir>`` is the
-    first samples file's directory, or ``out_dir/<model id>``."""
+    """``<dir>/<method>.json`` (legacy) or ``<dir>/<method>[.cs-<set id>].eval.json``;
+    ``<dir>`` is the first samples file's directory, or ``out_dir/<model id>``."""
     base = (Path(out_dir) / result.model_id if out_dir is not None
             else Path(result.samples[0].path).parent)
-    return base / (f"{result.method}.json" if legacy else f"{result.method}.eval.json")
+    if legacy:
+        return base / f"{result.method}.json"
+    cs = result.constraint_set_id
+    # one file per (method, constraint set): a baseline measured against two sets keeps both
+    return base / (f"{result.method}.cs-{cs[:12]}.eval.json" if cs
+                   else f"{result.method}.eval.json")
 
 
 def write_result(result: EvaluationResult, out_dir: str | os.PathLike | None = None,
@@ -425,15 +463,20 @@ HEADLINE = ("eval/validity_rate", "eval/inside_validity", "eval/novelty",
 
 def summary_rows(results: Sequence[EvaluationResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the terminal summary: headline metrics, mean ± std."""
+    sat = "constraint/satisfaction_overall"
+    guided = any(r.constraints is not None for r in results)
     header = ["model", "method", "seeds"] + [canonical_name(k) for k in HEADLINE] + [
-        "novelty x mc_w"]
+        "novelty x mc_w"] + (["satisfaction (all)", "constraint set"] if guided else [])
     rows = []
     for r in results:
         row = [r.model_id, r.method, str(len(r.per_seed))]
-        for k in HEADLINE:
+        for k in HEADLINE + ((sat,) if guided else ()):
             a = r.summary.get(k)
             row.append("-" if a is None else f"{a.mean:.4f} ± {a.std:.4f}")
-        comp = r.composites.get("novelty_x_mode_coverage_weighted")
-        row.append("-" if comp is None else f"{comp:.4f}")
+            if k == HEADLINE[-1]:
+                comp = r.composites.get("novelty_x_mode_coverage_weighted")
+                row.append("-" if comp is None else f"{comp:.4f}")
+        if guided:
+            row.append((r.constraint_set_id or "-")[:12])
         rows.append(row)
     return header, rows

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bdgen.errors import BdgenError
+from bdgen.guidance.constraints import ConstraintSet
 from bdgen.pipeline.context import JobContext, workspace_relative
 from bdgen.pipeline.evaluate import evaluate_samples_files, find_samples_files
 from bdgen.pipeline.plots import metric_bars
@@ -80,8 +81,13 @@ def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
 
 def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
                      replace: bool = False, metrics_out: dict[int, Path] | None = None,
-                     plots: bool = True) -> list[EvaluationRecord]:
+                     plots: bool = True, constraints: ConstraintSet | None = None
+                     ) -> list[EvaluationRecord]:
     """Evaluate generation runs, one tracked evaluation run each.
+
+    ``constraints``: measure unguided runs against this set too (the evaluation is then a
+    result of its own, in the set's series); guided runs are measured against the set their
+    samples file carries.
 
     Every samples file is verified against the store's sha256 before anything is computed.
     Runs already evaluated (same reference and evaluator version) are skipped unless
@@ -95,8 +101,10 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
         bar = ctx.progress(len(infos), "evaluate", "run")
         for done, (info, samples) in enumerate(zip(infos, files)):
             bar.update_to(done, f"run {info.id}: {info.model_id}/{info.method}/{info.seed}")
+            cs_id = constraints.identity if constraints is not None else (
+                info.constraint_set or None)
             prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE,
-                                           DEFAULT_EVALUATOR_VERSION)
+                                           DEFAULT_EVALUATOR_VERSION, constraint_set=cs_id)
             if prev is not None and prev.status == "succeeded" and not replace:
                 log.info("generation run %s: already evaluated (evaluation run %s), skipped",
                          info.id, prev.id)
@@ -104,7 +112,7 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                                        info.method, info.seed, info.samples_sha256 or "",
                                        ctx.store.evaluation_metrics(prev.id), skipped=True)
             else:
-                rec = _evaluate_one(ctx, info, samples, replace, plots)
+                rec = _evaluate_one(ctx, info, samples, replace, plots, constraints)
             records.append(rec)
             denoise_model_once(ctx, info.model_id)
             if metrics_out and info.id in metrics_out:
@@ -115,7 +123,8 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
 
 
 def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
-                  replace: bool, plots: bool) -> EvaluationRecord:
+                  replace: bool, plots: bool,
+                  constraints: ConstraintSet | None = None) -> EvaluationRecord:
     """One generation run: metrics computed, then MLflow run + evaluation row together."""
     ws, path, md5, sha = ctx.workspace, samples.path, samples.md5, samples.sha256
     rel = ctx.rel(path)
@@ -132,7 +141,11 @@ def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSam
     started = utcnow()
     t0 = time.perf_counter()
     (result,) = evaluate_samples_files([path], data_dir=ws.data_dir, cache_dir=ws.cache_dir,
-                                       denoising=False)
+                                       denoising=False, constraints=constraints)
+    cs_id = result.constraint_set_id
+    if cs_id is not None:
+        params["constraint_set"] = cs_id
+        tags["bdgen.constraint_set"] = cs_id
     per_seed = result.per_seed[str(info.seed)]
     clean = normalise_metrics(per_seed)
     dataset_id = result.dataset.get("id") or result.model.get("dataset_id", "unknown")
@@ -142,7 +155,7 @@ def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSam
                                             no_mlflow=not ctx.tracker.enabled,
                                             started_at=started,
                                             duration_s=time.perf_counter() - t0,
-                                            replace=replace)
+                                            replace=replace, constraint_set=cs_id)
         run.set_tags({"bdgen.evaluation_run_id": ev_id})
         run.log_metrics({**clean, "eval_time_s": time.perf_counter() - t0})
         if plots and ctx.tracker.enabled:

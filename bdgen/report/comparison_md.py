@@ -27,7 +27,7 @@ CONFIG_ROWS: tuple[tuple[str, str], ...] = (
 )
 GUIDED_CONFIG_ROWS: tuple[tuple[str, str], ...] = (
     ("Guidance K", "num_candidates"), ("Guidance alpha", "guidance_alpha"),
-    ("Reward mode", "reward_mode"), ("Phi function", "phi_function"),
+    ("Reward mode", "reward_mode"), ("Phi function", "phi"),
     ("Num constraints", "num_constraints"),
 )
 TABLE_FAMILIES: tuple[str, ...] = (
@@ -36,7 +36,7 @@ TABLE_FAMILIES: tuple[str, ...] = (
 GUIDED_PRIORITY: tuple[tuple[str, str | None], ...] = (
     ("mode_coverage_weighted", None), ("transitivity_score", None),
     ("conditional_edge_tv_weighted", None),
-    ("degree_tv_per_type_weighted", "Type-cond. degree TV (weighted)"), ("node_tv", None),
+    ("degree_tv_per_type_weighted", "Type-cond. degree TV (weighted)"), ("node_tv", "Node TV"),
 )
 MISSING = "--"
 LEGACY_FOOTER = (
@@ -121,8 +121,11 @@ def column_labels(results: Sequence[MethodResult]) -> list[str]:
     """Method names when all results share one model, else ``model/method`` labels; results
     upgraded from format v1 files are marked " (v1)" (explained by :data:`V1_FOOTNOTE`)."""
     one_model = len({r.model for r in results}) <= 1
-    return [(r.method if one_model else r.label) + (V1_MARK if r.upgraded_from_v1 else "")
-            for r in results]
+    names = [r.method if one_model else f"{r.model}/{r.method}" for r in results]
+    # one method measured against several constraint sets: the set tells the columns apart
+    names = [f"{n} [{r.constraint_tag or 'no constraints'}]" if names.count(n) > 1 else n
+             for n, r in zip(names, results)]
+    return [n + (V1_MARK if r.upgraded_from_v1 else "") for n, r in zip(names, results)]
 
 
 def footer(results: Sequence[MethodResult], legacy: bool = False) -> tuple[str, ...]:
@@ -151,8 +154,7 @@ def _metric_section(title: str, results: Sequence[MethodResult], labels: list[st
     header = ["Metric", *labels] + (["Delta"] if two else [])
     out_rows, keys = [], []
     for name, display in rows:
-        aggs = [r.metrics.get(name) if name.startswith("constraint/") else M.value(r, name)
-                for r in results]
+        aggs = [M.value(r, name) for r in results]
         if all(a is None for a in aggs):
             continue
         pct = percent_of(name) if percent_of else False
@@ -169,21 +171,10 @@ def _metric_section(title: str, results: Sequence[MethodResult], labels: list[st
 
 
 def _constraint_rows(results: Sequence[MethodResult]) -> list[tuple[str, str]]:
-    keys = {k for r in results for k in r.metrics
-            if k.startswith("constraint/") and "violation_histogram" not in k}
-    rows: list[tuple[str, str]] = []
-    if "constraint/satisfaction_overall" in keys:
-        rows.append(("constraint/satisfaction_overall", "**Satisfaction (all)**"))
-    names = sorted(k[len("constraint/"):] for k in keys)
-    sat = [n for n in names if n.startswith("satisfaction_") and n != "satisfaction_overall"]
-    failed = [n for n in names if n.startswith("mean_violation_when_failed_")]
-    viol = [n for n in names if n.startswith("mean_violation_") and n not in failed]
-    rows += [(f"constraint/{n}", f"Satisfaction: {n[len('satisfaction_'):]}") for n in sat]
-    rows += [(f"constraint/{n}", f"Mean violation: {n[len('mean_violation_'):]}")
-             for n in viol]
-    rows += [(f"constraint/{n}", f"Mean viol. (failed): {n[len('mean_violation_when_failed_'):]}")
-             for n in failed]
-    return rows
+    """``(metric, display)`` of the Constraint Satisfaction table in the legacy row order
+    (G7.3 item 3; :func:`bdgen.eval.registry.constraint_rows`)."""
+    keys = {k for r in results for k in r.metrics if registry.is_constraint_metric(k)}
+    return [(k, M.metric_def(k).display) for k in registry.constraint_rows(keys)]
 
 
 def _denoising_section(results: Sequence[MethodResult], labels: list[str]) -> Section | None:
@@ -236,7 +227,9 @@ def build_comparison(results: Sequence[MethodResult], *, primary_only: bool = Fa
             sections.append(sec)
     crow = _constraint_rows(results)
     if crow:
-        sec = _metric_section("Constraint Satisfaction", results, labels, crow, fixed4=True)
+        # satisfactions are percentages; deltas of the others always 4 decimals (G7.3)
+        sec = _metric_section(registry.GROUP_TITLES["constraint"], results, labels, crow,
+                              pct, fixed4=True)
         if sec:
             sections.append(sec)
     den = _denoising_section(results, labels)

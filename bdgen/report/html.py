@@ -293,9 +293,11 @@ def _fields(r: MethodResult) -> dict[str, object]:
 
 def _plot_metrics(results: Sequence[MethodResult]) -> list[str]:
     """Metrics the plots can show, in registry order: displayed metrics, composites,
-    then denoising metrics (per model), each when some result has it."""
+    constraint metrics (G7.3 row order), then denoising metrics (per model), each when some
+    result has it."""
     names = [m.name for m in registry.displayed_metrics()]
     names += list(registry.COMPOSITES)
+    names += registry.constraint_rows({k for r in results for k in r.metrics})
     names += sorted({M.metric_def(k).name for r in results for k in r.denoising},
                     key=lambda n: M.metric_def(n).legacy_key or n)
     return [n for n in names if any(M.value(r, n) is not None for r in results)]

@@ -40,7 +40,7 @@ DEFAULT_ALPHA = 0.05
 #: Filterable fields every result has (the store may add more model fields).
 BASE_FIELDS: tuple[str, ...] = (
     "model", "method", "unmasking", "top_p", "temperature", "strategy", "eta", "t_switch",
-    "version", "noise_schedule",
+    "version", "noise_schedule", "constraint_set",
 )
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
@@ -62,6 +62,8 @@ def field_value(result: MethodResult, key: str) -> Any:
         return result.model
     if key == "method":
         return result.method
+    if key == "constraint_set":
+        return result.constraint_set
     if key in result.method_fields:
         return result.method_fields[key]
     if key in result.model_fields:
@@ -260,12 +262,23 @@ def apply_where(results: Iterable[MethodResult], where: Mapping[str, Sequence],
             except KeyError:
                 ok = False
                 break
+            if key == "constraint_set":
+                accepted = [_constraint_set_value(actual, v) for v in accepted]
             if not any(values_equal(actual, v) for v in accepted):
                 ok = False
                 break
         if ok:
             out.append(r)
     return out
+
+
+def _constraint_set_value(actual: str, given: Any) -> Any:
+    """What a ``constraint_set`` filter value stands for (as the store reads it: identity,
+    prefix or ``cs-`` tag): ``actual`` when it matches, else the value itself."""
+    text = "" if given is None else str(given).removeprefix("cs-")
+    if text in ("", "none"):
+        return ""
+    return actual if actual.startswith(text) and len(text) >= 8 else given
 
 
 def _n_seeds(r: MethodResult) -> int:

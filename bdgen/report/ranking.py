@@ -25,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from bdgen.eval.aggregate import MethodResult
+from bdgen.errors import BdgenError
+from bdgen.eval import registry
+from bdgen.eval.aggregate import MethodResult, short_constraint_set
 from bdgen.report import metrics as M
 from bdgen.report.profiles import Priority, Profile
 
@@ -189,6 +191,21 @@ def _mean_decider(it: _Item, ordered: list[_Item], prios: Sequence[Priority]) ->
     return "label (nothing significant)"
 
 
+def _one_constraint_set(results: Sequence[MethodResult], profile: Profile) -> None:
+    """Constraint satisfaction ranks only results measured against one set: a share of
+    samples meeting "exactly one kitchen" says nothing next to one meeting another set."""
+    used = [p.metric for p in profile.priorities] + [c.lhs for c in profile.constraints
+                                                     if c.is_metric]
+    if not any(registry.is_constraint_metric(m) for m in used):
+        return
+    sets = sorted({r.constraint_set for r in results if r.constraint_set})
+    if len(sets) > 1:
+        raise BdgenError(f"profile {profile.name!r} ranks constraint satisfaction, but the "
+                         f"results were measured against {len(sets)} constraint sets "
+                         f"({', '.join(short_constraint_set(c) for c in sets)}); pick one "
+                         f"with --where constraint_set=<identity or its cs-... tag>")
+
+
 def rank(results: Sequence[MethodResult], profile: Profile,
          alpha: float | None = None) -> Ranking:
     """Apply the profile's constraints, then the noise-aware ordering described above."""
@@ -219,6 +236,7 @@ def rank(results: Sequence[MethodResult], profile: Profile,
 
 def _ranked_rows(kept: Sequence[MethodResult], profile: Profile,
                  alpha: float | None) -> list[RankedRow]:
+    _one_constraint_set(kept, profile)
     level_alpha = profile.alpha if alpha is None else alpha
     items = [_Item(r, r.label, [M.value(r, p.metric) for p in profile.priorities])
              for r in kept]

@@ -29,7 +29,8 @@ FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 #: Columns a narrow terminal never wraps nor hides (the row's identity).
 IDENTITY_COLUMNS: tuple[str, ...] = ("#", "model", "method", "Metric", "verdict", "metric")
 COMPARE_GROUPS: tuple[str, ...] = (
-    "validity", "coverage", "distribution", "graph_structure", "conditional", "denoising")
+    "validity", "coverage", "distribution", "graph_structure", "conditional", "constraint",
+    "denoising")
 
 
 @dataclass
@@ -184,6 +185,8 @@ def compare_rows(results: Sequence[MethodResult], primary_only: bool = False
         if g == "denoising":
             names = sorted({M.metric_def(k).name for r in results for k in r.denoising},
                            key=lambda n: M.metric_def(n).legacy_key or n)
+        elif g == "constraint":  # a family keyed by constraint name (G7.2)
+            names = registry.constraint_rows({k for r in results for k in r.metrics})
         else:
             names = [m.name for m in registry.displayed_metrics(g, primary_only)]
             names += [c for c in registry.COMPOSITES if M.metric_def(c).group == g]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 import bdgen
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
-from bdgen.eval.registry import lookup
+from bdgen.eval.registry import is_constraint_metric, lookup
 from bdgen.store import summaries
 from bdgen.store.engine import bulk_insert, redact
 from bdgen.store.identities import Identities
@@ -53,8 +53,15 @@ class Evaluations(Identities):
                           evaluator_version: str = DEFAULT_EVALUATOR_VERSION,
                           mlflow_run_id: str | None = None, no_mlflow: bool = False,
                           started_at: datetime | None = None,
-                          duration_s: float | None = None, replace: bool = False) -> int:
+                          duration_s: float | None = None, replace: bool = False,
+                          constraint_set: str | None = None) -> int:
         """Record one evaluation of a generation run with all its metric values, atomically.
+
+        ``constraint_set``: identity of the set its ``constraint/*`` metrics were measured
+        against. A guided run is measured against the set it sampled with; an unguided run
+        measured against a set is recorded in that set's series (a generation row of its
+        own there, naming the same samples file), so that it is a result of its own and is
+        never pooled with the run's other measurements.
 
         ``metrics``: per-seed metrics (canonical names or legacy keys, nested stratified
         dicts allowed). Returns the evaluation run id. On any failure nothing of it is
@@ -75,7 +82,8 @@ class Evaluations(Identities):
                     s, generation_run_id, clean, reference=reference,
                     evaluator_version=evaluator_version, replace=replace,
                     bookkeeping={"mlflow_run_id": mlflow_run_id, "no_mlflow": no_mlflow,
-                                 "started_at": started_at, "duration_s": duration_s})
+                                 "started_at": started_at, "duration_s": duration_s},
+                    constraint_set=constraint_set)
             return ev
         except AlreadyRecorded:
             raise
@@ -90,7 +98,8 @@ class Evaluations(Identities):
     def _insert_evaluation(self, s: Session, generation_run_id: int,
                            metrics: dict[str, float], *, reference: str,
                            evaluator_version: str, replace: bool,
-                           bookkeeping: dict[str, Any]) -> int:
+                           bookkeeping: dict[str, Any],
+                           constraint_set: str | None = None) -> int:
         gen = s.get(GenerationRun, generation_run_id)
         if gen is None:
             raise BdgenError(f"generation run {generation_run_id} not found in "
@@ -98,6 +107,8 @@ class Evaluations(Identities):
         if gen.status != "succeeded":
             raise BdgenError(f"generation run {generation_run_id} has status {gen.status!r}; "
                              "only succeeded runs can be evaluated")
+        gen = self._measured_run(s, gen, constraint_set or "")
+        _check_constraint_metrics(metrics, constraint_set)
         now = utcnow()
         row = s.scalars(select(EvaluationRun).filter_by(
             generation_run_pk=gen.id, reference=reference,
@@ -112,6 +123,7 @@ class Evaluations(Identities):
             row = EvaluationRun(generation_run_pk=gen.id, series_pk=gen.series_pk,
                                 reference=reference, evaluator_version=evaluator_version)
             s.add(row)
+        row.constraint_set = constraint_set or None
         started = bookkeeping.get("started_at") or now
         duration = bookkeeping.get("duration_s")
         _stamp_succeeded(row, bookkeeping, started, now,
@@ -124,6 +136,38 @@ class Evaluations(Identities):
             s.execute(table(MetricValue).insert(), values)
         summaries.refresh(s.connection(), [gen.series_pk])
         return row.id
+
+    def _measured_run(self, s: Session, gen: GenerationRun, constraint_set: str
+                      ) -> GenerationRun:
+        """The generation row whose series is ``gen``'s measured against ``constraint_set``:
+        ``gen`` itself when its series has that set, else (unguided runs only) a row of the
+        same seed in the set's series, naming the same samples (created or brought up to
+        date here)."""
+        series = gen.series
+        if series.constraint_set == constraint_set:
+            return gen
+        if gen.constraint_set:
+            raise BdgenError(f"generation run {gen.id} was sampled with constraint set "
+                             f"{gen.constraint_set[:12]}; it is measured against that set "
+                             f"only, not {constraint_set[:12] or 'none'}")
+        if series.constraint_set:
+            raise BdgenError(f"generation run {gen.id} is the measurement of another run "
+                             f"against constraint set {series.constraint_set[:12]}; evaluate "
+                             "the original run")
+        target = self._series(s, series.model_pk, series.method_pk, series.num_samples,
+                              series.steps, constraint_set)
+        twin = s.scalars(select(GenerationRun).filter_by(series_pk=target.id,
+                                                         seed=gen.seed)).one_or_none()
+        if twin is None:
+            twin = GenerationRun(series_pk=target.id, seed=gen.seed)
+            s.add(twin)
+        for col in ("status", "started_at", "finished_at", "duration_s", "code_version", "host",
+                    "mlflow_run_id", "no_mlflow", "provenance", "source_path", "source_sha256",
+                    "samples_path", "samples_sha256"):
+            setattr(twin, col, getattr(gen, col))
+        twin.constraint_set = None  # sampled with none
+        s.flush()
+        return twin
 
     def _mark_evaluation_failed(self, generation_run_id: Any, reference: str,
                                 evaluator_version: str, exc: BaseException) -> None:
@@ -162,6 +206,8 @@ class Evaluations(Identities):
         transaction (all or nothing; no failed rows are left). Used by imports and bench."""
         clean = [(gid, normalise_metrics(m, f"evaluation of generation run {gid}"))
                  for gid, m in items]
+        for _, m in clean:
+            _check_constraint_metrics(m, None)  # bulk rows carry no constraint set
         now = utcnow()
         ev_table, mv_table = table(EvaluationRun), table(MetricValue)
         book = {"status": "succeeded", "started_at": now, "finished_at": now,
@@ -238,6 +284,13 @@ class Evaluations(Identities):
         if values:
             s.execute(table(DenoisingValue).insert(), values)
         return row.id
+
+
+def _check_constraint_metrics(metrics: Mapping[str, float], constraint_set: str | None) -> None:
+    """constraint/* metrics are meaningless without the set they were measured against."""
+    if not constraint_set and any(is_constraint_metric(n) for n in metrics):
+        raise BdgenError("constraint/* metrics need the identity of the constraint set they "
+                         "were measured against")
 
 
 def _stamp_succeeded(row: EvaluationRun | DenoisingEvaluation, bookkeeping: dict[str, Any],

@@ -91,9 +91,11 @@ class Identities(StoreBase):
              "v2": m.v2})
 
     def _series(self, s: Session, model_pk: int, method_pk: int, num_samples: int,
-                steps: int) -> Series:
+                steps: int, constraint_set: str | None = None) -> Series:
+        """The series of (model, method, size, constraint set); ``None``/"" = no set."""
         return self._get_or_create(s, Series, {"model_pk": model_pk, "method_pk": method_pk,
-                                               "num_samples": num_samples, "steps": steps}, {})
+                                               "num_samples": num_samples, "steps": steps,
+                                               "constraint_set": constraint_set or ""}, {})
 
     def _model_pk(self, s: Session, model_id: str) -> int:
         pk = s.scalar(select(Model.id).where(Model.model_id == model_id))

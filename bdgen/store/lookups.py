@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
@@ -35,7 +35,7 @@ def _generation_runs() -> Select:
     return (select(GenerationRun.id, GenerationRun.status, Model.model_id, MethodRow.name,
                    GenerationRun.seed, Series.num_samples, Series.steps,
                    GenerationRun.samples_path, GenerationRun.samples_sha256,
-                   GenerationRun.mlflow_run_id, GenerationRun.provenance)
+                   GenerationRun.mlflow_run_id, GenerationRun.provenance, Series.constraint_set)
             .join(Series, GenerationRun.series_pk == Series.id)
             .join(Model, Series.model_pk == Model.id)
             .join(MethodRow, Series.method_pk == MethodRow.id))
@@ -79,13 +79,15 @@ class Lookups(StoreBase):
         return GenerationRunInfo(*row)
 
     def find_generation_run(self, model_id: str, method: str, seed: int, num_samples: int,
-                            steps: int) -> GenerationRunInfo | None:
-        """The generation run of an identity, or None."""
+                            steps: int, constraint_set: str | None = None
+                            ) -> GenerationRunInfo | None:
+        """The generation run of an identity (``constraint_set``: of its series), or None."""
         with self.read_session() as s:
             row = s.execute(_generation_runs().where(
                 Model.model_id == model_id, MethodRow.name == method,
                 GenerationRun.seed == seed, Series.num_samples == num_samples,
-                Series.steps == steps)).one_or_none()
+                Series.steps == steps, Series.constraint_set == (constraint_set or ""))
+            ).one_or_none()
         return None if row is None else GenerationRunInfo(*row)
 
     def generation_runs_by_path(self, paths: list[str]) -> dict[str, int]:
@@ -108,15 +110,37 @@ class Lookups(StoreBase):
                  .join(Model, Series.model_pk == Model.id)
                  .where(GenerationRun.status == "succeeded",
                         GenerationRun.provenance == BDGEN_PROVENANCE,
-                        GenerationRun.id.not_in(done)).order_by(GenerationRun.id))
+                        GenerationRun.id.not_in(done),
+                        # not the measurement rows of unguided runs against a set
+                        or_(Series.constraint_set == "",
+                            GenerationRun.constraint_set.is_not(None)))
+                 .order_by(GenerationRun.id))
             if model_id is not None:
                 q = q.where(Model.model_id == model_id)
             return list(s.scalars(q))
 
     def evaluation_of(self, generation_run_id: int, reference: str,
-                      evaluator_version: str) -> EvaluationRunInfo | None:
-        """The evaluation run of a generation run for (reference, evaluator), or None."""
+                      evaluator_version: str, constraint_set: str | None = None
+                      ) -> EvaluationRunInfo | None:
+        """The evaluation run of a generation run for (reference, evaluator), or None; with
+        ``constraint_set``, the evaluation that measured it against that set."""
         with self.read_session() as s:
+            if constraint_set:
+                gen = s.get(GenerationRun, generation_run_id)
+                if gen is None:
+                    return None
+                if gen.series.constraint_set != constraint_set:
+                    twin = s.scalar(select(GenerationRun.id).join(
+                        Series, Series.id == GenerationRun.series_pk).where(
+                        Series.model_pk == gen.series.model_pk,
+                        Series.method_pk == gen.series.method_pk,
+                        Series.num_samples == gen.series.num_samples,
+                        Series.steps == gen.series.steps,
+                        Series.constraint_set == constraint_set,
+                        GenerationRun.seed == gen.seed))
+                    if twin is None:
+                        return None
+                    generation_run_id = twin
             row = s.execute(select(EvaluationRun.id, EvaluationRun.status,
                                    EvaluationRun.mlflow_run_id)
                             .where(EvaluationRun.generation_run_pk == generation_run_id,

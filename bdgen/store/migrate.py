@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, select, text
@@ -134,10 +136,42 @@ def _fingerprint(conn: Connection) -> str | None:
                         {"k": _FINGERPRINT_KEY}).scalar()
 
 
+@contextmanager
+def _schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction for schema changes. On SQLite, foreign keys are off while it
+    runs (checked with ``foreign_key_check`` before commit): batch migrations recreate a
+    table (copy, drop, rename), and dropping a referenced table with foreign keys on fails,
+    or cascades into its children. SQLite ignores the pragma inside a transaction, so it is
+    set on the DBAPI connection before the transaction begins."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_pragma(conn, "PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite:
+                    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if bad:
+                        raise BdgenError(f"schema change left {len(bad)} broken foreign "
+                                         f"key(s), e.g. in table {bad[0][0]}; rolled back")
+        finally:
+            if sqlite:
+                _sqlite_pragma(conn, "PRAGMA foreign_keys = ON")
+
+
+def _sqlite_pragma(conn: Connection, sql: str) -> None:
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql)
+    finally:
+        cur.close()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade to ``revision`` (default head) and sync metric definitions; returns the new
     revision. Refuses a database at an unknown revision."""
-    with engine.begin() as conn:
+    with _schema_transaction(engine) as conn:
         _lock(conn)
         _check_known(_current(conn), engine)
         from alembic import command
@@ -155,7 +189,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
 def downgrade(engine: Engine, revision: str = "-1") -> str | None:
     """Downgrade to ``revision`` (``-1`` = one step, ``base`` = empty database)."""
-    with engine.begin() as conn:
+    with _schema_transaction(engine) as conn:
         _lock(conn)
         cur = _current(conn)
         _check_known(cur, engine)
@@ -189,7 +223,7 @@ def ensure_current(engine: Engine) -> None:
         _check_known(rev, engine)
         if rev == head and _fingerprint(conn) == registry_fingerprint():
             return
-    with engine.begin() as conn:
+    with _schema_transaction(engine) as conn:
         _lock(conn)
         rev = _current(conn)  # another process may have upgraded meanwhile
         _check_known(rev, engine)

@@ -144,28 +144,44 @@ class Method(Base):
     v2: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+#: Length of a constraint-set identity column: a sha256 hex (ConstraintSet.identity) or a
+#: legacy identity "legacy-<sha256 hex>" (bdgen.store.results_import.legacy_constraint_set).
+CONSTRAINT_SET_LEN = 80
+
+
 class Series(Base):
-    """A model sampled with one method at one size: a generation run minus its seed.
+    """A model sampled with one method at one size, measured against one constraint set: a
+    generation run minus its seed.
 
     The seeds of a series are what aggregates run over, so its id is the grouping key of
-    every leaderboard query (see ``metric_values.series_pk``).
+    every leaderboard query (see ``metric_values.series_pk``). ``constraint_set`` is the
+    identity of the set its ``constraint/*`` metrics were measured against ("" for none):
+    a guided run's own set, or the set an unguided baseline was measured against. It is part
+    of the key, so results with different sets are never pooled, even under one method name
+    (a legacy guided tag names no set).
     """
 
     __tablename__ = "series"
-    __table_args__ = (UniqueConstraint("model_pk", "method_pk", "num_samples", "steps"),)
+    __table_args__ = (UniqueConstraint("model_pk", "method_pk", "num_samples", "steps",
+                                       "constraint_set"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_pk: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method_pk: Mapped[int] = mapped_column(ForeignKey("methods.id"), index=True)
     num_samples: Mapped[int] = mapped_column(Integer)
     steps: Mapped[int] = mapped_column(Integer)
+    constraint_set: Mapped[str] = mapped_column(String(CONSTRAINT_SET_LEN), default="",
+                                                server_default="")
 
     model: Mapped[Model] = relationship()
     method: Mapped[Method] = relationship()
 
 
 class GenerationRun(RunBookkeeping, Base):
-    """Unique on (series, seed), i.e. on (model, method, seed, num_samples, steps)."""
+    """Unique on (series, seed), i.e. on (model, method, seed, num_samples, steps, constraint
+    set). ``constraint_set``: the set the samples were drawn with (guided runs), else NULL;
+    an unguided run measured against a set appears in that set's series with NULL here and
+    the samples file of the run it measures."""
 
     __tablename__ = "generation_runs"
     __table_args__ = (
@@ -179,6 +195,7 @@ class GenerationRun(RunBookkeeping, Base):
     seed: Mapped[int] = mapped_column(Integer)
     samples_path: Mapped[str | None] = mapped_column(Text)
     samples_sha256: Mapped[str | None] = mapped_column(String(64))
+    constraint_set: Mapped[str | None] = mapped_column(String(CONSTRAINT_SET_LEN))
 
     series: Mapped[Series] = relationship()
 
@@ -203,6 +220,8 @@ class EvaluationRun(RunBookkeeping, Base):
     series_pk: Mapped[int] = mapped_column(Integer)
     reference: Mapped[str] = mapped_column(String(255))
     evaluator_version: Mapped[str] = mapped_column(String(64))
+    #: the set its constraint/* metrics were measured against (NULL: none measured)
+    constraint_set: Mapped[str | None] = mapped_column(String(CONSTRAINT_SET_LEN))
 
 
 class MetricDefinition(Base):

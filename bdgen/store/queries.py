@@ -50,6 +50,7 @@ WHERE_COLUMNS: dict[str, Any] = {
     "seed": GenerationRun.seed,
     "num_samples": Series.num_samples,
     "steps": Series.steps,
+    "constraint_set": Series.constraint_set,
     "reference": EvaluationRun.reference,
     "evaluator_version": EvaluationRun.evaluator_version,
 }
@@ -83,9 +84,26 @@ def where_clauses(where: Mapping[str, Any]) -> list:
             raise BdgenError(f"unknown filter {key!r}; valid: {', '.join(WHERE_COLUMNS)}")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         values = [_coerce(key, col, v) for v in values]
-        conds = [col.is_(None) if v is None else col == v for v in values]
+        if key == "constraint_set":
+            conds = [_constraint_set_clause(v) for v in values]
+        else:
+            conds = [col.is_(None) if v is None else col == v for v in values]
         out.append(conds[0] if len(conds) == 1 else or_(*conds))
     return out
+
+
+def _constraint_set_clause(value: Any) -> Any:
+    """``constraint_set=`` takes the identity, a prefix of at least 8 characters, or the
+    ``cs-...`` tag the tables show; empty / none means "measured against no set"."""
+    text = "" if value is None else str(value)
+    if text.startswith("cs-"):
+        text = text[3:]
+    if text in ("", "none"):
+        return Series.constraint_set == ""
+    if len(text.removeprefix("legacy-")) < 8:
+        raise BdgenError(f"filter constraint_set={value!r}: give at least 8 characters of "
+                         "the identity")
+    return Series.constraint_set.startswith(text, autoescape=True)
 
 
 def canonical_names(metrics: Sequence[str] | None) -> list[str] | None:
@@ -122,7 +140,8 @@ def metric_order(name: str) -> tuple[int, str]:
 
 
 class AggregateRow(NamedTuple):
-    """One leaderboard cell: a metric of (model, method, num_samples, steps) over seeds."""
+    """One leaderboard cell: a metric of (model, method, num_samples, steps, constraint set)
+    over seeds."""
 
     model: str
     method: str
@@ -132,6 +151,7 @@ class AggregateRow(NamedTuple):
     mean: float
     std: float
     n: int
+    constraint_set: str = ""  # of the series ("" = none), so two sets are two rows
 
 
 RUN_LEVEL_FILTERS = ("seed", "reference", "evaluator_version")
@@ -193,15 +213,16 @@ def metric_aggregates(s: Session, *, model: str | None = None,
                             means.c.n)).all()
     wanted = {r[1] for r in rows}
     series: dict[int, list[Any]] = {pk: rest for pk, *rest in conn.execute(
-        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps)
+        select(Series.id, Model.model_id, MethodRow.name, Series.num_samples, Series.steps,
+               Series.constraint_set)
         .join(Model, Model.id == Series.model_pk)
         .join(MethodRow, MethodRow.id == Series.method_pk)
         .where(Series.id.in_(wanted) if len(wanted) < 5000 else true()))}
     metric_names = {pk: name for pk, name in conn.execute(  # noqa: C416 (a Result has keys())
         select(MetricDefinition.id, MetricDefinition.name))}
     sqrt = math.sqrt
-    return [AggregateRow._make((*series[series_pk], metric_names[metric_pk], mean,
-                                sqrt(v) if v > 0 else 0.0, n))
+    return [AggregateRow._make((*series[series_pk][:4], metric_names[metric_pk], mean,
+                                sqrt(v) if v > 0 else 0.0, n, series[series_pk][4]))
             for metric_pk, series_pk, mean, v, n in rows]
 
 
@@ -211,7 +232,7 @@ def _summary_aggregates(conn: Connection, metric_filter: list,
     composites)."""
     c = table(MetricSummary).c
     q = (select(Model.model_id, MethodRow.name, Series.num_samples, Series.steps, c.metric,
-                c.mean, c.std, c.n)
+                c.mean, c.std, c.n, Series.constraint_set)
          .join_from(table(MetricSummary), table(Series), Series.id == c.series_pk)
          .join(Model, Model.id == Series.model_pk)
          .join(MethodRow, MethodRow.id == Series.method_pk)

@@ -30,6 +30,7 @@ class GenerationRunInfo:
     samples_sha256: str | None
     mlflow_run_id: str | None
     provenance: str             # "bdgen" | "legacy import"
+    constraint_set: str = ""    # the series' set (sampled with or measured against); "" none
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def _flag_v1_upgraded(s: Session, results: Sequence[MethodResult]) -> None:
 
 def _runs_query(model: str | None, where: Mapping[str, Any]) -> Select:
     q = (select(EvaluationRun.id, EvaluationRun.generation_run_pk, EvaluationRun.mlflow_run_id,
-                GenerationRun.seed, Series.num_samples, Series.steps,
+                GenerationRun.seed, Series.num_samples, Series.steps, Series.constraint_set,
                 Model.id.label("model_pk"), Model.model_id, Model.version,
                 Model.noise_schedule, Model.checkpoint_path, Model.checkpoint_sha256,
                 Model.legacy_label, MethodRow.name)
@@ -145,6 +145,7 @@ class _SeriesRow(NamedTuple):
     name: str
     num_samples: int
     steps: int
+    constraint_set: str
 
 
 @dataclass
@@ -155,6 +156,7 @@ class _Group:
     steps: int
     eval_by_seed: dict[int, int]
     mlflow: dict[int, str]
+    constraint_set: str = ""
 
 
 def select_method_results(s: Session, *, model: str | None = None,
@@ -169,10 +171,11 @@ def select_method_results(s: Session, *, model: str | None = None,
         newest[r.generation_run_pk] = r
     groups: dict[tuple, _Group] = {}
     for r in newest.values():
-        key = (r.model_id, r.name, r.num_samples, r.steps)
+        key = (r.model_id, r.name, r.num_samples, r.steps, r.constraint_set)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = _Group(r, r.name, r.num_samples, r.steps, {}, {})
+            g = groups[key] = _Group(r, r.name, r.num_samples, r.steps, {}, {},
+                                     r.constraint_set)
         g.eval_by_seed[r.seed] = r.id
         if r.mlflow_run_id:
             g.mlflow[r.seed] = r.mlflow_run_id
@@ -268,12 +271,17 @@ def _result(g: _Group, seeds: tuple[int, ...], aggs: dict[str, Aggregate], parts
     config = {"seeds": list(seeds), "num_samples": g.num_samples,
               "sampling_steps": g.steps, **legacy_config, "checkpoint": checkpoint,
               "is_v2": spec.v2}
+    if g.constraint_set:
+        n = sum(1 for k in aggs if k.startswith("constraint/satisfaction_")) - int(
+            "constraint/satisfaction_overall" in aggs)
+        config.update(num_constraints=n, constraint_set=g.constraint_set)
     return MethodResult(
         model=g.model.model_id, method=g.method, config=config, metrics=aggs, seeds=seeds,
         model_fields=dict(model_fields), method_fields=dict(fields),
         run_ids={seed: str(g.eval_by_seed[seed]) for seed in seeds},
         mlflow_run_ids=dict(sorted(g.mlflow.items())) if g.mlflow else {},
-        denoising=dict(parts.denoising(g.model.model_pk, g.method)))
+        denoising=dict(parts.denoising(g.model.model_pk, g.method)),
+        constraint_set=g.constraint_set)
 
 
 def select_summary_results(s: Session, *, model: str | None = None,
@@ -301,7 +309,7 @@ def select_summary_results(s: Session, *, model: str | None = None,
         series_q = (select(Series.id, Model.id.label("model_pk"), Model.model_id,
                            Model.version, Model.noise_schedule, Model.checkpoint_path,
                            Model.checkpoint_sha256, Model.legacy_label, MethodRow.name,
-                           Series.num_samples, Series.steps)
+                           Series.num_samples, Series.steps, Series.constraint_set)
                     .join(Model, Model.id == Series.model_pk)
                     .join(MethodRow, MethodRow.id == Series.method_pk)
                     .where(*where_clauses(where)))
@@ -328,7 +336,8 @@ def select_summary_results(s: Session, *, model: str | None = None,
             g = groups.get(series_pk)
             if g is None:
                 r = series[series_pk]
-                g = groups[series_pk] = _Group(r, r.name, r.num_samples, r.steps, {}, {})
+                g = groups[series_pk] = _Group(r, r.name, r.num_samples, r.steps, {}, {},
+                                               r.constraint_set)
             # (series, seed) is one generation run; ids ascend, so its newest one wins
             g.eval_by_seed[seed] = ev_id
             if mlflow_id:
@@ -364,7 +373,8 @@ def select_summary_results(s: Session, *, model: str | None = None,
         # 4. assemble, in the order of select_method_results
         out = []
         for series_pk, g in sorted(groups.items(), key=lambda kv: (
-                kv[1].model.model_id, kv[1].method, kv[1].num_samples, kv[1].steps)):
+                kv[1].model.model_id, kv[1].method, kv[1].num_samples, kv[1].steps,
+                kv[1].constraint_set)):
             aggs = got.get(series_pk, {})  # metrics in display order, composites last
             for name, names_ in COMPOSITES.items():
                 spread = aggs.get(name)

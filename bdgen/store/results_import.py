@@ -46,7 +46,9 @@ from sqlalchemy.orm import Session
 from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import aggregate_seeds
+from bdgen.eval.registry import CONSTRAINT_OVERALL
 from bdgen.eval.results_json import UPGRADED_FLAG, as_format_2
+from bdgen.guidance.names import GUIDED_CONFIG_MARKERS
 from bdgen.store.evaluations import AlreadyRecorded, Evaluations
 from bdgen.store.models import (
     IMPORT_PROVENANCE,
@@ -65,7 +67,13 @@ IMPORTED_V2_EVALUATOR = "legacy-format-2"
 IMPORTED_V1_EVALUATOR = "legacy-format-1"
 IMPORTED_EVALUATORS = (IMPORTED_V2_EVALUATOR, IMPORTED_V1_EVALUATOR)
 SCHEDULES = ("linear", "loglinear", "cosine", "learned")
-_SCHEDULE_DIR = re.compile(rf"^({'|'.join(SCHEDULES)})(?:_noise_sc)?$")
+# schedule-tag folders (spec §7.5); guided rounds sit in sub-folders of one, or in a copy
+# named "guided_<schedule>" (shared/legacy_eval_results/guided_loglinear)
+_SCHEDULE_DIR = re.compile(rf"^(?:guided_)?({'|'.join(SCHEDULES)})(?:_noise_sc)?$")
+#: Prefix of the constraint-set identity of imported legacy results (see
+#: :func:`legacy_constraint_set`); a bdgen identity is a bare sha256.
+LEGACY_CS_PREFIX = "legacy-"
+_SATISFACTION = "constraint/satisfaction_"
 
 
 @dataclass
@@ -123,13 +131,20 @@ def _parse(path: Path, raw: bytes, schedule: str | None) -> dict[str, Any]:
     if not isinstance(name, str) or not isinstance(config, dict) or not isinstance(
             per_seed, dict) or not per_seed:
         raise BdgenError("method/config/per_seed have the wrong type or are empty")
-    if "_guided_" in name or "guidance_config" in config:
-        raise BdgenError("guided results are not supported by the importer")
     model = model_identity(path, name, config, schedule)
-    spec = MethodSpec.from_legacy_config(config, is_v2=model[1] == "v2")
+    if any(k in config for k in GUIDED_CONFIG_MARKERS) or "_guided_" in name:
+        # a legacy guided config records neither the remasking strategy nor the tag's
+        # meaning: the name says them, and the config must agree with it (G6.4)
+        spec = MethodSpec.from_legacy_config(config, is_v2=model[1] == "v2", name=name)
+    else:
+        spec = MethodSpec.from_legacy_config(config, is_v2=model[1] == "v2")
     if spec.format() != name:
         raise BdgenError(f"config describes method {spec.format()!r} but the file names "
                          f"{name!r}")
+    constraint_set = legacy_constraint_set(per_seed, config)
+    if spec.guided and constraint_set is None:
+        raise BdgenError("guided result without constraint/* metrics: its constraint set "
+                         "is unknown")
     for key in ("num_samples", "sampling_steps"):
         if isinstance(config.get(key), bool) or not isinstance(config.get(key), int):
             raise BdgenError(f"config {key} must be an integer, got {config.get(key)!r}")
@@ -149,8 +164,48 @@ def _parse(path: Path, raw: bytes, schedule: str | None) -> dict[str, Any]:
     return {"model": model, "method": spec, "seeds": seeds, "denoising": denoising,
             "num_samples": config["num_samples"], "steps": config["sampling_steps"],
             "checkpoint": config.get("checkpoint"), "finished": finished,
+            "constraint_set": constraint_set,
             "evaluator": (IMPORTED_V1_EVALUATOR if data.get(UPGRADED_FLAG)
                           else IMPORTED_V2_EVALUATOR)}
+
+
+def legacy_constraint_set(per_seed: dict, config: dict) -> str | None:
+    """Deterministic constraint-set identity of a legacy result, or None without
+    ``constraint/*`` metrics.
+
+    Legacy files record neither the constraints nor the calibration (G6.4, G9 #4), and
+    their ``guidance_config`` path changed content between rounds 1 and 2 under one name;
+    what they do record is the constraint names, in the set's order, in their per-seed
+    keys (G7.2). The identity is ``"legacy-" + sha256`` of the canonical JSON
+    ``{"constraints": [names in order], "source": "legacy"}``: round 1 (CS1, with
+    one_living) and rounds 2+ (CS2) get two identities, every CS2 round the same one, and
+    no legacy identity can equal a bdgen ``ConstraintSet.identity`` (a bare sha256).
+    All seeds must name the same constraints, and ``num_constraints`` must count them.
+    A file written by bdgen (``bdgen evaluate --legacy-json``) records its set's identity
+    as ``config["constraint_set"]``; that identity is kept.
+    """
+    recorded = config.get("constraint_set")
+    if recorded is not None and not (isinstance(recorded, str)
+                                     and re.fullmatch(r"[0-9a-f]{64}", recorded)):
+        raise BdgenError(f"config constraint_set must be a sha256 identity, got "
+                         f"{recorded!r}")
+    names_by_seed = {tuple(k[len(_SATISFACTION):] for k in m if isinstance(k, str)
+                           and k.startswith(_SATISFACTION) and k != CONSTRAINT_OVERALL)
+                     for m in per_seed.values() if isinstance(m, dict)}
+    if names_by_seed == {()}:
+        return None
+    if len(names_by_seed) != 1:
+        raise BdgenError("seeds disagree on the constraint names of their constraint/* keys")
+    (names,) = names_by_seed
+    n = config.get("num_constraints")
+    if n is not None and n != len(names):
+        raise BdgenError(f"config num_constraints = {n!r} but the constraint/* keys name "
+                         f"{len(names)} constraint(s): {', '.join(names)}")
+    if recorded is not None:
+        return recorded
+    canonical = json.dumps({"constraints": list(names), "source": "legacy"}, sort_keys=True,
+                           separators=(",", ":"))
+    return LEGACY_CS_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_summary(summary: Any, per_seed: dict) -> None:
@@ -217,7 +272,9 @@ class ResultFileImports(Evaluations):
         prov = {"provenance": IMPORT_PROVENANCE, "source_path": str(path), "source_sha256": sha,
                 "code_version": "legacy"}
         when = p["finished"] or utcnow()
-        series = self._series(s, model.id, method.id, p["num_samples"], p["steps"])
+        cs = p["constraint_set"]
+        series = self._series(s, model.id, method.id, p["num_samples"], p["steps"], cs)
+        sampled_with = cs if p["method"].guided else None
         added = skipped = 0
         for seed, metrics in sorted(p["seeds"].items()):
             key = {"series_pk": series.id, "seed": seed}
@@ -226,7 +283,7 @@ class ResultFileImports(Evaluations):
                 gen = GenerationRun(**key, status="succeeded", started_at=when, finished_at=when,
                                     no_mlflow=True, provenance=IMPORT_PROVENANCE,
                                     source_path=prov["source_path"], source_sha256=sha,
-                                    code_version="legacy")
+                                    code_version="legacy", constraint_set=sampled_with)
                 s.add(gen)
                 s.flush()
             elif gen.provenance != IMPORT_PROVENANCE:
@@ -248,7 +305,8 @@ class ResultFileImports(Evaluations):
             self._insert_evaluation(s, gen.id, metrics, reference=IMPORTED_REFERENCE,
                                      evaluator_version=p["evaluator"], replace=True,
                                      bookkeeping={**prov, "no_mlflow": True, "started_at": when,
-                                                  "duration_s": 0.0})
+                                                  "duration_s": 0.0},
+                                     constraint_set=cs)
             added += 1
         if p["denoising"]:
             den = s.scalars(select(DenoisingEvaluation).filter_by(

@@ -100,6 +100,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def mlflow_metric_name(name: str) -> str:
+    """A metric name MLflow accepts: its names allow only word characters and ``/.- :``, so
+    the ``3+`` bin of ``constraint/violation_histogram_{c}/3+`` is logged as ``3plus``."""
+    return name.replace("+", "plus")
+
+
 class TrackedRun:
     """One open MLflow run. Every ``log_*`` call is one ``log_batch`` request (or a few, when
     MLflow's per-request limits are exceeded)."""
@@ -122,8 +128,8 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in flatten(metrics, ".").items()
-                 if _is_number(v)]
+        items = [Metric(mlflow_metric_name(k), float(v), ts, step or 0)
+                 for k, v in flatten(metrics, ".").items() if _is_number(v)]
         self._log_metric_items(items)
 
     def log_metric_series(self, name: str, values: list[float] | list[tuple[int, float]]) -> None:
