@@ -1,5 +1,6 @@
-"""GPU smoke run (issues 2, 3): train a few steps on CUDA, save, load, resume, compare; sample
-with and without the CUDA-graph forward and compare the tokens.
+"""GPU smoke run (issues 2, 3, 15): train a few steps on CUDA, save, load, resume, compare;
+sample with and without the CUDA-graph forward and with the reference loop, and compare the
+tokens.
 
     python bench/gpu_smoke.py            # needs a CUDA device
 
@@ -16,11 +17,13 @@ from pathlib import Path
 import torch
 
 from bdgen.data.dataset import prepare_synthetic
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.sampler import draw_num_rooms, sample
+from bdgen.diffusion.process import forward_process_of
+from bdgen.diffusion.sampler import draw_num_rooms
+from bdgen.diffusion.sampler import sample as reference_sample
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.model.checkpoint import build_denoiser, load_checkpoint
-from bdgen.pipeline.generate import process_for
 from bdgen.pipeline.train import train_model
 
 
@@ -56,7 +59,7 @@ def main() -> int:
         if not on_cuda or ca.step != 40 or cb.step != 40:
             return 1
         # The sampler's CUDA-graph forward must give the eager forward's tokens exactly.
-        process = process_for(ca, torch.device("cuda"))
+        process = forward_process_of(ca, torch.device("cuda"))
         rooms = draw_num_rooms(ca.num_rooms_distribution, 500, 0)
         for name in ("llada_topp0.9_remdm_confidence_tsw1.0", "random_topp0.9_no_remask",
                      "random_topp0.9_remdm_cap_eta0.4_bf16"):
@@ -65,7 +68,13 @@ def main() -> int:
                                      cuda_graphs=g).tokens for g in (True, False))
             same = torch.equal(graphed, eager)
             print(f"{version}: {m.format()}: CUDA-graph tokens identical to eager: {same}")
-            if not same:
+            # The reference loop (bdgen.diffusion.sampler: no early stop, whole batch, no
+            # graph) must give the fast sampler's tokens on CUDA too.
+            ref = reference_sample(net, process, ca.vocab, rooms, m, 50, 7, "cuda").tokens
+            same_ref = torch.equal(ref, eager)
+            print(f"{version}: {m.format()}: reference-loop tokens identical to fast: "
+                  f"{same_ref}")
+            if not (same and same_ref):
                 return 1
         # torch.compile with CUDA graphs must train the same objective: compare the
         # validation after 200 steps with the eager run (not bitwise: other kernels).

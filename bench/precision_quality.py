@@ -47,14 +47,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
     from bdgen.diffusion.process import ScheduleProcess
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
     from bdgen.eval.reference import ReferenceStats
     from bdgen.eval.suite import evaluate_seed
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     device = torch.device(args.device)
     ds = prepare_synthetic(args.num_graphs, seed=0)
@@ -68,7 +70,7 @@ def main() -> None:
     models = {}
     for precision in ("fp32", "bf16"):
         seed_everything(42)
-        model = BDDenoiser(model_preset(args.model), ds.vocab)
+        model = FastDenoiser(model_preset(args.model), ds.vocab)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup,
                           val_every=max(args.steps // 4, 1), log_every=100, seed=42,
                           precision=precision)

@@ -10,9 +10,10 @@ initialised and perturbed so that logits are not all zero, or a checkpoint via -
   one per core (``--workers``), early stop, row compaction, model micro-batches of 128
   rows and each room count's real positions as one dense batch (CPU defaults); the
   forward replayed from a CUDA graph (CUDA default, off with ``--no-cuda-graphs``);
-* legacy-style: batch 64, no early stop, no compaction, dense rows (no PAD-row packing),
-  per-row time embeddings, no CUDA graph, float32 (a ``_bf16`` method is timed against
-  its float32 twin): what the original code did, always with the eager model
+* legacy-style: the reference modules (:mod:`bdgen.diffusion.sampler`'s loop and the
+  reference denoiser forward): batch 64, no early stop, no compaction, dense rows (no
+  PAD-row packing), per-row time embeddings, no CUDA graph, float32 (a ``_bf16`` method is
+  timed against its float32 twin): what the original code did, always with the eager model
   (``--compile`` only applies to the optimised setting; the compiled model is float32 too
   but fuses ops, so its tokens may differ in rare ties).
 
@@ -22,7 +23,7 @@ precision, :mod:`bdgen.model.precision`).
 and prints samples/s, model calls, rows evaluated, the ratio, and whether both produced
 the same tokens where they must (early stop, compaction and CUDA graphs never change
 tokens; the batch size does, because random draws are batch-shaped, so ``--check`` runs the
-full loop without compaction or CUDA graphs at the optimised batch size). ``--profile``
+reference loop, with the optimised model, at the optimised batch size). ``--profile``
 prints the top operators of one optimised run (torch.profiler) to show what bounds the rest.
 """
 
@@ -40,11 +41,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample  # noqa: E402
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms  # noqa: E402
+from bdgen.diffusion.sampler import sample as reference_sample  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser  # noqa: E402
+from bdgen.model.denoiser import MODEL_PRESETS  # noqa: E402
+from bdgen.model.fast_forward import FastDenoiser  # noqa: E402
 
 METHODS = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0",
            "random_topp0.9_no_remask", "random_topp0.9_remdm_cap_eta0.4")
@@ -59,7 +63,7 @@ def load(args, device):
         model = build_denoiser(ckpt, device)
         process = ScheduleProcess(make_schedule(ckpt.noise)).to(device)
         return model, process, ckpt.vocab, ckpt.num_rooms_distribution
-    model = BDDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
+    model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -106,7 +110,7 @@ def main() -> None:
                     help="CPU chunks sampled concurrently in the optimised setting [torch's "
                          "thread count]; the legacy-style setting always uses 1")
     ap.add_argument("--dense", action="store_true",
-                    help="optimised setting without PAD-row packing (BDDenoiser."
+                    help="optimised setting without PAD-row packing (FastDenoiser."
                          "pack_real_positions = False)")
     ap.add_argument("--no-cuda-graphs", action="store_true",
                     help="optimised setting on CUDA without the CUDA-graph forward")
@@ -119,7 +123,7 @@ def main() -> None:
     model, process, vocab, dist = load(args, device)
     # The legacy-style setting always runs the eager model with the original's dense rows.
     legacy_model = copy.deepcopy(model)
-    legacy_model.use_reference_kernels()
+    legacy_model.use_reference_modules()
     if args.dense:
         model.pack_real_positions = False
     if args.compile:
@@ -165,18 +169,15 @@ def main() -> None:
                                           opt_rows + opt.rows_evaluated)
             tokens.append(opt.tokens)
             if not args.skip_legacy:
-                leg, dt = timed(lambda: sample(legacy_model, process, vocab, part, legacy_m,  # noqa: B023
-                                               args.steps, args.seed, device,
-                                               batch_size=args.legacy_batch,
-                                               early_stop=False, compact=False, workers=1,
-                                               cuda_graphs=False), device)
+                leg, dt = timed(lambda: reference_sample(  # noqa: B023
+                    legacy_model, process, vocab, part, legacy_m, args.steps,  # noqa: B023
+                    args.seed, device, batch_size=args.legacy_batch), device)
                 t_leg, leg_calls, leg_rows = (t_leg + dt, leg_calls + leg.model_calls,
                                               leg_rows + leg.rows_evaluated)
             if args.check:
-                full_tokens.append(sample(model, process, vocab, part, m, args.steps,
-                                          args.seed, device, batch_size=args.batch_size,
-                                          early_stop=False, compact=False,
-                                          cuda_graphs=False).tokens)
+                full_tokens.append(reference_sample(model, process, vocab, part, m,
+                                                    args.steps, args.seed, device,
+                                                    batch_size=args.batch_size).tokens)
         line = f"{name:47s} {args.num_samples / t_opt:8.1f} {opt_calls:5d} {opt_rows:7d} |"
         if not args.skip_legacy:
             line += (f" {args.num_samples / t_leg:10.1f} {leg_calls:5d} {leg_rows:7d} | "

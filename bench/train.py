@@ -137,7 +137,8 @@ def main() -> None:
                     help="synthetic graphs (default: 3,000 on CPU so epochs are short; "
                          "25,000 on CUDA)")
     ap.add_argument("--dataset", default=None, help="a prepared dataset file instead")
-    ap.add_argument("--is-mode", default="unbiased", choices=["unbiased", "legacy", "off"])
+    ap.add_argument("--is-mode", default="unbiased",
+                    choices=["unbiased", "uncorrected", "legacy", "off"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     ap.add_argument("--compile-mode", default="default",
                     help="torch.compile mode with --compile (default, reduce-overhead, ...)")
@@ -155,10 +156,12 @@ def main() -> None:
 
     t_start = time.perf_counter()
     from bdgen.data.dataset import PreparedDataset, prepare_synthetic
+    from bdgen.diffusion.objective import FixedScheduleObjective
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
-    from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
-    from bdgen.pipeline.train import resolve_device
+    from bdgen.model.denoiser import count_parameters, model_preset
+    from bdgen.model.fast_forward import FastDenoiser
+    from bdgen.util.device import resolve_device
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -178,12 +181,13 @@ def main() -> None:
     t0 = time.perf_counter()
     seed_everything(0)
     cfg = model_preset(args.model)
-    model = BDDenoiser(cfg, ds.vocab)
+    model = FastDenoiser(cfg, ds.vocab)
     tc = TrainConfig(steps=10**9, batch_size=args.batch_size, is_mode=args.is_mode,
                      compile=args.compile, compile_mode=args.compile_mode, log_every=args.log_every,
                      precision=args.precision)
-    trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
-                      train.pad_mask, stats.edge_class_weights, tc, device)
+    objective = FixedScheduleObjective(make_schedule({"type": "loglinear"}),
+                                       stats.edge_class_weights, tc.is_mode)
+    trainer = Trainer(model, objective, train.tokens, train.pad_mask, tc, device)
     model.train()
     for _ in range(warmup):
         trainer.train_step()
@@ -193,8 +197,8 @@ def main() -> None:
     legacy_step = None
     if args.legacy_style:
         seed_everything(0)
-        model2 = BDDenoiser(cfg, ds.vocab).to(device).train()
-        model2.use_reference_kernels()
+        model2 = FastDenoiser(cfg, ds.vocab).to(device).train()
+        model2.use_reference_modules()
         legacy_step = _legacy_style_step(
             model2, make_schedule({"type": "loglinear"}).to(device), train.tokens,
             train.pad_mask, torch.tensor(stats.edge_class_weights), args.batch_size, device)

@@ -33,9 +33,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.objective import FixedScheduleObjective
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     ds = prepare_synthetic(args.num_graphs, seed=0)
     train, val = ds.split("train"), ds.split("val")
@@ -46,12 +48,13 @@ def main() -> None:
           f"{'train loss':>11} {'wall s':>7}")
     for mode in args.modes.split(","):
         seed_everything(42)
-        model = BDDenoiser(model_preset(args.model), ds.vocab)
+        model = FastDenoiser(model_preset(args.model), ds.vocab)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size,
                           warmup_steps=args.warmup, is_mode=mode,
                           val_every=max(args.steps // 4, 1), log_every=100, seed=42)
-        trainer = Trainer(model, make_schedule(args.noise), train.tokens, train.pad_mask,
-                          stats.edge_class_weights, cfg, args.device,
+        objective = FixedScheduleObjective(make_schedule(args.noise), stats.edge_class_weights,
+                                           mode)
+        trainer = Trainer(model, objective, train.tokens, train.pad_mask, cfg, args.device,
                           val_tokens=val.tokens[: args.val_graphs],
                           val_pad_mask=val.pad_mask[: args.val_graphs])
         t0 = time.perf_counter()

@@ -42,15 +42,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from bdgen.data.dataset import prepare_synthetic
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
-    from bdgen.diffusion.process import ScheduleProcess
-    from bdgen.diffusion.process_v2 import RateNetworkProcess
+    from bdgen.diffusion.objective import FixedScheduleObjective, LearnedRatesObjective
+    from bdgen.diffusion.process import RateNetworkProcess, ScheduleProcess
     from bdgen.diffusion.rate_network import RateNetwork
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import TrainConfig, Trainer
-    from bdgen.diffusion.trainer_v2 import TrainerV2
-    from bdgen.model.denoiser import BDDenoiser, count_parameters, model_preset
+    from bdgen.model.denoiser import count_parameters, model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     device = torch.device(args.device)
     ds = prepare_synthetic(args.num_graphs, seed=0)
@@ -61,16 +62,16 @@ def main() -> None:
     rows = []
     for version in ("v1", "v2"):
         torch.manual_seed(0)
-        model = BDDenoiser(cfg, ds.vocab)
+        model = FastDenoiser(cfg, ds.vocab)
         tc = TrainConfig(steps=total, batch_size=args.batch_size, warmup_steps=0,
-                         is_mode="legacy" if version == "v1" else "off",
+                         is_mode="uncorrected" if version == "v1" else "off",
                          checkpoint_every=10**9, val_every=10**9, log_every=10**9)
-        if version == "v1":
-            trainer = Trainer(model, make_schedule({"type": "loglinear"}), train.tokens,
-                              train.pad_mask, stats.edge_class_weights, tc, device)
-        else:
-            trainer = TrainerV2(model, RateNetwork(vocab=ds.vocab), train.tokens,
-                                train.pad_mask, stats.edge_class_weights, tc, device)
+        objective = (FixedScheduleObjective(make_schedule({"type": "loglinear"}),
+                                            stats.edge_class_weights, tc.is_mode)
+                     if version == "v1" else
+                     LearnedRatesObjective(RateNetwork(vocab=ds.vocab), stats.edge_class_weights))
+        trainer = Trainer(model, objective, train.tokens, train.pad_mask, tc, device)
+        rate = getattr(objective, "rate_network", None)
         model.train()
         for _ in range(args.warmup):
             trainer.train_step()
@@ -84,7 +85,7 @@ def main() -> None:
 
         model.eval()
         process = (ScheduleProcess(make_schedule({"type": "loglinear"})).to(device)
-                   if version == "v1" else RateNetworkProcess(trainer.rate_network.eval()))
+                   if version == "v1" else RateNetworkProcess(rate.eval()))
         rooms = draw_num_rooms(stats.num_rooms_distribution, args.samples, seed=0)
         sampling = {}
         for name in ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"):
@@ -97,7 +98,7 @@ def main() -> None:
                          args.sample_batch)
             _sync(device)
             sampling[name] = (args.samples / (time.perf_counter() - t0), out.model_calls)
-        extra = count_parameters(trainer.rate_network) if version == "v2" else 0
+        extra = count_parameters(rate) if version == "v2" else 0
         rows.append((version, count_parameters(model) + extra, train_sps, sampling))
 
     print(f"device {device}, model {args.model}, train batch {args.batch_size}, "

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=1000)
-    ap.add_argument("--v1-is-mode", default="legacy", choices=("legacy", "unbiased", "off"),
+    ap.add_argument("--v1-is-mode", default="legacy",
+                    choices=("legacy", "uncorrected", "unbiased", "off"),
                     help="v1 importance sampling (legacy = the spec's recorded v1 objective)")
     ap.add_argument("--num-graphs", type=int, default=None, help="synthetic set size")
     ap.add_argument("--data-seed", type=int, default=0)
@@ -137,12 +138,17 @@ def _train_config(version: str, args):
 
 
 def stage_train(out: Path, ds, version: str, args, device: torch.device, deadline) -> None:
+    from bdgen.diffusion.objective import (
+        FixedScheduleObjective,
+        LearnedRatesObjective,
+        LearnedRatesSettings,
+    )
     from bdgen.diffusion.rate_network import RateNetwork
     from bdgen.diffusion.schedules import make_schedule
     from bdgen.diffusion.trainer import Trainer, seed_everything
-    from bdgen.diffusion.trainer_v2 import TrainerV2, V2Settings
     from bdgen.model.checkpoint import Checkpoint, save_checkpoint
-    from bdgen.model.denoiser import BDDenoiser, model_preset
+    from bdgen.model.denoiser import model_preset
+    from bdgen.model.fast_forward import FastDenoiser
 
     final = out / version / "checkpoint.pt"
     if final.exists():
@@ -152,17 +158,18 @@ def stage_train(out: Path, ds, version: str, args, device: torch.device, deadlin
     split = {"seed": args.seed, "fractions": [0.8, 0.1, 0.1]}
     train, val = ds.split("train", args.seed), ds.split("val", args.seed)
     stats = ds.train_stats(args.seed)
-    model = BDDenoiser(model_preset(args.model), ds.vocab)
+    model = FastDenoiser(model_preset(args.model), ds.vocab)
     noise = {"type": "loglinear", "eps": 1e-3}
     if version == "v1":
-        trainer = Trainer(model, make_schedule(noise), train.tokens, train.pad_mask,
-                          stats.edge_class_weights, cfg, device, val.tokens, val.pad_mask)
+        objective = FixedScheduleObjective(make_schedule(noise), stats.edge_class_weights,
+                                           cfg.is_mode)
     else:
         rate = RateNetwork(vocab=ds.vocab)
-        v2 = V2Settings()
+        v2 = LearnedRatesSettings()
         noise = {"type": "learned", **rate.config.to_dict(), **v2.to_dict()}
-        trainer = TrainerV2(model, rate, train.tokens, train.pad_mask, stats.edge_class_weights,
-                            cfg, device, val.tokens, val.pad_mask, v2)
+        objective = LearnedRatesObjective(rate, stats.edge_class_weights, v2)
+    trainer = Trainer(model, objective, train.tokens, train.pad_mask, cfg, device, val.tokens,
+                      val.pad_mask)
     resume = out / version / "resume.pt"
     if resume.exists():
         trainer.load_state_dict(torch.load(resume, map_location="cpu", weights_only=False))
@@ -177,7 +184,8 @@ def stage_train(out: Path, ds, version: str, args, device: torch.device, deadlin
         window += 1
         if trainer.step % 500 == 0 or trainer.step == cfg.steps:
             rate_s = (trainer.step - s0) / (time.perf_counter() - t0)
-            tau = f", tau {trainer.gumbel_tau:.3f}" if version == "v2" else ""
+            tau = "".join(f", tau {v:.3f}" for v in
+                          trainer.objective.log_fields(trainer.step, cfg.steps).values())
             _log(f"{version}: step {trainer.step}/{cfg.steps}, loss {acc.item() / window:.4f}"
                  f"{tau}, {rate_s:.1f} steps/s")
             acc.zero_()
@@ -191,7 +199,7 @@ def stage_train(out: Path, ds, version: str, args, device: torch.device, deadlin
     _log(f"{version}: val loss {val_res.loss:.4f}, node acc {val_res.node_accuracy:.3f}, "
          f"edge acc {val_res.edge_accuracy:.3f}")
     state = trainer.state_dict()
-    rate_net = getattr(trainer, "rate_network", None)
+    rate_net = getattr(trainer.objective, "rate_network", None)
     ckpt = Checkpoint(
         version=version, model_config=model.config.to_dict(), n_max=ds.vocab.n_max,
         noise=noise, train_config={**cfg.to_dict(), "model": args.model},
@@ -220,9 +228,10 @@ def _samples_path(out: Path, version: str, method: str, seed: int) -> Path:
 
 
 def stage_generate(out: Path, ds, version: str, args, device, seeds, batch, deadline) -> None:
+    from bdgen.diffusion.fast_sampling import sample
     from bdgen.diffusion.method import Method
-    from bdgen.diffusion.process_v2 import process_from_checkpoint
-    from bdgen.diffusion.sampler import draw_num_rooms, sample
+    from bdgen.diffusion.process import forward_process_of
+    from bdgen.diffusion.sampler import draw_num_rooms
     from bdgen.model.checkpoint import build_denoiser, load_checkpoint
 
     ckpt = load_checkpoint(out / version / "checkpoint.pt", map_location="cpu")
@@ -238,7 +247,7 @@ def stage_generate(out: Path, ds, version: str, args, device, seeds, batch, dead
                 raise OutOfTime(f"before generating {name} seed {seed}")
             if model is None:
                 model = build_denoiser(ckpt, device)
-                process = process_from_checkpoint(ckpt, device)
+                process = forward_process_of(ckpt, device)
             rooms = draw_num_rooms(ckpt.num_rooms_distribution, args.samples, seed)
             t0 = time.perf_counter()
             res = sample(model, process, ds.vocab, rooms, method, args.sample_steps, seed,

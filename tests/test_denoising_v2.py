@@ -9,12 +9,13 @@ from click.testing import CliRunner
 
 from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
-from bdgen.diffusion.process_v2 import RateNetworkProcess
+from bdgen.diffusion.process import RateNetworkProcess, ScheduleProcess
 from bdgen.diffusion.rate_network import RateNetwork, build_rate_network
 from bdgen.diffusion.schedules import make_schedule
-from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
+from bdgen.eval.denoising import denoising_metrics
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, save_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.evaluate import V2_DUMMY_DENOISING_NOISE, compute_denoising
 
 GRID = (0.5, 0.9)
@@ -22,7 +23,7 @@ GRID = (0.5, 0.9)
 
 def _v2_checkpoint(path, ds) -> Checkpoint:
     torch.manual_seed(0)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], ds.vocab)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], ds.vocab)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape) * 0.2)
@@ -53,7 +54,7 @@ def test_v2_denoising_uses_learned_rates_and_legacy_flag_the_dummy_schedule(tmp_
 
     expected = denoising_metrics(model, learned_fn, val)
     legacy_expected = denoising_metrics(
-        model, schedule_alpha_fn(make_schedule(V2_DUMMY_DENOISING_NOISE)), val)
+        model, ScheduleProcess(make_schedule(V2_DUMMY_DENOISING_NOISE)).alpha, val)
     learned = compute_denoising(tmp_path / "v2.pt", ds)
     legacy = compute_denoising(tmp_path / "v2.pt", ds, v2_dummy_schedule=True)
 

@@ -11,10 +11,12 @@ from torch import nn
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.data.vocab import N_ROOM_TYPES, RPLAN_VOCAB
 from bdgen.diffusion.forward import forward_mask
+from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.schedules import make_schedule
-from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
+from bdgen.eval.denoising import denoising_metrics
 from bdgen.eval.registry import DENOISING_T_GRID, lookup
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 V = RPLAN_VOCAB
 
@@ -42,8 +44,8 @@ class ConstantModel(nn.Module):
 
 def test_keys_order_and_initial_model_values(val):
     torch.manual_seed(0)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], V)
-    alpha = schedule_alpha_fn(make_schedule({"type": "loglinear", "eps": 1e-3}))
+    model = FastDenoiser(MODEL_PRESETS["tiny"], V)
+    alpha = ScheduleProcess(make_schedule({"type": "loglinear", "eps": 1e-3})).alpha
     m = denoising_metrics(model, alpha, val, batch_size=16, max_batches=3)
     assert list(m) == [f"denoise/{q}@t={t:.1f}" for t in DENOISING_T_GRID
                        for q in ("acc_node", "acc_edge", "ce_node", "ce_edge")]
@@ -58,7 +60,7 @@ def test_keys_order_and_initial_model_values(val):
 
 def test_scoring_uses_masked_real_positions_only(val):
     model = ConstantModel()
-    alpha = schedule_alpha_fn(make_schedule({"type": "linear"}))
+    alpha = ScheduleProcess(make_schedule({"type": "linear"})).alpha
     m = denoising_metrics(model, alpha, val, t_grid=(0.3,), batch_size=10, max_batches=4,
                           seed=7)
     gen = torch.Generator().manual_seed(7)

@@ -15,7 +15,8 @@ from bdgen.data.samples_file import SamplesFile, save_samples
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import LEGACY_PER_SEED_ORDER
 from bdgen.model.checkpoint import Checkpoint, save_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.evaluate import evaluate_samples_files, write_result
 from bdgen.util.hashing import file_sha256
 
@@ -139,7 +140,7 @@ def test_dataset_mismatch_and_missing(ws, dataset, tmp_path_factory):
 def test_cli_legacy_json_and_denoising_with_checkpoint(ws, dataset):
     torch.manual_seed(0)
     cfg = MODEL_PRESETS["tiny"]
-    model = BDDenoiser(cfg, dataset.vocab)
+    model = FastDenoiser(cfg, dataset.vocab)
     stats = dataset.train_stats()
     ckpt = Checkpoint(version="v1", model_config=cfg.to_dict(), n_max=8,
                       noise={"type": "loglinear", "eps": 1e-3}, train_config={},

@@ -10,6 +10,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from _references import mmd2_direct
 
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.data.graph import EMPTY_GRAPH, detokenize
@@ -17,7 +18,7 @@ from bdgen.data.vocab import FORBIDDEN_INSIDE, RPLAN_VOCAB
 from bdgen.eval.arrays import GraphArrays
 from bdgen.eval.reference import ReferenceStats
 from bdgen.eval.registry import LEGACY_PER_SEED_ORDER
-from bdgen.eval.structure import graph_features, mmd2, mmd2_direct, mmd_reference_subset
+from bdgen.eval.structure import graph_features, mmd2, mmd_reference_subset
 from bdgen.eval.suite import FAMILIES, evaluate_seed, legacy_view
 
 V = RPLAN_VOCAB

@@ -9,7 +9,8 @@ from bdgen.cli.main import cli
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.model.checkpoint import Checkpoint, save_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.generate import generate
 from bdgen.pipeline.workspace import MARKER, Workspace
 from bdgen.util.logs import console_logging
@@ -18,7 +19,7 @@ ROOMS_DIST = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 
 
 def make_checkpoint(path, version="v1"):
-    m = BDDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
+    m = FastDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _references import parse_markdown_tables
 from _result_files import load_legacy_dir
 from _store_support import store, store_url  # noqa: F401  (fixtures)
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from bdgen.eval.results_json import (
     results_document,
     write_results_json,
 )
-from bdgen.report.comparison_md import V1_FOOTNOTE, comparison_markdown, parse_markdown_tables
+from bdgen.report.comparison_md import V1_FOOTNOTE, comparison_markdown
 from bdgen.store.models import EvaluationRun, GenerationRun
 
 METHOD = "llada_topp0.9_no_remask"

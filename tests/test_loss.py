@@ -12,7 +12,8 @@ from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.diffusion.forward import forward_mask
 from bdgen.diffusion.loss import ELBOLoss, masked_accuracy, per_sample_ce
 from bdgen.diffusion.schedules import LogLinearSchedule
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 GRAPHS = [
     Graph((0, 2, 3, 9), ((0, 1, 2), (0, 2, 7), (1, 3, 4))),
@@ -26,9 +27,9 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(tokens), torch.from_numpy(pads)
 
 
-def _random_model() -> BDDenoiser:
+def _random_model() -> FastDenoiser:
     torch.manual_seed(0)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
@@ -91,7 +92,7 @@ def test_loss_gradients_are_finite_with_subs_logits() -> None:
 def test_initial_loss_is_uniform_ce() -> None:
     """At init every masked room costs ln 13 and every masked edge ln 11 (unit weights)."""
     x0, pads = _data()
-    model = BDDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB)
+    model = FastDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB)
     x_t, mask = forward_mask(x0, pads, torch.zeros(3, 1))  # everything real is masked
     node_logits, edge_logits = model(x_t, pads, 1.0)
     ce = per_sample_ce(node_logits, edge_logits, x0, mask & pads, torch.ones(13))

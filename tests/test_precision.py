@@ -14,22 +14,24 @@ from test_train import _dataset, _trainer
 from bdgen.cli.main import cli
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import RPLAN_VOCAB
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
-from bdgen.diffusion.sampler import _logits, draw_num_rooms, sample
+from bdgen.diffusion.sampler import draw_num_rooms, model_logits
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.diffusion.trainer import TrainConfig, trajectory_of
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import load_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.train import run_name
 
 ROOMS = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 
 
 @pytest.fixture(scope="module")
-def model() -> BDDenoiser:
-    m = BDDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB).eval()
+def model() -> FastDenoiser:
+    m = FastDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
@@ -60,15 +62,15 @@ def test_unknown_precision_is_an_error() -> None:
         TrainConfig(precision="half")
 
 
-def test_bf16_logits_are_close_to_fp32_but_not_equal(model: BDDenoiser) -> None:
+def test_bf16_logits_are_close_to_fp32_but_not_equal(model: FastDenoiser) -> None:
     """The bf16 path really runs in bfloat16 (logits differ) and stays close to float32."""
     rooms = draw_num_rooms(ROOMS, 64, 0)
     pad = torch.from_numpy(RPLAN_VOCAB.pad_mask_table)[rooms]
     x = torch.randint(0, 11, pad.shape)
     t = torch.rand(64)
     with torch.no_grad():
-        a = _logits(model, x, pad, t, "fp32")
-        b = _logits(model, x, pad, t, "bf16")
+        a = model_logits(model, x, pad, t, "fp32")
+        b = model_logits(model, x, pad, t, "bf16")
     assert a.dtype == b.dtype == torch.float32
     finite = torch.isfinite(a)
     assert torch.equal(finite, torch.isfinite(b))  # SUBS -inf classes identical
@@ -77,7 +79,7 @@ def test_bf16_logits_are_close_to_fp32_but_not_equal(model: BDDenoiser) -> None:
     assert diff.max() < 0.05 * a[finite].abs().max()
 
 
-def test_bf16_sampling_invariants_and_determinism(model: BDDenoiser) -> None:
+def test_bf16_sampling_invariants_and_determinism(model: FastDenoiser) -> None:
     proc = ScheduleProcess(make_schedule("loglinear"))
     rooms = draw_num_rooms(ROOMS, 40, 3)
     m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16")
@@ -166,7 +168,7 @@ def test_leaderboard_keeps_precisions_apart_and_filters_them(tmp_path: Path) -> 
     assert methods("--where", "precision=fp32") == [fp32]
 
 
-def test_bf16_concurrent_chunks_match_sequential(model: BDDenoiser) -> None:
+def test_bf16_concurrent_chunks_match_sequential(model: FastDenoiser) -> None:
     proc = ScheduleProcess(make_schedule("loglinear"))
     rooms = draw_num_rooms(ROOMS, 48, 4)
     m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16")

@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+from _references import parse_markdown_tables
 from _result_files import load_legacy_dir
 
 from bdgen.eval.aggregate import Aggregate
@@ -14,7 +15,6 @@ from bdgen.report.comparison_md import (
     comparison_markdown,
     format_cell,
     format_delta,
-    parse_markdown_tables,
     render_markdown,
 )
 from bdgen.report.document import build_report, write_report

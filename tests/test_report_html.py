@@ -22,11 +22,11 @@ import subprocess
 import time
 
 import pytest
+from _references import parse_markdown_tables
 from click.testing import CliRunner
 
 from bdgen.cli.main import cli
 from bdgen.report import metrics as M
-from bdgen.report.comparison_md import parse_markdown_tables
 from bdgen.report.html import BAR_METRICS, PARETO_X, PARETO_Y, pareto_front
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

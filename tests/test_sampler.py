@@ -1,4 +1,4 @@
-"""Sampler invariants (spec §5, §11 item 6) on a tiny, randomly perturbed BDDenoiser."""
+"""Sampler invariants (spec §5, §11 item 6) on a tiny, randomly perturbed FastDenoiser."""
 
 from __future__ import annotations
 
@@ -7,20 +7,16 @@ import torch
 from torch import nn
 
 from bdgen.data.vocab import EDGE_MASK, EDGE_PAD, NODE_MASK, NODE_PAD, RPLAN_VOCAB
+from bdgen.diffusion.fast_sampling import sample, sample_batch
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.remasking import Cap, Confidence, make_strategy
-from bdgen.diffusion.sampler import (
-    _candidates,
-    _cumsum_last,
-    draw_num_rooms,
-    remask_steps,
-    sample,
-    sample_batch,
-)
+from bdgen.diffusion.reverse import _cumsum_last, draw_candidates, remask_steps
+from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.schedules import make_schedule
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = RPLAN_VOCAB
 N_MAX = VOCAB.n_max
@@ -31,8 +27,8 @@ PAD_TOK = torch.tensor([NODE_PAD] * N_MAX + [EDGE_PAD] * VOCAB.n_edges)
 
 
 @pytest.fixture(scope="module")
-def model() -> BDDenoiser:
-    m = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
+def model() -> FastDenoiser:
+    m = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # zero-initialised heads/modulations would give uniform logits
         for p in m.parameters():
@@ -239,15 +235,15 @@ def test_top_p_keeps_the_nucleus():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05] + [0.0] * 11)
     logits = torch.log(probs).expand(4000, 1, 15).contiguous()
     g = torch.Generator().manual_seed(0)
-    cand = _candidates(logits, torch.softmax(logits, -1), Method(top_p=0.7), g)
+    cand = draw_candidates(logits, Method(top_p=0.7), g, torch.softmax(logits, -1))
     counts = torch.bincount(cand.flatten(), minlength=15)
     assert counts[2:].sum() == 0
     assert abs(counts[0] / 4000 - 0.625) < 0.03
     # the top token is always kept
-    cand = _candidates(logits, torch.softmax(logits, -1), Method(top_p=0.01), g)
+    cand = draw_candidates(logits, Method(top_p=0.01), g, torch.softmax(logits, -1))
     assert (cand == 0).all()
     # top_p = 1.0: untruncated sampling (never MASK/PAD)
-    cand = _candidates(logits, torch.softmax(logits, -1), Method(top_p=1.0), g)
+    cand = draw_candidates(logits, Method(top_p=1.0), g, torch.softmax(logits, -1))
     assert set(cand.unique().tolist()) == {0, 1, 2, 3}
 
 

@@ -7,23 +7,28 @@ import torch
 from torch import nn
 
 from bdgen.data.vocab import EDGE_MASK, EDGE_PAD, NODE_MASK, NODE_PAD, VocabConfig
+from bdgen.diffusion.fast_sampling import sample, sample_batch
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
-from bdgen.diffusion.process_v2 import RateNetworkProcess, process_from_checkpoint
+from bdgen.diffusion.process import (
+    ForwardProcess,
+    RateNetworkProcess,
+    ScheduleProcess,
+    forward_process_of,
+)
 from bdgen.diffusion.rate_network import RateNetwork, RateNetworkConfig, build_rate_network
 from bdgen.diffusion.remasking import make_strategy
-from bdgen.diffusion.sampler import sample, sample_batch
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, save_checkpoint
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = VocabConfig(8)
 N = VOCAB.n_max
 
 
-def _nets(seed: int = 0) -> tuple[BDDenoiser, RateNetwork]:
+def _nets(seed: int = 0) -> tuple[FastDenoiser, RateNetwork]:
     torch.manual_seed(seed)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB)
     for head in (model.node_head, model.edge_head):  # non-trivial, non-uniform predictions
         nn.init.normal_(head.weight, std=0.3)
     rate = RateNetwork(vocab=VOCAB)
@@ -143,7 +148,7 @@ def test_llada_budget_is_round_of_sum_of_masked_p_unmask() -> None:
     assert checked > 0  # the budget exceeded one token somewhere (not just the clamp)
 
 
-def _checkpoint(version: str, model: BDDenoiser, rate: RateNetwork | None) -> Checkpoint:
+def _checkpoint(version: str, model: FastDenoiser, rate: RateNetwork | None) -> Checkpoint:
     return Checkpoint(
         version=version, model_config=model.config.to_dict(), n_max=N,
         noise={"type": "learned", **rate.config.to_dict()} if rate else {"type": "loglinear",
@@ -167,7 +172,7 @@ def test_checkpoint_round_trip_picks_the_process(tmp_path) -> None:
     assert rebuilt.config == rate.config and not rebuilt.training
     t = torch.rand(5)
     assert torch.equal(rebuilt(t), rate(t))
-    proc = process_from_checkpoint(ckpt)
+    proc = forward_process_of(ckpt)
     assert isinstance(proc, RateNetworkProcess)
     out = sample(build_denoiser(ckpt), proc, VOCAB, torch.tensor([3, 4]),
                  Method.parse("v2_llada_topp0.9_no_remask"), steps=5, seed=0)
@@ -175,6 +180,6 @@ def test_checkpoint_round_trip_picks_the_process(tmp_path) -> None:
 
     save_checkpoint(_checkpoint("v1", model, None), tmp_path / "v1.pt")
     v1 = load_checkpoint(tmp_path / "v1.pt")
-    assert isinstance(process_from_checkpoint(v1), ScheduleProcess)
+    assert isinstance(forward_process_of(v1), ScheduleProcess)
     with pytest.raises(BdgenError, match="not a v2"):
         build_rate_network(v1)

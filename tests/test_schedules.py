@@ -165,3 +165,19 @@ def test_mask_token_layout() -> None:
         n_max_from_seq_len(35)
     mt = mask_tokens(36)
     assert (mt[:8] == NODE_MASK).all() and (mt[8:] == EDGE_MASK).all()
+
+
+def test_cosine_weight_near_zero_is_the_clamp_not_the_original_negative_value() -> None:
+    """README "deliberate differences": the original's float32 eps made alpha(0) > 1 and
+    w(t) = -8806.9 for t <= 1e-5 (negative up to t ~ 4.9e-5); bdgen gives alpha(0) = 1,
+    w = 1000 there, and w(0.01) = 199.9797 (original: 200.0006)."""
+    s = make_schedule("cosine")
+    assert s.alpha(torch.zeros(1, dtype=torch.float64)).item() == 1.0
+    w = s.loss_weight(torch.tensor([0.0, 1e-5, 4e-5, 1e-4, 0.01]))
+    assert w[:4].tolist() == [1000.0] * 4
+    assert w[4].item() == pytest.approx(199.9797, abs=1e-4)
+    eps = torch.tensor(1e-3)  # the original's dtype path, for the record
+    t = torch.tensor([1e-5], dtype=torch.float64)
+    alpha = eps + (1 - eps) * torch.cos(math.pi / 2 * t)
+    w_orig = (1 - eps) * (math.pi / 2) * torch.sin(math.pi / 2 * t.float()) / (1 - alpha + 1e-8)
+    assert w_orig.item() == pytest.approx(-8806.94, abs=0.01)

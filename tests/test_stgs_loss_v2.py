@@ -9,7 +9,7 @@ import torch
 
 from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import EDGE_MASK, NODE_MASK, VocabConfig
-from bdgen.diffusion.loss_v2 import ELBOLossV2, per_position_weight
+from bdgen.diffusion.loss import PerPositionELBOLoss, per_position_weight
 from bdgen.diffusion.rate_network import RateNetwork
 from bdgen.diffusion.stgs import (
     anneal_progress,
@@ -19,7 +19,8 @@ from bdgen.diffusion.stgs import (
     straight_through_mask,
 )
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = VocabConfig(8)
 GRAPHS = [
@@ -35,13 +36,13 @@ def _batch(repeat: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(tokens), torch.as_tensor(pad)
 
 
-def _nets(seed: int = 0) -> tuple[BDDenoiser, RateNetwork]:
+def _nets(seed: int = 0) -> tuple[FastDenoiser, RateNetwork]:
     torch.manual_seed(seed)
-    return BDDenoiser(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB)
+    return FastDenoiser(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB)
 
 
-def _loss_fn() -> ELBOLossV2:
-    return ELBOLossV2(edge_class_weights=torch.linspace(0.5, 1.5, 13))
+def _loss_fn() -> PerPositionELBOLoss:
+    return PerPositionELBOLoss(edge_class_weights=torch.linspace(0.5, 1.5, 13))
 
 
 def test_straight_through_values_are_hard_and_pad_is_kept() -> None:
@@ -140,8 +141,8 @@ def test_per_position_weight_and_pad_contribute_zero() -> None:
     w = per_position_weight(rates.alpha, rates.alpha_prime).detach()
     expect_nodes = (w[:, :n] * pad[:, :n]).sum(1) * math.log(13) / pad[:, :n].sum(1)
     assert torch.allclose(out.nodes, expect_nodes, rtol=1e-5)
-    lam = ELBOLossV2(torch.ones(13), lambda_edge=0.0)(node_logits, edge_logits, x0, pad, pad,
-                                                      rates.alpha, rates.alpha_prime)
+    no_edges = PerPositionELBOLoss(torch.ones(13), lambda_edge=0.0)
+    lam = no_edges(node_logits, edge_logits, x0, pad, pad, rates.alpha, rates.alpha_prime)
     assert torch.allclose(lam.loss, out.nodes.mean())
 
 

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from bdgen.data.dataset import PreparedDataset
 from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import RPLAN_VOCAB, VocabConfig
+from bdgen.diffusion.objective import FixedScheduleObjective
 from bdgen.diffusion.schedules import make_schedule
-from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything
+from bdgen.diffusion.trainer import TrainConfig, Trainer, seed_everything, trajectory_of
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import (
     Checkpoint,
@@ -24,7 +25,8 @@ from bdgen.model.checkpoint import (
     model_id,
     save_checkpoint,
 )
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.util.hashing import file_sha256
 
 TINY = dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.1)  # dropout exercises the RNG
@@ -50,13 +52,14 @@ def _tensors(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainer(steps: int, **kw) -> Trainer:
     seed_everything(0)
-    model = BDDenoiser(TINY, RPLAN_VOCAB)
+    model = FastDenoiser(TINY, RPLAN_VOCAB)
     tokens, pads = _tensors(40)
     val_tokens, val_pads = _tensors(32, seed=1)
     cfg = TrainConfig(**{"steps": steps, "batch_size": 8, "warmup_steps": 3, "log_every": 2,
                          "checkpoint_every": 1000, "val_every": 1000, **kw})
-    return Trainer(model, make_schedule("loglinear"), tokens, pads, [1.0] * 13, cfg,
-                   val_tokens=val_tokens, val_pad_mask=val_pads)
+    objective = FixedScheduleObjective(make_schedule("loglinear"), [1.0] * 13, cfg.is_mode)
+    return Trainer(model, objective, tokens, pads, cfg, val_tokens=val_tokens,
+                   val_pad_mask=val_pads)
 
 
 def _checkpoint(tr: Trainer) -> Checkpoint:
@@ -217,3 +220,15 @@ def test_cli_errors(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "x"), "--device", "cpu")
     assert code == 2 and "batch size" in out
     assert not (tmp_path / "x").exists()
+
+
+def test_is_mode_uncorrected_and_its_alias_keep_the_run_identity() -> None:
+    """``legacy`` is an accepted alias of ``uncorrected``; the run identity keeps the stored
+    name, so run names and resume checks of earlier runs do not change."""
+    new, old = TrainConfig(is_mode="uncorrected"), TrainConfig(is_mode="legacy")
+    assert new.is_mode == old.is_mode == "uncorrected"
+    assert new.trajectory() == old.trajectory() == trajectory_of(
+        {**new.to_dict(), "is_mode": "legacy"})
+    assert new.trajectory()["is_mode"] == "legacy"
+    with pytest.raises(BdgenError, match="unbiased, uncorrected, off"):
+        TrainConfig(is_mode="biased")

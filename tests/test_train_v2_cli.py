@@ -12,7 +12,7 @@ from bdgen.cli.main import cli
 from bdgen.data.dataset import prepare_synthetic
 from bdgen.data.samples_file import load_samples
 from bdgen.data.vocab import EDGE_MASK, NODE_MASK
-from bdgen.diffusion.process_v2 import RateNetworkProcess, process_from_checkpoint
+from bdgen.diffusion.process import RateNetworkProcess, forward_process_of
 from bdgen.diffusion.rate_network import RateNetworkConfig, build_rate_network
 from bdgen.model.checkpoint import load_checkpoint
 
@@ -35,7 +35,7 @@ def test_train_learned_writes_a_v2_checkpoint_and_generates(tmp_path):
     assert ckpt.noise["tau_start"] == 1.0 and ckpt.noise["lambda_edge"] == 1.0
     assert ckpt.train_config["is_mode"] == "off"
     assert RateNetworkConfig.from_dict(ckpt.rate_network_config) == RateNetworkConfig()
-    assert isinstance(process_from_checkpoint(ckpt), RateNetworkProcess)
+    assert isinstance(forward_process_of(ckpt), RateNetworkProcess)
     net = build_rate_network(ckpt)
     assert sum(p.numel() for p in net.parameters()) == 4740
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

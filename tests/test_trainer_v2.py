@@ -1,4 +1,5 @@
-"""v2 joint training loop (spec §4.4): optimiser over both networks, validation, resumption."""
+"""Learned rates (v2) joint training (spec §4.4): one optimiser over both networks,
+validation, resumption."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import torch
 
 from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import VocabConfig
+from bdgen.diffusion.objective import (
+    LearnedRatesObjective,
+    LearnedRatesSettings,
+    noise_config,
+    objective_for,
+)
 from bdgen.diffusion.rate_network import RateNetwork
-from bdgen.diffusion.trainer import TrainConfig
-from bdgen.diffusion.trainer_v2 import TrainerV2, V2Settings
+from bdgen.diffusion.trainer import TrainConfig, Trainer
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
+from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.fast_forward import FastDenoiser
 
 VOCAB = VocabConfig(8)
 GRAPHS = [
@@ -29,28 +36,33 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(tokens), torch.as_tensor(pad)
 
 
-def _trainer(steps: int, seed: int = 0, **cfg) -> TrainerV2:
+def _trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
     torch.manual_seed(seed)
-    model = BDDenoiser(MODEL_PRESETS["tiny"], VOCAB)
+    model = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB)
     rate = RateNetwork(vocab=VOCAB)
     x, pad = _data()
     config = TrainConfig(steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, is_mode="off",
                          seed=seed, checkpoint_every=1000, val_every=1000, log_every=5, **cfg)
-    return TrainerV2(model, rate, x, pad, torch.ones(13), config, val_tokens=x, val_pad_mask=pad,
-                     v2=V2Settings(lambda_edge=1.0))
+    objective = LearnedRatesObjective(rate, torch.ones(13), LearnedRatesSettings(lambda_edge=1.0))
+    return Trainer(model, objective, x, pad, config, val_tokens=x, val_pad_mask=pad)
+
+
+def _tau(tr: Trainer) -> float:
+    return tr.objective.log_fields(tr.step, tr.config.steps)["gumbel_temp"]
 
 
 def test_one_optimiser_over_both_networks_and_rate_network_learns() -> None:
     tr = _trainer(steps=12)
     params = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
-    assert {id(p) for p in tr.rate_network.parameters()} <= params
+    assert {id(p) for p in tr.objective.rate_network.parameters()} <= params
     assert {id(p) for p in tr.model.parameters()} <= params
-    before = {k: v.clone() for k, v in tr.rate_network.state_dict().items()}
-    assert tr.gumbel_tau == 1.0
+    before = {k: v.clone() for k, v in tr.objective.rate_network.state_dict().items()}
+    assert _tau(tr) == 1.0
     result = tr.run(progress=False)
     assert result.step == 12 and math.isfinite(result.final_loss)
-    assert tr.gumbel_tau == pytest.approx(0.1)
-    changed = [k for k, v in tr.rate_network.state_dict().items() if not torch.equal(v, before[k])]
+    assert _tau(tr) == pytest.approx(0.1)
+    changed = [k for k, v in tr.objective.rate_network.state_dict().items()
+               if not torch.equal(v, before[k])]
     assert changed, "the rate network did not receive any update"
     val = tr.validate()
     assert math.isfinite(val.loss) and 0.0 <= val.node_accuracy <= 1.0
@@ -77,8 +89,8 @@ def test_v2_rejects_importance_sampling_and_bad_settings() -> None:
     with pytest.raises(BdgenError, match="is_mode must be 'off'"):
         torch.manual_seed(0)
         x, pad = _data()
-        TrainerV2(BDDenoiser(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB), x, pad,
-                  torch.ones(13), TrainConfig(steps=1, batch_size=4, is_mode="legacy"))
+        objective_for(noise_config("learned"), VOCAB, torch.ones(13), "legacy")
     with pytest.raises(BdgenError, match="unknown Gumbel temperature schedule"):
-        V2Settings(tau_schedule="exp")
-    assert V2Settings.from_dict(V2Settings(lambda_edge=0.5).to_dict()).lambda_edge == 0.5
+        LearnedRatesSettings(tau_schedule="exp")
+    settings = LearnedRatesSettings(lambda_edge=0.5)
+    assert LearnedRatesSettings.from_dict(settings.to_dict()).lambda_edge == 0.5

@@ -29,10 +29,12 @@ def _cfg(name: str, field: str | None = None, **kwargs):
 @_cfg("--steps", type=int,
       help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
 @_cfg("--batch-size", type=int)
-@click.option("--is-mode", type=click.Choice(["unbiased", "legacy", "off"]), default=None,
-              help="Importance sampling of t: unbiased (divide by q(t)), legacy (w(t)^2 "
-                   "objective of the original code) or off (uniform t). [default: unbiased; "
-                   "off for --noise learned, which only allows off]")
+@click.option("--is-mode", type=click.Choice(["unbiased", "uncorrected", "off", "legacy"]),
+              default=None,
+              help="Importance sampling of t: unbiased (divide by q(t)), uncorrected (no "
+                   "1/q: the w(t)^2 objective of the original code; alias legacy) or off "
+                   "(uniform t). [default: unbiased; off for --noise learned, which only "
+                   "allows off]")
 @_cfg("--checkpoint-every", type=int)
 @_cfg("--val-every", type=int)
 @_cfg("--log-every", type=int,

@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def class_weights(values: np.ndarray, vocab_size: int) -> list[float]:
     weights = np.zeros(vocab_size)
     seen = counts > 0
     weights[seen] = total / (vocab_size * counts[seen])
-    return weights.tolist()
+    result: list[float] = weights.tolist()
+    return result
 
 
 def content_hash(tokens: torch.Tensor, n_max: int) -> str:
@@ -112,7 +114,7 @@ class PreparedDataset:
     num_rooms: torch.Tensor  # int64 [N]
     vocab: VocabConfig
     source: str  # "synthetic" | "graph2plan"
-    params: dict  # generator params, or the .mat file's sha256 etc.
+    params: dict[str, Any]  # generator params, or the .mat file's sha256 etc.
     dataset_hash: str  # content_hash(tokens, n_max)
 
     @property
@@ -124,7 +126,7 @@ class PreparedDataset:
 
     @classmethod
     def from_graphs(cls, graphs: list[Graph], vocab: VocabConfig, source: str,
-                    params: dict) -> PreparedDataset:
+                    params: dict[str, Any]) -> PreparedDataset:
         if not graphs:
             raise BdgenError(f"no graphs to prepare from source {source!r}")
         tokens_np, _ = tokenize_many(graphs, vocab)
@@ -141,7 +143,7 @@ class PreparedDataset:
         return SplitData(self.tokens, self.pad_mask, self.num_rooms, self.vocab).graphs()
 
     # --- file format ---------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Atomic write (temp file in the same directory, then ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,7 @@ class PreparedDataset:
         atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PreparedDataset:
+    def load(cls, path: str | os.PathLike[str]) -> PreparedDataset:
         """Load and verify; BdgenError on missing/corrupt/foreign/newer files or hash mismatch."""
         path = Path(path)
         if not path.is_file():
@@ -201,7 +203,8 @@ class PreparedDataset:
     def split(self, name: str, seed: int = 42,
               fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> SplitData:
         """Split ``name`` of spec §1.7 (deterministic in seed and fractions)."""
-        idx = split_indices(len(self), name, seed, tuple(fractions))
+        a, b, c = fractions
+        idx = split_indices(len(self), name, seed, (a, b, c))
         rooms = self.num_rooms[idx]
         pad = torch.from_numpy(self.vocab.pad_mask_table[rooms.numpy()])
         return SplitData(self.tokens[idx], pad, rooms, self.vocab)
@@ -225,7 +228,7 @@ class PreparedDataset:
 
 
 def prepare_synthetic(num_graphs: int | None = None, seed: int = 0,
-                      n_max: int = 8, params=None) -> PreparedDataset:
+                      n_max: int = 8, params: Any = None) -> PreparedDataset:
     """The built-in synthetic dataset (``bdgen.data.synthetic``), tokenised."""
     from bdgen.data import synthetic
 
@@ -242,8 +245,8 @@ def prepare_synthetic(num_graphs: int | None = None, seed: int = 0,
     return PreparedDataset.from_graphs(graphs, VocabConfig(n_max), "synthetic", info)
 
 
-def prepare_graph2plan(mat_path: str | os.PathLike, n_max: int = 8,
-                       cache_dir: str | os.PathLike | None = None) -> PreparedDataset:
+def prepare_graph2plan(mat_path: str | os.PathLike[str], n_max: int = 8,
+                       cache_dir: str | os.PathLike[str] | None = None) -> PreparedDataset:
     """Graph2Plan's ``data.mat``, tokenised; ``params`` records the file's sha256."""
     from dataclasses import asdict
 

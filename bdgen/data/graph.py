@@ -7,6 +7,7 @@ tokenizer and the metrics. Token arrays are what models and samples files hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class Graph:
     def num_rooms(self) -> int:
         return len(self.node_types)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         """Exact identity used by diversity and novelty (spec §6.2); room order matters."""
         return (self.num_rooms, self.node_types, tuple(sorted(self.edge_triples)))
 
@@ -41,7 +42,7 @@ class Graph:
         """The multiset of room types, as a sorted tuple."""
         return tuple(sorted(self.node_types))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "node_types": list(self.node_types),
             "edge_triples": [list(t) for t in self.edge_triples],
@@ -117,7 +118,8 @@ def pad_mask_from_tokens(tokens: np.ndarray, vocab: VocabConfig) -> np.ndarray:
     """
     tokens = np.asarray(tokens)
     rooms = (tokens[..., : vocab.n_max] != NODE_PAD).sum(-1).clip(1, vocab.n_max)
-    return vocab.pad_mask_table[rooms]
+    result: np.ndarray = vocab.pad_mask_table[rooms]
+    return result
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def _int_array(value: object, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _parse_record(rec: object, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _parse_record(rec: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Structure of one record: (room types [n], edge rows [E, 3]), squeeze quirks undone."""
     for name in ("rType", "rEdge"):
         if not hasattr(rec, name):
@@ -118,7 +119,7 @@ def _records(path: Path) -> np.ndarray:
     return records.reshape(-1)
 
 
-def read_mat(path: str | os.PathLike, n_max: int = 8) -> tuple[list[Graph], LoadReport]:
+def read_mat(path: str | os.PathLike[str], n_max: int = 8) -> tuple[list[Graph], LoadReport]:
     """Parse ``data.mat`` (no cache); BdgenError naming the file on any structural problem."""
     path = Path(path)
     records = _records(path)
@@ -188,8 +189,8 @@ def _load_cache(path: Path, sha256: str, n_max: int) -> tuple[list[Graph], LoadR
     return graphs, report
 
 
-def load_graph2plan(path: str | os.PathLike, n_max: int = 8,
-                    cache_dir: str | os.PathLike | None = None
+def load_graph2plan(path: str | os.PathLike[str], n_max: int = 8,
+                    cache_dir: str | os.PathLike[str] | None = None
                     ) -> tuple[list[Graph], LoadReport, str]:
     """Graphs, load report and the file's sha256; cached under ``cache_dir`` when given."""
     path = Path(path)

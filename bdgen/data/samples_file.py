@@ -41,19 +41,19 @@ class SamplesFile:
     pad_mask: torch.Tensor    # bool  [N, S] (True = real position)
     num_rooms: torch.Tensor   # int64 [N]
     method: str               # Method.format()
-    method_config: dict       # Method.legacy_config()
-    model: dict               # MODEL_KEYS: id, sha256, version, noise, dataset_*, n_max, split
+    method_config: dict[str, Any]  # Method.legacy_config()
+    model: dict[str, Any]          # MODEL_KEYS: id, sha256, version, noise, dataset_*, n_max, split
     seed: int
     steps: int
     num_samples: int
-    timings: dict             # {"wall_s", "samples_per_s", "model_calls"}
+    timings: dict[str, Any]             # {"wall_s", "samples_per_s", "model_calls"}
     bdgen_version: str = ""
     created: str = ""
     # Guided runs only: the compiled constraint set with its P90 normalisers
     # (``ConstraintSet.to_dict()`` plus ``"identity"``), and the per-step diagnostics
     # (name -> list of per-step floats). Unguided files carry None.
-    constraints: dict | None = None
-    diagnostics: dict | None = None
+    constraints: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.bdgen_version:
@@ -115,7 +115,7 @@ def validate_samples(sf: SamplesFile, where: str = "<memory>") -> None:
             raise BdgenError(f"{where}: pad_mask does not match num_rooms")
 
 
-def save_samples(sf: SamplesFile, path: str | os.PathLike) -> str:
+def save_samples(sf: SamplesFile, path: str | os.PathLike[str]) -> str:
     """Validate and write ``sf`` atomically; returns the sha256 of the written file."""
     path = Path(path)
     validate_samples(sf, str(path))
@@ -126,7 +126,7 @@ def save_samples(sf: SamplesFile, path: str | os.PathLike) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_samples(path: str | os.PathLike) -> SamplesFile:
+def load_samples(path: str | os.PathLike[str]) -> SamplesFile:
     """Read and validate a samples file; :class:`BdgenError` naming the file otherwise."""
     path = Path(path)
     if not path.is_file():

@@ -8,6 +8,7 @@ Used to calibrate the synthetic generator against RPLAN (spec §1.9-1.10) and by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from bdgen.data.vocab import (
 # RPLAN (Graph2Plan data.mat, n_max = 8) as reported by the BD-Gen authors (spec §1.9-1.10).
 RPLAN_ROOM_COUNT_DISTRIBUTION: tuple[float, ...] = (
     0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252)
-RPLAN_REFERENCE: dict[str, object] = {
+RPLAN_REFERENCE: dict[str, Any] = {
     "num_graphs": 80_788,
     "room_count_distribution": RPLAN_ROOM_COUNT_DISTRIBUTION,
     "edges_per_graph_mean": 10.2,
@@ -102,7 +103,7 @@ def _master_in_living(graph: Graph) -> bool:
     )
 
 
-def dataset_statistics(graphs: Sequence[Graph], n_max: int = 8) -> dict:
+def dataset_statistics(graphs: Sequence[Graph], n_max: int = 8) -> dict[str, Any]:
     """The statistics of spec §1.10 (and per-class tables) for a list of graphs."""
     if not graphs:
         raise ValueError("no graphs to describe")
@@ -149,7 +150,7 @@ def dataset_statistics(graphs: Sequence[Graph], n_max: int = 8) -> dict:
     }
 
 
-def tv_to_reference(stats: dict) -> dict[str, float]:
+def tv_to_reference(stats: dict[str, Any]) -> dict[str, float]:
     """TV distance per distribution that has an RPLAN reference distribution."""
     ours = list(stats["room_count_distribution"])
     ref = list(RPLAN_ROOM_COUNT_DISTRIBUTION)
@@ -175,7 +176,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def format_statistics(stats: dict) -> str:
+def format_statistics(stats: dict[str, Any]) -> str:
     """A plain-text table: statistic, ours, RPLAN reference, TV where a distribution exists."""
     ref = RPLAN_REFERENCE
     tv = tv_to_reference(stats)

@@ -39,7 +39,9 @@ seeded by the caller, so a (seed, num_graphs, params) triple always gives the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -70,6 +72,7 @@ DEFAULT_NUM_GRAPHS = 25_000
 MIN_ROOMS, MAX_ROOMS = 4, 8  # RPLAN's range (spec §1.10)
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x0 < x1, y0 < y1, y grows downwards
+T = TypeVar("T")
 
 # Relation indices of the edge vocabulary (spec §1.3), by name for readability here.
 _LEFT_ABOVE, _LEFT_BELOW, _LEFT_OF, _ABOVE = 0, 1, 2, 3
@@ -173,7 +176,7 @@ class SyntheticParams:
             raise ValueError(f"room_count_probs needs {MAX_ROOMS - MIN_ROOMS + 1} entries "
                              f"(P of {MIN_ROOMS}..{MAX_ROOMS} rooms)")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able form (int keys as strings), recorded in the dataset's params."""
         d = asdict(self)
         d["fill_weights"] = {str(k): v for k, v in self.fill_weights.items()}
@@ -222,9 +225,10 @@ class _Draws:
             self._values = self._rng.random(len(self._values)).tolist()
             self._k = 0
         self._k += 1
-        return self._values[self._k - 1]
+        result: float = self._values[self._k - 1]
+        return result
 
-    def choice(self, items, weights=None):
+    def choice(self, items: Sequence[T], weights: Sequence[float] | None = None) -> T:
         if weights is None:
             return items[min(int(self.u() * len(items)), len(items) - 1)]
         total = sum(weights)
@@ -269,17 +273,18 @@ def _nesting(types: list[int], d: _Draws, p: SyntheticParams) -> list[int]:
             parent[k] = j
             children[j] += 1
     if d.u() < p.p_forbidden_nesting:
-        cands = [(k, j) for k in range(1, n) for j in range(n)
+        pairs = [(k, j) for k in range(1, n) for j in range(n)
                  if j != k and parent[k] < 0 and parent[j] < 0 and children[k] == 0
                  and children[j] < p.max_children and (types[k], types[j]) in FORBIDDEN_INSIDE]
-        if cands:
-            k, j = d.choice(cands)
+        if pairs:
+            k, j = d.choice(pairs)
             parent[k] = j
             children[j] += 1
     return parent
 
 
-def _slice(box: Box, rooms: list[int], weight: list[float], d: _Draws, out: dict) -> None:
+def _slice(box: Box, rooms: list[int], weight: list[float], d: _Draws,
+           out: dict[int, Box]) -> None:
     """Tile ``box`` with ``rooms`` (recursive slicing in proportion to their weights)."""
     if len(rooms) == 1:
         out[rooms[0]] = box

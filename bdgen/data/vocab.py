@@ -184,7 +184,8 @@ class VocabConfig:
         """PAD mask of one graph (True = real position), spec §1.5."""
         if not 1 <= num_rooms <= self.n_max:
             raise ValueError(f"num_rooms {num_rooms} not in [1, {self.n_max}]")
-        return self.pad_mask_table[num_rooms].copy()
+        result: np.ndarray = self.pad_mask_table[num_rooms].copy()
+        return result
 
     def num_real(self, num_rooms: int) -> int:
         return num_rooms + num_rooms * (num_rooms - 1) // 2

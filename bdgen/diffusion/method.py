@@ -98,7 +98,8 @@ LEGACY_CONFIG_KEYS: tuple[str, ...] = (
 )
 
 
-def _num(x: float) -> str:
+def _num(x: float | None) -> str:
+    assert x is not None, "a method field that its name spells is unset"
     return spell(x)
 
 
@@ -363,7 +364,7 @@ def _repair(name: str) -> str:
     (rounded onto the grid; a positive value below it becomes the smallest step)."""
     s = "".join(_ascii_digits(name).split())
 
-    def fix(m: re.Match) -> str:
+    def fix(m: re.Match[str]) -> str:
         key, text = m.group(1), m.group(2)
         v = float(text)
         if key in ("_K", "_c"):

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from bdgen.data.vocab import VocabConfig
 from bdgen.errors import BdgenError
@@ -111,6 +111,9 @@ class RateNetwork(nn.Module):
             nn.Linear(c.d_emb, c.hidden_dim), nn.SiLU(), nn.Linear(c.hidden_dim, c.K)
         )
         pairs = torch.as_tensor(self.vocab.edge_pairs, dtype=torch.long)
+        self.edge_i: Tensor
+        self.edge_j: Tensor
+        self.powers: Tensor
         self.register_buffer("edge_i", pairs[:, 0].clone(), persistent=False)
         self.register_buffer("edge_j", pairs[:, 1].clone(), persistent=False)
         powers = torch.arange(1, c.K + 1, dtype=torch.float32)

@@ -65,7 +65,8 @@ class Cap(_EtaStrategy):
 
     name: ClassVar[str] = "cap"
 
-    def probabilities(self, sigma_max, candidates, token_probs=None):
+    def probabilities(self, sigma_max: Tensor, candidates: Tensor,
+                      token_probs: Tensor | None = None) -> Tensor:
         return sigma_max.clamp_max(self.eta)
 
 
@@ -75,7 +76,8 @@ class Rescale(_EtaStrategy):
 
     name: ClassVar[str] = "rescale"
 
-    def probabilities(self, sigma_max, candidates, token_probs=None):
+    def probabilities(self, sigma_max: Tensor, candidates: Tensor,
+                      token_probs: Tensor | None = None) -> Tensor:
         return sigma_max * self.eta
 
 
@@ -91,7 +93,8 @@ class Confidence(RemaskingStrategy):
     name: ClassVar[str] = "confidence"
     uses_logits: ClassVar[bool] = True
 
-    def probabilities(self, sigma_max, candidates, token_probs=None):
+    def probabilities(self, sigma_max: Tensor, candidates: Tensor,
+                      token_probs: Tensor | None = None) -> Tensor:
         if token_probs is None:
             raise ValueError("confidence remasking needs the current tokens' probabilities")
         neg = torch.where(candidates, -token_probs, torch.full_like(token_probs, -torch.inf))
@@ -113,4 +116,5 @@ def make_strategy(name: str, eta: float | None = None) -> RemaskingStrategy:
         if eta is not None:
             _check_eta(eta)  # validated, then ignored (spec §5.6)
         return Confidence()
-    return STRATEGIES[name](eta=0.1 if eta is None else eta)
+    cls = Cap if name == "cap" else Rescale
+    return cls(eta=0.1 if eta is None else eta)

@@ -15,6 +15,7 @@ q(t) proportional to w(t) = -alpha'/(1 - alpha) on the covered range, and
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +63,7 @@ class NoiseSchedule(nn.Module):
         w = -self.alpha_prime(t32).to(torch.float64) / (1.0 - self.alpha(t64) + 1e-8)
         return w.clamp_max(W_MAX).to(torch.float32)
 
-    def to_config(self) -> dict:
+    def to_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -73,6 +74,8 @@ def _scalar(value: float) -> Tensor:
 class LinearSchedule(NoiseSchedule):
     """sigma linear in t: alpha = exp(-(sigma_min + t (sigma_max - sigma_min)))."""
 
+    sigma_min: Tensor
+    sigma_max: Tensor
     name = "linear"
 
     def __init__(self, sigma_min: float = 0.0, sigma_max: float = 10.0) -> None:
@@ -112,7 +115,7 @@ class LinearSchedule(NoiseSchedule):
         inside = (sigma_t >= s_min * (1 - 1e-4)) & (t <= 1.0)
         return torch.where(inside, q, torch.zeros_like(q))
 
-    def to_config(self) -> dict:
+    def to_config(self) -> dict[str, Any]:
         return {"type": "linear", "sigma_min": float(self.sigma_min),
                 "sigma_max": float(self.sigma_max)}
 
@@ -120,6 +123,7 @@ class LinearSchedule(NoiseSchedule):
 class LogLinearSchedule(NoiseSchedule):
     """alpha linear in t: alpha = 1 - (1 - eps) t (the schedule of all recommended v1 runs)."""
 
+    eps: Tensor
     name = "loglinear"
 
     def __init__(self, eps: float = 1e-3) -> None:
@@ -149,13 +153,14 @@ class LogLinearSchedule(NoiseSchedule):
         inside = (t >= lo * (1 - 1e-4)) & (t <= 1.0)
         return torch.where(inside, q, torch.zeros_like(q))
 
-    def to_config(self) -> dict:
+    def to_config(self) -> dict[str, Any]:
         return {"type": "loglinear", "eps": float(self.eps)}
 
 
 class CosineSchedule(NoiseSchedule):
     """alpha = eps + (1 - eps) cos(pi t / 2); no IS (identity transform)."""
 
+    eps: Tensor
     name = "cosine"
 
     def __init__(self, eps: float = 1e-3) -> None:
@@ -174,7 +179,7 @@ class CosineSchedule(NoiseSchedule):
         eps = self.eps.to(t.dtype)
         return -(1 - eps) * (math.pi / 2) * torch.sin(math.pi / 2 * t)
 
-    def to_config(self) -> dict:
+    def to_config(self) -> dict[str, Any]:
         return {"type": "cosine", "eps": float(self.eps)}
 
 
@@ -183,14 +188,14 @@ SCHEDULES: dict[str, type[NoiseSchedule]] = {
     "loglinear": LogLinearSchedule,
     "cosine": CosineSchedule,
 }
-DEFAULT_NOISE: dict[str, dict] = {
+DEFAULT_NOISE: dict[str, dict[str, Any]] = {
     "linear": {"type": "linear", "sigma_min": 0.0, "sigma_max": 10.0},
     "loglinear": {"type": "loglinear", "eps": 1e-3},
     "cosine": {"type": "cosine", "eps": 1e-3},
 }
 
 
-def make_schedule(config: dict | str) -> NoiseSchedule:
+def make_schedule(config: dict[str, Any] | str) -> NoiseSchedule:
     """Build a schedule from ``{"type": ..., **params}`` (or a bare type name)."""
     if isinstance(config, str):
         config = {"type": config}

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from bdgen.data.vocab import EDGE_MASK, NODE_MASK
 from bdgen.diffusion.forward import forward_mask, mask_tokens
 from bdgen.errors import BdgenError
+from bdgen.model.denoiser import BDDenoiser
 
 GUMBEL_U_CLAMP = 1e-10
 LOG_CLAMP = 1e-8
@@ -79,7 +80,7 @@ def soft_embeddings(node_embedding: nn.Embedding, edge_embedding: nn.Embedding, 
     return torch.cat([node, edge], dim=1)
 
 
-def stgs_forward(denoiser: nn.Module, x0: Tensor, pad_mask: Tensor, alpha: Tensor, tau: float,
+def stgs_forward(denoiser: BDDenoiser, x0: Tensor, pad_mask: Tensor, alpha: Tensor, tau: float,
                  generator: torch.Generator | None = None) -> STGSSample:
     """Draw the STGS masking of ``x0`` with per-position keep probabilities ``alpha [B, S]``.
 

@@ -1,4 +1,10 @@
-"""The v1 training loop (spec §3.5), written for throughput and exact resumption.
+"""The training loop (spec §3.5, §4.4), written for throughput and exact resumption.
+
+The trainer optimises an objective (:mod:`bdgen.diffusion.objective`: a forward process
+and its loss; a fixed schedule or learned rates) and owns everything else:
+
+* one AdamW over the model's and the objective's parameters (the rate network of learned
+  rates), LambdaLR warm-up, gradient clipping over both;
 
 * The tokenised train split lives on the training device as one tensor; each epoch is a
   ``randperm`` from a dedicated CPU ``torch.Generator`` and batches are index slices of it
@@ -21,15 +27,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bdgen.diffusion.forward import forward_mask
-from bdgen.diffusion.loss import IS_MODES, ELBOLoss, masked_accuracy, sample_t
-from bdgen.diffusion.schedules import T_MIN, NoiseSchedule
+from bdgen.diffusion.loss import (
+    IS_MODE_ALIASES,
+    STORED_IS_MODE,
+    canonical_is_mode,
+    masked_accuracy,
+)
+from bdgen.diffusion.objective import DenoiserFn, Objective
+from bdgen.diffusion.schedules import T_MIN
 from bdgen.errors import BdgenError
-from bdgen.model.precision import DEFAULT_PRECISION, autocast, check_precision
+from bdgen.model.denoiser import BDDenoiser
+from bdgen.model.precision import DEFAULT_PRECISION, check_precision
 
 
 @dataclass
@@ -40,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 1000
     grad_clip: float = 1.0
-    is_mode: str = "unbiased"     # "unbiased" | "legacy" | "off" (see bdgen.diffusion.loss)
+    is_mode: str = "unbiased"     # "unbiased" | "uncorrected" | "off" (bdgen.diffusion.loss)
     seed: int = 42
     checkpoint_every: int = 5000
     val_every: int = 1260         # legacy: every 5 epochs of RPLAN
@@ -55,24 +68,27 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.is_mode not in IS_MODES:
-            raise BdgenError(f"is_mode {self.is_mode!r} is not one of {', '.join(IS_MODES)}")
+        self.is_mode = canonical_is_mode(self.is_mode)
         for name in ("steps", "batch_size", "checkpoint_every", "val_every", "log_every"):
             if getattr(self, name) < 1:
                 raise BdgenError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def trajectory(self) -> dict:
+    def trajectory(self) -> dict[str, Any]:
         return trajectory_of(self.to_dict())
 
 
-def trajectory_of(train_config: dict) -> dict:
+def trajectory_of(train_config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a (checkpoint's) train config that make a run's identity. ``precision``
     joins them only when it is not float32, so run names (and resumable runs) from before
     the option existed stay valid."""
     ident = {k: train_config.get(k) for k in TrainConfig.TRAJECTORY_KEYS}
+    mode = ident["is_mode"]
+    if isinstance(mode, str):  # aliases resolved, then the name the run identity keeps
+        mode = IS_MODE_ALIASES.get(mode, mode)
+        ident["is_mode"] = STORED_IS_MODE.get(mode, mode)
     precision = train_config.get("precision", DEFAULT_PRECISION)
     if precision != DEFAULT_PRECISION:
         ident["precision"] = precision
@@ -123,14 +139,15 @@ class TrainResult:
 class Trainer:
     """Owns model, optimiser, LR schedule and data order; ``run()`` trains to ``config.steps``."""
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule, train_tokens: Tensor,
-                 train_pad_mask: Tensor, edge_class_weights: Tensor | list[float],
-                 config: TrainConfig, device: torch.device | str = "cpu",
-                 val_tokens: Tensor | None = None, val_pad_mask: Tensor | None = None) -> None:
+    def __init__(self, model: BDDenoiser, objective: Objective, train_tokens: Tensor,
+                 train_pad_mask: Tensor, config: TrainConfig,
+                 device: torch.device | str = "cpu", val_tokens: Tensor | None = None,
+                 val_pad_mask: Tensor | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.schedule = schedule.to(self.device)
+        self.objective = objective
+        objective.setup(self.device, config.precision)
         self.tokens = train_tokens.to(self.device, torch.long)
         self.pad_mask = train_pad_mask.to(self.device, torch.bool)
         self.val_tokens = None if val_tokens is None else val_tokens.to(self.device, torch.long)
@@ -141,16 +158,17 @@ class Trainer:
             raise BdgenError(f"the train split has {n} graphs, fewer than the batch size "
                              f"{config.batch_size}")
         self.batches_per_epoch = n // config.batch_size
-        weights = torch.as_tensor(edge_class_weights, dtype=torch.float32, device=self.device)
-        self.loss_fn = ELBOLoss(self.schedule, weights)
-        self.optimizer = make_adamw(model.parameters(), config, self.device)
+        self.optimizer = make_adamw(self.parameters(), config, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.warmup_steps))
-        self.forward_model = model
-        # With --compile the whole loss (masking, model, ELBO) is one compiled graph, so
-        # "reduce-overhead" can replay forward and backward as CUDA graphs.
-        self._loss_step = (torch.compile(self._train_loss, mode=config.compile_mode)
-                           if config.compile else self._train_loss)
+        self.forward_model: DenoiserFn = model
+        self._loss_step: Callable[[Tensor, Tensor], Tensor] = self._train_loss
+        if config.compile and objective.compiles_whole_loss:
+            # The whole loss (masking, model, ELBO) as one compiled graph, so
+            # "reduce-overhead" can replay forward and backward as CUDA graphs.
+            self._loss_step = torch.compile(self._train_loss, mode=config.compile_mode)
+        elif config.compile:
+            self.forward_model = torch.compile(model, mode=config.compile_mode)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -160,7 +178,7 @@ class Trainer:
         self._perm: Tensor | None = None
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (tensors on CPU)."""
         rng = {"torch": torch.get_rng_state(), "shuffle_epoch_start": self._epoch_start_state,
                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
@@ -172,9 +190,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
+            **self.objective.state_dict(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.objective.load_state_dict(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -210,30 +230,17 @@ class Trainer:
         return self.tokens[idx], self.pad_mask[idx]
 
     def parameters(self) -> list[nn.Parameter]:
-        """What the optimiser updates and gradient clipping covers."""
-        return list(self.model.parameters())
+        """What the optimiser updates and gradient clipping covers: the model's parameters,
+        then the objective's."""
+        return list(self.model.parameters()) + self.objective.parameters()
 
     def _train_loss(self, x0: Tensor, pad: Tensor) -> Tensor:
-        """The v1 objective on one batch: forward masking at sampled t, weighted ELBO."""
-        t, factor = sample_t(self.schedule, x0.shape[0], self.config.is_mode, self.device)
-        alpha = self.schedule.alpha(t)[:, None]
-        x_t, mask = forward_mask(x0, pad, alpha)
-        with autocast(self.device, self.config.precision):
-            node_logits, edge_logits = self.forward_model(x_t, pad, t)
-        return self.loss_fn(node_logits.float(), edge_logits.float(), x0, pad, mask, t,
-                            factor).loss
-
-    def _val_batch(self, x0: Tensor, pad: Tensor, t: Tensor, gen: torch.Generator
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Summed val loss of one batch plus logits and mask for the accuracies."""
-        x_t, mask = forward_mask(x0, pad, self.schedule.alpha(t)[:, None], generator=gen)
-        node_logits, edge_logits = self.model(x_t, pad, t)
-        out = self.loss_fn(node_logits, edge_logits, x0, pad, mask, t)
-        return (out.weight * out.per_sample).sum(), node_logits, edge_logits, mask
+        return self.objective.train_loss(self.model, self.forward_model, x0, pad)
 
     def train_step(self) -> Tensor:
         """One optimiser step; returns the (detached, on-device) loss."""
         x0, pad = self._next_batch()
+        self.objective.at_step(self.step, self.config.steps)
         loss = self._loss_step(x0, pad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -260,7 +267,8 @@ class Trainer:
             x0 = self.val_tokens[start:start + self.config.batch_size]
             pad = self.val_pad_mask[start:start + self.config.batch_size]
             t = torch.rand(x0.shape[0], generator=gen, device=self.device).clamp_min(T_MIN)
-            batch_loss, node_logits, edge_logits, mask = self._val_batch(x0, pad, t, gen)
+            batch_loss, node_logits, edge_logits, mask = self.objective.val_batch(
+                self.model, x0, pad, t, gen)
             loss_sum += batch_loss
             counts += masked_accuracy(node_logits, edge_logits, x0, mask & pad)
         self.model.train(was_training)
@@ -304,7 +312,7 @@ class Trainer:
                     lr = self.scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
                     if on_log:
-                        on_log(self.step, last_loss, lr)
+                        on_log(self.step, last_loss, float(lr))
                 if self.val_tokens is not None and (self.step % cfg.val_every == 0
                                                     or self.step == cfg.steps):
                     val = self.validate()

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import Any
 
 import numpy as np
 
 from bdgen.util.mappings import flatten as flatten_mapping
 
 
-def flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Flatten nested dicts with "/" keys, keeping numeric leaves (bools excluded)."""
     return {k: float(v) for k, v in flatten_mapping(metrics, "/", prefix).items()
             if isinstance(v, Real) and not isinstance(v, bool)}
@@ -42,7 +43,7 @@ class Aggregate:
         return cls(float(np.mean(arr)), float(np.std(arr)), len(vals), vals)
 
 
-def aggregate_seeds(per_seed: Mapping[str, Mapping]) -> dict[str, Aggregate]:
+def aggregate_seeds(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Aggregate]:
     """``{seed: metrics}`` -> ``{flat_key: Aggregate}`` in sorted key order (legacy order)."""
     flat = [flatten(m) for m in per_seed.values()]
     keys = sorted({k for f in flat for k in f})
@@ -60,11 +61,11 @@ class MethodResult:
 
     model: str  # model id (or legacy label, e.g. "legacy:loglinear_noise_sc")
     method: str  # canonical method name
-    config: dict  # sampling configuration (legacy "config" block keys)
+    config: dict[str, Any]  # sampling configuration (legacy "config" block keys)
     metrics: dict[str, Aggregate]
     seeds: tuple[int, ...] = ()
-    model_fields: dict = field(default_factory=dict)  # version, noise_schedule, ...
-    method_fields: dict = field(default_factory=dict)  # unmasking, top_p, strategy, ...
+    model_fields: dict[str, Any] = field(default_factory=dict)  # version, noise_schedule, ...
+    method_fields: dict[str, Any] = field(default_factory=dict)  # unmasking, top_p, strategy, ...
     run_ids: dict[int, str] = field(default_factory=dict)  # seed -> evaluation run id
     mlflow_run_ids: dict[int, str] = field(default_factory=dict)  # seed -> MLflow run id
     denoising: dict[str, float] = field(default_factory=dict)  # per model, seed-independent

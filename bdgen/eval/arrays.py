@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bdgen.data.graph import Graph
 from bdgen.data.vocab import (
@@ -50,7 +52,8 @@ class GraphArrays:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def from_tokens(cls, tokens, pad_mask, vocab: VocabConfig) -> GraphArrays:
+    def from_tokens(cls, tokens: npt.ArrayLike, pad_mask: npt.ArrayLike, vocab: VocabConfig
+                    ) -> GraphArrays:
         """Token rows ``[N, S]`` and PAD masks (True = real) -> detokenised arrays.
 
         Real rooms are assumed to occupy the first node slots (the samples file validates
@@ -92,7 +95,7 @@ class GraphArrays:
         true = np.ones(n, dtype=bool)
         return cls(vocab, rooms, nodes, rel, ok, true, true.copy())
 
-    def subset(self, index) -> GraphArrays:
+    def subset(self, index: Any) -> GraphArrays:
         return GraphArrays(self.vocab, self.num_rooms[index], self.nodes[index],
                            self.rel[index], self.ok[index], self.no_mask[index],
                            self.no_out_of_range[index])
@@ -115,13 +118,15 @@ class GraphArrays:
     @cached_property
     def degrees(self) -> np.ndarray:
         """int64 [N, n_max]: relation triples touching each room (0 for absent rooms)."""
-        return self.has_edge.astype(np.int64) @ self.incidence
+        result: np.ndarray = self.has_edge.astype(np.int64) @ self.incidence
+        return result
 
     @cached_property
     def num_edges(self) -> np.ndarray:
-        return self.has_edge.sum(1)
+        result: np.ndarray = self.has_edge.sum(1)
+        return result
 
-    def adjacency(self, index=None) -> np.ndarray:
+    def adjacency(self, index: Any = None) -> np.ndarray:
         """uint8 [N, n_max, n_max] undirected adjacency, one edge per relation triple."""
         has = self.has_edge if index is None else self.has_edge[index]
         n_max = self.vocab.n_max

@@ -7,6 +7,8 @@ and weighted by the reference frequency of the category.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bdgen.data.vocab import N_RELATIONS, N_ROOM_TYPES
@@ -72,7 +74,7 @@ def _per_category(sample_counts: np.ndarray, ref_counts: np.ndarray, cats: np.nd
     return _order(out, names)
 
 
-def _order(out: dict, names: list[str]) -> dict[str, float]:
+def _order(out: dict[str, Any], names: list[str]) -> dict[str, float]:
     return {k: out[k] for n in names for k in (f"{n}_mean", f"{n}_weighted")}
 
 

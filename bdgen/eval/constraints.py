@@ -20,6 +20,8 @@ baselines measured against a set, so a baseline's satisfaction compares cell for
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bdgen.data.graph import Graph
@@ -53,11 +55,11 @@ def histogram(v: np.ndarray) -> dict[str, int]:
     return {b: int((bins == i).sum()) for i, b in enumerate(HISTOGRAM_BINS)}
 
 
-def constraint_metrics(ga: GraphArrays, cs: ConstraintSet) -> dict:
+def constraint_metrics(ga: GraphArrays, cs: ConstraintSet) -> dict[str, Any]:
     """The per-seed ``constraint/*`` block of G7.2 (4n + 1 entries, in legacy order)."""
     v = violation_matrix(ga, cs)
     n = max(v.shape[0], 1)
-    out: dict = {}
+    out: dict[str, Any] = {}
     for j, name in enumerate(cs.names):
         col = v[:, j]
         failed = col[col > 0]

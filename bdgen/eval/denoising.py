@@ -14,6 +14,7 @@ independent of which other t values are in the grid.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +23,8 @@ from bdgen.eval.registry import DENOISING_T_GRID
 
 DENOISING_SEED = 0
 AlphaFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def schedule_alpha_fn(schedule) -> AlphaFn:
-    """``alpha_fn`` of a v1 noise schedule: one keep probability per sample, ``[B, 1]``."""
-    return lambda t, pad_mask: schedule.alpha(t).reshape(-1, 1)
+"""``alpha(t, pad_mask)``: keep probabilities ``[B, 1]`` or ``[B, S]``, e.g. the ``alpha``
+method of a forward process (:mod:`bdgen.diffusion.process`)."""
 
 
 def denoising_key(quantity: str, t: float) -> str:
@@ -34,7 +32,7 @@ def denoising_key(quantity: str, t: float) -> str:
 
 
 @torch.no_grad()
-def denoising_metrics(model: torch.nn.Module, alpha_fn: AlphaFn, split,
+def denoising_metrics(model: torch.nn.Module, alpha_fn: AlphaFn, split: Any,
                       t_grid: Sequence[float] = DENOISING_T_GRID, batch_size: int = 64,
                       max_batches: int = 50, seed: int = DENOISING_SEED) -> dict[str, float]:
     """``denoise/{acc,ce}_{node,edge}@t=...`` on ``split`` (a SplitData-like object)."""
@@ -44,7 +42,8 @@ def denoising_metrics(model: torch.nn.Module, alpha_fn: AlphaFn, split,
     model.eval()
     device = next(model.parameters()).device
     tokens_all, pad_all = split.tokens, split.pad_mask
-    n_max = int(model.vocab.n_max) if hasattr(model, "vocab") else None
+    vocab = getattr(model, "vocab", None)
+    n_max = int(vocab.n_max) if vocab is not None else None
     if n_max is None:
         from bdgen.diffusion.forward import n_max_from_seq_len
 

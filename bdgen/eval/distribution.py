@@ -29,7 +29,8 @@ def hist_from_counts(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     if total == 0:
         return np.full(len(counts), 1.0 / len(counts))
-    return counts / total
+    result: np.ndarray = counts / total
+    return result
 
 
 def rooms_hist(room_counts: np.ndarray) -> np.ndarray:
@@ -38,7 +39,8 @@ def rooms_hist(room_counts: np.ndarray) -> np.ndarray:
     if total == 0:
         return np.array([1.0])
     max_rooms = int(np.nonzero(room_counts)[0].max())
-    return room_counts[1 : max_rooms + 1] / total
+    result: np.ndarray = room_counts[1 : max_rooms + 1] / total
+    return result
 
 
 def distribution_metrics(sample_node: np.ndarray, sample_edge: np.ndarray,

@@ -11,8 +11,10 @@ every method and seed reuses it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from bdgen.data.vocab import VocabConfig
@@ -40,10 +42,10 @@ class ReferenceStats:
     type_degree: np.ndarray  # int64 [13, n_max]
     mmd_rows: dict[str, np.ndarray]  # feature -> unique rows of the 5,000-graph subset
     mmd_counts: dict[str, np.ndarray]  # feature -> multiplicities
-    meta: dict = field(default_factory=dict)
-    _key_set: set | None = field(default=None, repr=False, compare=False)
-    _archetypes: dict | None = field(default=None, repr=False, compare=False)
-    _mmd: dict | None = field(default=None, repr=False, compare=False)
+    meta: dict[str, Any] = field(default_factory=dict)
+    _key_set: set[Any] | None = field(default=None, repr=False, compare=False)
+    _archetypes: dict[bytes, int] | None = field(default=None, repr=False, compare=False)
+    _mmd: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def vocab(self) -> VocabConfig:
@@ -55,14 +57,14 @@ class ReferenceStats:
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def build(cls, tokens, pad_mask, vocab: VocabConfig, meta: dict | None = None
-              ) -> ReferenceStats:
+    def build(cls, tokens: npt.ArrayLike, pad_mask: npt.ArrayLike, vocab: VocabConfig,
+              meta: dict[str, Any] | None = None) -> ReferenceStats:
         """From the reference split's token rows (in split order)."""
         ga = GraphArrays.from_tokens(np.asarray(tokens), np.asarray(pad_mask), vocab)
         return cls.from_arrays(ga, meta)
 
     @classmethod
-    def from_arrays(cls, ga: GraphArrays, meta: dict | None = None) -> ReferenceStats:
+    def from_arrays(cls, ga: GraphArrays, meta: dict[str, Any] | None = None) -> ReferenceStats:
         keys = np.unique(ga.keys, axis=0)
         arch = archetype_counts(ga)
         arch_rows = np.array([np.frombuffer(k, dtype=np.int8) for k in arch], dtype=np.int8
@@ -108,14 +110,15 @@ class ReferenceStats:
             self._mmd = {}
         if feature not in self._mmd:
             self._mmd[feature] = MMDReference(self.mmd_rows[feature], self.mmd_counts[feature])
-        return self._mmd[feature]
+        result: MMDReference = self._mmd[feature]
+        return result
 
     # --- serialisation (plain tensors / lists: torch.load(weights_only=True) reads it) -----
     _ARRAYS = ("node_counts", "edge_counts", "room_counts", "train_keys", "archetype_rows",
                "archetype_count", "pair_counts", "pair_order", "type_degree")
 
-    def to_dict(self) -> dict:
-        d: dict = {"n_max": self.n_max, "meta": dict(self.meta),
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"n_max": self.n_max, "meta": dict(self.meta),
                    "evaluator_version": EVALUATOR_VERSION}
         for name in self._ARRAYS:
             d[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
@@ -124,7 +127,7 @@ class ReferenceStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> ReferenceStats:
+    def from_dict(cls, d: dict[str, Any]) -> ReferenceStats:
         if d.get("evaluator_version") != EVALUATOR_VERSION:
             raise ValueError(f"reference statistics of evaluator version "
                              f"{d.get('evaluator_version')!r}, need {EVALUATOR_VERSION!r}")

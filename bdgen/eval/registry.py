@@ -16,6 +16,7 @@ imported legacy guided files and newly computed results share keys.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,8 +71,9 @@ class MetricDef:
         return {"higher": True, "lower": False, "none": None}[self.direction]
 
 
-def _m(name, group, direction, display, *, legacy=True, percent=False, primary=True,
-       displayed=True, description="", legacy_key=None) -> MetricDef:
+def _m(name: str, group: Group, direction: Direction, display: str, *, legacy: bool = True,
+       percent: bool = False, primary: bool = True, displayed: bool = True,
+       description: str = "", legacy_key: str | None = None) -> MetricDef:
     key = legacy_key if legacy_key is not None else (f"eval/{name}" if legacy else None)
     return MetricDef(name, key, group, direction, display, percent, primary, displayed,
                      description)
@@ -308,7 +310,7 @@ def is_constraint_metric(name: str) -> bool:
     return name.startswith(CONSTRAINT_PREFIX) and _constraint_def(name) is not None
 
 
-def constraint_rows(names) -> list[str]:
+def constraint_rows(names: Iterable[str]) -> list[str]:
     """Constraint metrics of a comparison table, in the legacy row order (G7.3 item 3):
     overall first, then satisfactions, mean violations, when-failed means, alphabetical in
     each group; histogram bins are not shown."""

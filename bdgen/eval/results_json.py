@@ -36,7 +36,7 @@ STRATIFIED = ("validity_by_num_rooms", "transitivity_by_num_rooms",
               "edge_present_rate_by_num_rooms")
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """Python numbers and string keys (the legacy writer's NumPy conversion)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -47,7 +47,7 @@ def _plain(value):
     return value
 
 
-def per_seed_block(metrics: Mapping) -> dict:
+def per_seed_block(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The 49 legacy entries of one seed, in legacy order (other keys dropped).
 
     Keys beyond the legacy ones (e.g. ``eval/num_pairs_eligible``) are dropped; any
@@ -63,15 +63,16 @@ def per_seed_block(metrics: Mapping) -> dict:
     return out
 
 
-def summary_block(per_seed: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
+def summary_block(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean and population std per flattened key, sorted, as the legacy code computed them
     (bit for bit on all 2,112 summary entries of the 22 legacy files)."""
     return {k: {"mean": a.mean, "std": a.std} for k, a in aggregate_seeds(per_seed).items()}
 
 
-def results_document(method: str, config: Mapping,
-                     per_seed: Mapping[str, Mapping] | Mapping[int, Mapping],
-                     denoising: Mapping | None = None, timestamp: str | None = None) -> dict:
+def results_document(method: str, config: Mapping[str, Any],
+                     per_seed: Mapping[str, Mapping[str, Any]] | Mapping[int, Mapping[str, Any]],
+                     denoising: Mapping[str, Any] | None = None,
+                     timestamp: str | None = None) -> dict[str, Any]:
     """The format_version 2 object (summary recomputed from ``per_seed``)."""
     seeds = {str(s): per_seed_block(m) for s, m in per_seed.items()}
     summary = summary_block(seeds)
@@ -86,11 +87,11 @@ def results_document(method: str, config: Mapping,
     }
 
 
-def dumps(doc: Mapping) -> str:
+def dumps(doc: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=2)
 
 
-def write_results_json(path: str | os.PathLike, doc: Mapping) -> None:
+def write_results_json(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
     """Atomic write of a results document (temp file in the same directory + os.replace)."""
     atomic_write_text(path, dumps(doc))
 
@@ -101,13 +102,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def is_v1(doc: Mapping) -> bool:
+def is_v1(doc: Mapping[str, Any]) -> bool:
     """A format v1 object: the v1 writer wrote no ``format_version``; an explicit 1 counts too."""
     version = doc.get("format_version")
     return "format_version" not in doc or (type(version) is int and version == 1)
 
 
-def upgrade_v1(doc: Mapping) -> dict:
+def upgrade_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The format_version 2 object of a v1 object (spec §7.3); one-line :class:`BdgenError`.
 
     ``per_seed = {str(seed): metrics}``, a summary of every metric with std 0.0 (one seed),
@@ -163,7 +164,7 @@ def upgrade_v1(doc: Mapping) -> dict:
     }
 
 
-def as_format_2(doc: Any) -> dict:
+def as_format_2(doc: Any) -> dict[str, Any]:
     """A parsed result file as a format_version 2 object: v1 upgraded, v2 as it is, other
     versions refused (one-line :class:`BdgenError` without the path; callers add it)."""
     if not isinstance(doc, dict):
@@ -176,7 +177,7 @@ def as_format_2(doc: Any) -> dict:
     return doc
 
 
-def read_results_json(path: str | os.PathLike) -> dict:
+def read_results_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a format_version 2 file, or a v1 file upgraded (:func:`upgrade_v1`), and check
     it; :class:`BdgenError` naming the file."""
     path = Path(path)

@@ -25,6 +25,7 @@ direct n×m×d computation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,8 @@ def degree_features(ga: GraphArrays) -> np.ndarray:
     rows = np.repeat(np.arange(len(ga)), n_max).reshape(len(ga), n_max)
     counts = np.zeros((len(ga), n_max), dtype=np.int64)
     np.add.at(counts, (rows[real], deg[real]), 1)
-    return counts / np.maximum(ga.num_rooms, 1)[:, None]
+    result: np.ndarray = counts / np.maximum(ga.num_rooms, 1)[:, None]
+    return result
 
 
 def clustering_coefficients(adj: np.ndarray) -> np.ndarray:
@@ -69,7 +71,8 @@ def clustering_features(ga: GraphArrays) -> np.ndarray:
     rows = np.repeat(np.arange(len(ga)), n_max).reshape(len(ga), n_max)
     counts = np.zeros((len(ga), CLUSTERING_BINS), dtype=np.int64)
     np.add.at(counts, (rows[real], bins[real]), 1)
-    return counts / np.maximum(ga.num_rooms, 1)[:, None]
+    result: np.ndarray = counts / np.maximum(ga.num_rooms, 1)[:, None]
+    return result
 
 
 def spectral_features(ga: GraphArrays) -> np.ndarray:
@@ -161,7 +164,8 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if ii.size:
         diff = a[ii] - b[jj]
         d[ii, jj] = (diff * diff).sum(1)
-    return d
+    result: np.ndarray = d
+    return result
 
 
 @dataclass
@@ -219,7 +223,8 @@ def _same_key(a: FeatureSet, b: FeatureSet) -> np.ndarray:
         return np.zeros((len(a.keys), len(b.keys)), dtype=bool)
     _, inv = np.unique(both, axis=0, return_inverse=True)
     inv = inv.ravel()
-    return inv[: len(a.keys), None] == inv[None, len(a.keys):]
+    result: np.ndarray = inv[: len(a.keys), None] == inv[None, len(a.keys):]
+    return result
 
 
 class _Block:
@@ -339,7 +344,8 @@ def mmd2_against(x: np.ndarray, ref: MMDReference) -> float:
     return _mmd2_from(median, n, m, *(lambda g, b=b: b.kernel_sum(g) for b in blocks))
 
 
-def _mmd2_from(median: float, n: int, m: int, kxx_fn, kyy_fn, kxy_fn) -> float:
+def _mmd2_from(median: float, n: int, m: int, kxx_fn: Callable[[float], float],
+               kyy_fn: Callable[[float], float], kxy_fn: Callable[[float], float]) -> float:
     sigma = np.sqrt(median / 2)
     if sigma == 0:
         return 0.0
@@ -372,29 +378,6 @@ def mmd2_exact(x: np.ndarray, y: np.ndarray) -> float:
     return _mmd2_from(median, n, m, *ks)
 
 
-def mmd2_direct(x: np.ndarray, y: np.ndarray) -> float:
-    """Reference implementation with explicit difference tensors (small n only, tests)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n, m = len(x), len(y)
-    if n == 0 or m == 0:
-        return 0.0
-    dxx = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    dyy = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    dxy = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    alld = np.concatenate([dxx.ravel(), dyy.ravel(), dxy.ravel()])
-    nz = alld[alld > 0]
-    if nz.size == 0:
-        return 0.0
-    sigma = np.sqrt(np.median(nz) / 2)
-    if sigma == 0:
-        return 0.0
-    kxx, kyy, kxy = (np.exp(-d / (2 * sigma**2)) for d in (dxx, dyy, dxy))
-    tx = (kxx.sum() - n) / (n * (n - 1)) if n > 1 else 0.0
-    ty = (kyy.sum() - m) / (m * (m - 1)) if m > 1 else 0.0
-    return max(float(tx + ty - 2 * kxy.sum() / (n * m)), 0.0)
-
-
 # --- spatial transitivity -----------------------------------------------------------------
 _H_FWD = (0, 1, 2)  # i left of j: i -> j
 _H_BWD = (7, 8, 9)  # i right of j: j -> i
@@ -415,7 +398,8 @@ def _acyclic(ga: GraphArrays, fwd: tuple[int, ...], bwd: tuple[int, ...]) -> np.
     while steps < n_max:  # closure over paths of length <= n_max
         reach = reach | (reach.astype(np.uint8) @ reach.astype(np.uint8)).astype(bool)
         steps *= 2
-    return ~reach[:, np.arange(n_max), np.arange(n_max)].any(1)
+    result: np.ndarray = ~reach[:, np.arange(n_max), np.arange(n_max)].any(1)
+    return result
 
 
 def transitivity(ga: GraphArrays) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -424,7 +408,7 @@ def transitivity(ga: GraphArrays) -> tuple[dict[str, float], dict[str, dict[str,
     v = _acyclic(ga, _V_FWD, _V_BWD)
     both = h & v
 
-    def rates(mask) -> dict[str, float]:
+    def rates(mask: np.ndarray) -> dict[str, float]:
         if not mask.any():
             return {"transitivity_score": 1.0, "h_consistent": 1.0, "v_consistent": 1.0}
         return {"transitivity_score": float(np.mean(both[mask])),

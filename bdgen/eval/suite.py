@@ -8,10 +8,12 @@ addition; the legacy JSON writer drops it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bdgen.eval.arrays import GraphArrays
 from bdgen.eval.conditional import (
@@ -52,15 +54,16 @@ FAMILIES = ("validity", "coverage", "distribution", "conditional", "degree", "mm
 
 
 @contextmanager
-def _timed(timings: dict | None, family: str):
+def _timed(timings: dict[str, Any] | None, family: str) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     if timings is not None:
         timings[family] = timings.get(family, 0.0) + time.perf_counter() - t0
 
 
-def evaluate_seed(tokens, pad_mask, ref: ReferenceStats, timings: dict | None = None,
-                  reference_graphs: Callable[[], GraphArrays] | None = None) -> dict:
+def evaluate_seed(tokens: npt.ArrayLike, pad_mask: npt.ArrayLike, ref: ReferenceStats,
+                  timings: dict[str, Any] | None = None,
+                  reference_graphs: Callable[[], GraphArrays] | None = None) -> dict[str, Any]:
     """All per-seed metrics of one sample set (token rows ``[N, S]``, PAD masks).
 
     ``timings``, when given, accumulates seconds per metric family.
@@ -73,10 +76,10 @@ def evaluate_seed(tokens, pad_mask, ref: ReferenceStats, timings: dict | None = 
     return evaluate_arrays(ga, ref, timings, reference_graphs)
 
 
-def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None = None,
-                    reference_graphs: Callable[[], GraphArrays] | None = None) -> dict:
+def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict[str, Any] | None = None,
+                    reference_graphs: Callable[[], GraphArrays] | None = None) -> dict[str, Any]:
     """:func:`evaluate_seed` on an already detokenised :class:`GraphArrays`."""
-    m: dict = {}
+    m: dict[str, Any] = {}
     with _timed(timings, "validity"):
         scalars, validity_by = validity_metrics(ga)
         m.update(scalars)
@@ -115,7 +118,7 @@ def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None =
     with _timed(timings, "transitivity"):
         trans, trans_by = transitivity(ga)
         m.update(trans)
-    out = {k: float(m[k]) for k in LEGACY_PER_SEED_ORDER}
+    out: dict[str, Any] = {k: float(m[k]) for k in LEGACY_PER_SEED_ORDER}
     out["validity_by_num_rooms"] = validity_by
     out["transitivity_by_num_rooms"] = trans_by
     out["edge_present_rate_by_num_rooms"] = edge_rate
@@ -123,7 +126,7 @@ def evaluate_arrays(ga: GraphArrays, ref: ReferenceStats, timings: dict | None =
     return out
 
 
-def legacy_view(per_seed_metrics: dict) -> dict:
+def legacy_view(per_seed_metrics: dict[str, Any]) -> dict[str, Any]:
     """The 49 legacy entries only (drops bdgen's additions), in legacy order."""
     from bdgen.eval.results_json import per_seed_block
 

@@ -84,7 +84,8 @@ def inside_violations(ga: GraphArrays) -> np.ndarray:
     tu_c, tv_c = np.clip(tu, 0, None), np.clip(tv, 0, None)
     bad_in = (ga.rel == INSIDE) & FORBIDDEN_INSIDE_TABLE[tu_c, tv_c]
     bad_sur = (ga.rel == SURROUNDING) & FORBIDDEN_INSIDE_TABLE[tv_c, tu_c]
-    return (bad_in | bad_sur).any(1)
+    result: np.ndarray = (bad_in | bad_sur).any(1)
+    return result
 
 
 def inside_validity(ga: GraphArrays) -> float:

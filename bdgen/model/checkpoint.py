@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bdgen import __version__
 from bdgen.data.vocab import VocabConfig
 from bdgen.errors import BdgenError
-from bdgen.model.denoiser import BDDenoiser, ModelConfig
+from bdgen.model.denoiser import ModelConfig
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.util.atomic import atomic_torch_save
 
 FORMAT = "bdgen-checkpoint"
@@ -32,22 +34,22 @@ def _now() -> str:
 @dataclass
 class Checkpoint:
     version: str                    # "v1" | "v2"
-    model_config: dict
+    model_config: dict[str, Any]
     n_max: int
-    noise: dict                     # e.g. {"type": "loglinear", "eps": 0.001}
-    train_config: dict
+    noise: dict[str, Any]                     # e.g. {"type": "loglinear", "eps": 0.001}
+    train_config: dict[str, Any]
     dataset_hash: str
     dataset_id: str
-    split: dict                     # {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
+    split: dict[str, Any]                     # {"seed": 42, "fractions": [0.8, 0.1, 0.1]}
     num_rooms_distribution: list[float]
     edge_class_weights: list[float]
     step: int
-    model_state: dict
-    rate_network_state: dict | None = None
-    rate_network_config: dict | None = None
-    optimizer_state: dict | None = None
-    scheduler_state: dict | None = None
-    rng_state: dict | None = None
+    model_state: dict[str, Any]
+    rate_network_state: dict[str, Any] | None = None
+    rate_network_config: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+    rng_state: dict[str, Any] | None = None
     bdgen_version: str = __version__
     created: str = field(default_factory=_now)
 
@@ -96,10 +98,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return ckpt
 
 
-def build_denoiser(ckpt: Checkpoint, device: str | torch.device = "cpu") -> BDDenoiser:
-    """The checkpoint's denoiser in eval mode with dropout 0 (generation/evaluation)."""
+def build_denoiser(ckpt: Checkpoint, device: str | torch.device = "cpu") -> FastDenoiser:
+    """The checkpoint's denoiser (the fast paths of :mod:`bdgen.model.fast_forward`) in
+    eval mode with dropout 0 (generation/evaluation)."""
     config = ModelConfig.from_dict({**ckpt.model_config, "dropout": 0.0})
-    model = BDDenoiser(config, ckpt.vocab)
+    model = FastDenoiser(config, ckpt.vocab)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:

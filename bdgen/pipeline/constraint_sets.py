@@ -3,7 +3,7 @@ given with ``--constraints`` (unguided baselines), read from files with their ca
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 from bdgen.data.samples_file import SamplesFile
 from bdgen.diffusion.method import GUIDED_MARK
@@ -35,8 +35,8 @@ def constraints_for(sf: SamplesFile, given: ConstraintSet | None,
     return own if own is not None else given
 
 
-def load_constraints(path: str | os.PathLike,
-                     calibration: str | os.PathLike | None = None) -> ConstraintSet:
+def load_constraints(path: str | Path,
+                     calibration: str | Path | None = None) -> ConstraintSet:
     """The compiled set of a constraint file, calibrated by ``calibration`` or the file's
     own ``calibration_file`` (as ``bdgen constraints check`` shows it)."""
     from bdgen.guidance.calibration import load_calibration

@@ -276,19 +276,17 @@ def compute_denoising(checkpoint: Path, dataset: PreparedDataset,
     (``[B, S]`` α from the rate network). ``v2_dummy_schedule=True`` reproduces the original
     evaluator, which masked v2 models with a dummy log-linear schedule instead.
     """
-    from bdgen.diffusion.process_v2 import RateNetworkProcess
+    from bdgen.diffusion.process import ScheduleProcess, forward_process_of, has_learned_rates
     from bdgen.diffusion.schedules import make_schedule
-    from bdgen.eval.denoising import denoising_metrics, schedule_alpha_fn
+    from bdgen.eval.denoising import denoising_metrics
     from bdgen.model.checkpoint import build_denoiser, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model = build_denoiser(ckpt)
-    if ckpt.version == "v1":
-        alpha_fn = schedule_alpha_fn(make_schedule(ckpt.noise))
-    elif v2_dummy_schedule:
-        alpha_fn = schedule_alpha_fn(make_schedule(V2_DUMMY_DENOISING_NOISE))
+    if v2_dummy_schedule and has_learned_rates(ckpt):
+        alpha_fn = ScheduleProcess(make_schedule(V2_DUMMY_DENOISING_NOISE)).alpha
     else:
-        alpha_fn = RateNetworkProcess.from_checkpoint(ckpt).alpha
+        alpha_fn = forward_process_of(ckpt).alpha
     seed, fractions = _split_of({"split": ckpt.split})
     val = dataset.split("val", seed, fractions)
     return denoising_metrics(model, alpha_fn, val)

@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from bdgen.data.samples_file import SamplesFile, save_samples
+from bdgen.diffusion.fast_sampling import sample
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
-from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms, sample
-from bdgen.diffusion.schedules import make_schedule
+from bdgen.diffusion.process import ForwardProcess, forward_process_of, has_learned_rates
+from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, build_denoiser, load_checkpoint, model_id
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.device import resolve_device
 from bdgen.util.hashing import file_sha256
 
 DEFAULT_SEEDS = (42, 123, 456, 789, 1337)
@@ -66,21 +67,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BdgenError(f"unknown device {device!r}; valid: auto, cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BdgenError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
-
-
 def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     """Parse names and give them the checkpoint's version (the ``v2_`` prefix)."""
     if not names:
         raise BdgenError("no --method given")
-    is_v2 = ckpt.version == "v2"
+    is_v2 = has_learned_rates(ckpt)
     methods: list[Method] = []
     for name in names:
         m = Method.parse(name)
@@ -94,17 +85,6 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
         if m not in methods:
             methods.append(m)
     return methods
-
-
-def process_for(ckpt: Checkpoint, device: torch.device) -> ForwardProcess:
-    """v1: the checkpoint's noise schedule; v2: its rate network (per-position process)."""
-    if ckpt.version == "v1":
-        return ScheduleProcess(make_schedule(ckpt.noise)).to(device)
-    if ckpt.version == "v2":
-        from bdgen.diffusion.process_v2 import RateNetworkProcess
-
-        return RateNetworkProcess.from_checkpoint(ckpt, device)
-    raise BdgenError(f"checkpoint version {ckpt.version!r} is not v1 or v2")
 
 
 def samples_path(out_root: Workspace | Path, mid: str, method: str, seed: int, n: int,
@@ -158,7 +138,7 @@ def prepare_generation(model_path: str | Path, methods: Sequence[str],
     ckpt = load_checkpoint(model_path)
     parsed = resolve_methods(methods, ckpt)
     model = build_denoiser(ckpt, dev)
-    process = process_for(ckpt, dev)
+    process = forward_process_of(ckpt, dev)
     if len(ckpt.num_rooms_distribution) != ckpt.n_max:
         raise BdgenError(f"checkpoint {model_path}: num_rooms_distribution has "
                          f"{len(ckpt.num_rooms_distribution)} entries, n_max is {ckpt.n_max}")

@@ -1,9 +1,10 @@
 """``bdgen train``: load a prepared dataset, train, write checkpoints atomically, resume.
 
-v1 (a fixed noise schedule) uses :class:`~bdgen.diffusion.trainer.Trainer`; ``--noise learned``
-(v2, spec §4.4) uses :class:`~bdgen.diffusion.trainer_v2.TrainerV2`, which trains the denoiser
-and the rate network jointly. A v2 checkpoint has ``version="v2"``, ``noise = {"type":
-"learned", <rate-network hyper-parameters>, <v2 settings>}`` and carries
+The trainer (:class:`~bdgen.diffusion.trainer.Trainer`) optimises the objective of the noise
+config (:func:`~bdgen.diffusion.objective.objective_for`): a fixed schedule (v1), or with
+``--noise learned`` learned rates (v2, spec §4.4: denoiser and rate network jointly). A v2
+checkpoint has ``version="v2"``, ``noise = {"type": "learned", <rate-network
+hyper-parameters>, <LearnedRatesSettings>}`` and carries
 ``rate_network_state`` / ``rate_network_config``.
 
 Where checkpoints go: a model's id depends on the final checkpoint's sha256, which is not
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bdgen.diffusion.schedules import DEFAULT_NOISE, make_schedule
+from bdgen.diffusion.objective import model_version_of, noise_config, objective_for
 from bdgen.diffusion.trainer import (
     TrainConfig,
     Trainer,
@@ -44,8 +45,10 @@ from bdgen.diffusion.trainer import (
 from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import BDDenoiser, model_preset
+from bdgen.model.fast_forward import FastDenoiser
 from bdgen.pipeline.progress import Progress, on_terminal
 from bdgen.pipeline.workspace import Workspace
+from bdgen.util.device import resolve_device
 from bdgen.util.hashing import config_hash
 
 SPLIT_SEED = 42
@@ -66,61 +69,20 @@ class TrainOutcome:
     val: ValResult | None
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable ``cuda`` is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BdgenError(f"--device {device} requested but CUDA is not available here")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise BdgenError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-
-
-def noise_config(noise: str) -> dict:
-    if noise == "learned":
-        from bdgen.diffusion.rate_network import NOISE_TYPE_LEARNED, RateNetworkConfig
-        from bdgen.diffusion.trainer_v2 import V2Settings
-
-        return {"type": NOISE_TYPE_LEARNED, **RateNetworkConfig().to_dict(),
-                **V2Settings().to_dict()}
-    if noise not in DEFAULT_NOISE:
-        raise BdgenError(f"unknown noise schedule {noise!r}; valid: {', '.join(DEFAULT_NOISE)}")
-    return dict(DEFAULT_NOISE[noise])
-
-
 def run_name(noise: dict, dataset_hash: str, model_config: dict, config: TrainConfig,
              split: dict) -> str:
     ident = {"model": model_config, "noise": noise, "train": config.trajectory(),
              "split": split}
-    return f"{model_version(noise)}-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
-
-
-def model_version(noise: dict) -> str:
-    """"v2" for the learned forward process, "v1" for a fixed schedule."""
-    return "v2" if noise["type"] == "learned" else "v1"
+    return f"{model_version_of(noise)}-{noise['type']}-{dataset_hash[:8]}-{config_hash(ident)[:8]}"
 
 
 def make_trainer(noise: dict, net: BDDenoiser, train, val, stats, config: TrainConfig,
                  device: torch.device) -> Trainer:
-    """The v1 trainer of a fixed schedule, or the v2 trainer with a fresh rate network."""
-    val_tokens = val.tokens if len(val) else None
-    val_pad = val.pad_mask if len(val) else None
-    if model_version(noise) == "v1":
-        return Trainer(net, make_schedule(noise), train.tokens, train.pad_mask,
-                       stats.edge_class_weights, config, device, val_tokens=val_tokens,
-                       val_pad_mask=val_pad)
-    from bdgen.diffusion.rate_network import RateNetwork, RateNetworkConfig
-    from bdgen.diffusion.trainer_v2 import TrainerV2, V2Settings
-
-    rate_keys = RateNetworkConfig.__dataclass_fields__
-    rate = RateNetwork(RateNetworkConfig.from_dict({k: v for k, v in noise.items()
-                                                    if k in rate_keys}), net.vocab)
-    v2 = V2Settings.from_dict({k: v for k, v in noise.items()
-                               if k in V2Settings.__dataclass_fields__})
-    return TrainerV2(net, rate, train.tokens, train.pad_mask, stats.edge_class_weights, config,
-                     device, val_tokens=val_tokens, val_pad_mask=val_pad, v2=v2)
+    """The trainer of the noise config's objective (a fresh rate network for learned rates)."""
+    objective = objective_for(noise, net.vocab, stats.edge_class_weights, config.is_mode)
+    return Trainer(net, objective, train.tokens, train.pad_mask, config, device,
+                   val_tokens=val.tokens if len(val) else None,
+                   val_pad_mask=val.pad_mask if len(val) else None)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -178,9 +140,9 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         raise BdgenError(f"--resume: no checkpoint to resume in {run_dir}")
 
     seed_everything(config.seed)
-    net = BDDenoiser(model_cfg, ds.vocab)
+    net = FastDenoiser(model_cfg, ds.vocab)
     trainer = make_trainer(noise_cfg, net, train, val, stats, config, dev)
-    version = model_version(noise_cfg)
+    version = model_version_of(noise_cfg)
     resumed_from = 0
     if existing is not None:
         ckpt = load_checkpoint(existing, n_max=ds.vocab.n_max)
@@ -192,13 +154,14 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         state = {"step": ckpt.step, "model": ckpt.model_state,
                  "optimizer": ckpt.optimizer_state, "scheduler": ckpt.scheduler_state,
                  "rng": ckpt.rng_state}
-        if version == "v2":
+        if ckpt.rate_network_state is not None:
             state["rate_network"] = ckpt.rate_network_state
         trainer.load_state_dict(state)
         resumed_from = ckpt.step
 
     def on_checkpoint(tr: Trainer, final: bool) -> None:
         state = tr.state_dict()
+        rate = getattr(tr.objective, "rate_network", None)
         ckpt = Checkpoint(
             version=version, model_config=model_cfg.to_dict(), n_max=ds.vocab.n_max,
             noise=noise_cfg, train_config={**config.to_dict(), "model": model, "device": str(dev)},
@@ -208,8 +171,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             model_state=state["model"], optimizer_state=state["optimizer"],
             scheduler_state=state["scheduler"], rng_state=state["rng"],
             rate_network_state=state.get("rate_network"),
-            rate_network_config=(tr.rate_network.config.to_dict()
-                                 if hasattr(tr, "rate_network") else None))
+            rate_network_config=(rate.config.to_dict() if rate is not None else None))
         name = FINAL_NAME if final else f"checkpoint_step_{state['step']:07d}.pt"
         save_checkpoint(ckpt, run_dir / name)
 
@@ -218,8 +180,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": v.step, "val_loss": v.loss, "val_node_accuracy": v.node_accuracy,
                    "val_edge_accuracy": v.edge_accuracy}
-            if version == "v2":  # the Gumbel temperature reached (legacy train/gumbel_temp)
-                row["gumbel_temp"] = trainer.gumbel_tau  # type: ignore[attr-defined]
+            row.update(trainer.objective.log_fields(trainer.step, config.steps))
             fh.write(json.dumps(row) + "\n")
 
     def on_log(step: int, loss: float, lr: float) -> None:
@@ -227,8 +188,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": step, "train_loss": loss, "lr": lr}
-            if version == "v2":
-                row["gumbel_temp"] = trainer.gumbel_tau  # type: ignore[attr-defined]
+            row.update(trainer.objective.log_fields(trainer.step, config.steps))
             fh.write(json.dumps(row) + "\n")
 
     # The trainer draws its own bar on a terminal; without one, heartbeat lines (>= 1 / 10 s).

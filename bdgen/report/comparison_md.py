@@ -152,7 +152,8 @@ def _metric_section(title: str, results: Sequence[MethodResult], labels: list[st
     """Rows are ``(metric name, display)``; rows that no method has are skipped."""
     two = len(results) == 2
     header = ["Metric", *labels] + (["Delta"] if two else [])
-    out_rows, keys = [], []
+    out_rows: list[list[str]] = []
+    keys: list[str | None] = []
     for name, display in rows:
         aggs = [M.value(r, name) for r in results]
         if all(a is None for a in aggs):
@@ -183,7 +184,8 @@ def _denoising_section(results: Sequence[MethodResult], labels: list[str]) -> Se
         return None
     ordered = sorted(names, key=lambda n: M.metric_def(n).legacy_key or n)
     two = len(results) == 2
-    rows, keys = [], []
+    rows: list[list[str]] = []
+    keys: list[str | None] = []
     for name in ordered:
         vals = [M.value(r, name) for r in results]
         row = [M.metric_def(name).display,
@@ -266,19 +268,3 @@ def render_markdown(doc: ComparisonDoc) -> str:
 def comparison_markdown(results: Sequence[MethodResult], **kwargs) -> str:
     """Shortcut: :func:`build_comparison` then :func:`render_markdown`."""
     return render_markdown(build_comparison(results, **kwargs))
-
-
-def parse_markdown_tables(text: str) -> dict[str, list[list[str]]]:
-    """``{section title: rows of cells}`` of a comparison document (header row included).
-
-    Used to check a generated document against the legacy one cell by cell.
-    """
-    tables: dict[str, list[list[str]]] = {}
-    title = None
-    for line in text.splitlines():
-        if line.startswith("## "):
-            title = line[3:].strip()
-            tables[title] = []
-        elif title and line.startswith("|") and not line.startswith("|-"):
-            tables[title].append([c.strip() for c in line.strip().strip("|").split(" | ")])
-    return tables

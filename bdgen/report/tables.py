@@ -15,6 +15,7 @@ import json
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
@@ -210,14 +211,18 @@ def compare_table(results: Sequence[MethodResult], alpha: float = 0.05,
         wanted = [M.metric_def(m).name if m not in registry.COMPOSITES else m for m in metrics]
         groups = [(g, [n for n in ns if n in wanted]) for g, ns in groups]
         groups = [(g, ns) for g, ns in groups if ns]
-    rows, bold, heads, doc_metrics, flat = [], set(), {}, [], []
+    rows: list[list[str]] = []
+    bold: set[tuple[int, int]] = set()
+    heads: dict[int, str] = {}
+    doc_metrics: list[dict[str, Any]] = []
+    flat: list[dict[str, Any]] = []
     for g, names in groups:
         heads[len(rows)] = registry.GROUP_TITLES[g]
         for n in names:
             d = M.metric_def(n)
             aggs = [M.value(r, n) for r in results]
             cells = [M.plain_display(n), _cell(aggs[0], n)]
-            deltas = []
+            deltas: list[dict[str, Any] | None] = []
             for a in aggs[1:]:
                 if a is None or aggs[0] is None:
                     cells += [_cell(a, n), "--"]
@@ -239,7 +244,7 @@ def compare_table(results: Sequence[MethodResult], alpha: float = 0.05,
                 "deltas": [dict(label=lab, **(x or {"delta": None}))
                            for lab, x in zip(labels[1:], deltas)],
             })
-            f = {"group": g, "metric": n}
+            f: dict[str, Any] = {"group": g, "metric": n}
             for lab, a in zip(labels, aggs):
                 f[f"{lab}_mean"] = None if a is None else a.mean
                 f[f"{lab}_std"] = None if a is None else a.std

@@ -41,8 +41,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _final_mode(path))
-        kwargs = {} if "b" in mode else {"encoding": "utf-8"}
-        with os.fdopen(fd, mode, **kwargs) as fh:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             if fsync:
                 fh.flush()
