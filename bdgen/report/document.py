@@ -40,7 +40,8 @@ def extra_sections(results: Sequence[MethodResult], profile: str | Profile | Non
     if profile is not None:
         t = leaderboard_table(rank_by(results, profile), verdicts=vs)
         rows = t.rows or [["--"] * len(t.header)]
-        out.append(Section(f"Leaderboard (profile: {t.records['profile']})", t.header, rows,
+        chosen = t.records["profile"] if isinstance(t.records, dict) else ""
+        out.append(Section(f"Leaderboard (profile: {chosen})", t.header, rows,
                            [None] * len(rows),
                            text="\n\n".join([*t.groups.values(), *t.notes])))
     if expectations is not None and vs is not None:

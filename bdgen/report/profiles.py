@@ -189,9 +189,10 @@ def profile_from_dict(data: Mapping, source: str = "profile") -> Profile:
     constraints = tuple(Constraint.parse(c, source) for c in spec.constraints or [])
     prios = []
     for p in spec.priorities:
-        name, direction = (p.metric, p.direction) if isinstance(p, PrioritySpec) else (p, None)
+        asked = p.direction if isinstance(p, PrioritySpec) else None
+        name = p.metric if isinstance(p, PrioritySpec) else p
         d = M.metric_def(name)
-        direction = direction or d.direction
+        direction: str = asked or d.direction
         if direction not in ("higher", "lower"):
             raise BdgenError(f"{source}: priority {name!r} needs direction higher|lower")
         prios.append(Priority(d.name if name not in registry.COMPOSITES else name, direction))

@@ -333,7 +333,10 @@ def verdict_table(expectations, judged: Sequence[tuple[MethodResult, Mapping[str
                   ) -> Table:
     """``bdgen check``'s table: one block of verdicts per judged result."""
     header = ["verdict", "metric", "value", "rule"]
-    rows, groups, doc, flat = [], {}, [], []
+    rows: list[list[str]] = []
+    groups: dict[int, str] = {}
+    doc: list[dict] = []
+    flat: list[dict] = []
     for r, vs in judged:
         groups[len(rows)] = f"{r.label}  (expectations: {expectations.name})"
         doc.append({"label": r.label, "verdicts": {
