@@ -119,7 +119,7 @@ def main() -> None:
     else:
         print(f"reusing {db}: {n_eval:,} evaluation runs")
 
-    from bdgen.cli.leaderboard import load_results, settle_results
+    from bdgen.pipeline.views import load_results, settle_results
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
@@ -130,7 +130,7 @@ def main() -> None:
 
     def board(profile: str, models=()):
         prof = load_profile(profile)
-        res = load_results(db, models, (), 1, metrics=prof.metrics, profile=prof,
+        res = load_results(db, models, (), 1, metrics=prof.metrics,
                            per_seed=False)  # as `bdgen leaderboard`: the store's summaries
         settle_results()
         return len(res), render(leaderboard_table(rank(res, prof)), "table")

@@ -72,11 +72,9 @@ def synthetic_store(db: str, n_methods: int = 22) -> None:
 
 
 def legacy_store(db: str, folder: str) -> None:
-    from bdgen.store.legacy_import import import_paths
-
     store = Store.open(db)
     try:
-        import_paths(store, [folder])
+        store.import_result_files([folder])
     finally:
         store.close()
 
@@ -97,13 +95,16 @@ def timed(tree: Path, args: list[str]) -> tuple[float, float]:
 # In-process: the HTML renderer alone (first call: its imports and template compile included).
 _HTML_ONLY = """
 import sys, time
-from bdgen.cli.leaderboard import load_results
+try:
+    from bdgen.pipeline.views import load_results
+except ImportError:  # a baseline from before the views moved out of the CLI
+    from bdgen.cli.leaderboard import load_results
 from bdgen.report.comparison_md import build_comparison
 from bdgen.report.document import extra_sections, ordered
 from bdgen.report.profiles import load_profile
 results = ordered(load_results(sys.argv[1]))
 doc = build_comparison(results)
-extras = extra_sections(results, load_profile("preferred"), None)
+extras = extra_sections(results, load_profile("preferred"), None)  # same in both trees
 t0 = time.perf_counter()
 from bdgen.report.html import render_html
 render_html(doc, results, extras)

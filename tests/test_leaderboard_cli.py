@@ -66,8 +66,10 @@ def test_leaderboard_preferred_json(legacy_db):
     doc = lb_json(legacy_db)
     rows = doc["rows"]
     assert doc["profile"] == "preferred" and doc["alpha"] == 0.05
-    # unmasking/top_p constraints are applied in the store query, inside validity here
-    assert len(rows) == 10 and doc["excluded"] == []
+    # every constraint is checked by the ranking (the same count in every view)
+    assert len(rows) == 10 and len(doc["excluded"]) == 12
+    assert doc["excluded_by"] == {"inside_validity >= 0.93": 10, "unmasking == llada": 11,
+                                  "top_p == 0.9": 2}
     assert rows[0]["method"] == TSW1 and rows[0]["rank"] == 1
     assert rows[0]["metrics"]["novelty_x_mode_coverage_weighted"]["mean"] == pytest.approx(
         0.7318, abs=1e-4)
@@ -177,7 +179,7 @@ def test_leaderboard_from_summaries_equals_the_per_seed_path(legacy_db, known_db
                                                              where):
     """The leaderboard ranks from the store's summaries; output identical to ranking the
     per-seed values (same aggregates, same Welch p-values, same composite spread)."""
-    from bdgen.cli.leaderboard import load_results
+    from bdgen.pipeline.views import load_results
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import rank
     from bdgen.report.tables import leaderboard_table, render
@@ -186,7 +188,7 @@ def test_leaderboard_from_summaries_equals_the_per_seed_path(legacy_db, known_db
     for db in (legacy_db, known_db):
         out = []
         for per_seed in (True, False):
-            res = load_results(db, (), where, 1, metrics=prof.metrics, profile=prof,
+            res = load_results(db, (), where, 1, metrics=prof.metrics,
                                per_seed=per_seed)
             assert all(a.values for r in res for a in r.metrics.values()) == per_seed
             table = leaderboard_table(rank(res, prof))

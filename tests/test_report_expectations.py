@@ -84,7 +84,7 @@ def test_legacy_best_v1_method_against_v2_expectations(v2, legacy_dir):
     ({"metrics": {"edge_js": {"expect": [0.2, 0.1]}}}, r"\[low, high\]"),
     ({"metrics": {"edge_jss": {"success": "< 1"}}}, "edge_js"),
     ({"metrics": {"edge_js": {}}}, "at least one"),
-    ({"metrics": {"edge_js": {"succes": "< 1"}}}, "unknown keys"),
+    ({"metrics": {"edge_js": {"succes": "< 1"}}}, "unknown key 'metrics.edge_js.succes'"),
 ])
 def test_bad_expectation_files(bad, msg):
     with pytest.raises(BdgenError, match=msg):

@@ -45,7 +45,7 @@ def _report(db: str, out, *args: str):
 
 
 def _results(db: str):
-    from bdgen.cli.leaderboard import load_results
+    from bdgen.pipeline.views import load_results
     from bdgen.report.document import ordered
 
     return ordered(load_results(db))

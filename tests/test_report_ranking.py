@@ -53,7 +53,7 @@ def test_shipped_profiles_load():
     ({"priorities": []}, "at least one priority"),
     ({"priorities": ["node_tv"], "constraints": ["inside_validity ~ 3"]}, "bad constraint"),
     ({"priorities": ["node_tv"], "constraints": ["inside_validity >= high"]}, "non-number"),
-    ({"priorities": ["node_tv"], "colour": 1}, "unknown profile keys"),
+    ({"priorities": ["node_tv"], "colour": 1}, "unknown key 'colour'; valid keys: name"),
     ({"priorities": ["node_tv"], "noise": {"alpha": 2}}, "alpha"),
 ])
 def test_bad_profiles_are_rejected(bad, msg):

@@ -8,8 +8,9 @@ import json
 import click
 
 
-def _table(cs, cf=None) -> str:
-    from bdgen.report.tables import Table, render
+def _table(cs, cf=None, fmt: str = "table") -> str:
+    from bdgen.cli.options import terminal_width
+    from bdgen.report.tables import render, text_table
 
     rows = [[str(i + 1), c.name, c.kind, c.describe(), f"{c.weight:g}", f"{p:g}"]
             for i, (c, p) in enumerate(zip(cs.constraints, cs.normalisers))]
@@ -20,8 +21,10 @@ def _table(cs, cf=None) -> str:
                      f"reward {cf.reward_mode}")
     notes.append(f"calibrated: {'yes' if cs.calibrated else 'no (every p90 = 1)'}")
     notes.append(f"identity: {cs.identity}")
-    return render(Table(["#", "name", "type", "meaning", "weight", "p90"], rows, None, []))\
-        + "\n".join(notes) + "\n"
+    table = text_table(["#", "name", "type", "meaning", "weight", "p90"], rows)
+    if fmt != "table":
+        return render(table, fmt)
+    return render(table, width=terminal_width()) + "\n".join(notes) + "\n"
 
 
 @click.group()
@@ -33,8 +36,9 @@ def constraints() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="Calibration JSON to apply [default: the file's calibration_file, if any].")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True,
+              help="Output format (json: the compiled set with its identity).")
 def check(file: str, calibration: str | None, fmt: str) -> None:
     """Validate FILE (YAML or JSON) and print the compiled constraint set and its identity."""
     from bdgen.guidance.calibration import load_calibration
@@ -48,8 +52,9 @@ def check(file: str, calibration: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps({**cs.to_dict(), "identity": cs.identity}, indent=2))
         return
-    click.echo(f"{file}: {len(cs)} constraint(s), valid")
-    click.echo(_table(cs, cf), nl=False)
+    if fmt == "table":
+        click.echo(f"{file}: {len(cs)} constraint(s), valid")
+    click.echo(_table(cs, cf, fmt), nl=False)
 
 
 @constraints.command("calibrate")

@@ -56,9 +56,11 @@ def prepare(source: str, mat: str | None, num_graphs: int | None, seed: int, n_m
 @_NMAX
 @click.option("--dataset", "dataset_path", type=click.Path(dir_okay=False),
               help="A prepared dataset file (overrides --source).")
-@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format (the statistics are nested: no CSV).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def stats(source: str, mat: str | None, num_graphs: int | None, seed: int, n_max: int,
-          dataset_path: str | None, as_json: bool) -> None:
+          dataset_path: str | None, fmt: str, as_json: bool) -> None:
     """Dataset statistics beside the RPLAN reference, with the TV per distribution."""
     from bdgen.data.dataset import PreparedDataset
     from bdgen.data.stats import dataset_statistics, format_statistics, tv_to_reference
@@ -70,7 +72,7 @@ def stats(source: str, mat: str | None, num_graphs: int | None, seed: int, n_max
         ds = build_dataset(source, mat=mat, num_graphs=num_graphs, seed=seed, n_max=n_max,
                            cache_dir=graph2plan_cache_dir() if mat else None)
     result = dataset_statistics(ds.graphs(), n_max=ds.vocab.n_max)
-    if as_json:
+    if as_json or fmt == "json":
         result["tv"] = tv_to_reference(result)
         result["dataset_id"] = ds.dataset_id
         click.echo(json.dumps(result, indent=2))

@@ -6,48 +6,12 @@ import sys
 
 import click
 
-DB_HELP = ("Store: a SQLAlchemy URL or a SQLite file path "
-           "(default: $BDGEN_DB_URL, else the workspace's bdgen.db).")
-
-
-def db_option(f):
-    return click.option("--db", "db", default=None, metavar="URL-OR-PATH", help=DB_HELP)(f)
-
-
-def _engine(db: str | None, readonly: bool = False):
-    from bdgen.pipeline.store import store_url
-    from bdgen.store.engine import make_engine
-
-    url = store_url(db)
-    return url, make_engine(url, readonly=readonly)
-
-
-def _connect_error(url: str, exc: Exception):
-    from bdgen.errors import BdgenError
-    from bdgen.store.engine import redact
-
-    msg = str(getattr(exc, "orig", exc)).strip().splitlines()
-    return BdgenError(f"cannot open store {redact(url)}: {msg[0] if msg else exc}")
+from bdgen.cli.options import db_option
 
 
 @click.group()
 def db() -> None:
-    """Manage the results store's schema (Alembic revisions in migrations/)."""
-
-
-def _migrate(db: str | None, step, revision: str) -> tuple[str, str | None]:
-    """Run one Alembic step on the store; returns (redacted URL, revision reached)."""
-    from sqlalchemy.exc import DBAPIError
-
-    from bdgen.store.engine import redact
-
-    url, engine = _engine(db)
-    try:
-        return redact(url), step(engine, revision)
-    except DBAPIError as exc:
-        raise _connect_error(url, exc) from None
-    finally:
-        engine.dispose()
+    """Manage the results store's schema (Alembic revisions in bdgen/store/migrations/)."""
 
 
 @db.command()
@@ -55,9 +19,9 @@ def _migrate(db: str | None, step, revision: str) -> tuple[str, str | None]:
 @db_option
 def upgrade(revision: str, db: str | None) -> None:
     """Upgrade the store to REVISION (default: head)."""
-    from bdgen.store import migrate
+    from bdgen.pipeline.store import migrate_store
 
-    where, rev = _migrate(db, migrate.upgrade, revision)
+    where, rev = migrate_store(db, "upgrade", revision)
     click.echo(f"{where}: at revision {rev}")
 
 
@@ -66,9 +30,9 @@ def upgrade(revision: str, db: str | None) -> None:
 @db_option
 def downgrade(revision: str, db: str | None) -> None:
     """Downgrade the store to REVISION (default: one step back; 'base' empties it)."""
-    from bdgen.store import migrate
+    from bdgen.pipeline.store import migrate_store
 
-    where, rev = _migrate(db, migrate.downgrade, revision)
+    where, rev = migrate_store(db, "downgrade", revision)
     click.echo(f"{where}: at revision {rev or 'base (empty)'}")
 
 
@@ -76,28 +40,9 @@ def downgrade(revision: str, db: str | None) -> None:
 @db_option
 def current(db: str | None) -> None:
     """Show the store's schema revision and the code's head revision (writes nothing)."""
-    from sqlalchemy.exc import DBAPIError
+    from bdgen.pipeline.store import revision_state
 
-    from bdgen.store import migrate
-    from bdgen.store.engine import redact
-
-    url, engine = _engine(db, readonly=True)  # a missing SQLite file: error, not created
-    try:
-        rev = migrate.current_revision(engine)
-    except DBAPIError as exc:
-        raise _connect_error(url, exc) from None
-    finally:
-        engine.dispose()
-    head = migrate.head_revision()
-    if rev is None:
-        state = "empty (created on first use)"
-    elif rev == head:
-        state = "up to date"
-    elif rev in migrate.known_revisions():
-        state = "older than the code (upgraded on first use)"
-    else:
-        state = "UNKNOWN revision, newer than this bdgen: refused"
-    click.echo(f"{redact(url)}: revision {rev or 'none'} (head {head}): {state}")
+    click.echo(revision_state(db))
 
 
 @click.command("import-legacy")

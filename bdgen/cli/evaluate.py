@@ -6,11 +6,23 @@ import sys
 
 import click
 
+from bdgen.cli.options import emit_table, format_option, split_list
+
+
+def run_ids_callback(ctx: click.Context, param: click.Parameter, value) -> list[int]:
+    out = []
+    for part in split_list(value):
+        if not part.isdigit():
+            raise click.BadParameter(f"{part!r} is not a run id (see `bdgen runs`)")
+        out.append(int(part))
+    return out
+
 
 @click.command()
 @click.argument("samples", nargs=-1, required=False, type=click.Path())
-@click.option("--run", "run_ids", type=int, multiple=True,
-              help="Evaluate this generation run of the store as a tracked run (repeatable).")
+@click.option("--run", "run_ids", multiple=True, metavar="ID", callback=run_ids_callback,
+              help="Evaluate this generation run of the store (an id from `bdgen runs`) as a "
+                   "tracked run (repeatable; a comma list is accepted too).")
 @click.option("--pending", is_flag=True,
               help="Evaluate, as tracked runs, every generation run not evaluated yet "
                    "(with --model-id: of that model only).")
@@ -29,6 +41,7 @@ import click
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint for the denoising metrics [default: the workspace's].")
 @click.option("--no-cache", is_flag=True, help="Rebuild the reference statistics.")
+@format_option()
 @click.option("--v2-dummy-schedule-denoising", "--legacy-v2-denoising",
               "v2_dummy_schedule_denoising", is_flag=True,
               help="Mask v2 models with the original evaluator's dummy log-linear schedule in "
@@ -43,9 +56,9 @@ import click
                    "calibration_file, if any].")
 def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | None,
              legacy_json: bool, denoising: bool | None, model_path: str | None,
-             no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: tuple[int, ...],
+             no_cache: bool, v2_dummy_schedule_denoising: bool, run_ids: list[int],
              pending: bool, model_id: str | None, replace: bool, no_mlflow: bool,
-             constraints_file: str | None, calibration: str | None) -> None:
+             fmt: str, constraints_file: str | None, calibration: str | None) -> None:
     """Evaluate SAMPLES (files, or directories searched for *.pt) against the training
     split of the dataset their model was trained on; aggregate over seeds per
     (model, method), print a summary and write one result file per (model, method)."""
@@ -90,23 +103,17 @@ def evaluate(samples: tuple[str, ...], dataset_path: str | None, out_dir: str | 
         models_dir=(ws.root / "artifacts" / "models") if ws else None,
         errors=errors,
         v2_dummy_schedule_denoising=v2_dummy_schedule_denoising,
+        progress=True,
         constraints=cs,
     )
     for err in errors:
         click.echo(f"error: {err}", err=True)
     if results:
+        from bdgen.report.tables import text_table
+
+        paths = [write_result(r, out_dir, legacy=legacy_json) for r in results]
         header, rows = summary_rows(results)
-        _print_table(header, rows)
-        for r in results:
-            path = write_result(r, out_dir, legacy=legacy_json)
-            click.echo(f"wrote {path}")
+        emit_table(text_table(header, rows, "evaluation",
+                              [f"wrote {p}" for p in paths] if fmt == "table" else []), fmt)
     if errors:
         sys.exit(1)
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    click.echo("  ".join("-" * w for w in widths))
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import click
 
+from bdgen.cli.options import device_option, list_callback, seeds_option
+
 
 @click.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint file, or in a workspace a model id from the store (e.g. "
                    "v1-loglinear-3fa9c0d2e1); its version and noise schedule are used.")
-@click.option("--method", "methods", required=True, multiple=True,
+@click.option("--method", "methods", required=True, multiple=True, callback=list_callback,
               help="Method name, e.g. llada_topp0.9_remdm_confidence_tsw1.0 (repeatable).")
-@click.option("--seeds", default="42,123,456,789,1337", show_default=True,
-              help="Comma-separated seeds; one samples file per seed.")
+@seeds_option()
 @click.option("--num-samples", type=int, default=1000, show_default=True,
               help="Samples per seed.")
 @click.option("--steps", type=int, default=100, show_default=True, help="Sampling steps N.")
 @click.option("--batch-size", type=int, default=None,
               help="Generation batch [default: all samples of a seed at once].")
-@click.option("--device", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda"]), help="Sampling device.")
+@device_option("Sampling device.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Write below DIR/<model_id>/<method>/ instead of the workspace layout "
                    "(outside the workspace: untracked).")
@@ -33,7 +33,7 @@ import click
               help="Do not log to MLflow (recorded on the store rows).")
 @click.option("--force", is_flag=True,
               help="Redo runs the store already has (default: skip them).")
-def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples: int,
+def generate(model_path: str, methods: list[str], seeds: list[int], num_samples: int,
              steps: int, batch_size: int | None, device: str, out_dir: str | None,
              constraints: str | None, calibration: str | None, no_mlflow: bool,
              force: bool) -> None:
@@ -49,17 +49,16 @@ def generate(model_path: str, methods: tuple[str, ...], seeds: str, num_samples:
     """
     from bdgen.pipeline.context import job_workspace
     from bdgen.pipeline.generate import generate as run_generate
-    from bdgen.pipeline.generate import parse_seeds
 
     ws = job_workspace(out_dir, required=out_dir is None)
     if ws is not None:
         from bdgen.pipeline.tracked_generate import tracked_generate
 
-        tracked_generate(ws, model_path, list(methods), parse_seeds(seeds), num_samples, steps,
+        tracked_generate(ws, model_path, list(methods), seeds, num_samples, steps,
                          batch_size=batch_size, device=device, no_mlflow=no_mlflow,
                          force=force, out_dir=out_dir, constraints=constraints,
                          calibration=calibration)
         return
-    run_generate(model_path, list(methods), parse_seeds(seeds), num_samples=num_samples,
+    run_generate(model_path, list(methods), seeds, num_samples=num_samples,
                  steps=steps, batch_size=batch_size, device=device, out_dir=out_dir,
                  constraints=constraints, calibration=calibration)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from bdgen.cli.options import device_option, list_callback, seeds_option, split_list
+
 _PARAMS = click.option("--params", "params_path", default="params.yaml", show_default=True,
                        type=click.Path(dir_okay=False), help="Pipeline parameters.")
 _NO_MLFLOW = click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow.")
@@ -85,24 +87,22 @@ def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path) -
     click.echo(stage_leaderboard(params, receipts, out_md, plots, params_path))
 
 
-def _csv(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
-
-
 @click.command()
-@click.option("--models", default=None,
-              help="Comma-separated checkpoint files "
-                   "(e.g. artifacts/models/<run>/checkpoint_final.pt) or model ids from the "
-                   "store (e.g. v1-loglinear-3fa9c0d2e1).")
-@click.option("--methods", default=None, help="Comma-separated method names.")
-@click.option("--seeds", default=None, help="Comma-separated seeds [42,123,456,789,1337].")
-@click.option("--num-samples", type=int, default=None, help="[1000]")
-@click.option("--steps", type=int, default=None, help="[100]")
+@click.option("--model", "--models", "models", multiple=True,
+              callback=lambda c, p, v: split_list(v, paths=True),
+              help="Checkpoint file (e.g. artifacts/models/<run>/checkpoint_final.pt) or "
+                   "model id from the store (e.g. v1-loglinear-3fa9c0d2e1). Repeatable; a "
+                   "comma list is accepted too.")
+@click.option("--method", "--methods", "methods", multiple=True, callback=list_callback,
+              help="Method name (repeatable; comma list accepted).")
+@seeds_option()
+@click.option("--num-samples", type=int, default=1000, show_default=True)
+@click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--params", "params_path", default=None, type=click.Path(dir_okay=False),
               help="Take the grid (models from the train receipts, methods, seeds, sizes, "
-                   "device, workspace) from this params.yaml; options override it.")
+                   "device, workspace) from this params.yaml; options given override it.")
 @click.option("--batch-size", type=int, default=None)
-@click.option("--device", default=None, help="auto, cpu or cuda[:N] [auto].")
+@device_option("Sampling device (one process per GPU: --device cuda:K).")
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Evaluate every run of the grid and each model's denoising metrics.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
@@ -117,11 +117,11 @@ def _csv(text: str) -> list[str]:
 @click.option("--wait/--no-wait", "wait_for_others", default=True, show_default=True,
               help="Wait for runs other processes hold (taking over failed/stale ones).")
 @_NO_MLFLOW
-def sweep(models: str | None, methods: str | None, seeds: str | None,
-          num_samples: int | None, steps: int | None, params_path: str | None,
-          batch_size: int | None, device: str | None, evaluate: bool, engine: str,
-          address: str | None, seed_batch: bool, eval_workers: int | None,
-          wait_for_others: bool, no_mlflow: bool) -> None:
+@click.pass_context
+def sweep(ctx: click.Context, models: list[str], methods: list[str], seeds: list[int],
+          num_samples: int, steps: int, params_path: str | None, batch_size: int | None,
+          device: str, evaluate: bool, engine: str, address: str | None, seed_batch: bool,
+          eval_workers: int | None, wait_for_others: bool, no_mlflow: bool) -> None:
     """A study as one job: generate, evaluate and denoise a models x methods x seeds grid.
 
     Every (model, method, seed) the store has is skipped; each other run is claimed in the
@@ -129,23 +129,28 @@ def sweep(models: str | None, methods: str | None, seeds: str | None,
     store never do a run twice. Ends with the grid's state; exit status 3 when the grid
     is incomplete (failed runs, or runs still held by others with --no-wait).
     """
-    from bdgen.pipeline.generate import DEFAULT_SEEDS, parse_seeds
     from bdgen.pipeline.sweep import INCOMPLETE_EXIT, sweep_from_params
     from bdgen.pipeline.sweep import sweep as run_sweep
     from bdgen.pipeline.workspace import Workspace
 
     grid = sweep_from_params(params_path) if params_path else {}
-    if models is None and not grid:
-        raise click.UsageError("give --models and --methods, or --params")
-    if methods is None and not grid:
-        raise click.UsageError("give --methods (or --params)")
+
+    def given(name: str) -> bool:  # typed on the command line (not a default)
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+    def pick(name: str, value, grid_key: str | None = None):
+        key = grid_key or name
+        return grid[key] if key in grid and not given(name) else value
+
+    if not models and "models" not in grid:
+        raise click.UsageError("give --model and --method, or --params")
+    if not methods and "methods" not in grid:
+        raise click.UsageError("give --method (or --params)")
     ws = grid.get("workspace") or Workspace.find()
     summary = run_sweep(
-        ws, _csv(models) if models else grid["models"],
-        _csv(methods) if methods else grid["methods"],
-        parse_seeds(seeds) if seeds else grid.get("seeds", list(DEFAULT_SEEDS)),
-        num_samples or grid.get("num_samples", 1000), steps or grid.get("steps", 100),
-        batch_size=batch_size, device=device or grid.get("device", "auto"),
+        ws, models or grid["models"], methods or grid["methods"], pick("seeds", seeds),
+        pick("num_samples", num_samples), pick("steps", steps),
+        batch_size=batch_size, device=pick("device", device),
         evaluate=evaluate, no_mlflow=no_mlflow, engine=engine, address=address,
         seed_batch=seed_batch, eval_workers=eval_workers, wait_for_others=wait_for_others)
     for err in summary.errors:

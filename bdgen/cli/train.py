@@ -6,6 +6,20 @@ from pathlib import Path
 
 import click
 
+from bdgen.cli.options import ConfigDefault, device_option
+
+
+def _config():
+    from bdgen.diffusion.trainer import TrainConfig
+
+    return TrainConfig()
+
+
+def _cfg(name: str, field: str | None = None, **kwargs):
+    """An option defaulting to ``TrainConfig().<field>``."""
+    return click.option(name, cls=ConfigDefault, config=_config,
+                        field=field or name.lstrip("-").replace("-", "_"), **kwargs)
+
 
 @click.command()
 @click.option("--dataset", "dataset", required=True, type=click.Path(dir_okay=False),
@@ -14,31 +28,30 @@ import click
               default="loglinear", show_default=True, help="Noise schedule.")
 @click.option("--model", type=click.Choice(["small", "base", "tiny"]), default="small",
               show_default=True, help="Denoiser size preset.")
-@click.option("--steps", type=int, default=126_000, show_default=True,
-              help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@_cfg("--steps", type=int,
+      help="Total optimiser steps (legacy: 500 epochs of RPLAN = 126,000).")
+@_cfg("--batch-size", type=int)
 @click.option("--is-mode", type=click.Choice(["unbiased", "uncorrected", "off", "legacy"]),
               default=None,
               help="Importance sampling of t: unbiased (divide by q(t)), uncorrected (no "
                    "1/q: the w(t)^2 objective of the original code; alias legacy) or off "
                    "(uniform t). [default: unbiased; off for --noise learned, which only "
                    "allows off]")
-@click.option("--checkpoint-every", type=int, default=5000, show_default=True)
-@click.option("--val-every", type=int, default=1260, show_default=True)
-@click.option("--log-every", type=int, default=50, show_default=True,
-              help="Steps between progress-bar loss updates (the only host syncs).")
+@_cfg("--checkpoint-every", type=int)
+@_cfg("--val-every", type=int)
+@_cfg("--log-every", type=int,
+      help="Steps between progress-bar loss updates (the only host syncs).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory [default: <workspace>/artifacts/models/<run-name>].")
 @click.option("--resume", is_flag=True, help="Continue from the run's latest checkpoint.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--seed", type=int, default=42, show_default=True)
+@device_option("Training device.")
+@_cfg("--seed", type=int)
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the training loss (v2: the denoiser).")
-@click.option("--compile-mode", default="default", show_default=True,
-              help="torch.compile mode; 'reduce-overhead' replays CUDA graphs (fastest on GPU).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-              show_default=True,
-              help="Denoiser forward in float32 or bfloat16 mixed precision (about 1.5x "
+@_cfg("--compile-mode",
+      help="torch.compile mode; 'reduce-overhead' replays CUDA graphs (fastest on GPU).")
+@_cfg("--precision", type=click.Choice(["fp32", "bf16"]),
+      help="Denoiser forward in float32 or bfloat16 mixed precision (about 1.5x "
                    "faster on CPUs with AVX512-BF16/AMX and on tensor-core GPUs; part of the "
                    "run's identity).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

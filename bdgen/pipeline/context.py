@@ -25,11 +25,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bdgen.errors import BdgenError
 from bdgen.pipeline.heartbeat import sigterm_as_exception
+from bdgen.pipeline.progress import Progress
 from bdgen.pipeline.store import open_store
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import Store
@@ -96,6 +97,7 @@ class JobContext:
     workspace: Workspace
     store: Store
     tracker: Tracker
+    _bars: list[Progress] = field(default_factory=list, repr=False)
 
     @classmethod
     @contextmanager
@@ -104,11 +106,20 @@ class JobContext:
         then the store; the store is closed when the job ends."""
         tracker = tracker_for(workspace, no_mlflow)
         store = open_store(workspace=workspace)
+        ctx = cls(workspace, store, tracker)
         try:
             with sigterm_as_exception():
-                yield cls(workspace, store, tracker)
+                yield ctx
         finally:
+            for bar in ctx._bars:
+                bar.close()
             store.close()
+
+    def progress(self, total: int | None, desc: str, unit: str = "item") -> Progress:
+        """A :class:`~bdgen.pipeline.progress.Progress` closed when the job ends."""
+        bar = Progress(total, desc, unit)
+        self._bars.append(bar)
+        return bar
 
     def rel(self, path: str | Path) -> str:
         return workspace_relative(self.workspace, path)

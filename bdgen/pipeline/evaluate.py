@@ -36,6 +36,7 @@ from bdgen.eval.results_json import results_document, write_results_json
 from bdgen.eval.suite import evaluate_seed
 from bdgen.guidance.constraints import ConstraintSet
 from bdgen.pipeline.constraint_sets import constraints_for
+from bdgen.pipeline.progress import iterate
 from bdgen.util.atomic import atomic_torch_save, atomic_write_json
 from bdgen.util.hashing import file_sha256
 
@@ -305,6 +306,7 @@ def evaluate_samples_files(
     errors: list[str] | None = None,
     v2_dummy_schedule_denoising: bool = False,
     constraints: ConstraintSet | None = None,
+    progress: bool = False,
 ) -> list[EvaluationResult]:
     """Evaluate samples files (or directories of them), one result per (model, method).
 
@@ -316,6 +318,7 @@ def evaluate_samples_files(
     ``constraints``: measure the ``constraint/*`` metrics (G7.2) against this set (for
     unguided baselines); without it a samples file's own set is used (guided runs), and a
     file without one gets none. A guided file is only measured against its own set.
+    ``progress``: a bar / heartbeat over the files.
     A bad samples file is reported into ``errors`` (one line naming it) and skipped when
     ``errors`` is a list; otherwise its :class:`BdgenError` propagates.
     """
@@ -330,7 +333,7 @@ def evaluate_samples_files(
     datasets: dict[str, tuple[PreparedDataset, str]] = {}
     refs: dict[tuple, tuple[ReferenceStats, bool, float]] = {}
     groups: dict[tuple[str, str, str], dict] = {}
-    for f in files:
+    for f in iterate(files, "evaluate", "file", enabled=progress):
         try:
             sf = load_samples(f)
             h = str(sf.model.get("dataset_hash", ""))

@@ -303,25 +303,19 @@ def generate(model_path: str | Path, methods: Sequence[str],
     jobs = [(m, s, samples_path(root, setup.model_id, m.format(), int(s), num_samples, steps,
                                 setup.constraint_set_id(m)))
             for m in setup.methods for s in seeds]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from bdgen.pipeline.progress import Progress
 
-        bar = tqdm(total=len(jobs) * num_samples, unit="sample", desc="generate", leave=False)
     results: list[GenerateResult] = []
-    try:
-        for method, seed, path in jobs:
-            done = [0]
+    with Progress(len(jobs) * num_samples, "generate", "sample", enabled=progress) as bar:
+        for k, (method, seed, path) in enumerate(jobs):
+            bar.status(f"{method.format()} seed {seed}")
+            base = k * num_samples
 
-            def tick(n: int, done: list[int] = done) -> None:
-                if bar is not None:
-                    bar.update(n - done[0])
-                done[0] = n
+            def tick(n: int, base: int = base) -> None:
+                bar.update_to(base + n)
 
             results.append(sample_to_file(setup, method, int(seed), num_samples, steps, path,
                                           batch_size=batch_size, early_stop=early_stop,
                                           progress=tick))
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update_to(base + num_samples)
     return results

@@ -191,7 +191,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
     table and the plot data (one row per result), returns the terminal table."""
     from bdgen.pipeline.store import open_store
     from bdgen.report.profiles import load_profile
-    from bdgen.report.ranking import rank
+    from bdgen.report.ranking import AUTO_PROFILE, rank_by
     from bdgen.report.tables import leaderboard_table, render
 
     ws = workspace_of(params, params_path)
@@ -200,14 +200,15 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
     keys = {read_receipt(r)["model_id"]: read_receipt(r).get("model_key", Path(r).stem)
             for r in receipts}
     wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
-    name = str((params.get("leaderboard") or {}).get("profile", "preferred"))
+    name = str((params.get("leaderboard") or {}).get("profile", AUTO_PROFILE))
     beside = Path(params_path).resolve().parent / name
-    profile = load_profile(str(beside) if beside.is_file() else name)
+    profile = (AUTO_PROFILE if name == AUTO_PROFILE
+               else load_profile(str(beside) if beside.is_file() else name))
     with open_store(workspace=ws) as store:
         results = [r for mid in keys for r in store.method_results(model=mid,
                                                                    where=_where(params))
                    if r.method in wanted]  # only this pipeline's methods and sizes
-    table = leaderboard_table(rank(results, profile), None, None, None)
+    table = leaderboard_table(rank_by(results, profile), None, None, None)
     atomic_write_text(out_md, render(table, "markdown", False))
     atomic_write_text(plots, plot_rows(results, keys))
     return render(table, "table", False)

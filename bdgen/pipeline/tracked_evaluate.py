@@ -105,7 +105,9 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
     with JobContext.open(ws, no_mlflow) as ctx:
         infos = [ctx.store.generation_run(int(r)) for r in run_ids]
         files = [verify_samples(ws, info) for info in infos]  # all checked before any work
-        for info, samples in zip(infos, files):
+        bar = ctx.progress(len(infos), "evaluate", "run")
+        for done, (info, samples) in enumerate(zip(infos, files)):
+            bar.update_to(done, f"run {info.id}: {info.model_id}/{info.method}/{info.seed}")
             cs_id = constraints.identity if constraints is not None else (
                 info.constraint_set or None)
             prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE,

@@ -87,10 +87,12 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
         register_checkpoint(ctx.store, setup.ckpt, ctx.rel(path), setup.sha256, setup.model_id)
         root: Workspace | Path = Path(out_dir) if out_dir is not None else ws
         records: list[GenerationRecord] = []
+        bar = ctx.progress(len(setup.methods) * len(seeds), "generate", "run")
         for method in setup.methods:
             name = method.format()
             for seed in map(int, seeds):
                 cs_id = setup.constraint_set_id(method)
+                bar.update_to(bar.done + 1, f"{name} seed {seed}")  # counts runs started
                 done = None if force else _existing(ctx, setup.model_id, name, seed,
                                                     num_samples, steps, cs_id)
                 if done is not None:

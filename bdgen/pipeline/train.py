@@ -47,6 +47,7 @@ from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import BDDenoiser, model_preset
 from bdgen.model.fast_forward import FastDenoiser
+from bdgen.pipeline.progress import Progress, on_terminal
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
 from bdgen.util.faults import fault_point
@@ -208,6 +209,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             on_metrics(row)
 
     def on_log(step: int, loss: float, lr: float) -> None:
+        heartbeat.update_to(step, f"loss {loss:.4f}, lr {lr:.2e}")
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": step, "train_loss": loss, "lr": lr}
@@ -217,7 +219,10 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         if on_metrics:
             on_metrics(row)
 
-    result = trainer.run(on_checkpoint, on_validation, progress=progress, on_log=on_log)
+    # The trainer draws its own bar on a terminal; without one, heartbeat lines (>= 1 / 10 s).
+    with Progress(config.steps, "train", "step", bar=False, initial=resumed_from) as heartbeat:
+        result = trainer.run(on_checkpoint, on_validation, progress=progress and on_terminal(),
+                             on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
                         result.steps_per_s, result.wall_s, resumed_from,
                         result.val[-1] if result.val else None)

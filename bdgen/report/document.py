@@ -21,7 +21,7 @@ from bdgen.report.comparison_md import (
 )
 from bdgen.report.expectations import Expectations, verdicts
 from bdgen.report.profiles import Profile
-from bdgen.report.ranking import rank
+from bdgen.report.ranking import rank_by
 from bdgen.report.tables import leaderboard_table
 from bdgen.util.atomic import atomic_write_text
 
@@ -31,17 +31,19 @@ def ordered(results: Sequence[MethodResult]) -> list[MethodResult]:
     return sorted(results, key=lambda r: (r.model, r.method))
 
 
-def extra_sections(results: Sequence[MethodResult], profile: Profile | None,
+def extra_sections(results: Sequence[MethodResult], profile: str | Profile | None,
                    expectations: Expectations | None) -> list[Section]:
     """Leaderboard and verdict sections appended after the legacy tables."""
     out: list[Section] = []
     vs = ({r.label: verdicts(r, expectations) for r in results}
           if expectations is not None else None)
     if profile is not None:
-        t = leaderboard_table(rank(results, profile), verdicts=vs)
+        t = leaderboard_table(rank_by(results, profile), verdicts=vs)
         rows = t.rows or [["--"] * len(t.header)]
-        out.append(Section(f"Leaderboard (profile: {profile.name})", t.header, rows,
-                           [None] * len(rows), text="\n\n".join(t.notes)))
+        chosen = t.records["profile"] if isinstance(t.records, dict) else ""
+        out.append(Section(f"Leaderboard (profile: {chosen})", t.header, rows,
+                           [None] * len(rows),
+                           text="\n\n".join([*t.groups.values(), *t.notes])))
     if expectations is not None and vs is not None:
         labels = column_labels(results)
         rows = []
@@ -59,7 +61,7 @@ def extra_sections(results: Sequence[MethodResult], profile: Profile | None,
 
 
 def build_report(results: Sequence[MethodResult], *, legacy: bool = False,
-                 profile: Profile | None = None, expectations: Expectations | None = None,
+                 profile: str | Profile | None = None, expectations: Expectations | None = None,
                  primary_only: bool = False, generated: str | None = None,
                  html: bool = True) -> tuple[str, str | None]:
     """``(markdown, html or None)`` for ``results`` (ordered with :func:`ordered`)."""

@@ -31,12 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
 from bdgen.eval.aggregate import MethodResult
 from bdgen.report import metrics as M
+from bdgen.util.yaml_files import read_yaml
 
 EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
 VERDICTS: tuple[str, ...] = ("pass", "in-range", "miss", "fail", "missing")
@@ -120,32 +119,31 @@ class Verdict:
 
 
 def expectations_from_dict(data: Mapping, source: str = "expectations") -> Expectations:
-    if not isinstance(data, Mapping) or not isinstance(data.get("metrics"), Mapping):
+    """Expectations from the parsed YAML; the shape is checked by
+    :class:`~bdgen.report.file_schemas.ExpectationFileSpec`, then metrics and thresholds."""
+    from bdgen.report.file_schemas import ExpectationFileSpec, validate
+
+    if isinstance(data, Mapping) and not isinstance(data.get("metrics"), Mapping):
         raise BdgenError(f"{source}: an expectation file needs a 'metrics' mapping")
+    doc = validate(ExpectationFileSpec, data, source, "an expectation file")
+    assert isinstance(doc, ExpectationFileSpec)
     items = []
-    for name, spec in data["metrics"].items():
+    for name, spec in doc.metrics.items():
         where = f"{source}: {name}"
         metric = name if name in registry.COMPOSITES else M.metric_def(name).name
-        spec = spec or {}
-        unknown = set(spec) - {"expect", "success", "failure", "note"}
-        if unknown:
-            raise BdgenError(f"{where}: unknown keys {sorted(unknown)}")
-        expect = spec.get("expect")
-        if expect is not None:
-            if (not isinstance(expect, (list, tuple)) or len(expect) != 2
-                    or not all(isinstance(v, (int, float)) for v in expect)
-                    or expect[0] > expect[1]):
-                raise BdgenError(f"{where}: 'expect' must be [low, high], got {expect!r}")
-            expect = (float(expect[0]), float(expect[1]))
-        success = Threshold.parse(spec["success"], where) if "success" in spec else None
-        failure = Threshold.parse(spec["failure"], where) if "failure" in spec else None
+        expect = spec.expect if spec is not None else None
+        if expect is not None and expect[0] > expect[1]:
+            raise BdgenError(f"{where}: 'expect' must be [low, high], got {list(expect)!r}")
+        success = Threshold.parse(spec.success, where) if spec and spec.success is not None \
+            else None
+        failure = Threshold.parse(spec.failure, where) if spec and spec.failure is not None \
+            else None
         if expect is None and success is None and failure is None:
             raise BdgenError(f"{where}: give at least one of expect, success, failure")
-        items.append(Expectation(metric, expect, success, failure, str(spec.get("note", ""))))
-    if not items:
-        raise BdgenError(f"{source}: no metrics")
-    return Expectations(str(data.get("name") or Path(source).stem), tuple(items),
-                        str(data.get("description") or ""), source)
+        items.append(Expectation(metric, expect, success, failure,
+                                 (spec.note or "") if spec else ""))
+    return Expectations(doc.name or Path(source).stem, tuple(items), doc.description or "",
+                        source)
 
 
 def load_expectations(name_or_path: str) -> Expectations:
@@ -158,11 +156,7 @@ def load_expectations(name_or_path: str) -> Expectations:
             raise BdgenError(f"expectation file {name_or_path!r} not found (shipped: "
                              f"{', '.join(names)})")
         path = shipped
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BdgenError(f"{path}: cannot read expectation file ({exc})") from None
-    return expectations_from_dict(data, str(path))
+    return expectations_from_dict(read_yaml(path, "expectation file"), str(path))
 
 
 def verdicts(result: MethodResult, expectations: Expectations) -> dict[str, Verdict]:

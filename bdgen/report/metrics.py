@@ -97,23 +97,24 @@ def welch_p(a: Aggregate, b: Aggregate) -> float | None:
     """
     if a.n < 2 or b.n < 2:
         return None
-    va = a.std**2 / (a.n - 1)  # sample variance / n = population variance / (n - 1)
-    vb = b.std**2 / (b.n - 1)
-    diff = a.mean - b.mean
-    se2 = va + vb
-    if se2 == 0.0:
-        return 1.0 if diff == 0.0 else 0.0
-    t = diff / math.sqrt(se2)
-    df = se2**2 / ((va**2 / (a.n - 1) if va else 0.0) + (vb**2 / (b.n - 1) if vb else 0.0))
-    return float(min(1.0, 2.0 * _stdtr()(df, -abs(t))))
+    if a.std == 0.0 and b.std == 0.0:
+        return 1.0 if a.mean == b.mean else 0.0
+    p = _welch()(a.mean, _sample_std(a.std, a.n), a.n, b.mean, _sample_std(b.std, b.n), b.n,
+                 equal_var=False).pvalue
+    return float(min(1.0, p))
+
+
+def _sample_std(population_std, n):
+    return population_std * (n / (n - 1)) ** 0.5
 
 
 @lru_cache(maxsize=1)
-def _stdtr():
-    """Student-t CDF; scipy.special is imported on first use (scipy.stats costs ~0.5 s)."""
-    from scipy.special import stdtr
+def _welch():
+    """``scipy.stats.ttest_ind_from_stats``, imported on first use (scipy.stats costs
+    ~0.5 s: only views that test ties pay for it)."""
+    from scipy.stats import ttest_ind_from_stats
 
-    return stdtr
+    return ttest_ind_from_stats
 
 
 def differs(a: Aggregate, b: Aggregate, alpha: float) -> tuple[bool, float | None]:
@@ -144,17 +145,24 @@ def differs_many(a: Aggregate, means, stds, ns, alpha: float):
     overlap = np.abs(a.mean - means) <= a.std + stds
     out = ~overlap
     if testable.any():
-        va = a.std**2 / (a.n - 1) if a.n >= 2 else 0.0
         nt = ns[testable]
-        vb = stds[testable] ** 2 / (nt - 1)
-        diff = a.mean - means[testable]
-        se2 = va + vb
+        both_zero = (a.std == 0.0) & (stds[testable] == 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = diff / np.sqrt(se2)
-            den = (va**2 / (a.n - 1) if va else 0.0) + np.where(vb > 0, vb**2 / (nt - 1), 0.0)
-            df = se2**2 / den
-            pt = np.minimum(1.0, 2.0 * _stdtr()(df, -np.abs(t)))
-        pt = np.where(se2 == 0.0, np.where(diff == 0.0, 1.0, 0.0), pt)
+            pt = _welch()(a.mean, _sample_std(a.std, a.n), a.n, means[testable],
+                          _sample_std(stds[testable], nt), nt, equal_var=False).pvalue
+        pt = np.minimum(1.0, np.asarray(pt, float))
+        pt = np.where(both_zero, np.where(means[testable] == a.mean, 1.0, 0.0), pt)
         p[testable] = pt
         out[testable] = pt < alpha
     return out, p
+
+
+def stored_metrics(metrics) -> list[str]:
+    """The stored metrics a view of ``metrics`` needs: composites expand into their
+    components, other names into their canonical registry name (no repeats)."""
+    out: list[str] = []
+    for m in metrics:
+        for name in registry.COMPOSITES.get(m, (metric_def(m).name,)):
+            if name not in out:
+                out.append(name)
+    return out

@@ -31,6 +31,7 @@ from bdgen.errors import BdgenError
 from bdgen.eval import registry
 from bdgen.eval.aggregate import MethodResult
 from bdgen.report import metrics as M
+from bdgen.util.yaml_files import read_yaml
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_ALPHA = 0.05
@@ -181,33 +182,27 @@ class Profile:
 
 
 def profile_from_dict(data: Mapping, source: str = "profile") -> Profile:
-    if not isinstance(data, Mapping):
-        raise BdgenError(f"{source}: a profile must be a mapping")
-    unknown = set(data) - {"name", "description", "constraints", "priorities", "columns",
-                           "noise"}
-    if unknown:
-        raise BdgenError(f"{source}: unknown profile keys {sorted(unknown)}")
-    constraints = tuple(Constraint.parse(c, source) for c in data.get("constraints") or [])
+    """A profile from its parsed YAML; the shape is checked by
+    :class:`~bdgen.report.file_schemas.ProfileSpec`, then every metric and constraint."""
+    from bdgen.report.file_schemas import PrioritySpec, ProfileSpec, validate
+
+    spec = validate(ProfileSpec, data, source, "a profile")
+    assert isinstance(spec, ProfileSpec)
+    constraints = tuple(Constraint.parse(c, source) for c in spec.constraints or [])
     prios = []
-    for p in data.get("priorities") or []:
-        name, direction = (p, None) if isinstance(p, str) else (p.get("metric"),
-                                                                p.get("direction"))
-        if not isinstance(name, str):
-            raise BdgenError(f"{source}: bad priority {p!r}")
+    for p in spec.priorities:
+        asked = p.direction if isinstance(p, PrioritySpec) else None
+        name = p.metric if isinstance(p, PrioritySpec) else p
         d = M.metric_def(name)
-        direction = direction or d.direction
+        direction: str = asked or d.direction
         if direction not in ("higher", "lower"):
             raise BdgenError(f"{source}: priority {name!r} needs direction higher|lower")
         prios.append(Priority(d.name if name not in registry.COMPOSITES else name, direction))
-    if not prios:
-        raise BdgenError(f"{source}: a profile needs at least one priority metric")
     columns = tuple(M.metric_def(c).name if c not in registry.COMPOSITES else c
-                    for c in data.get("columns") or [])
-    alpha = float((data.get("noise") or {}).get("alpha", DEFAULT_ALPHA))
-    if not 0 < alpha < 1:
-        raise BdgenError(f"{source}: noise.alpha must lie in (0, 1), got {alpha}")
-    return Profile(str(data.get("name") or Path(source).stem), constraints, tuple(prios),
-                   columns, alpha, str(data.get("description") or ""), source)
+                    for c in spec.columns or [])
+    alpha = spec.noise.alpha if spec.noise is not None else DEFAULT_ALPHA
+    return Profile(spec.name or Path(source).stem, constraints, tuple(prios),
+                   columns, alpha, spec.description or "", source)
 
 
 def builtin_profiles() -> list[str]:
@@ -222,11 +217,7 @@ def load_profile(name_or_path: str) -> Profile:
             raise BdgenError(f"unknown profile {name_or_path!r}: not a file and not one of "
                              f"{', '.join(builtin_profiles())}")
         path = PROFILE_DIR / f"{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BdgenError(f"{path}: cannot read profile ({exc})") from None
-    return profile_from_dict(data, str(path))
+    return profile_from_dict(read_yaml(path, "profile"), str(path))
 
 
 # --- filters -------------------------------------------------------------------------------

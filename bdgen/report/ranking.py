@@ -23,7 +23,7 @@ the block leader), so the output can say "tied on X (p=0.41), decided by Y".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bdgen.errors import BdgenError
 from bdgen.eval import registry
@@ -78,9 +78,30 @@ class RankedRow:
 
 @dataclass
 class Ranking:
+    """Ranked rows, the excluded results with their reasons, and how many results each
+    constraint excluded (a result failing two constraints counts under both).
+
+    When the constraints exclude every result, ``unconstrained`` ranks the excluded ones by
+    the priorities alone (each row's :attr:`failing` names what it fails), so a view can
+    still show them below a separator; otherwise it is empty.
+    """
+
     profile: Profile
     rows: list[RankedRow]
     excluded: list[tuple[MethodResult, str]]
+    excluded_by: dict[str, int] = field(default_factory=dict)
+    unconstrained: list[RankedRow] = field(default_factory=list)
+    failing: dict[str, str] = field(default_factory=dict)  # label -> failed constraints
+    notes: list[str] = field(default_factory=list)  # e.g. the profile fallback
+
+    @property
+    def exclusion_line(self) -> str:
+        """One line: how many results the constraints excluded, per constraint."""
+        total = len(self.rows) + len(self.excluded)
+        if not self.excluded:
+            return f"0 of {total} excluded by constraints"
+        per = ", ".join(f"{c}: {n}" for c, n in self.excluded_by.items() if n)
+        return f"{len(self.excluded)} of {total} excluded by constraints ({per})"
 
 
 @dataclass
@@ -189,12 +210,32 @@ def rank(results: Sequence[MethodResult], profile: Profile,
          alpha: float | None = None) -> Ranking:
     """Apply the profile's constraints, then the noise-aware ordering described above."""
     kept, excluded = [], []
+    excluded_by = {str(c): 0 for c in profile.constraints}
+    failing: dict[str, str] = {}
     for r in results:
-        reasons = [why for c in profile.constraints if (why := c.check(r)) is not None]
+        reasons, fails = [], []
+        for c in profile.constraints:
+            why = c.check(r)
+            if why is not None:
+                reasons.append(why)
+                fails.append(str(c))
+                excluded_by[str(c)] += 1
         if reasons:
             excluded.append((r, "; ".join(reasons)))
+            failing[r.label] = "; ".join(fails)
         else:
             kept.append(r)
+    rows = _ranked_rows(kept, profile, alpha)
+    ranking = Ranking(profile, rows, excluded, excluded_by)
+    if not kept and excluded:
+        free = replace(profile, constraints=())
+        ranking.unconstrained = _ranked_rows([r for r, _ in excluded], free, alpha)
+        ranking.failing = failing
+    return ranking
+
+
+def _ranked_rows(kept: Sequence[MethodResult], profile: Profile,
+                 alpha: float | None) -> list[RankedRow]:
     _one_constraint_set(kept, profile)
     level_alpha = profile.alpha if alpha is None else alpha
     items = [_Item(r, r.label, [M.value(r, p.metric) for p in profile.priorities])
@@ -211,4 +252,34 @@ def rank(results: Sequence[MethodResult], profile: Profile,
                           if last + 1 < len(profile.priorities)
                           else _mean_decider(it, ordered, profile.priorities))
         rows.append(RankedRow(i, r, t, decided_by))
-    return Ranking(profile, rows, excluded)
+    return rows
+
+
+#: ``--profile auto`` (every view's default) ranks by :data:`DEFAULT_PROFILE`, or by
+#: :data:`FALLBACK_PROFILE` when no result meets the former's constraints (README
+#: "Leaderboard").
+AUTO_PROFILE = "auto"
+DEFAULT_PROFILE = "preferred"
+FALLBACK_PROFILE = "default"
+
+
+def rank_by(results: Sequence[MethodResult], profile: str | Profile = AUTO_PROFILE,
+            alpha: float | None = None) -> Ranking:
+    """:func:`rank` by a named (or given) profile; ``auto`` picks :data:`DEFAULT_PROFILE`,
+    or :data:`FALLBACK_PROFILE` when no result meets the default's constraints (with a
+    one-line note saying so). An explicitly named profile is never replaced: when nothing
+    meets its constraints the ranking still holds the results, ranked without them."""
+    from bdgen.report.profiles import load_profile
+
+    if profile != AUTO_PROFILE:
+        return rank(results, load_profile(profile) if isinstance(profile, str) else profile,
+                    alpha)
+    ranking = rank(results, load_profile(DEFAULT_PROFILE), alpha)
+    if ranking.rows or not results:
+        return ranking
+    fallback = rank(results, load_profile(FALLBACK_PROFILE), alpha)
+    fallback.notes.append(
+        f"no result meets profile {DEFAULT_PROFILE}'s constraints "
+        f"({ranking.exclusion_line}): ranked by profile {FALLBACK_PROFILE} instead "
+        f"(--profile {DEFAULT_PROFILE} to force it)")
+    return fallback

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +24,14 @@ from bdgen.report import metrics as M
 from bdgen.report.comparison_md import format_agg, format_delta
 from bdgen.report.expectations import Verdict, overall
 from bdgen.report.ranking import Ranking
+from bdgen.report.terminal import BOLD, RESET, render_terminal  # noqa: F401 (BOLD: API)
 
 FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
+#: Columns a narrow terminal never wraps nor hides (the row's identity).
+IDENTITY_COLUMNS: tuple[str, ...] = ("#", "model", "method", "Metric", "verdict", "metric")
 COMPARE_GROUPS: tuple[str, ...] = (
     "validity", "coverage", "distribution", "graph_structure", "conditional", "constraint",
     "denoising")
-BOLD, RESET = "\x1b[1m", "\x1b[0m"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Table:
     groups: dict[int, str] = field(default_factory=dict)  # row index -> heading before it
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    keep: tuple[str, ...] = ()  # more columns a narrow terminal must not hide
 
 
 def _agg_json(agg: Aggregate | None) -> dict | None:
@@ -69,7 +71,9 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
     names = list(metrics) if metrics else ranking.profile.metrics
     for n in names:
         M.metric_def(n)  # unknown metric -> BdgenError with suggestions
-    rows = ranking.rows[:top] if top else ranking.rows
+    shown = ranking.rows or ranking.unconstrained  # nothing passes: rank the excluded ones
+    rows = shown[:top] if top else shown
+    failing = ranking.failing if not ranking.rows else {}
     multi_model = len({r.result.model for r in ranking.rows}) > 1
     header = ["#"] + (["model"] if multi_model else []) + ["method", "seeds"]
     header += [M.plain_display(n) for n in names]
@@ -91,7 +95,8 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
         vs = (verdicts or {}).get(r.label, {})
         if verdicts is not None:
             cells.append(overall(vs) if vs else "--")
-        cells.append(row.short_note)
+        fails = failing.get(r.label)
+        cells.append(f"fails {fails}" if fails else row.short_note)
         out_rows.append(cells)
         rec = {
             "rank": row.rank, "model": r.model, "method": r.method, "label": r.label,
@@ -104,6 +109,8 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
             "mlflow_run_ids": {str(k): v for k, v in r.mlflow_run_ids.items()},
             "model_fields": r.model_fields, "method_fields": r.method_fields,
         }
+        if fails:
+            rec["fails"] = fails
         if verdicts is not None:
             rec["verdicts"] = {k: v.verdict for k, v in vs.items()}
         records.append(rec)
@@ -114,7 +121,7 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
             f[f"{n}_std"] = None if a is None else a.std
         if verdicts is not None:
             f["verdict"] = overall(vs) if vs else None
-        f["note"] = row.note
+        f["note"] = f"fails {fails}" if fails else row.note
         f["run_ids"] = " ".join(r.run_ids[k] for k in sorted(r.run_ids))
         f["mlflow_run_ids"] = " ".join(r.mlflow_run_ids[k] for k in sorted(r.mlflow_run_ids))
         flat.append(f)
@@ -122,18 +129,24 @@ def leaderboard_table(ranking: Ranking, metrics: Sequence[str] | None = None,
     doc = {
         "profile": prof.name, "constraints": [str(c) for c in prof.constraints],
         "priorities": [{"metric": p.metric, "direction": p.direction} for p in prof.priorities],
-        "alpha": prof.alpha, "rows": records,
+        "alpha": prof.alpha, "rows": [] if failing else records,
         "excluded": [{"label": r.label, "reason": why} for r, why in ranking.excluded],
+        "excluded_by": ranking.excluded_by, "notes": list(ranking.notes),
     }
-    notes = [f"profile {prof.name}: " + (", ".join(str(c) for c in prof.constraints) or
+    if failing:  # the ranked rows, each failing a constraint
+        doc["ranked_without_constraints"] = records
+    groups = {0: f"no result meets the constraints of profile {prof.name}: ranked without "
+                 "them (the note says what each fails)"} if failing and out_rows else {}
+    notes = [*ranking.notes,
+             f"profile {prof.name}: " + (", ".join(str(c) for c in prof.constraints) or
                                          "no constraints")
              + "; priorities " + " > ".join(
                  f"{p.display} ({p.direction})" for p in prof.priorities),
              f"ties: Welch t-test on per-seed values, two-sided, alpha = {prof.alpha:g} "
-             f"(mean +/- std overlap when a side has < 2 seeds); "
-             f"{len(ranking.excluded)} excluded by constraints (field == value constraints may "
-             "already be applied by the store query)"]
-    return Table(header, out_rows, doc, flat, bold, title="Leaderboard", notes=notes)
+             f"(mean +/- std overlap when a side has < 2 seeds)",
+             ranking.exclusion_line]
+    return Table(header, out_rows, doc, flat, bold, groups, title="Leaderboard", notes=notes,
+                 keep=("note",) if failing else ())
 
 
 # --- compare ------------------------------------------------------------------------------
@@ -247,12 +260,10 @@ def compare_table(results: Sequence[MethodResult], alpha: float = 0.05,
 
 
 # --- rendering ----------------------------------------------------------------------------
-def _width(s: str) -> int:
-    return len(_ANSI.sub("", s))
-
-
-def render(table: Table, fmt: str = "table", color: bool = False) -> str:
-    """The table as text in ``fmt`` (one of :data:`FORMATS`)."""
+def render(table: Table, fmt: str = "table", color: bool = False,
+           width: int | None = None) -> str:
+    """The table as text in ``fmt`` (one of :data:`FORMATS`); a terminal table fits in
+    ``width`` columns where it can (None: no limit)."""
     if fmt == "json":
         return json.dumps(table.records, indent=2, default=str) + "\n"
     if fmt == "csv":
@@ -266,22 +277,16 @@ def render(table: Table, fmt: str = "table", color: bool = False) -> str:
         return render_markdown(table) + "\n"
     if fmt != "table":
         raise BdgenError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    cells = [[(f"{BOLD}{c}{RESET}" if color and (i, j) in table.bold else c)
-              for j, c in enumerate(row)] for i, row in enumerate(table.rows)]
-    widths = [max([_width(h)] + [_width(r[j]) for r in cells])
-              for j, h in enumerate(table.header)]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c + " " * (w - _width(c)) for c, w in zip(row, widths)).rstrip()
-
-    out = [line(table.header), "  ".join("-" * w for w in widths)]
-    for i, row in enumerate(cells):
-        if i in table.groups:
-            out.append(f"{BOLD}{table.groups[i]}{RESET}" if color else f"[{table.groups[i]}]")
-        out.append(line(row))
+    free = [j for j, h in enumerate(table.header) if h in ("note", "rule")]
+    keep = [j for j, h in enumerate(table.header) if h in IDENTITY_COLUMNS] or [0]
+    pinned = [j for j, h in enumerate(table.header) if h in table.keep]
+    out = render_terminal(table.header, table.rows, table.bold, table.groups, color, width,
+                          free, keep, pinned)
     if not table.rows:
         out.append("(no rows)")
-    out += [""] + table.notes
+    out.append("")
+    for note in table.notes:
+        out += textwrap.wrap(note, width, break_on_hyphens=False) if width else [note]
     return "\n".join(out) + "\n"
 
 
@@ -296,3 +301,81 @@ def render_markdown(table: Table) -> str:
             for j, c in enumerate(row)) + " |")
     lines += [""] + [f"*{n}*" for n in table.notes]
     return "\n".join(lines)
+
+
+def single_seed(result: MethodResult, seed: int, run_id: str) -> MethodResult:
+    """The result restricted to one seed's values (``Aggregate.values`` in seed order)."""
+    from dataclasses import replace
+
+    seeds = list(result.seeds)
+    i = seeds.index(seed)
+    metrics = {k: Aggregate.of([a.values[i]]) for k, a in result.metrics.items()
+               if len(a.values) == len(seeds)}
+    return replace(result, method=f"{result.method}@run{run_id}", metrics=metrics,
+                   seeds=(seed,), run_ids={seed: run_id})
+
+
+def pick_targets(names: Sequence[str], results: Sequence[MethodResult]) -> list[MethodResult]:
+    """Results for method names, labels or evaluation run ids (a run = that seed alone)."""
+    by_run = {rid: (r, seed) for r in results for seed, rid in r.run_ids.items()}
+    by_run.update({rid: (r, seed) for r in results for seed, rid in r.mlflow_run_ids.items()})
+    out: list[MethodResult] = []
+    for name in names:
+        if name in by_run:
+            r, seed = by_run[name]
+            out.append(single_seed(r, seed, name))
+        else:
+            out.extend(resolve_names([name], results))
+    return out
+
+
+def verdict_table(expectations, judged: Sequence[tuple[MethodResult, Mapping[str, Verdict]]]
+                  ) -> Table:
+    """``bdgen check``'s table: one block of verdicts per judged result."""
+    header = ["verdict", "metric", "value", "rule"]
+    rows: list[list[str]] = []
+    groups: dict[int, str] = {}
+    doc: list[dict] = []
+    flat: list[dict] = []
+    for r, vs in judged:
+        groups[len(rows)] = f"{r.label}  (expectations: {expectations.name})"
+        doc.append({"label": r.label, "verdicts": {
+            k: {"verdict": v.verdict, "mean": v.mean, "std": v.std, "n": v.n, "rule": v.rule}
+            for k, v in vs.items()}})
+        for k, v in vs.items():
+            shown = "--" if v.mean is None else format_agg(
+                Aggregate(v.mean, v.std or 0.0, v.n), M.metric_def(k).percent)
+            rows.append([v.verdict, M.plain_display(k), shown, v.rule])
+            flat.append({"label": r.label, "metric": k, "verdict": v.verdict, "mean": v.mean,
+                         "std": v.std, "n": v.n, "rule": v.rule})
+    return Table(header, rows, doc, flat, groups=groups, title="Verdicts")
+
+
+def listing_table(items: Sequence[object], title: str, columns: Sequence[str]) -> Table:
+    """A table of dataclass rows (``bdgen runs``, ``bdgen models``): ``columns`` in the
+    terminal table, every field in JSON and CSV."""
+    from dataclasses import asdict
+
+    def text(v: object) -> str:
+        if v is None:
+            return "--"
+        if hasattr(v, "isoformat"):
+            return v.isoformat(sep=" ", timespec="seconds")  # type: ignore[attr-defined]
+        return str(v)
+
+    docs = [asdict(it) for it in items]  # type: ignore[call-overload]
+    for d in docs:
+        for k, v in d.items():
+            if hasattr(v, "isoformat"):
+                d[k] = v.isoformat()
+    rows = [[text(getattr(it, c)) for c in columns] for it in items]
+    return Table(list(columns), rows, docs, docs, title=title,
+                 notes=[f"{len(items)} {title}"])
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "",
+               notes: Sequence[str] = ()) -> Table:
+    """A table of display strings only (JSON and CSV carry the same strings by column)."""
+    docs = [dict(zip(header, r)) for r in rows]
+    return Table(list(header), [list(r) for r in rows], docs, docs, title=title,
+                 notes=list(notes))

@@ -21,6 +21,7 @@ module                        what :class:`Store` gets from it
 :mod:`~bdgen.store.lookups`   runs, checkpoints and pending work by identity
 :mod:`~bdgen.store.results`   ``method_results``, ``summary_results``, aggregates
 :mod:`~bdgen.store.links`     compare-and-set links to MLflow runs (who creates a run)
+:mod:`~bdgen.store.listing`   ``list_runs``, ``list_models`` (``bdgen runs|models``)
 ============================  ====================================================
 
 Lookups return the dataclasses of :mod:`bdgen.store.records`; run ids are the integer
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from bdgen.store.evaluations import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
 from bdgen.store.links import MlflowLinks
+from bdgen.store.listing import Listing, ModelListing, RunListing
 from bdgen.store.lookups import Lookups
 from bdgen.store.normalise import normalise_metrics
 from bdgen.store.records import (
@@ -49,10 +51,11 @@ from bdgen.store.results_import import (
 from bdgen.store.runs import GenerationRuns
 
 
-class Store(GenerationRuns, ResultFileImports, Lookups, Results, MlflowLinks):
+class Store(GenerationRuns, ResultFileImports, Lookups, Results, MlflowLinks, Listing):
     """A results store (one database). Open with :meth:`open`."""
 
 
 __all__ = ["DEFAULT_EVALUATOR_VERSION", "DEFAULT_REFERENCE", "IMPORTED_V1_EVALUATOR",
            "IMPORT_PROVENANCE", "EvaluationRunInfo", "FileReport", "GenerationRunInfo",
-           "ImportedRun", "ModelCheckpoint", "Store", "normalise_metrics"]
+           "ImportedRun", "ModelCheckpoint", "ModelListing", "RunListing", "Store",
+           "normalise_metrics"]

@@ -11,6 +11,7 @@ every writing transaction: a deferred ``BEGIN`` that later writes fails at once 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -69,8 +70,9 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise BdgenError(f"invalid database URL {url!r}") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a non-numeric port
+        why = f" ({str(exc).splitlines()[0]})" if isinstance(exc, ValueError) else ""
+        raise BdgenError(f"invalid database URL {redact(url)!r}{why}") from None
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:":

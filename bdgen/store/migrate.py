@@ -15,19 +15,20 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, select, text
 
 from bdgen.errors import BdgenError
 from bdgen.store.engine import READONLY_OPTION, redact
+from bdgen.store.schema import MIGRATIONS_DIR
+from bdgen.store.schema import head_revision as scripts_head
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (~0.4 s to import) is imported inside the functions that need it: opening a store
+# that is already current reads its revision with plain SQL (:func:`ensure_current`).
 _PG_LOCK_KEY = 0x6264_6765  # "bdge": advisory lock serialising migrations on PostgreSQL
 _FINGERPRINT_KEY = "metric_registry_sha256"
 
@@ -37,6 +38,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise BdgenError(f"migrations folder not found at {MIGRATIONS_DIR} "
                          "(a broken bdgen installation: reinstall it)")
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -45,17 +48,32 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def _current(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def _current_sql(conn: Connection) -> str | None:
+    """The stamped revision read with plain SQL (no Alembic import); None if unstamped or
+    stamped with several heads (Alembic then decides)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if len(rows) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -158,6 +176,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
         cur = _current(conn)
         _check_known(cur, engine)
         _refuse_backwards(cur, revision, engine)
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         try:
             command.upgrade(alembic_config(conn), revision)
         except CommandError as exc:
@@ -172,6 +193,9 @@ def _refuse_backwards(current: str | None, target: str, engine: Engine) -> None:
     """``upgrade`` to a revision older than the store's would silently do nothing."""
     if current is None or target in ("head", "heads", current):
         return
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     script = ScriptDirectory.from_config(alembic_config())
     try:
         older = {s.revision for s in script.iterate_revisions(current, "base")} - {current}
@@ -191,6 +215,9 @@ def downgrade(engine: Engine, revision: str = "-1") -> str | None:
         _check_known(cur, engine)
         if cur is None:
             raise BdgenError(f"store {redact(str(engine.url))} has no schema to downgrade")
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         try:
             command.downgrade(alembic_config(conn), revision)
         except CommandError as exc:
@@ -216,6 +243,13 @@ def ensure_current(engine: Engine) -> None:
 
     Cheap when nothing is to do: one read of the revision and the registry fingerprint.
     """
+    with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
+        rev = _current_sql(conn)
+        if rev is not None and rev == scripts_head() and \
+                _fingerprint(conn) == registry_fingerprint():
+            return  # the usual case, without importing Alembic
+    from alembic import command
+
     head = head_revision()
     with engine.connect().execution_options(**{READONLY_OPTION: True}) as conn:
         rev = _current(conn)

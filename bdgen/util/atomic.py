@@ -2,7 +2,9 @@
 
 Every file bdgen writes for others to read (datasets, checkpoints, samples files, results,
 receipts, reports) goes through here, so an interrupted or failing write never leaves a
-partial file under the final name, and a failed write removes its temp file.
+partial file under the final name, and a failed write removes its temp file. The file gets
+the permissions ``open()`` would give it: an existing file's mode is kept, a new file gets
+``0o666 & ~umask`` (``mkstemp`` alone would leave every file ``-rw-------``).
 
 A process killed mid-write (SIGKILL: no cleanup runs) leaves its temp file behind. Temp
 names carry the writer's pid and host (``.<name>.<pid>@<host>.<random>.tmp``), so the next
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -76,6 +79,20 @@ def remove_stale_temp_files(path: str | os.PathLike) -> int:
     return n
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
     """Yield a handle on a temp file beside ``path``; on success it replaces ``path``."""
@@ -85,6 +102,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{socket.gethostname()}.",
                                suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _final_mode(path))
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             if fsync:

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: Loggers whose INFO messages a command shows (the rest of bdgen: WARNING and up).
-INFO_LOGGERS = ("bdgen.pipeline",)
+INFO_LOGGERS = ("bdgen.pipeline", "bdgen.progress")
+#: Loggers whose messages go to stderr whatever their level (progress: stdout may be data).
+STDERR_LOGGERS = ("bdgen.progress",)
 
 
 class _ConsoleHandler(logging.Handler):
@@ -26,7 +28,8 @@ class _ConsoleHandler(logging.Handler):
         try:
             from tqdm import tqdm
 
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream = sys.stderr if (record.levelno >= logging.WARNING
+                                    or record.name in STDERR_LOGGERS) else sys.stdout
             tqdm.write(self.format(record), file=stream)
             stream.flush()
         except Exception:  # noqa: BLE001 - logging must never break the command
