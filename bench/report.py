@@ -98,7 +98,7 @@ import sys, time
 try:
     from bdgen.pipeline.views import load_results
 except ImportError:  # a baseline from before the views moved out of the CLI
-    from bdgen.cli.leaderboard import load_results
+    from bdgen.pipeline.views import load_results
 from bdgen.report.comparison_md import build_comparison
 from bdgen.report.document import extra_sections, ordered
 from bdgen.report.profiles import load_profile

@@ -24,6 +24,7 @@ variant adds (process start-ups, imports, DVC's bookkeeping, scheduling).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -67,9 +68,14 @@ def sizes(args) -> dict:
             "steps": args.steps or 50}
 
 
+#: ``dvc add`` of every samples file is part of the recording; where DVC is not installed
+#: (the GPU image) the workspaces are made with ``--no-dvc``: files are hashed, not added.
+HAVE_DVC = importlib.util.find_spec("dvc") is not None
+
+
 def train_models(root: Path, sz: dict, device: str) -> list[Path]:
     """Two models (loglinear and linear noise) trained briefly: the study's inputs."""
-    ws = init_workspace(root / "train")
+    ws = init_workspace(root / "train", dvc=HAVE_DVC)
     _, data = prepare_dataset("synthetic", num_graphs=sz["graphs"], seed=0, workspace=ws)
     out = []
     for noise in ("loglinear", "linear"):
@@ -82,7 +88,7 @@ def train_models(root: Path, sz: dict, device: str) -> list[Path]:
 
 
 def fresh_workspace(root: Path, sz: dict, ckpts: list[Path]) -> tuple[Workspace, list[str]]:
-    ws = init_workspace(root)
+    ws = init_workspace(root, dvc=HAVE_DVC)
     prepare_dataset("synthetic", num_graphs=sz["graphs"], seed=0, workspace=ws)
     models = []
     for i, ck in enumerate(ckpts):
@@ -217,6 +223,10 @@ def main() -> None:
           f"{len(sz['seeds'])} seeds = {cells} runs, {sz['n']} samples x {sz['steps']} steps; "
           f"device {gpu}, {os.cpu_count()} cores, {workers} evaluation workers, seed batches "
           f"{'on' if seed_batch else 'off'}; imports {T_IMPORTS:.1f} s", flush=True)
+    if not HAVE_DVC:
+        print("DVC is not installed here: workspaces without DVC (samples files hashed, not "
+              "`dvc add`ed; recording figures exclude DVC)", flush=True)
+        args.skip_dvc = True
     t = time.perf_counter()
     ckpts = train_models(root, sz, args.device)
     print(f"setup (not timed below): dataset + 2 models trained in "

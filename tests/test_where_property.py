@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bdgen.cli.leaderboard import load_results
+from bdgen.pipeline.views import load_results
 from bdgen.errors import BdgenError
 from bdgen.report.profiles import apply_where, split_where
 from bdgen.store.api import Store
