@@ -193,6 +193,8 @@ def test_runs_and_models_list_the_store(db, tmp_path):
     (model,) = json.loads(run("models", "--db", db, "--format", "json"))
     assert model["model_id"] == "legacy-v1-loglinear" and model["runs"] == 110
     empty = str(tmp_path / "empty.db")
+    assert "does not exist" in run("runs", "--db", empty, code=2)  # a read never creates it
+    run("db", "upgrade", "--db", empty)
     assert run("runs", "--db", empty) == (
         "id  model_id  method  seed  num_samples  steps  status  evaluation  started_at\n"
         "--  --------  ------  ----  -----------  -----  ------  ----------  ----------\n"
