@@ -35,14 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _store_layout import (  # noqa: E402
-    METRIC_KEYS,
-    SEEDS,
-    generation_rows,
-    methods,
-    model_ids,
-    settle_sqlite,
-)
+import _store_layout as layout  # noqa: E402
 
 from bdgen.store.api import Store  # noqa: E402
 from bdgen.store.models import GenerationRun  # noqa: E402
@@ -50,29 +43,31 @@ from bdgen.store.models import GenerationRun  # noqa: E402
 
 def build(db: str, runs: int, batch: int = 2000) -> None:
     store = Store.open(db)
-    names = methods()
+    names = layout.methods()
     method_pks = [store.get_or_create_method(n) for n in names]
-    n_models = max(1, -(-runs // (len(names) * len(SEEDS))))
-    model_pks = [store.get_or_create_model(m, "v1", "loglinear") for m in model_ids(n_models)]
+    n_models = max(1, -(-runs // (len(names) * len(layout.SEEDS))))
+    model_pks = [store.get_or_create_model(m, "v1", "loglinear")
+                 for m in layout.model_ids(n_models)]
     t0 = time.perf_counter()
     gids: list[int] = []
     with store.session() as s:
         table = GenerationRun.__table__
         for mpk in model_pks:
             series = [store._series(s, mpk, ppk, 1000, 100).id for ppk in method_pks]
-            rows = generation_rows(series, runs - len(gids))
+            rows = layout.generation_rows(series, runs - len(gids))
             if rows:
                 gids += list(s.execute(table.insert().returning(
                     table.c.id, sort_by_parameter_order=True), rows).scalars())
     rng = random.Random(0)
-    keys = METRIC_KEYS
+    keys = layout.METRIC_KEYS
     for i in range(0, len(gids), batch):
         store.record_evaluations([(g, {k: rng.random() for k in keys})
                                   for g in gids[i:i + batch]])
-    settle_sqlite(store)
+    layout.settle_sqlite(store)
     store.close()
     print(f"built: {len(gids):,} evaluation runs ({n_models} models x {len(names)} methods x "
-          f"{len(SEEDS)} seeds, {len(keys)} metrics each) in {time.perf_counter() - t0:.0f} s")
+          f"{len(layout.SEEDS)} seeds, {len(keys)} metrics each) in "
+          f"{time.perf_counter() - t0:.0f} s")
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -111,7 +106,7 @@ def main() -> None:
     from bdgen.report.ranking import rank
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
 
-    names = methods()
+    names = layout.methods()
     model = "bench-v1-loglinear-0000"
     a, b = "llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"
 

@@ -29,14 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _store_layout import (  # noqa: E402
-    METRIC_KEYS,
-    SEEDS,
-    generation_rows,
-    methods,
-    model_ids,
-    settle_sqlite,
-)
+import _store_layout as layout  # noqa: E402
 
 from bdgen.eval.registry import METRICS  # noqa: E402
 from bdgen.store.api import Store  # noqa: E402
@@ -68,19 +61,19 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bdgen-bench-store-")
     db = args.db or os.path.join(tmp, "bench.db")
-    names = methods()
-    per_model = len(names) * len(SEEDS)
+    names = layout.methods()
+    per_model = len(names) * len(layout.SEEDS)
     n_models = max(1, -(-args.runs // per_model))
-    metric_keys = METRIC_KEYS
+    metric_keys = layout.METRIC_KEYS
     primary = [n for n, d in METRICS.items() if d.primary and d.group != "denoising"]
     print(f"store: {db}\ncode: {code_version()}")
     print(f"layout: {args.runs} evaluation runs = {n_models} models x {len(names)} methods x "
-          f"{len(SEEDS)} seeds (truncated), {len(metric_keys)} metrics each "
+          f"{len(layout.SEEDS)} seeds (truncated), {len(metric_keys)} metrics each "
           f"({args.runs * len(metric_keys):,} metric rows); {len(primary)} primary metrics")
 
     store = Store.open(db)
     method_pks = [store.get_or_create_method(n) for n in names]
-    models = model_ids(n_models)
+    models = layout.model_ids(n_models)
     model_pks = [store.get_or_create_model(m, "v1", "loglinear") for m in models]
 
     # generation runs (bulk, one statement per model)
@@ -92,7 +85,7 @@ def main() -> None:
             series = list(s.execute(st.insert().returning(st.c.id, sort_by_parameter_order=True),
                                     [{"model_pk": mpk, "method_pk": ppk, "num_samples": 1000,
                                       "steps": 100} for ppk in method_pks]).scalars())
-            rows = generation_rows(series, args.runs - len(gids))
+            rows = layout.generation_rows(series, args.runs - len(gids))
             if not rows:
                 break
             gids += list(s.execute(table.insert().returning(
@@ -114,7 +107,7 @@ def main() -> None:
           f"{len(gids) / ingest:,.0f} runs/s ({len(gids) * len(metric_keys) / ingest:,.0f} "
           f"metric rows/s; {len(gids) / cpu:,.0f} runs/s of process CPU time); batches of "
           f"{args.batch}; metric-dict generation excluded")
-    settle_sqlite(store)
+    layout.settle_sqlite(store)
     if store.engine.dialect.name == "sqlite":
         print(f"database file: {Path(db).stat().st_size / 1e6:,.0f} MB")
     elif store.engine.dialect.name == "postgresql":
