@@ -24,26 +24,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from _sampling import add_common_args, device_of, random_model, run_line, timed  # noqa: E402
+
 from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.guided import sample_guided  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
-from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
 from bdgen.diffusion.sampler import draw_num_rooms  # noqa: E402
-from bdgen.diffusion.schedules import make_schedule  # noqa: E402
 from bdgen.guidance.schema import compile_specs  # noqa: E402
-from bdgen.model.denoiser import MODEL_PRESETS  # noqa: E402
-from bdgen.model.fast_forward import FastDenoiser  # noqa: E402
 
 BASES = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0")
-RPLAN_ROOMS = [0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252]
 CS2 = [
     {"type": "ExactCount", "name": "one_kitchen", "room_type": "Kitchen", "target": 1},
     {"type": "RequireAdj", "name": "kitchen_near_living", "type_a": "Kitchen",
@@ -64,54 +59,28 @@ def load(args, device):
         return (build_denoiser(ckpt, device), forward_process_of(ckpt, device), ckpt.vocab,
                 ckpt.num_rooms_distribution, ckpt.version == "v2")
     torch.manual_seed(0)  # the initialisation draws from the global generator
-    model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    process = ScheduleProcess(make_schedule("loglinear")).to(device)
-    return model.to(device).eval(), process, RPLAN_VOCAB, RPLAN_ROOMS, False
-
-
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
+    return (*random_model(args.preset, device), False)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--num-samples", type=int, default=1000)
-    ap.add_argument("--steps", type=int, default=100)
+    add_common_args(ap)
     ap.add_argument("--ks", default="4,16,64", help="candidate counts K")
     ap.add_argument("--alpha", default="0.01")
     ap.add_argument("--bases", default=",".join(BASES))
-    ap.add_argument("--model", default=None, help="checkpoint (default: random small model)")
-    ap.add_argument("--preset", default="small", choices=sorted(MODEL_PRESETS))
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--reference", action="store_true",
                     help="also time the reference proposal (logits tiled K times) and check "
                          "that it gives the same tokens as the default shared proposal")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = device_of(args)
     model, process, vocab, dist, v2 = load(args, device)
     cs = compile_specs(CS2)
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
     ks = [int(k) for k in args.ks.split(",")]
     prefix = "v2_" if v2 else ""
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
-          f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
-          f"steps, model {args.model or args.preset}, torch {torch.__version__}, "
-          f"soft reward, alpha {args.alpha}, CS2 ({len(cs)} constraints)")
+    print(f"{run_line(args, device)}, soft reward, alpha {args.alpha}, CS2 ({len(cs)} "
+          "constraints)")
     header = (f"{'method':72s} {'K':>3s} {'s':>8s} {'samples/s':>10s} {'calls':>6s} "
               f"{'x unguided':>10s}")
     print(header)

@@ -35,57 +35,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bdgen.diffusion.method import Method  # noqa: E402
-from bdgen.eval.registry import LEGACY_PER_SEED_ORDER  # noqa: E402
+import _store_layout as layout  # noqa: E402
+
 from bdgen.store.api import Store  # noqa: E402
 from bdgen.store.models import GenerationRun  # noqa: E402
-
-SEEDS = (42, 123, 456, 789, 1337)
-STRATIFIED = tuple(f"validity_by_num_rooms/{n}/overall" for n in (5, 6, 7, 8))
-
-
-def methods() -> list[str]:
-    """100 distinct valid method names (10 are LLaDA + top-p 0.9)."""
-    remask = [{}, {"remasking": "cap", "eta": 0.2}, {"remasking": "cap", "eta": 0.4},
-              {"remasking": "confidence", "t_switch": 0.5}, {"remasking": "confidence"}]
-    return [Method(u, top_p=round(0.5 + 0.05 * i, 2), **r).format()
-            for u in ("random", "llada") for i in range(10) for r in remask]
 
 
 def build(db: str, runs: int, batch: int = 2000) -> None:
     store = Store.open(db)
-    names = methods()
+    names = layout.methods()
     method_pks = [store.get_or_create_method(n) for n in names]
-    n_models = max(1, -(-runs // (len(names) * len(SEEDS))))
-    model_pks = [store.get_or_create_model(f"bench-v1-loglinear-{i:04d}", "v1", "loglinear")
-                 for i in range(n_models)]
+    n_models = max(1, -(-runs // (len(names) * len(layout.SEEDS))))
+    model_pks = [store.get_or_create_model(m, "v1", "loglinear")
+                 for m in layout.model_ids(n_models)]
     t0 = time.perf_counter()
     gids: list[int] = []
     with store.session() as s:
         table = GenerationRun.__table__
         for mpk in model_pks:
             series = [store._series(s, mpk, ppk, 1000, 100).id for ppk in method_pks]
-            rows = [{"series_pk": spk, "seed": seed, "status": "succeeded", "no_mlflow": True,
-                     "provenance": "bdgen", "code_version": "bench"}
-                    for spk in series for seed in SEEDS][: runs - len(gids)]
+            rows = layout.generation_rows(series, runs - len(gids))
             if rows:
                 gids += list(s.execute(table.insert().returning(
                     table.c.id, sort_by_parameter_order=True), rows).scalars())
     rng = random.Random(0)
-    keys = list(LEGACY_PER_SEED_ORDER) + list(STRATIFIED)
+    keys = layout.METRIC_KEYS
     for i in range(0, len(gids), batch):
         store.record_evaluations([(g, {k: rng.random() for k in keys})
                                   for g in gids[i:i + batch]])
-    if store.engine.dialect.name == "sqlite":
-        raw = store.engine.raw_connection()
-        try:
-            raw.execute("ANALYZE")
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
+    layout.settle_sqlite(store)
     store.close()
     print(f"built: {len(gids):,} evaluation runs ({n_models} models x {len(names)} methods x "
-          f"{len(SEEDS)} seeds, {len(keys)} metrics each) in {time.perf_counter() - t0:.0f} s")
+          f"{len(layout.SEEDS)} seeds, {len(keys)} metrics each) in "
+          f"{time.perf_counter() - t0:.0f} s")
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -124,7 +106,7 @@ def main() -> None:
     from bdgen.report.ranking import rank
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
 
-    names = methods()
+    names = layout.methods()
     model = "bench-v1-loglinear-0000"
     a, b = "llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"
 

@@ -34,26 +34,23 @@ import argparse
 import copy
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bdgen.data.vocab import RPLAN_VOCAB  # noqa: E402
+from _sampling import add_common_args, device_of, random_model, run_line, timed  # noqa: E402
+
 from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.process import ScheduleProcess  # noqa: E402
 from bdgen.diffusion.sampler import CPU_BATCH, draw_num_rooms  # noqa: E402
 from bdgen.diffusion.sampler import sample as reference_sample  # noqa: E402
 from bdgen.diffusion.schedules import make_schedule  # noqa: E402
-from bdgen.model.denoiser import MODEL_PRESETS  # noqa: E402
-from bdgen.model.fast_forward import FastDenoiser  # noqa: E402
 
 METHODS = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0",
            "random_topp0.9_no_remask", "random_topp0.9_remdm_cap_eta0.4")
-RPLAN_ROOMS = [0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252]  # spec §1.9
 
 
 def load(args, device):
@@ -64,13 +61,7 @@ def load(args, device):
         model = build_denoiser(ckpt, device)
         process = ScheduleProcess(make_schedule(ckpt.noise)).to(device)
         return model, process, ckpt.vocab, ckpt.num_rooms_distribution
-    model = FastDenoiser(MODEL_PRESETS[args.preset], RPLAN_VOCAB)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    process = ScheduleProcess(make_schedule("loglinear")).to(device)
-    return model.to(device).eval(), process, RPLAN_VOCAB, RPLAN_ROOMS
+    return random_model(args.preset, device)
 
 
 def seed_batch_figures(args, model, process, vocab, dist, device, graphs) -> None:
@@ -100,30 +91,14 @@ def seed_batch_figures(args, model, process, vocab, dist, device, graphs) -> Non
               f"{t_alone / t_tog:5.2f}x  identical-per-seed={same}", flush=True)
 
 
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--num-samples", type=int, default=1000)
-    ap.add_argument("--steps", type=int, default=100)
+    add_common_args(ap)
     ap.add_argument("--batch-size", type=int, default=None, help="optimised batch [all]")
     ap.add_argument("--legacy-batch", type=int, default=64)
     ap.add_argument("--model-batch", type=int, default=None,
                     help="rows per forward in the optimised setting [CPU 128, CUDA all]")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--model", default=None, help="checkpoint (default: random small model)")
-    ap.add_argument("--preset", default="small", choices=sorted(MODEL_PRESETS))
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--skip-legacy", action="store_true")
     ap.add_argument("--check", action="store_true",
                     help="also run the full loop at the optimised batch size and compare tokens")
@@ -152,9 +127,7 @@ def main() -> None:
                     help="also time K seeds sampled as K calls vs one batch "
                          "(bdgen.diffusion.seed_batch) and compare each seed's tokens")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = device_of(args)
     model, process, vocab, dist = load(args, device)
     # The legacy-style setting always runs the eager model with the original's dense rows.
     legacy_model = copy.deepcopy(model)
@@ -166,9 +139,7 @@ def main() -> None:
     rooms = draw_num_rooms(dist, args.num_samples, args.seed)
     graphs = device.type == "cuda" and not (args.no_cuda_graphs or (
         args.compile and not args.compile_graphs))
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
-          f", {torch.get_num_threads()} threads), {args.num_samples} samples x {args.steps} "
-          f"steps, model {args.model or args.preset}, torch {torch.__version__}")
+    print(run_line(args, device))
     # warm-up at both batch sizes (kernels, allocator, torch.compile)
     warm = Method.parse(METHODS[0])
     for mdl, bs, prec in ((model, args.batch_size, args.precision),

@@ -29,23 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bdgen.diffusion.method import Method  # noqa: E402
-from bdgen.eval.registry import LEGACY_PER_SEED_ORDER, METRICS  # noqa: E402
+import _store_layout as layout  # noqa: E402
+
+from bdgen.eval.registry import METRICS  # noqa: E402
 from bdgen.store.api import Store  # noqa: E402
 from bdgen.store.models import GenerationRun, Series  # noqa: E402
 from bdgen.store.queries import metric_aggregates  # noqa: E402
 from bdgen.util.provenance import code_version  # noqa: E402
-
-SEEDS = (42, 123, 456, 789, 1337)
-STRATIFIED = tuple(f"validity_by_num_rooms/{n}/overall" for n in (5, 6, 7, 8))
-
-
-def methods() -> list[str]:
-    """100 distinct valid method names."""
-    remask = [{}, {"remasking": "cap", "eta": 0.2}, {"remasking": "cap", "eta": 0.4},
-              {"remasking": "confidence", "t_switch": 0.5}, {"remasking": "confidence"}]
-    return [Method(u, top_p=round(0.5 + 0.05 * i, 2), **r).format()
-            for u in ("random", "llada") for i in range(10) for r in remask]
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, float, object]:
@@ -71,20 +61,20 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="bdgen-bench-store-")
     db = args.db or os.path.join(tmp, "bench.db")
-    names = methods()
-    per_model = len(names) * len(SEEDS)
+    names = layout.methods()
+    per_model = len(names) * len(layout.SEEDS)
     n_models = max(1, -(-args.runs // per_model))
-    metric_keys = list(LEGACY_PER_SEED_ORDER) + list(STRATIFIED)
+    metric_keys = layout.METRIC_KEYS
     primary = [n for n, d in METRICS.items() if d.primary and d.group != "denoising"]
     print(f"store: {db}\ncode: {code_version()}")
     print(f"layout: {args.runs} evaluation runs = {n_models} models x {len(names)} methods x "
-          f"{len(SEEDS)} seeds (truncated), {len(metric_keys)} metrics each "
+          f"{len(layout.SEEDS)} seeds (truncated), {len(metric_keys)} metrics each "
           f"({args.runs * len(metric_keys):,} metric rows); {len(primary)} primary metrics")
 
     store = Store.open(db)
     method_pks = [store.get_or_create_method(n) for n in names]
-    model_ids = [f"bench-v1-loglinear-{i:04d}" for i in range(n_models)]
-    model_pks = [store.get_or_create_model(m, "v1", "loglinear") for m in model_ids]
+    models = layout.model_ids(n_models)
+    model_pks = [store.get_or_create_model(m, "v1", "loglinear") for m in models]
 
     # generation runs (bulk, one statement per model)
     t0 = time.perf_counter()
@@ -95,9 +85,7 @@ def main() -> None:
             series = list(s.execute(st.insert().returning(st.c.id, sort_by_parameter_order=True),
                                     [{"model_pk": mpk, "method_pk": ppk, "num_samples": 1000,
                                       "steps": 100} for ppk in method_pks]).scalars())
-            rows = [{"series_pk": spk, "seed": seed, "status": "succeeded", "no_mlflow": True,
-                     "provenance": "bdgen", "code_version": "bench"}
-                    for spk in series for seed in SEEDS][: args.runs - len(gids)]
+            rows = layout.generation_rows(series, args.runs - len(gids))
             if not rows:
                 break
             gids += list(s.execute(table.insert().returning(
@@ -119,19 +107,14 @@ def main() -> None:
           f"{len(gids) / ingest:,.0f} runs/s ({len(gids) * len(metric_keys) / ingest:,.0f} "
           f"metric rows/s; {len(gids) / cpu:,.0f} runs/s of process CPU time); batches of "
           f"{args.batch}; metric-dict generation excluded")
+    layout.settle_sqlite(store)
     if store.engine.dialect.name == "sqlite":
-        raw = store.engine.raw_connection()  # autocommit: no transaction around these
-        try:
-            raw.execute("ANALYZE")
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
         print(f"database file: {Path(db).stat().st_size / 1e6:,.0f} MB")
     elif store.engine.dialect.name == "postgresql":
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
 
-    one = model_ids[len(model_ids) // 2]
+    one = models[len(models) // 2]
 
     def sql(model=None, where=None):
         with store.read_session() as s:

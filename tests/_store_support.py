@@ -74,6 +74,26 @@ def make_generation_run(store, seed: int = 42, method: str = METHOD, model: str 
     return gid
 
 
+def known_store(path: str, values: dict[str, list[float]]) -> str:
+    """A store at ``path`` with hand-picked values: for each model of ``values``, the method
+    llada_topp0.9_no_remask evaluated at seeds 1, 2, 3 with the model's values ``v``
+    (inside_validity and mode_coverage_weighted ``v``, node_tv ``1 - v``, novelty and
+    transitivity_score 1)."""
+    from bdgen.store.api import Store
+
+    store = Store.open(path)
+    for model, vals in values.items():
+        store.get_or_create_model(model, "v1", "loglinear")
+        for seed, v in zip((1, 2, 3), vals):
+            gid = store.start_generation_run(model, METHOD, seed, 100, 10)
+            store.finish_generation_run(gid, "0" * 64, f"/s/{model}{seed}.pt")
+            store.record_evaluation(gid, {"inside_validity": v, "node_tv": 1 - v,
+                                          "mode_coverage_weighted": v, "novelty": 1.0,
+                                          "transitivity_score": 1.0})
+    store.close()
+    return path
+
+
 def sample_metrics(i: int) -> dict[str, float]:
     """A small but realistic per-seed metric dict (legacy keys + a nested stratified one)."""
     return {"eval/validity_rate": 1.0 - i * 1e-4, "eval/node_js": 0.01 * (i % 7),

@@ -8,31 +8,10 @@ import dataclasses
 
 import pytest
 import torch
+from _model_support import RPLAN_GRAPHS, randomised, rplan_batch
 
-from bdgen.data.graph import Graph, tokenize_many
-from bdgen.data.vocab import RPLAN_VOCAB
-from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser, ModelConfig
+from bdgen.model.denoiser import MODEL_PRESETS, BDDenoiser
 from bdgen.model.fast_forward import FastDenoiser
-
-GRAPHS = [  # as in tests/test_model.py
-    Graph((0, 2, 3, 9), ((0, 1, 2), (0, 2, 7), (1, 3, 4))),
-    Graph((0, 1, 7, 7, 3, 2), ((0, 1, 2), (0, 5, 6), (2, 3, 7), (4, 5, 0))),
-    Graph((0, 1, 2, 3, 4, 5, 6, 7), ((0, 7, 9), (3, 6, 1))),
-]
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    tokens, pads = tokenize_many(GRAPHS, RPLAN_VOCAB)
-    return torch.from_numpy(tokens), torch.from_numpy(pads)
-
-
-def _randomised(config: ModelConfig) -> FastDenoiser:
-    torch.manual_seed(0)
-    model = FastDenoiser(config, RPLAN_VOCAB).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
 
 
 def _reference_twin(model: FastDenoiser) -> BDDenoiser:
@@ -46,12 +25,13 @@ def test_reference_modules_are_the_reference_bit_for_bit(train: bool) -> None:
     """``use_reference_modules()`` runs the reference forward; so does the fast class with
     every speed-up off, at per-row times (eval) or with the same RNG (training)."""
     tokens, pads = _mixed_batch()
-    model = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.2)).train(train)
+    config = dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.2)
+    model = randomised(FastDenoiser, config).train(train)
     ref = _reference_twin(model)
     t = torch.linspace(0.1, 0.9, len(tokens))
     torch.manual_seed(3)
     want = ref(tokens, pads, t)
-    off = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.2)).train(train)
+    off = randomised(FastDenoiser, config).train(train)
     off.pack_real_positions, off.share_time, off.fast_cpu_dropout = False, False, False
     model.use_reference_modules()
     for m in (model, off):
@@ -62,7 +42,7 @@ def test_reference_modules_are_the_reference_bit_for_bit(train: bool) -> None:
 
 def test_fast_eval_paths_are_deterministic_and_close_to_reference() -> None:
     tokens, pads = _mixed_batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"])
     ref = _reference_twin(model)
     for t in (0.37, torch.linspace(0.1, 0.9, len(tokens))):
         want = ref(tokens, pads, t)
@@ -76,8 +56,8 @@ def test_fast_eval_paths_are_deterministic_and_close_to_reference() -> None:
 
 def test_packed_cpu_path_equals_dense_path() -> None:
     """On CPU the token-wise layers run on real rows only; real outputs must not change."""
-    tokens, pads = _batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    tokens, pads = rplan_batch()
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"])
     t = torch.tensor([0.2, 0.6, 0.9])
     model.pack_real_positions = False
     dense = model(tokens, pads, t)
@@ -93,9 +73,7 @@ def test_packed_cpu_path_equals_dense_path() -> None:
 
 def _mixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """Room counts repeated out of order, so grouping by PAD pattern must scatter back."""
-    graphs = [GRAPHS[i] for i in (2, 0, 1, 0, 2, 1, 0)]
-    tokens, pads = tokenize_many(graphs, RPLAN_VOCAB)
-    return torch.from_numpy(tokens), torch.from_numpy(pads)
+    return rplan_batch([RPLAN_GRAPHS[i] for i in (2, 0, 1, 0, 2, 1, 0)])
 
 
 def _real(logits: tuple[torch.Tensor, torch.Tensor], pads: torch.Tensor
@@ -108,7 +86,7 @@ def test_bucketed_rows_land_at_their_positions() -> None:
     """Each sample's real rows go through the blocks with its own group and come back to
     its own positions, whatever the order of room counts in the batch."""
     tokens, pads = _mixed_batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"])
     t = torch.linspace(0.1, 0.9, len(tokens))
     model.pack_real_positions = True
     packed = model(tokens, pads, t)
@@ -125,7 +103,7 @@ def test_shared_time_fold_equals_per_row_time(pack: bool) -> None:
     """A number t (a sampling step) is embedded once and folded into the blocks' weights;
     the logits equal those of the same t given per row, up to float rounding."""
     tokens, pads = _mixed_batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"])
     model.pack_real_positions = pack
     per_row = model(tokens, pads, torch.full((len(tokens),), 0.37))
     for t in (0.37, torch.tensor(0.37), torch.tensor([0.37])):
@@ -146,7 +124,7 @@ def test_packed_training_gradients_equal_dense() -> None:
     """Training on CPU gathers the real rows around each attention; every parameter gets
     a finite gradient equal to the dense path's."""
     tokens, pads = _mixed_batch()
-    model = _randomised(MODEL_PRESETS["tiny"]).train()
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"]).train()
     t = torch.linspace(0.1, 0.9, len(tokens))
     grads = []
     for pack in (True, False):
@@ -161,8 +139,8 @@ def test_packed_training_gradients_equal_dense() -> None:
 
 
 def test_dropout_only_in_training() -> None:
-    tokens, pads = _batch()
-    model = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.3))
+    tokens, pads = rplan_batch()
+    model = randomised(FastDenoiser, dataclasses.replace(MODEL_PRESETS["tiny"], dropout=0.3))
     model.eval()
     a = model(tokens, pads, 0.5)[0]
     torch.testing.assert_close(model(tokens, pads, 0.5)[0], a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _model_support import perturb
 
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion import fast_sampling, reverse, sampler
@@ -28,10 +29,7 @@ def nets(request) -> tuple[BDDenoiser, ScheduleProcess, RateNetworkProcess]:
     """The reference and the production model (same weights), and both processes."""
     torch.manual_seed(0)
     model, rate = request.param(MODEL_PRESETS["tiny"], VOCAB), RateNetwork(vocab=VOCAB)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in [*model.parameters(), *rate.parameters()]:
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb([*model.parameters(), *rate.parameters()], 0.3)
     return (model.eval(), ScheduleProcess(make_schedule("loglinear")),
             RateNetworkProcess(rate.eval()))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from _model_support import perturb
 from click.testing import CliRunner
 
 from bdgen.cli.main import cli
@@ -20,10 +21,7 @@ ROOMS_DIST = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 
 def make_checkpoint(path, version="v1"):
     m = FastDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb(m.parameters(), 0.3)
     ckpt = Checkpoint(version=version, model_config=MODEL_PRESETS["tiny"].to_dict(), n_max=8,
                       noise={"type": "loglinear", "eps": 0.001}, train_config={},
                       dataset_hash="a" * 64, dataset_id="synthetic-aaaaaaaaaaaa",

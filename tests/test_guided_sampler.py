@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _model_support import PerPositionProcess, perturb
 
 from bdgen.data.graph import detokenize
 from bdgen.data.vocab import NODE_MASK, RPLAN_VOCAB
@@ -42,29 +43,13 @@ CS = compile_specs([
 def model() -> FastDenoiser:
     torch.manual_seed(0)  # the initialisation draws from the global generator
     m = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()  # what checkpoints build
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb(m.parameters(), 0.3)
     return m
 
 
 @pytest.fixture(scope="module")
 def process() -> ScheduleProcess:
     return ScheduleProcess(make_schedule("loglinear"))
-
-
-class PerPositionProcess:
-    """A v2-shaped process: the schedule's values expanded to ``[B, S]`` (PAD: 0)."""
-
-    def __init__(self, inner: ScheduleProcess) -> None:
-        self.inner = inner
-
-    def p_unmask(self, t_now, t_next, pad_mask):
-        return self.inner.p_unmask(t_now, t_next, pad_mask).expand(pad_mask.shape) * pad_mask
-
-    def sigma_max(self, t_now, t_next, pad_mask):
-        return self.inner.sigma_max(t_now, t_next, pad_mask).expand(pad_mask.shape) * pad_mask
 
 
 def rooms(n: int = 24, seed: int = 42) -> torch.Tensor:

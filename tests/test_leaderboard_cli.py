@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+from _store_support import known_store
 from click.testing import CliRunner
 
 from bdgen.cli.main import cli
@@ -35,21 +36,8 @@ def legacy_db(tmp_path_factory, legacy_dir) -> str:
 @pytest.fixture(scope="module")
 def known_db(tmp_path_factory) -> str:
     """Two models x one method, three seeds each, with hand-picked values."""
-    from bdgen.store.api import Store
-
-    path = str(tmp_path_factory.mktemp("known") / "known.db")
-    store = Store.open(path)
-    values = {"mA": [0.70, 0.71, 0.72], "mB": [0.80, 0.81, 0.82]}
-    for model, vals in values.items():
-        store.get_or_create_model(model, "v1", "loglinear")
-        for seed, v in zip((1, 2, 3), vals):
-            gid = store.start_generation_run(model, NOREMASK, seed, 100, 10)
-            store.finish_generation_run(gid, "0" * 64, f"/s/{model}{seed}.pt")
-            store.record_evaluation(gid, {"inside_validity": v, "node_tv": 1 - v,
-                                          "mode_coverage_weighted": v, "novelty": 1.0,
-                                          "transitivity_score": 1.0})
-    store.close()
-    return path
+    return known_store(str(tmp_path_factory.mktemp("known") / "known.db"),
+                       {"mA": [0.70, 0.71, 0.72], "mB": [0.80, 0.81, 0.82]})
 
 
 def run(*args, code: int = 0) -> str:

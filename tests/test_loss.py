@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _model_support import randomised
 
 from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import RPLAN_VOCAB
@@ -25,15 +26,6 @@ GRAPHS = [
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
     tokens, pads = tokenize_many(GRAPHS, RPLAN_VOCAB)
     return torch.from_numpy(tokens), torch.from_numpy(pads)
-
-
-def _random_model() -> FastDenoiser:
-    torch.manual_seed(0)
-    model = FastDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
 
 
 def test_pad_positions_contribute_exactly_zero() -> None:
@@ -74,7 +66,7 @@ def test_joint_normalisation_by_hand() -> None:
 
 def test_loss_gradients_are_finite_with_subs_logits() -> None:
     x0, pads = _data()
-    model = _random_model()
+    model = randomised(FastDenoiser, MODEL_PRESETS["tiny"]).train()
     t = torch.tensor([1e-6, 0.5, 1.0])
     gen = torch.Generator().manual_seed(0)
     x_t, mask = forward_mask(x0, pads, torch.full((3, 1), 0.3), generator=gen)

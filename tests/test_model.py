@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from _model_support import randomised, rplan_batch
 
-from bdgen.data.graph import Graph, tokenize_many
 from bdgen.data.vocab import (
     EDGE_MASK,
     EDGE_PAD,
@@ -26,27 +26,6 @@ from bdgen.model.denoiser import (
     timestep_embedding,
 )
 
-GRAPHS = [
-    Graph((0, 2, 3, 9), ((0, 1, 2), (0, 2, 7), (1, 3, 4))),
-    Graph((0, 1, 7, 7, 3, 2), ((0, 1, 2), (0, 5, 6), (2, 3, 7), (4, 5, 0))),
-    Graph((0, 1, 2, 3, 4, 5, 6, 7), ((0, 7, 9), (3, 6, 1))),
-]
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    tokens, pads = tokenize_many(GRAPHS, RPLAN_VOCAB)
-    return torch.from_numpy(tokens), torch.from_numpy(pads)
-
-
-def _randomised(config: ModelConfig) -> BDDenoiser:
-    """A model whose zero-initialised parts are random, so outputs depend on the input."""
-    torch.manual_seed(0)
-    model = BDDenoiser(config, RPLAN_VOCAB).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
-
 
 @pytest.mark.parametrize("name,expected", [("small", 1_281_564), ("base", 7_389_724)])
 def test_parameter_counts_match_spec(name: str, expected: int) -> None:
@@ -54,7 +33,7 @@ def test_parameter_counts_match_spec(name: str, expected: int) -> None:
 
 
 def test_initial_logits_are_zero_except_subs_classes() -> None:
-    tokens, pads = _batch()
+    tokens, pads = rplan_batch()
     model = BDDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB)
     node_logits, edge_logits = model(tokens, pads, 0.3)
     assert node_logits.shape == (3, 8, 15) and edge_logits.shape == (3, 28, 13)
@@ -74,8 +53,8 @@ def test_initial_logits_are_zero_except_subs_classes() -> None:
 
 
 def test_pad_tokens_do_not_change_real_positions() -> None:
-    tokens, pads = _batch()
-    model = _randomised(dataclasses.replace(MODEL_PRESETS["tiny"], n_layers=2))
+    tokens, pads = rplan_batch()
+    model = randomised(BDDenoiser, dataclasses.replace(MODEL_PRESETS["tiny"], n_layers=2))
     node_a, edge_a = model(tokens, pads, 0.5)
     changed = tokens.clone()
     gen = torch.Generator().manual_seed(1)
@@ -95,8 +74,8 @@ def test_pad_tokens_do_not_change_real_positions() -> None:
 
 
 def test_time_argument_forms_and_errors() -> None:
-    tokens, pads = _batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    tokens, pads = rplan_batch()
+    model = randomised(BDDenoiser, MODEL_PRESETS["tiny"])
     ref = model(tokens, pads, torch.full((3,), 0.25))[0]
     for t in (0.25, torch.tensor(0.25), torch.tensor([0.25]),
               torch.tensor(0.25, dtype=torch.float64)):
@@ -110,8 +89,8 @@ def test_time_argument_forms_and_errors() -> None:
 
 
 def test_pre_embedded_replaces_token_embedding() -> None:
-    tokens, pads = _batch()
-    model = _randomised(MODEL_PRESETS["tiny"])
+    tokens, pads = rplan_batch()
+    model = randomised(BDDenoiser, MODEL_PRESETS["tiny"])
     direct = model(tokens, pads, 0.4)
     hooked = model(torch.zeros_like(tokens), pads, 0.4, pre_embedded=model.embed(tokens))
     torch.testing.assert_close(direct[0], hooked[0])
@@ -123,7 +102,7 @@ def test_sinusoid_is_cos_first_and_positional_encoding_is_order_invariant() -> N
     assert torch.equal(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
     assert emb[1, 0] == pytest.approx(math.cos(1.0)) and emb[1, 4] == pytest.approx(math.sin(1.0))
     assert timestep_embedding(torch.tensor([0.3]), 7).shape == (1, 7)
-    model = _randomised(MODEL_PRESETS["tiny"])
+    model = randomised(BDDenoiser, MODEL_PRESETS["tiny"])
     pe = model.positional_encoding()
     v = RPLAN_VOCAB
     expected = (model.entity_type_emb.weight[1] + model.pair_index_emb.weight[2]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _model_support import perturb
 from click.testing import CliRunner
 from test_generate import make_checkpoint
 from test_train import _dataset, _trainer
@@ -32,10 +33,7 @@ ROOMS = [0.0, 0.0, 0.0, 0.05, 0.15, 0.3, 0.3, 0.2]
 @pytest.fixture(scope="module")
 def model() -> FastDenoiser:
     m = FastDenoiser(MODEL_PRESETS["small"], RPLAN_VOCAB).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(m.parameters(), 0.05)
     return m
 
 

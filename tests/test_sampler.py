@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _model_support import PerPositionProcess, perturb
 from torch import nn
 
 from bdgen.data.vocab import EDGE_MASK, EDGE_PAD, NODE_MASK, NODE_PAD, RPLAN_VOCAB
@@ -29,29 +30,13 @@ PAD_TOK = torch.tensor([NODE_PAD] * N_MAX + [EDGE_PAD] * VOCAB.n_edges)
 @pytest.fixture(scope="module")
 def model() -> FastDenoiser:
     m = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # zero-initialised heads/modulations would give uniform logits
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb(m.parameters(), 0.3)
     return m
 
 
 @pytest.fixture(scope="module")
 def process() -> ScheduleProcess:
     return ScheduleProcess(make_schedule("loglinear"))
-
-
-class PerPositionProcess:
-    """A v2-shaped process: the schedule's values expanded to ``[B, S]`` (PAD: 0)."""
-
-    def __init__(self, inner: ScheduleProcess) -> None:
-        self.inner = inner
-
-    def p_unmask(self, t_now, t_next, pad_mask):
-        return self.inner.p_unmask(t_now, t_next, pad_mask).expand(pad_mask.shape) * pad_mask
-
-    def sigma_max(self, t_now, t_next, pad_mask):
-        return self.inner.sigma_max(t_now, t_next, pad_mask).expand(pad_mask.shape) * pad_mask
 
 
 class ConstantDenoiser(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _model_support import perturb
 
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.diffusion import sampler
@@ -24,10 +25,7 @@ SEEDS = (42, 123, 456)
 @pytest.fixture(scope="module")
 def model() -> BDDenoiser:
     m = BDDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb(m.parameters(), 0.3)
     return m
 
 

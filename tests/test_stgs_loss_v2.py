@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from _model_support import V2_VOCAB as VOCAB
+from _model_support import v2_batch
 
-from bdgen.data.graph import Graph, tokenize_many
-from bdgen.data.vocab import EDGE_MASK, NODE_MASK, VocabConfig
+from bdgen.data.vocab import EDGE_MASK, NODE_MASK
 from bdgen.diffusion.loss import PerPositionELBOLoss, per_position_weight
 from bdgen.diffusion.rate_network import RateNetwork
 from bdgen.diffusion.stgs import (
@@ -22,19 +23,6 @@ from bdgen.errors import BdgenError
 from bdgen.model.denoiser import MODEL_PRESETS
 from bdgen.model.fast_forward import FastDenoiser
 
-VOCAB = VocabConfig(8)
-GRAPHS = [
-    Graph((0, 2, 3), ((0, 1, 2), (0, 2, 7))),
-    Graph((0, 1, 3, 9), ((0, 1, 3), (1, 2, 4), (0, 3, 6))),
-    Graph((0, 2, 7, 7, 3), ((0, 1, 2), (0, 2, 0), (2, 3, 7), (3, 4, 9))),
-    Graph((0, 1, 2, 3, 5, 7, 9, 11), ((0, 1, 2), (1, 2, 3), (5, 6, 8), (6, 7, 1))),
-]
-
-
-def _batch(repeat: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens, pad = tokenize_many(GRAPHS * repeat, VOCAB)
-    return torch.as_tensor(tokens), torch.as_tensor(pad)
-
 
 def _nets(seed: int = 0) -> tuple[FastDenoiser, RateNetwork]:
     torch.manual_seed(seed)
@@ -46,7 +34,7 @@ def _loss_fn() -> PerPositionELBOLoss:
 
 
 def test_straight_through_values_are_hard_and_pad_is_kept() -> None:
-    x0, pad = _batch()
+    x0, pad = v2_batch()
     alpha = torch.rand(pad.shape, requires_grad=True)
     p = straight_through_mask(alpha, pad, tau=0.7, generator=torch.Generator().manual_seed(1))
     assert p.shape == (*pad.shape, 2) and p.dtype == torch.float32
@@ -59,7 +47,7 @@ def test_straight_through_values_are_hard_and_pad_is_kept() -> None:
 
 
 def test_masking_rate_follows_alpha_and_pad_never_masked() -> None:
-    x0, pad = _batch(repeat=64)
+    x0, pad = v2_batch(repeat=64)
     alpha = torch.full(pad.shape, 0.3)
     gen = torch.Generator().manual_seed(0)
     for tau in (1.0, 0.1):
@@ -76,7 +64,7 @@ def test_masking_rate_follows_alpha_and_pad_never_masked() -> None:
 
 def test_stgs_forward_tokens_embeddings_and_gradients() -> None:
     denoiser, rate = _nets()
-    x0, pad = _batch()
+    x0, pad = v2_batch()
     t = torch.rand(x0.shape[0])
     rates = rate.rates(t, pad)
     sample = stgs_forward(denoiser, x0, pad, rates.alpha, tau=0.5,
@@ -106,7 +94,7 @@ def test_embeddings_carry_rate_network_gradient() -> None:
     denoiser, rate = _nets(1)
     for head in (denoiser.node_head, denoiser.edge_head):  # non-zero heads: CE depends on x
         torch.nn.init.normal_(head.weight, std=0.5)
-    x0, pad = _batch()
+    x0, pad = v2_batch()
     t = torch.full((x0.shape[0],), 0.6)
     alpha = rate(t, pad)
     sample = stgs_forward(denoiser, x0, pad, alpha, tau=1.0,
@@ -127,7 +115,7 @@ def test_per_position_weight_and_pad_contribute_zero() -> None:
     assert w[0, 3].item() == pytest.approx(2.0, rel=1e-6)
 
     denoiser, rate = _nets(2)
-    x0, pad = _batch()
+    x0, pad = v2_batch()
     t = torch.rand(x0.shape[0])
     rates = rate.rates(t, pad)
     node_logits, edge_logits = denoiser(x0, pad, t)
@@ -148,7 +136,7 @@ def test_per_position_weight_and_pad_contribute_zero() -> None:
 
 def test_elbo_is_finite_and_decreases_on_tiny_model() -> None:
     denoiser, rate = _nets(4)
-    x0, pad = _batch(repeat=4)
+    x0, pad = v2_batch(repeat=4)
     params = list(denoiser.parameters()) + list(rate.parameters())
     opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=0.01)
     loss_fn = _loss_fn()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _store_support import known_store
 from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -27,15 +28,7 @@ NOREMASK = "llada_topp0.9_no_remask"
 
 
 def _store(path: Path) -> Path:
-    store = Store.open(str(path))
-    store.get_or_create_model("mA", "v1", "loglinear")
-    for seed, v in zip((1, 2, 3), (0.70, 0.71, 0.72)):
-        gid = store.start_generation_run("mA", NOREMASK, seed, 100, 10)
-        store.finish_generation_run(gid, "0" * 64, f"/s/{seed}.pt")
-        store.record_evaluation(gid, {"inside_validity": v, "node_tv": 1 - v,
-                                      "mode_coverage_weighted": v, "novelty": 1.0,
-                                      "transitivity_score": 1.0})
-    store.close()
+    known_store(str(path), {"mA": [0.70, 0.71, 0.72]})
     return path
 
 

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from _model_support import perturb
 
 from bdgen.data.vocab import RPLAN_VOCAB
 from bdgen.diffusion.method import Method
@@ -31,10 +32,7 @@ def test_tf32_names_round_trip_and_differ_from_fp32(name: str) -> None:
 
 def test_tf32_on_cpu_is_the_float32_forward_and_restores_the_setting() -> None:
     m = BDDenoiser(MODEL_PRESETS["tiny"], RPLAN_VOCAB).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    perturb(m.parameters(), 0.3)
     rooms = draw_num_rooms(ROOMS, 20, 5)
     pad = torch.from_numpy(RPLAN_VOCAB.pad_mask_table)[rooms]
     x = torch.randint(0, 5, pad.shape)

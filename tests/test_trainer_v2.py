@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from _model_support import V2_VOCAB as VOCAB
+from _model_support import v2_batch
 
-from bdgen.data.graph import Graph, tokenize_many
-from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.objective import (
     LearnedRatesObjective,
     LearnedRatesSettings,
@@ -22,25 +22,12 @@ from bdgen.errors import BdgenError
 from bdgen.model.denoiser import MODEL_PRESETS
 from bdgen.model.fast_forward import FastDenoiser
 
-VOCAB = VocabConfig(8)
-GRAPHS = [
-    Graph((0, 2, 3), ((0, 1, 2), (0, 2, 7))),
-    Graph((0, 1, 3, 9), ((0, 1, 3), (1, 2, 4), (0, 3, 6))),
-    Graph((0, 2, 7, 7, 3), ((0, 1, 2), (0, 2, 0), (2, 3, 7), (3, 4, 9))),
-    Graph((0, 1, 2, 3, 5, 7, 9, 11), ((0, 1, 2), (1, 2, 3), (5, 6, 8), (6, 7, 1))),
-]
-
-
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
-    tokens, pad = tokenize_many(GRAPHS * 4, VOCAB)
-    return torch.as_tensor(tokens), torch.as_tensor(pad)
-
 
 def _trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
     torch.manual_seed(seed)
     model = FastDenoiser(MODEL_PRESETS["tiny"], VOCAB)
     rate = RateNetwork(vocab=VOCAB)
-    x, pad = _data()
+    x, pad = v2_batch()
     config = TrainConfig(steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, is_mode="off",
                          seed=seed, checkpoint_every=1000, val_every=1000, log_every=5, **cfg)
     objective = LearnedRatesObjective(rate, torch.ones(13), LearnedRatesSettings(lambda_edge=1.0))
@@ -88,7 +75,7 @@ def test_resume_gives_the_same_parameters() -> None:
 def test_v2_rejects_importance_sampling_and_bad_settings() -> None:
     with pytest.raises(BdgenError, match="is_mode must be 'off'"):
         torch.manual_seed(0)
-        x, pad = _data()
+        x, pad = v2_batch()
         objective_for(noise_config("learned"), VOCAB, torch.ones(13), "legacy")
     with pytest.raises(BdgenError, match="unknown Gumbel temperature schedule"):
         LearnedRatesSettings(tau_schedule="exp")

@@ -14,20 +14,35 @@ from bdgen.data.vocab import NODE_SHORT, RELATIONS
 from bdgen.util.atomic import atomic_open
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=80)
-    return path
+def _pyplot():
+    """matplotlib's pyplot on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, path: str | Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as a PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt  # imported (Agg chosen) by the caller's _pyplot()
+
+    path = Path(path)
+    fig.tight_layout()
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=80)
+        return path
+    finally:
+        plt.close(fig)
 
 
 def render_bubbles(graphs: Sequence[Graph], path: str | Path, title: str = "",
                    max_graphs: int = 6) -> Path:
     """A grid of up to ``max_graphs`` bubble diagrams (rooms labelled by type, edges by
     relation)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import networkx as nx
 
     shown = list(graphs)[:max_graphs] or [Graph((), ())]
@@ -53,19 +68,12 @@ def render_bubbles(graphs: Sequence[Graph], path: str | Path, title: str = "",
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return _finish(fig, path)
 
 
 def metric_bars(metrics: Mapping[str, float], path: str | Path, title: str = "") -> Path:
     """Horizontal bars of a few headline metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = list(metrics)
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.0))
@@ -74,11 +82,7 @@ def metric_bars(metrics: Mapping[str, float], path: str | Path, title: str = "")
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return _finish(fig, path)
 
 
 GUIDANCE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -93,10 +97,7 @@ def guidance_plot(diagnostics: Mapping[str, Sequence[float]], path: str | Path,
                   title: str = "") -> Path:
     """Per-step guidance diagnostics of a guided run (ESS, weights, rewards, remasking and
     the winner's violation per constraint), one panel per group, step s on the x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     panels = [(t, [n for n in names if n in diagnostics]) for t, names in GUIDANCE_PANELS]
     panels.append(("violation of the winner", sorted(n for n in diagnostics
@@ -112,19 +113,12 @@ def guidance_plot(diagnostics: Mapping[str, Sequence[float]], path: str | Path,
             ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return _finish(fig, path)
 
 
 def loss_curves(rows: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """Training loss (and validation loss where measured) against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
@@ -136,8 +130,4 @@ def loss_curves(rows: Sequence[Mapping[str, float]], path: str | Path, title: st
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return _finish(fig, path)
