@@ -209,3 +209,46 @@ def test_a_run_finished_during_a_claim_is_done_and_leaves_no_claim(store_url, st
         assert (row.status, row.samples_sha256) == ("succeeded", "a" * 64)
     assert store.claim_generation_run(MODEL, METHOD, 11, 100, 10).done
     store.close()
+
+
+def test_a_dead_claim_released_during_its_takeover_is_claimed_afresh(store_url):
+    """The dead holder's row is failed (its claim released) by another process between the
+    claimant's read of the dead claim and its takeover: the takeover matches nothing and
+    the claimant inserts a claim of its own (it used to crash reading the vanished claim).
+    Only PostgreSQL lets that release commit inside the claimant's transaction."""
+    import threading
+
+    from sqlalchemy import event
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): the release cannot land "
+                    "inside the claimant's transaction")
+    store, other = Store.open(store_url), Store.open(store_url)
+    _prepare(store)
+    got = store.claim_generation_run(MODEL, METHOD, 13, 100, 10)
+    with store.session() as s:  # its holder: another host, silent past the lease expiry
+        s.execute(update(JobClaim).values(
+            host="elsewhere.invalid", pid=1, token="theirs",
+            heartbeat_at=utcnow() - claim_ttl() - timedelta(seconds=1)))
+    fired: list[bool] = []
+
+    def _step(conn, cursor, statement, parameters, context, executemany) -> None:
+        if fired or not statement.lstrip().startswith("UPDATE job_claims"):
+            return
+        t = threading.Thread(target=other.fail_run, args=(got.run_id, "worker lost"))
+        t.start()
+        t.join(60)
+        fired.append(not t.is_alive())
+
+    event.listen(store.engine, "before_cursor_execute", _step)
+    try:
+        again = store.claim_generation_run(MODEL, METHOD, 13, 100, 10)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", _step)
+    assert fired == [True]
+    assert again.won and again.run_id == got.run_id and again.claim.took_over is None
+    assert [h.pid for _, _, h in store.live_claims("generation")] == [os.getpid()]
+    assert store.generation_run(got.run_id).status == "running"  # redone here
+    assert store.release_claim(again.claim)
+    other.close()
+    store.close()
