@@ -171,3 +171,20 @@ def count_rows(url: str) -> dict[str, int]:
     finally:
         engine.dispose()
     return out
+
+
+def worker_claim_then_finish(url: str, seed: int, claimed, go, finished, leave) -> None:
+    """Claim the generation run of ``seed`` (this process is its live holder), set
+    ``claimed``; on ``go`` finish it (which releases the claim), set ``finished``; stay alive
+    until ``leave``."""
+    from bdgen.store.api import Store
+
+    store = Store.open(url)
+    got = store.claim_generation_run(MODEL, METHOD, seed, 100, 10)
+    assert got.won and got.run_id is not None, got
+    claimed.set()
+    go.wait(120)
+    store.finish_generation_run(got.run_id, "a" * 64, f"/samples/{seed}.pt")
+    finished.set()
+    leave.wait(120)
+    store.close()

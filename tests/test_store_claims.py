@@ -143,3 +143,112 @@ def test_claim_ttl_from_the_environment(monkeypatch):
     monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "soon")
     with pytest.raises(BdgenError, match="BDGEN_CLAIM_TTL_S"):
         claim_ttl()
+
+
+# --- a holder finishing while another process claims the same run -------------------------
+# Where the holder's finish (row succeeded + claim released, one transaction) lands inside
+# the claimant's transaction: after the claimant read the run row, before its claim insert;
+# or after a claim insert that failed on the holder's claim, before it reads that claim.
+_CLAIMANT_STEPS = {
+    "before_claim_insert": lambda sql: sql.startswith("INSERT INTO job_claims"),
+    "between_failed_insert_and_read": lambda sql: (sql.startswith("SELECT")
+                                                   and "FROM job_claims" in sql),
+}
+
+
+@pytest.mark.parametrize("step", sorted(_CLAIMANT_STEPS))
+def test_a_run_finished_during_a_claim_is_done_and_leaves_no_claim(store_url, step):
+    """PostgreSQL (READ COMMITTED) lets the holder's finish commit in the middle of the
+    claimant's transaction: the claimant must then see the run done and hold no claim (it
+    used to win a claim on the stale 'running' row that nothing ever released). SQLite
+    serialises writers (BEGIN IMMEDIATE), so there the holder waits and the claimant sees a
+    live holder."""
+    from _store_support import worker_claim_then_finish
+    from sqlalchemy import event
+
+    store = Store.open(store_url)
+    _prepare(store)
+    ctx = mp.get_context("spawn")
+    claimed, go, finished, leave = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=worker_claim_then_finish,
+                       args=(store_url, 11, claimed, go, finished, leave))
+    proc.start()
+    matches, fired = _CLAIMANT_STEPS[step], []
+
+    def _step(conn, cursor, statement, parameters, context, executemany) -> None:
+        if fired or not matches(statement.lstrip()):
+            return
+        go.set()  # the holder finishes now, while our transaction is open
+        fired.append(finished.wait(60 if store.engine.dialect.name == "postgresql" else 2))
+
+    try:
+        assert claimed.wait(120), "the holder never claimed"
+        event.listen(store.engine, "before_cursor_execute", _step)
+        try:
+            got = store.claim_generation_run(MODEL, METHOD, 11, 100, 10)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", _step)
+        assert fired, f"the claim never reached step {step}"
+        holder_finished_inside = fired[0]
+        # PostgreSQL: the finish commits inside our transaction; SQLite: it cannot
+        assert holder_finished_inside == (store.engine.dialect.name == "postgresql")
+        assert not got.won and got.claim is None, got
+        if holder_finished_inside:
+            assert got.done and got.run_id is not None
+        else:
+            assert got.holder is not None and got.holder.pid == proc.pid
+        assert finished.wait(120), "the holder never finished"
+    finally:
+        go.set()
+        leave.set()
+        proc.join(60)
+    assert proc.exitcode == 0
+    with store.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(JobClaim)) == 0
+        row = s.scalars(select(GenerationRun).filter_by(seed=11)).one()
+        assert (row.status, row.samples_sha256) == ("succeeded", "a" * 64)
+    assert store.claim_generation_run(MODEL, METHOD, 11, 100, 10).done
+    store.close()
+
+
+def test_a_dead_claim_released_during_its_takeover_is_claimed_afresh(store_url):
+    """The dead holder's row is failed (its claim released) by another process between the
+    claimant's read of the dead claim and its takeover: the takeover matches nothing and
+    the claimant inserts a claim of its own (it used to crash reading the vanished claim).
+    Only PostgreSQL lets that release commit inside the claimant's transaction."""
+    import threading
+
+    from sqlalchemy import event
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): the release cannot land "
+                    "inside the claimant's transaction")
+    store, other = Store.open(store_url), Store.open(store_url)
+    _prepare(store)
+    got = store.claim_generation_run(MODEL, METHOD, 13, 100, 10)
+    with store.session() as s:  # its holder: another host, silent past the lease expiry
+        s.execute(update(JobClaim).values(
+            host="elsewhere.invalid", pid=1, token="theirs",
+            heartbeat_at=utcnow() - claim_ttl() - timedelta(seconds=1)))
+    fired: list[bool] = []
+
+    def _step(conn, cursor, statement, parameters, context, executemany) -> None:
+        if fired or not statement.lstrip().startswith("UPDATE job_claims"):
+            return
+        t = threading.Thread(target=other.fail_run, args=(got.run_id, "worker lost"))
+        t.start()
+        t.join(60)
+        fired.append(not t.is_alive())
+
+    event.listen(store.engine, "before_cursor_execute", _step)
+    try:
+        again = store.claim_generation_run(MODEL, METHOD, 13, 100, 10)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", _step)
+    assert fired == [True]
+    assert again.won and again.run_id == got.run_id and again.claim.took_over is None
+    assert [h.pid for _, _, h in store.live_claims("generation")] == [os.getpid()]
+    assert store.generation_run(got.run_id).status == "running"  # redone here
+    assert store.release_claim(again.claim)
+    other.close()
+    store.close()

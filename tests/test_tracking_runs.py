@@ -168,7 +168,10 @@ def test_killed_training_is_reaped_and_the_resumed_run_prints_progress(pipe):
     args = ["train", "--dataset", str(ws.dataset_path(ds.dataset_id)), "--model", "tiny",
             "--steps", "40", "--batch-size", "32", "--val-every", "10", "--log-every", "5",
             "--checkpoint-every", "10", "--seed", "3", "--out", str(out), "--device", "cpu"]
-    killed = _bdgen(ws, *args, fault="train.log-row:5")  # the 5th row: after step 20's ckpt
+    # the 5th row is step 20's loss, before step 20's checkpoint: the last one is step 10's,
+    # so MLflow has the curve up to step 10 whatever the flush timer did, and --resume
+    # continues from step 10
+    killed = _bdgen(ws, *args, fault="train.log-row:5")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     client = _client(ws)
     exp = client.get_experiment_by_name(experiment_name(ds.dataset_id)).experiment_id
@@ -189,3 +192,34 @@ def test_killed_training_is_reaped_and_the_resumed_run_prints_progress(pipe):
     # the curve up to the step-10 checkpoint, then live from step 15 on: once per step
     assert sorted(m.step for m in history) == list(range(5, 41, 5))
     assert not client.search_runs([exp], "attributes.status = 'RUNNING'")
+
+
+def test_the_curve_reaches_mlflow_at_each_checkpoint_whatever_the_flush_timer(tmp_path):
+    """A run killed outright keeps in MLflow the curve up to its last checkpoint (where a
+    resume continues), even when the bounded-rate flush has not fired: here it never does
+    (``live_every_s`` of an hour), and at each row another client looks at what a kill at
+    that row would leave."""
+    ws = init_workspace(tmp_path / "ws")
+    ds, data = prepare_dataset("synthetic", num_graphs=120, seed=0, workspace=ws)
+    other = MlflowClient(tracking_uri=Tracker.for_workspace(ws.root).uri)
+    exp = experiment_name(ds.dataset_id)
+    seen: dict[int, list[int]] = {}
+
+    def look(row: dict) -> None:
+        if "train_loss" not in row:
+            return
+        (run,) = other.search_runs([other.get_experiment_by_name(exp).experiment_id],
+                                   "tags.`bdgen.kind` = 'train'")
+        seen[row["step"]] = [m.step for m in other.get_metric_history(run.info.run_id,
+                                                                      "curve/train_loss")]
+
+    config = TrainConfig(steps=30, batch_size=16, warmup_steps=2, checkpoint_every=10,
+                         val_every=10, log_every=5)
+    model = tracked_train(ws, data, model="tiny", config=config, device="cpu",
+                          progress=False, live_every_s=3600.0, on_metrics=look)
+    # steps 5 and 10 only buffered; from step 15 on, the step-10 checkpoint's flush sent
+    # them; from step 25 on, the step-20 checkpoint's as well
+    assert seen == {5: [], 10: [], 15: [5, 10], 20: [5, 10], 25: [5, 10, 15, 20],
+                    30: [5, 10, 15, 20]}, seen
+    history = other.get_metric_history(model.mlflow_run_id, "curve/train_loss")
+    assert [m.step for m in history] == [5, 10, 15, 20, 25, 30]  # the rest at the end

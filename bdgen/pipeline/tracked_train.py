@@ -5,8 +5,14 @@ checkpoint DVC-tracked, dataset and model rows in the store (order: :mod:`.conte
 
 Live: every ``train_log.jsonl`` row goes to :class:`~bdgen.tracking.live.LiveMetrics` as it
 is written (flushed at most every ``live_every_s``), so the MLflow UI shows the curve
-growing; without a terminal a :class:`~bdgen.pipeline.heartbeat.Heartbeat` prints a
-progress line every 10 s instead of tqdm's bar."""
+growing; without a terminal a :class:`~bdgen.pipeline.progress_heartbeat.ProgressHeartbeat`
+prints a progress line every 10 s instead of tqdm's bar.
+
+Killed runs: the buffer is also flushed each time a checkpoint is saved, so a run killed
+outright (SIGKILL, OOM: no cleanup) has its curve in MLflow at least up to its last
+checkpoint, which is where ``--resume`` continues (the resumed run re-logs the curve up to
+that checkpoint from ``train_log.jsonl``, and the rest live). Without that flush, what a kill
+left in MLflow depended on whether ``live_every_s`` had happened to elapse."""
 
 from __future__ import annotations
 
@@ -148,7 +154,8 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
 
             out = train_model(dataset_path, noise=noise, model=model, config=config,
                               out_dir=run_dir, resume=resume, device=device,
-                              progress=progress and tty, on_metrics=on_row)
+                              progress=progress and tty, on_metrics=on_row,
+                              on_checkpoint_saved=lambda step: live.flush())
         ref = track(ws.root, out.checkpoint)
         ckpt = load_checkpoint(out.checkpoint)
         mid = model_id(ckpt, ref.sha256)

@@ -131,12 +131,15 @@ def _check_same_run(ckpt: Checkpoint, path: Path, expected: dict) -> None:
 def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str = "small",
                 config: TrainConfig | None = None, out_dir: str | Path | None = None,
                 resume: bool = False, device: str = "auto", progress: bool = True,
-                on_metrics: Callable[[dict], None] | None = None) -> TrainOutcome:
+                on_metrics: Callable[[dict], None] | None = None,
+                on_checkpoint_saved: Callable[[int], None] | None = None) -> TrainOutcome:
     """Train (or resume) a v1 or v2 (``noise="learned"``) model on a prepared dataset;
     returns where the final checkpoint is and the run's figures.
 
     ``on_metrics(row)`` receives every ``train_log.jsonl`` row as it is written (``step``
-    plus training-loss or validation fields): live tracking and progress lines."""
+    plus training-loss or validation fields): live tracking and progress lines.
+    ``on_checkpoint_saved(step)`` is called once each checkpoint (the final one included)
+    is on disk: what a resume would continue from."""
     from bdgen.data.dataset import PreparedDataset
 
     config = config or TrainConfig()
@@ -197,6 +200,8 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             rate_network_config=(rate.config.to_dict() if rate is not None else None))
         name = FINAL_NAME if final else f"checkpoint_step_{state['step']:07d}.pt"
         save_checkpoint(ckpt, run_dir / name)
+        if on_checkpoint_saved:
+            on_checkpoint_saved(state["step"])
 
     def on_validation(v: ValResult) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -147,9 +147,20 @@ def _mine(row: JobClaim) -> bool:
     return row.host == hostname() and row.pid == os.getpid()
 
 
+#: How often :func:`claim_in` tries again when the claim changes hands under it (released
+#: between a failed insert and the read, or released between the read and a takeover).
+_CLAIM_ATTEMPTS = 5
+
+
 def claim_in(s: Session, kind: str, key: str, *, ttl: timedelta | None = None) -> ClaimAttempt:
     """:meth:`Claims.try_claim` inside the caller's write transaction (so a claim and the
-    run row it guards commit together)."""
+    run row it guards commit together).
+
+    On PostgreSQL (READ COMMITTED) another holder's release can commit at any point of the
+    caller's transaction, so a caller that read the guarded row *before* claiming must read
+    it again once the claim is won: the holder may have finished the work in between (see
+    :meth:`GenerationRuns._claim_generation`), and then drop the claim it just took
+    (:func:`release_claim_in`)."""
     if kind not in CLAIM_KINDS:
         raise BdgenError(f"unknown claim kind {kind!r}; valid: {', '.join(CLAIM_KINDS)}")
     ttl = ttl if ttl is not None else claim_ttl()
@@ -157,31 +168,36 @@ def claim_in(s: Session, kind: str, key: str, *, ttl: timedelta | None = None) -
     token, host, pid = secrets.token_hex(16), hostname(), os.getpid()
     me: dict[str, Any] = {"token": token, "host": host, "pid": pid, "claimed_at": now,
                           "heartbeat_at": now}
-    try:
-        with s.begin_nested():
-            s.add(JobClaim(kind=kind, key=key, **me))
-        return ClaimAttempt(Claim(kind, key, token, host, pid, now))
-    except IntegrityError:
-        pass
-    row = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)).one_or_none()
-    if row is None:  # released between our insert and our read: try once more
-        with s.begin_nested():
-            s.add(JobClaim(kind=kind, key=key, **me))
-        return ClaimAttempt(Claim(kind, key, token, host, pid, now))
-    if _mine(row):  # re-entrant: the same token, renewed
-        row.heartbeat_at = now
-        return ClaimAttempt(Claim(kind, key, row.token, row.host, row.pid, now))
-    if not is_dead(row, now, ttl):
-        return ClaimAttempt(None, _holder(row, now))
-    previous = _holder(row, now)
-    res = _rowcount(s.execute(update(JobClaim).where(JobClaim.id == row.id,
-                                                     JobClaim.token == row.token).values(**me)
-                              .execution_options(synchronize_session=False)))
-    if res != 1:  # another claimant took it over first
-        s.expire(row)
-        fresh = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)).one()
-        return ClaimAttempt(None, _holder(fresh, now))
-    return ClaimAttempt(Claim(kind, key, token, host, pid, now, previous))
+    current = (select(JobClaim).filter_by(kind=kind, key=key)
+               .execution_options(populate_existing=True))
+    for _ in range(_CLAIM_ATTEMPTS):
+        try:
+            with s.begin_nested():
+                s.add(JobClaim(kind=kind, key=key, **me))
+            return ClaimAttempt(Claim(kind, key, token, host, pid, now))
+        except IntegrityError:
+            pass
+        row = s.scalars(current).one_or_none()
+        if row is None:  # released between our insert and our read: insert again
+            continue
+        if _mine(row):  # re-entrant: the same token, renewed
+            row.heartbeat_at = now
+            return ClaimAttempt(Claim(kind, key, row.token, row.host, row.pid, now))
+        if not is_dead(row, now, ttl):
+            return ClaimAttempt(None, _holder(row, now))
+        previous = _holder(row, now)
+        res = _rowcount(s.execute(update(JobClaim).where(JobClaim.id == row.id,
+                                                         JobClaim.token == row.token)
+                                  .values(**me)
+                                  .execution_options(synchronize_session=False)))
+        if res == 1:
+            return ClaimAttempt(Claim(kind, key, token, host, pid, now, previous))
+        fresh = s.scalars(current).one_or_none()
+        if fresh is not None:  # another claimant took it over first
+            return ClaimAttempt(None, _holder(fresh, now))
+        # released meanwhile (the row failed or finished elsewhere): insert again
+    raise BdgenError(f"claim {kind} {key} kept changing hands ({_CLAIM_ATTEMPTS} attempts); "
+                     "try again")
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -192,6 +208,14 @@ def _rowcount(result: Result[Any]) -> int:
 def release_in(s: Session, kind: str, key: str) -> None:
     """Drop the claim on (kind, key) inside the caller's transaction (work recorded)."""
     s.execute(delete(JobClaim).where(JobClaim.kind == kind, JobClaim.key == key))
+
+
+def release_claim_in(s: Session, claim: Claim) -> bool:
+    """Drop ``claim`` inside the caller's transaction if it is still ours; True when it
+    was."""
+    return _rowcount(s.execute(delete(JobClaim).where(
+        JobClaim.kind == claim.kind, JobClaim.key == claim.key,
+        JobClaim.token == claim.token).execution_options(synchronize_session=False))) == 1
 
 
 class Claims(StoreBase):
@@ -213,9 +237,7 @@ class Claims(StoreBase):
     def release_claim(self, claim: Claim) -> bool:
         """Drop the claim if still ours; True when it was."""
         with self.session() as s:
-            return _rowcount(s.execute(delete(JobClaim).where(
-                JobClaim.kind == claim.kind, JobClaim.key == claim.key,
-                JobClaim.token == claim.token))) == 1
+            return release_claim_in(s, claim)
 
     def claim_holder(self, kind: str, key: str) -> Holder | None:
         """The live holder of (kind, key), or None (free, or held by a dead process)."""

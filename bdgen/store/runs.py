@@ -22,6 +22,7 @@ from bdgen.store.claims import (
     claim_ttl,
     evaluation_key,
     generation_key,
+    release_claim_in,
     release_in,
 )
 from bdgen.store.engine import redact
@@ -180,12 +181,23 @@ class GenerationRuns(Claims, Identities):
             series = self._series(s, model_pk, self._method(s, spec).id, num_samples, steps,
                                   constraint_set)
             key = {"series_pk": series.id, "seed": seed}
-            row = s.scalars(select(GenerationRun).filter_by(**key)).one_or_none()
+            current = (select(GenerationRun).filter_by(**key)
+                       .execution_options(populate_existing=True))
+            row = s.scalars(current).one_or_none()
             if row is not None and row.status == "succeeded" and not force:
                 return GenerationClaim(row.id, None, None, done=True)
             attempt = claim_in(s, "generation", generation_key(series.id, seed))
             if attempt.claim is None:
                 return GenerationClaim(row.id if row else None, None, attempt.holder)
+            # Read the row again now that the claim is ours: on PostgreSQL the holder we
+            # replaced may have finished it (row succeeded + claim released, committed)
+            # after our first read. Keeping the stale row would win a claim on a done run
+            # (whose stale values, written back, change nothing: the row stays succeeded
+            # and nothing would ever release the claim).
+            row = s.scalars(current).one_or_none()
+            if row is not None and row.status == "succeeded" and not force:
+                release_claim_in(s, attempt.claim)
+                return GenerationClaim(row.id, None, None, done=True)
             existed = row is not None
             if row is None:
                 row = GenerationRun(**key)

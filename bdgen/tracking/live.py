@@ -4,6 +4,10 @@ Why batched: one ``log_batch`` costs about as much as one ``log_metric`` (~20-30
 SQLite), so points are buffered and sent together, at most every ``every_s`` seconds or
 when ``max_pending`` points wait. Each point keeps the wall-clock time it was *measured*
 (not the flush time), so the metric history has increasing timestamps across steps.
+
+A process killed outright loses what is still buffered: owners call :meth:`LiveMetrics.flush`
+at the points that must reach MLflow whatever happens next (training: each saved checkpoint,
+:mod:`bdgen.pipeline.tracked_train`).
 """
 
 from __future__ import annotations

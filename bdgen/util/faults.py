@@ -14,6 +14,8 @@ Points (where :func:`fault_point` is called):
 ``evaluate.computed``     a run's metrics computed, before the store row / MLflow run
 ``denoising.computed``    a model's denoising metrics computed, before they are recorded
 ``train.step``            after every logged training step (k counts log lines)
+``train.log-row``         a training-log row (loss or validation) handed to MLflow's
+                          live buffer (``pipeline.tracked_train``; k counts rows)
 ``import.file``           a result file imported into the store, before its MLflow runs
 ``sample_unit.between_seeds`` a study's sampling unit, after its first seed's file
 ========================  ==============================================================
