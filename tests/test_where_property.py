@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bdgen.pipeline.views import load_results
 from bdgen.errors import BdgenError
+from bdgen.pipeline.views import load_results
 from bdgen.report.profiles import apply_where, split_where
 from bdgen.store.api import Store
 
