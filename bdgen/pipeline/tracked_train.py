@@ -155,7 +155,7 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
             out = train_model(dataset_path, noise=noise, model=model, config=config,
                               out_dir=run_dir, resume=resume, device=device,
                               progress=progress and tty, on_metrics=on_row,
-                              on_checkpoint_saved=lambda step: live.flush())
+                              on_checkpoint_saved=lambda step: live.flush(), heartbeat=False)
         ref = track(ws.root, out.checkpoint)
         ckpt = load_checkpoint(out.checkpoint)
         mid = model_id(ckpt, ref.sha256)

@@ -132,14 +132,16 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
                 config: TrainConfig | None = None, out_dir: str | Path | None = None,
                 resume: bool = False, device: str = "auto", progress: bool = True,
                 on_metrics: Callable[[dict], None] | None = None,
-                on_checkpoint_saved: Callable[[int], None] | None = None) -> TrainOutcome:
+                on_checkpoint_saved: Callable[[int], None] | None = None,
+                heartbeat: bool = True) -> TrainOutcome:
     """Train (or resume) a v1 or v2 (``noise="learned"``) model on a prepared dataset;
     returns where the final checkpoint is and the run's figures.
 
     ``on_metrics(row)`` receives every ``train_log.jsonl`` row as it is written (``step``
     plus training-loss or validation fields): live tracking and progress lines.
     ``on_checkpoint_saved(step)`` is called once each checkpoint (the final one included)
-    is on disk: what a resume would continue from."""
+    is on disk: what a resume would continue from. ``heartbeat=False``: no progress lines
+    of its own without a terminal (the tracked job prints a richer one: losses, ETA)."""
     from bdgen.data.dataset import PreparedDataset
 
     config = config or TrainConfig()
@@ -214,7 +216,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             on_metrics(row)
 
     def on_log(step: int, loss: float, lr: float) -> None:
-        heartbeat.update_to(step, f"loss {loss:.4f}, lr {lr:.2e}")
+        beat.update_to(step, f"loss {loss:.4f}, lr {lr:.2e}")
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": step, "train_loss": loss, "lr": lr}
@@ -225,7 +227,8 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             on_metrics(row)
 
     # The trainer draws its own bar on a terminal; without one, heartbeat lines (>= 1 / 10 s).
-    with Progress(config.steps, "train", "step", bar=False, initial=resumed_from) as heartbeat:
+    with Progress(config.steps, "train", "step", bar=False, enabled=heartbeat,
+                  initial=resumed_from) as beat:
         result = trainer.run(on_checkpoint, on_validation, progress=progress and on_terminal(),
                              on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,
