@@ -28,6 +28,18 @@ def legacy_dir() -> str:
     return LEGACY_DIR
 
 
+@pytest.fixture(scope="session")
+def read_only_legacy_db(tmp_path_factory, legacy_dir) -> str:
+    """A SQLite store holding the 22 legacy results, imported once for the tests that only
+    read it (a module that writes to its store builds its own)."""
+    from bdgen.store.api import Store
+
+    path = str(tmp_path_factory.mktemp("legacy-db") / "legacy.db")
+    with Store.open(path) as store:
+        store.import_result_files([legacy_dir])
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _isolated_tracking_env():
     """Each test sees the MLflow/bdgen environment it started with (no leaks between tests)."""

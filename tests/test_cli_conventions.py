@@ -35,14 +35,9 @@ def run(*args: str, code: int = 0, columns: str = "") -> str:
     return res.output
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory, legacy_dir) -> str:
-    from bdgen.store.api import Store
-
-    path = str(tmp_path_factory.mktemp("conv") / "legacy.db")
-    with Store.open(path) as store:
-        store.import_result_files([legacy_dir])
-    return path
+@pytest.fixture
+def db(read_only_legacy_db) -> str:
+    return read_only_legacy_db  # read only here: the session's shared legacy store
 
 
 def _all_commands() -> list[tuple[str, ...]]:

@@ -22,14 +22,9 @@ COMPARED = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0",
             "random_topp0.9_no_remask")
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory, legacy_dir) -> str:
-    from bdgen.store.api import Store
-
-    path = str(tmp_path_factory.mktemp("welch") / "legacy.db")
-    with Store.open(path) as store:
-        store.import_result_files([legacy_dir])
-    return path
+@pytest.fixture
+def db(read_only_legacy_db) -> str:
+    return read_only_legacy_db  # read only here: the session's shared legacy store
 
 
 def _out(*args: str) -> str:
