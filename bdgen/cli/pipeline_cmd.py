@@ -138,9 +138,8 @@ def sweep(ctx: click.Context, models: list[str], methods: list[str], seeds: list
     def given(name: str) -> bool:  # typed on the command line (not a default)
         return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
-    def pick(name: str, value, grid_key: str | None = None):
-        key = grid_key or name
-        return grid[key] if key in grid and not given(name) else value
+    def pick(name: str, value):  # the grid's value unless the option was typed
+        return grid[name] if name in grid and not given(name) else value
 
     if not models and "models" not in grid:
         raise click.UsageError("give --model and --method, or --params")
