@@ -147,3 +147,32 @@ def test_grid_from_params_yaml(tmp_path):
     assert (grid["seeds"], grid["num_samples"], grid["steps"], grid["device"]) == (
         [7, 8], 30, 9, "cpu")
     assert grid["workspace"].root == (tmp_path / "ws").resolve()
+
+
+def test_sweep_cli_takes_the_grid_from_params_and_typed_options_win(tmp_path, monkeypatch):
+    """`bdgen sweep --params`: the grid's models are used; a typed `--model` replaces them."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from bdgen.cli.main import cli
+    from bdgen.pipeline.workspace import init_workspace
+
+    params = {"workspace": "ws", "data": {}, "models": {"a": {}},
+              "methods": {"x": "random_argmax_no_remask"}, "seeds": [7],
+              "generate": {"num_samples": 30, "steps": 9, "device": "cpu"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "results" / "models").mkdir(parents=True)
+    (tmp_path / "results" / "models" / "a.json").write_text(
+        json.dumps({"model_id": "v1-loglinear-aaaaaaaaaa"}))
+    init_workspace(tmp_path / "ws", dvc=False, mlflow=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["sweep", "--params", "params.yaml", "--no-mlflow"])
+    assert res.exit_code == 2 and "'v1-loglinear-aaaaaaaaaa' is neither" in res.output
+    res = runner.invoke(cli, ["sweep", "--params", "params.yaml", "--model", "nothere.pt",
+                              "--no-mlflow"])
+    assert res.exit_code == 2 and "checkpoint nothere.pt does not exist" in res.output
+    res = runner.invoke(cli, ["sweep", "--no-mlflow"])
+    assert res.exit_code == 2 and "give --model and --method, or --params" in res.output
