@@ -197,8 +197,8 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
     ws = workspace_of(params, params_path)
     if not ws.marker.exists():
         raise BdgenError(f"no workspace at {ws.root} (run the prepare stage first)")
-    keys = {read_receipt(r)["model_id"]: read_receipt(r).get("model_key", Path(r).stem)
-            for r in receipts}
+    docs = [(Path(r).stem, read_receipt(r)) for r in receipts]
+    keys = {doc["model_id"]: doc.get("model_key", stem) for stem, doc in docs}
     wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
     name = str((params.get("leaderboard") or {}).get("profile", AUTO_PROFILE))
     beside = Path(params_path).resolve().parent / name
