@@ -201,6 +201,8 @@ def main() -> None:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
                                          else [])
         m = Method.parse(args.methods.split(",")[0])
+        if args.precision != "fp32":  # the method as timed above, with its precision
+            m = dataclasses.replace(m, precision=args.precision)
         with profile(activities=acts) as prof:
             sample(model, process, vocab, rooms, m, args.steps, args.seed, device,
                    batch_size=args.batch_size, cuda_graphs=graphs)
