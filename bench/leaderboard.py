@@ -70,6 +70,31 @@ def build(db: str, runs: int, batch: int = 2000) -> None:
           f"{time.perf_counter() - t0:.0f} s")
 
 
+#: The methods the compare cases put side by side.
+COMPARED = ("llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0")
+
+
+def min_runs() -> int:
+    """The fewest runs whose store has both compared methods for the first model (models
+    are filled in order, method by method, seed by seed)."""
+    return max(layout.methods().index(m) for m in COMPARED) * len(layout.SEEDS) + 1
+
+
+def compare_model(db: str, model: str, a: str, b: str) -> str:
+    """The model whose ``b`` the compare case sets against ``model``'s ``a``: the last
+    model that has ``b`` (another one when the store has several; with fewer than two
+    full models the later ones hold only the first methods, so it may be ``model``)."""
+    from bdgen.pipeline.views import load_results
+
+    found = {(r.model, r.method)
+             for r in load_results(db, (), [f"method={a},{b}"], per_seed=False)}
+    missing = [m for m in (a, b) if (model, m) not in found]
+    if missing:
+        raise SystemExit(f"{db}: model {model} has no results of {', '.join(missing)}; the "
+                         f"compare cases need a store of at least {min_runs()} runs")
+    return max(m for m, method in found if method == b)
+
+
 def timed(fn, repeat: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
@@ -87,6 +112,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary store")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.runs < min_runs():
+        ap.error(f"--runs {args.runs}: the compare cases need at least {min_runs()} runs "
+                 f"(the first model's {COMPARED[0]} and {COMPARED[1]})")
 
     tmp = None
     db = args.db
@@ -107,8 +135,9 @@ def main() -> None:
     from bdgen.report.tables import compare_table, leaderboard_table, render, resolve_names
 
     names = layout.methods()
-    model = "bench-v1-loglinear-0000"
-    a, b = "llada_topp0.9_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"
+    model = layout.model_ids(1)[0]
+    a, b = COMPARED
+    other = compare_model(db, model, a, b)
 
     def board(profile: str, models=()):
         prof = load_profile(profile)
@@ -132,7 +161,7 @@ def main() -> None:
         ("leaderboard --model M (default profile)", lambda: board("default", (model,))),
         ("leaderboard --model M (preferred)", lambda: board("preferred", (model,))),
         ("compare A B (labels, one model each)",
-         lambda: cmp(f"{model}/{a}", f"bench-v1-loglinear-0001/{b}")),
+         lambda: cmp(f"{model}/{a}", f"{other}/{b}")),
     ]
     print(f"in-process latency (median of {args.repeat}):")
     for label, fn in cases:

@@ -188,3 +188,48 @@ def worker_claim_then_finish(url: str, seed: int, claimed, go, finished, leave) 
     finished.set()
     leave.wait(120)
     store.close()
+
+
+def worker_frozen_holder(url: str, seed: int, claimed, go, queue, leave) -> None:
+    """Claim the generation run of ``seed``, set ``claimed``; on ``go`` (the parent froze
+    this process meanwhile and took its claim over) try to finish and fail the run, with
+    and without its claim, and report each outcome (exception type name, message) to
+    ``queue``; stay alive until ``leave``."""
+    from bdgen.store.api import Store
+
+    store = Store.open(url)
+    got = store.claim_generation_run(MODEL, METHOD, seed, 100, 10)
+    assert got.won and got.run_id is not None, got
+    claimed.set()
+    go.wait(120)
+    attempts = {
+        "finish": lambda: store.finish_generation_run(got.run_id, "b" * 64, "/stale.pt",
+                                                      claim=got.claim),
+        "fail": lambda: store.fail_run(got.run_id, "woke up", claim=got.claim),
+        "finish_unclaimed": lambda: store.finish_generation_run(got.run_id, "b" * 64,
+                                                                "/stale.pt"),
+    }
+    outcomes = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            outcomes[name] = ("ok", "")
+        except BaseException as exc:  # reported to the parent, which judges it
+            outcomes[name] = (type(exc).__name__, str(exc))
+    queue.put(outcomes)
+    leave.wait(120)
+    store.close()
+
+
+def worker_claim_on_go(url: str, seed: int, go, queue, leave) -> None:
+    """On ``go``, claim the generation run of ``seed`` and report (won, done, pid of the
+    holder it took over or None) to ``queue``; stay alive (holding it) until ``leave``."""
+    from bdgen.store.api import Store
+
+    store = Store.open(url)
+    go.wait(120)
+    got = store.claim_generation_run(MODEL, METHOD, seed, 100, 10)
+    took = got.claim.took_over if got.claim is not None else None
+    queue.put((got.won, got.done, took.pid if took is not None else None))
+    leave.wait(120)
+    store.close()

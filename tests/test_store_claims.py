@@ -252,3 +252,128 @@ def test_a_dead_claim_released_during_its_takeover_is_claimed_afresh(store_url):
     assert store.release_claim(again.claim)
     other.close()
     store.close()
+
+
+# --- a holder frozen past its lease, whose claim another process took over ---------------
+def test_a_holder_frozen_past_its_lease_records_nothing_over_its_successor(store_url,
+                                                                             monkeypatch):
+    """A holder is frozen (SIGSTOP: alive, silent) past the lease expiry and this process
+    takes its claim over. Woken, it finishes or fails the run: it used to drop the claim
+    by (kind, key), i.e. the successor's, and mark the successor's run done or failed.
+    Now its claim (by token) is gone, so it gets ClaimLost and records nothing; without
+    its claim it may not touch a run a live process holds. The successor's work stands."""
+    import time
+
+    from _store_support import worker_frozen_holder
+
+    store = Store.open(store_url)
+    _prepare(store)
+    ctx = mp.get_context("spawn")
+    claimed, go, leave, queue = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=worker_frozen_holder,
+                       args=(store_url, 17, claimed, go, queue, leave))
+    proc.start()  # with the default lease (60 s): this process's claim stays live for it
+    try:
+        assert claimed.wait(120), "the holder never claimed"
+        os.kill(proc.pid, signal.SIGSTOP)
+        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
+        time.sleep(1.2)
+        taken = store.claim_generation_run(MODEL, METHOD, 17, 100, 10)
+        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
+        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        outcomes = queue.get(timeout=120)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        leave.set()
+        proc.join(60)
+    assert proc.exitcode == 0
+    me = f"pid {os.getpid()} on host"
+    for name in ("finish", "fail"):
+        kind, msg = outcomes[name]
+        assert kind == "ClaimLost" and me in msg and "nothing was recorded" in msg, outcomes
+    kind, msg = outcomes["finish_unclaimed"]
+    assert kind == "BdgenError" and f"claimed by {me}" in msg, outcomes
+    # the successor's claim and running row are untouched, and it finishes them
+    assert [h.pid for _, _, h in store.live_claims("generation")] == [os.getpid()]
+    row = store.generation_run(taken.run_id)
+    assert (row.status, row.samples_sha256, row.samples_path) == ("running", None, None)
+    store.finish_generation_run(taken.run_id, "c" * 64, "/fresh.pt", claim=taken.claim)
+    row = store.generation_run(taken.run_id)
+    assert (row.status, row.samples_sha256) == ("succeeded", "c" * 64)
+    assert store.live_claims() == []
+    with pytest.raises(BdgenError, match="claim was lost"):  # finished: released
+        store.fail_run(taken.run_id, "late", claim=taken.claim)
+    assert store.generation_run(taken.run_id).status == "succeeded"
+    store.close()
+
+
+def test_a_takeover_inside_the_holders_finish_wins_and_the_finish_records_nothing(
+        store_url, monkeypatch):
+    """The holder (this process, silent past its lease) starts finishing its run; another
+    process takes the claim over after the holder read the run row, before it touched the
+    claim. PostgreSQL lets the takeover commit there: the finish must then find its claim
+    gone (by token), raise ClaimLost and record nothing (it used to delete the successor's
+    claim and mark the run succeeded under it). SQLite serialises writers: the takeover
+    waits, the finish lands first, and the claimant finds the run done."""
+    import time
+
+    from _store_support import worker_claim_on_go
+    from sqlalchemy import event
+
+    from bdgen.store.claims import ClaimLost
+
+    store = Store.open(store_url)
+    _prepare(store)
+    got = store.claim_generation_run(MODEL, METHOD, 19, 100, 10)
+    assert got.won
+    monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # the claimant's lease: ours expires
+    ctx = mp.get_context("spawn")
+    go, leave, queue = ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=worker_claim_on_go, args=(store_url, 19, go, queue, leave))
+    proc.start()
+    time.sleep(1.2)
+    pg = store.engine.dialect.name == "postgresql"
+    fired: list[tuple | None] = []
+
+    def _step(conn, cursor, statement, parameters, context, executemany) -> None:
+        sql = statement.lstrip()
+        if fired or not (sql.startswith("SELECT") and "FROM generation_runs" in sql):
+            return
+        go.set()  # the takeover happens now, inside our finish's transaction
+        try:
+            fired.append(queue.get(timeout=60 if pg else 2))
+        except Exception:  # noqa: BLE001 - queue.Empty: it waits for our write lock
+            fired.append(None)
+
+    try:
+        event.listen(store.engine, "before_cursor_execute", _step)
+        try:
+            if pg:
+                with pytest.raises(ClaimLost, match=f"now held by pid {proc.pid}"):
+                    store.finish_generation_run(got.run_id, "a" * 64, "/stale.pt",
+                                                claim=got.claim)
+            else:
+                store.finish_generation_run(got.run_id, "a" * 64, "/s.pt", claim=got.claim)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", _step)
+        assert fired, "the finish never read its run row"
+        if pg:  # the takeover committed inside the finish, which then recorded nothing
+            assert fired[0] == (True, False, os.getpid())
+            assert [h.pid for _, _, h in store.live_claims("generation")] == [proc.pid]
+            row = store.generation_run(got.run_id)
+            assert (row.status, row.samples_sha256) == ("running", None)
+        else:  # the takeover waited for the finish, and then found the run done
+            assert fired[0] is None
+            assert queue.get(timeout=120) == (False, True, None)
+            assert store.live_claims() == []
+            row = store.generation_run(got.run_id)
+            assert (row.status, row.samples_sha256) == ("succeeded", "a" * 64)
+    finally:
+        go.set()
+        leave.set()
+        proc.join(60)
+    assert proc.exitcode == 0
+    store.close()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bdgen.errors import BdgenError
-from bdgen.pipeline.progress_heartbeat import ProgressHeartbeat
+from bdgen.pipeline.progress import StepProgress
 from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.store.api import Store
 from bdgen.tracking import NullTracker, Tracker, dvc_file, track
@@ -156,8 +156,8 @@ def test_live_metrics_flush_at_a_bounded_rate_with_measurement_timestamps(tracke
 
 def test_heartbeat_prints_progress_lines_without_a_tty():
     out = io.StringIO()  # not a TTY
-    with ProgressHeartbeat("train", 100, every_s=0.05, stream=out) as beat:
-        assert beat.enabled
+    with StepProgress("train", 100, interval=0.05, stream=out) as beat:
+        assert beat.lines
         beat.update(10, loss=2.5)
         time.sleep(0.3)
         beat.update(60, loss=1.25)
@@ -167,7 +167,7 @@ def test_heartbeat_prints_progress_lines_without_a_tty():
     assert lines[0].startswith("train: step 10/100 (10%), loss 2.5000")
     assert lines[-1].startswith("train: step 60/100 (60%), loss 1.2500") and "eta" in lines[-1]
     quiet = io.StringIO()
-    with ProgressHeartbeat("train", 100, every_s=0.05, stream=quiet, enabled=False) as beat:
+    with StepProgress("train", 100, interval=0.05, stream=quiet, enabled=False) as beat:
         beat.update(1)
         time.sleep(0.15)
     assert quiet.getvalue() == ""

@@ -46,7 +46,7 @@ from bdgen.pipeline.units import (
 )
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, Store
-from bdgen.store.claims import Claim, claim_ttl
+from bdgen.store.claims import Claim, ClaimLost, claim_ttl
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,8 @@ class _Sweep:
         self.inflight: dict[Future, Unit] = {}
         self.rows: dict[int, Cell] = {}
         self.held: dict[int, Claim] = {}   # generation claims this driver holds for units
+        self.claims: dict[int, Claim] = {}  # every claim it took, renewed or not: its units
+        #                                    finish or fail their rows under these only
         self.renewed = time.monotonic()
         self.done_cells: set[Cell] = set()
         self.evaluated: set[int] = set()
@@ -253,7 +255,7 @@ class _Sweep:
                     assert got.run_id is not None and got.claim is not None
                     claims.append((seed, got.run_id))
                     self.rows[got.run_id] = cell
-                    self.held[got.run_id] = got.claim
+                    self.held[got.run_id] = self.claims[got.run_id] = got.claim
             if left:
                 self.todo[key] = left
             else:
@@ -297,7 +299,8 @@ class _Sweep:
             for f in res.files:
                 self.submit(engine, RecordUnit(
                     unit.model_path, unit.model_id, unit.method, f, unit.num_samples,
-                    unit.steps, unit.batch_size, unit.device, unit.renders, self.evaluate))
+                    unit.steps, unit.batch_size, unit.device, unit.renders, self.evaluate,
+                    self.claims.get(f.row)))
         elif isinstance(unit, RecordUnit):
             for gid in res.generated:
                 self._generated(gid)
@@ -329,7 +332,10 @@ class _Sweep:
                 [unit.made.row] if isinstance(unit, RecordUnit) else [])
         for row in rows:  # a dead worker cannot mark its rows: do it here
             if self.store.generation_run(row).status == "running":
-                self.store.fail_run(row, msg)
+                try:
+                    self.store.fail_run(row, msg, claim=self.claims.get(row))
+                except ClaimLost as lost:  # another process has the row now: theirs
+                    log.warning("generation run %s not marked failed: %s", row, lost)
             if self.store.generation_run(row).status == "succeeded":
                 self._generated(row)
             else:

@@ -31,6 +31,7 @@ from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import guidance_plot, render_bubbles
 from bdgen.pipeline.result_runs import ResultKey, dataset_ref, result_parent
 from bdgen.pipeline.workspace import Workspace
+from bdgen.store.claims import Claim, ClaimLost
 from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
 from bdgen.util.faults import fault_point
 
@@ -125,7 +126,7 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                 with Heartbeat(ctx.store, got.claim):
                     records.append(_generate_one(ctx, setup, method, seed, num_samples,
                                                  steps, row_id, target, batch_size, device,
-                                                 renders))
+                                                 renders, claim=got.claim))
     return records
 
 
@@ -148,11 +149,17 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                   num_samples: int, steps: int, row_id: int, target: Path,
                   batch_size: int | None, device: str, renders: int,
                   sampled: tuple[SampleOutput, float] | None = None,
-                  made: GenerateResult | None = None) -> GenerationRecord:
+                  made: GenerateResult | None = None,
+                  claim: Claim | None = None) -> GenerationRecord:
     """One (method, seed): MLflow run, sampling, DVC, then the row is marked succeeded.
     ``sampled``: the seed's samples when they were drawn already (a seed batch); ``made``:
     its samples file when it was written already (a study's sampling unit), only
-    registered here (its sha256 is checked again by :func:`track`)."""
+    registered here (its sha256 is checked again by :func:`track`).
+
+    ``claim``: the row's claim (this process's, or the sweep driver's that submitted the
+    unit). The row is finished or failed under it only; when it was lost meanwhile (this
+    process frozen past the lease expiry and the run taken over), :class:`ClaimLost` is
+    raised and the row, which is the new holder's now, is left alone."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
     cs_id = setup.constraint_set_id(method)
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
@@ -195,11 +202,15 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                 _log_diagnostics(run, ctx.workspace, res.diagnostics, f"{name} seed {seed}")
             if renders and ctx.tracker.enabled:
                 _log_renders(run, ctx.workspace, res.path, f"{name} seed {seed}", renders)
-            ctx.store.finish_generation_run(row_id, ref.sha256, ref.path,
+            ctx.store.finish_generation_run(row_id, ref.sha256, ref.path, claim=claim,
                                             mlflow_run_id=run.run_id,
                                             duration_s=time.perf_counter() - start)
     except BaseException as exc:
-        ctx.store.fail_run(row_id, f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, ClaimLost):
+            try:
+                ctx.store.fail_run(row_id, f"{type(exc).__name__}: {exc}", claim=claim)
+            except ClaimLost as lost:  # the run is another process's now: leave it
+                log.warning("%s seed %s: not marked failed: %s", name, seed, lost)
         raise
     return GenerationRecord(mid, name, seed, num_samples, steps, row_id, run.run_id,
                             ref.path, ref.md5, ref.sha256)

@@ -5,8 +5,8 @@ checkpoint DVC-tracked, dataset and model rows in the store (order: :mod:`.conte
 
 Live: every ``train_log.jsonl`` row goes to :class:`~bdgen.tracking.live.LiveMetrics` as it
 is written (flushed at most every ``live_every_s``), so the MLflow UI shows the curve
-growing; without a terminal a :class:`~bdgen.pipeline.progress_heartbeat.ProgressHeartbeat`
-prints a progress line every 10 s instead of tqdm's bar.
+growing; without a terminal a :class:`~bdgen.pipeline.progress.StepProgress` logs a
+progress line (losses, rate, ETA) every 10 s instead of tqdm's bar.
 
 Killed runs: the buffer is also flushed each time a checkpoint is saved, so a run killed
 outright (SIGKILL, OOM: no cleanup) has its curve in MLflow at least up to its last
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from bdgen.pipeline.checkpoints import register_checkpoint
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import loss_curves
-from bdgen.pipeline.progress_heartbeat import ProgressHeartbeat
+from bdgen.pipeline.progress import StepProgress, on_terminal
 from bdgen.pipeline.train import (
     FINAL_NAME,
     SPLIT_FRACTIONS,
@@ -141,9 +140,8 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
         latest = latest_checkpoint(run_dir) if resume and log_path.exists() else None
         if latest is not None:  # the curve up to where this run continues
             _log_curves(run, log_path, upto=load_checkpoint(latest).step)
-        tty = sys.stderr.isatty()
         with LiveMetrics(run, every_s=live_every_s) as live, \
-                ProgressHeartbeat("train", config.steps, enabled=progress and not tty) as beat:
+                StepProgress("train", config.steps, enabled=progress) as beat:
             def on_row(row: dict) -> None:
                 live.add({f"curve/{k}": row[k] for k in CURVES if k in row}, row["step"])
                 beat.update(row["step"], **{k: row[k] for k in ("train_loss", "val_loss")
@@ -154,7 +152,7 @@ def _train_tracked(ctx: JobContext, ds: PreparedDataset, dataset_path: str | Pat
 
             out = train_model(dataset_path, noise=noise, model=model, config=config,
                               out_dir=run_dir, resume=resume, device=device,
-                              progress=progress and tty, on_metrics=on_row,
+                              progress=progress and on_terminal(), on_metrics=on_row,
                               on_checkpoint_saved=lambda step: live.flush(), heartbeat=False)
         ref = track(ws.root, out.checkpoint)
         ckpt = load_checkpoint(out.checkpoint)

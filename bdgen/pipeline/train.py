@@ -47,7 +47,7 @@ from bdgen.errors import BdgenError
 from bdgen.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bdgen.model.denoiser import BDDenoiser, model_preset
 from bdgen.model.fast_forward import FastDenoiser
-from bdgen.pipeline.progress import Progress, on_terminal
+from bdgen.pipeline.progress import StepProgress, on_terminal
 from bdgen.pipeline.workspace import Workspace
 from bdgen.util.device import resolve_device
 from bdgen.util.faults import fault_point
@@ -216,7 +216,7 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
             on_metrics(row)
 
     def on_log(step: int, loss: float, lr: float) -> None:
-        beat.update_to(step, f"loss {loss:.4f}, lr {lr:.2e}")
+        beat.update(step, loss=loss, lr=f"{lr:.2e}")
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "train_log.jsonl", "a") as fh:
             row = {"step": step, "train_loss": loss, "lr": lr}
@@ -226,9 +226,8 @@ def train_model(dataset_path: str | Path, noise: str = "loglinear", model: str =
         if on_metrics:
             on_metrics(row)
 
-    # The trainer draws its own bar on a terminal; without one, heartbeat lines (>= 1 / 10 s).
-    with Progress(config.steps, "train", "step", bar=False, enabled=heartbeat,
-                  initial=resumed_from) as beat:
+    # The trainer draws its own bar on a terminal; without one, progress lines (>= 1 / 10 s).
+    with StepProgress("train", config.steps, enabled=heartbeat) as beat:
         result = trainer.run(on_checkpoint, on_validation, progress=progress and on_terminal(),
                              on_log=on_log)
     return TrainOutcome(run_dir / FINAL_NAME, run_dir, result.step, result.final_loss,

@@ -28,11 +28,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bdgen.errors import BdgenError
 from bdgen.util.faults import fault_point
 from bdgen.util.provenance import hostname
+
+if TYPE_CHECKING:
+    from bdgen.store.claims import Claim
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ class RecordUnit:
     device: str = "auto"
     renders: int = 6
     evaluate: bool = True
+    claim: Claim | None = None  # the row's claim (the sweep's): finished under it only
 
     @property
     def key(self) -> str:
@@ -278,7 +282,8 @@ def _record(ctx, unit: RecordUnit, res: UnitResult) -> None:
                           unit.num_samples, unit.steps, f.wall_s, f.samples_per_s,
                           f.model_calls)
     rec = _generate_one(ctx, setup, method, f.seed, unit.num_samples, unit.steps, f.row,
-                        Path(f.path), unit.batch_size, unit.device, unit.renders, made=made)
+                        Path(f.path), unit.batch_size, unit.device, unit.renders, made=made,
+                        claim=unit.claim)
     res.generated.append(rec.generation_run_id)
     res.seconds["tracking"] = time.perf_counter() - t
 

@@ -35,6 +35,11 @@ API (all on :class:`~bdgen.store.api.Store`; results are frozen dataclasses)::
     else:
         print(attempt.holder.describe())           # "pid 123 on host h, heartbeat 4 s ago"
 
+A run row is finished or failed by its holder only: ``finish_generation_run`` and
+``fail_run`` take the holder's claim and drop exactly that one, by token
+(:func:`settle_in`); a holder whose claim was taken over meanwhile gets
+:class:`ClaimLost` and records nothing.
+
 Clocks: heartbeats are compared with the claimant's clock (UTC), so hosts sharing a store
 need clocks within a few seconds of each other (NTP).
 """
@@ -203,6 +208,47 @@ def claim_in(s: Session, kind: str, key: str, *, ttl: timedelta | None = None) -
 def _rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE/DELETE matched (its result is a CursorResult)."""
     return cast("CursorResult[Any]", result).rowcount
+
+
+class ClaimLost(BdgenError):
+    """The caller's claim is no longer its own: another process took it over (this one was
+    frozen, or its heartbeat silent, past the lease expiry) or the work was finished or
+    failed elsewhere. Whatever the caller meant to record was not recorded."""
+
+
+def settle_in(s: Session, kind: str, key: str, claim: Claim | None, what: str) -> None:
+    """Drop the claim on (kind, key) inside the caller's transaction, before it records
+    the guarded work as finished or failed; raise instead when the caller may not.
+
+    * ``claim`` given (the caller holds it): only that claim is dropped, matched by its
+      token; when it is gone (taken over, or released by whoever finished or failed the
+      work) :class:`ClaimLost` is raised, so the caller's transaction records nothing and
+      the new holder's claim and work stand.
+    * ``claim`` None (a caller that holds no claim object: tests, administrative fixes,
+      a sweep failing a dead worker's rows): the caller acts as a claimant would
+      (:func:`claim_in`): it may when the claim is free, this process's, or dead, and a
+      live holder's claim is an error naming that holder.
+    """
+    if claim is not None:
+        if (claim.kind, claim.key) != (kind, key):
+            raise BdgenError(f"claim {claim.kind} {claim.key} does not guard {what} "
+                             f"({kind} {key})")
+        if not release_claim_in(s, claim):
+            now = utcnow()
+            row = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)
+                            .execution_options(populate_existing=True)).one_or_none()
+            now_held = (f"now held by {_holder(row, now).describe()}" if row is not None
+                        else "released meanwhile (finished or failed elsewhere)")
+            raise ClaimLost(f"{what}: this process's claim was lost ({now_held}), "
+                            "probably while it was frozen past the lease expiry; nothing "
+                            "was recorded")
+        return
+    attempt = claim_in(s, kind, key)
+    if attempt.claim is None:
+        assert attempt.holder is not None
+        raise BdgenError(f"{what} is claimed by {attempt.holder.describe()}; only its "
+                         "holder may finish or fail it")
+    release_claim_in(s, attempt.claim)
 
 
 def release_in(s: Session, kind: str, key: str) -> None:

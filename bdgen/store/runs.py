@@ -23,7 +23,7 @@ from bdgen.store.claims import (
     evaluation_key,
     generation_key,
     release_claim_in,
-    release_in,
+    settle_in,
 )
 from bdgen.store.engine import redact
 from bdgen.store.identities import Identities
@@ -216,14 +216,29 @@ class GenerationRuns(Claims, Identities):
             return GenerationClaim(row.id, attempt.claim, None)
 
     def finish_generation_run(self, run_id: int, sha256: str, path: str | Path, *,
-                              mlflow_run_id: str | None = None,
+                              claim: Claim | None = None, mlflow_run_id: str | None = None,
                               duration_s: float | None = None) -> None:
-        """Mark a running generation run succeeded, with its samples file and hash."""
+        """Mark a running generation run succeeded, with its samples file and hash, and
+        drop its claim.
+
+        ``claim``: the claim the caller holds on the run (from
+        :meth:`start_generation_claim` / :meth:`claim_generation_run`, possibly taken by
+        another process: a sweep's driver claims, its worker finishes). Only that claim is
+        dropped, matched by its token. A holder whose claim is no longer its own (taken
+        over while it was frozen past the lease expiry, or the run finished or failed
+        elsewhere) gets :class:`~bdgen.store.claims.ClaimLost` and nothing is recorded:
+        the new holder's claim, row and samples stand. Without ``claim`` the caller must
+        be free to claim the run itself (no live holder other than this process;
+        :func:`~bdgen.store.claims.settle_in`).
+        """
         now = utcnow()
         with self.session() as s:
             row = s.get(GenerationRun, run_id)
             if row is None:
                 raise BdgenError(f"generation run {run_id} not found in {redact(self.url)}")
+            settle_in(s, "generation", generation_key(row.series_pk, row.seed), claim,
+                      f"generation run {run_id}")
+            s.refresh(row)  # as it is now that the claim was checked (PostgreSQL)
             if row.status == "succeeded":
                 raise BdgenError(f"generation run {run_id} is already finished")
             row.status, row.finished_at, row.error = "succeeded", now, None
@@ -232,12 +247,22 @@ class GenerationRuns(Claims, Identities):
                 (now - row.started_at).total_seconds() if row.started_at else None)
             if mlflow_run_id is not None:
                 row.mlflow_run_id = mlflow_run_id
-            release_in(s, "generation", generation_key(row.series_pk, row.seed))
             s.flush()  # a failed run that succeeds again counts its evaluations again
             summaries.refresh(s.connection(), [row.series_pk])
 
-    def fail_run(self, run_id: int, error: str, *, kind: str = "generation") -> None:
-        """Mark a run (``kind``: generation | evaluation | denoising) failed with a reason."""
+    def fail_run(self, run_id: int, error: str, *, kind: str = "generation",
+                 claim: Claim | None = None) -> None:
+        """Mark a run (``kind``: generation | evaluation | denoising) failed with a reason,
+        and drop its claim.
+
+        ``claim``: the claim the caller holds on the run; as for
+        :meth:`finish_generation_run`, only that claim is dropped, and a holder that lost
+        it gets :class:`~bdgen.store.claims.ClaimLost` with nothing recorded (the run is
+        someone else's now: failing it would discard their work). Without ``claim`` the
+        caller may fail a run nobody holds, or one whose holder is this process or dead
+        (a sweep failing the rows of a worker that died); a live holder's run is an
+        error.
+        """
         kinds: dict[str, type[GenerationRun | EvaluationRun | DenoisingEvaluation]] = {
             "generation": GenerationRun, "evaluation": EvaluationRun,
             "denoising": DenoisingEvaluation}
@@ -251,10 +276,11 @@ class GenerationRuns(Claims, Identities):
                        s.get(cls, run_id))
             if row is None:
                 raise BdgenError(f"{kind} run {run_id} not found in {redact(self.url)}")
+            settle_in(s, *_claim_of(s, row), claim, f"{kind} run {run_id}")
+            s.refresh(row)
             row.status, row.finished_at, row.error = "failed", now, str(error)[:2000]
             if row.started_at:
                 row.duration_s = (now - row.started_at).total_seconds()
-            release_in(s, *_claim_of(s, row))
             if not isinstance(row, DenoisingEvaluation):  # its evaluations no longer count
                 s.flush()
                 dropped = _drop_measurements(s, row) if isinstance(row, GenerationRun) else []
