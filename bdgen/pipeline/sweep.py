@@ -490,7 +490,7 @@ def sweep_from_params(params_path: str | Path) -> dict:
         models.append(str(read_receipt(receipt)["model_id"]))
     gen = params.get("generate") or {}
     return {"workspace": workspace_of(params, params_path), "models": models,
-            "methods": list((params.get("methods") or {}).values()),
+            "methods": list(params["methods"]),
             "seeds": [int(s) for s in params.get("seeds") or []],
             "num_samples": int(gen.get("num_samples", 1000)),
             "steps": int(gen.get("steps", 100)), "device": str(gen.get("device", "auto"))}
