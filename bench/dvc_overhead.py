@@ -80,8 +80,8 @@ def in_layout_of(params: dict, theirs: dict) -> dict:
     """``params`` (the layout of c8220b9: a full training config per model, methods as a
     key -> name mapping) in the layout of a revision's params.yaml ``theirs``: since issue
     18's exp-show change, a shared ``train`` recipe with per-model overrides and methods
-    as a list of names."""
-    if not isinstance(theirs.get("methods"), list):
+    as a mapping from each name to {}."""
+    if "train" not in theirs:
         return params
     models = params["models"]
     shared = {k: v for k, v in next(iter(models.values())).items()
@@ -89,7 +89,7 @@ def in_layout_of(params: dict, theirs: dict) -> dict:
     return {**params, "train": shared,
             "models": {key: {k: v for k, v in m.items() if k not in shared}
                        for key, m in models.items()},
-            "methods": list(params["methods"].values())}
+            "methods": {m: {} for m in params["methods"].values()}}
 
 
 def _clone(rev: str, into: Path, params: dict) -> Path:

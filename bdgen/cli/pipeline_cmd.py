@@ -80,7 +80,8 @@ def result(method: str, model_receipt: Path, params_path: str, out: Path, headli
               type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of the headline metrics, one row per result (dvc plots).")
 @click.option("--summary", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="DVC metrics file: per model, the top method and its headline metrics.")
+              help="DVC metrics file: the top result, its headline metrics and the "
+                   "number of results.")
 def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path,
                 summary: Path | None) -> None:
     """Rank the methods of the models in params `models` and print the leaderboard."""

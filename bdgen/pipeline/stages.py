@@ -13,11 +13,11 @@ the workspace and the store.
 Granularity (issue 17): one ``result`` stage per (model, method) generates and evaluates
 all seeds in one process, so a study pays one start-up per result, not one per (seed, job),
 and changing one method re-runs only its stages (the method's name is in the stage's name
-and command). Views (issue 18): the only DVC metrics file is ``results/summary.json`` (per
-model: the leaderboard's top method and its :data:`DVC_METRICS`), so ``dvc exp show`` has a
-handful of metric columns; each result's :data:`DVC_METRICS` (means over seeds) are in
-``results/metrics/<model>/<method>.json`` and ``results/plots/headline.csv`` (one row per
-result), which feeds ``dvc plots show`` / ``dvc plots diff``.
+and command). Views (issue 18): the only DVC metrics file is ``results/summary.json``
+(:func:`summary_of`: the leaderboard's top result, its :data:`DVC_METRICS`, the number of
+results), so ``dvc exp show`` has seven metric columns at any grid. Each result's
+:data:`DVC_METRICS` (means over seeds) are in ``results/metrics/<model>/<method>.json`` and
+``results/plots/headline.csv`` (one row per result), the data of ``dvc plots show/diff``.
 
 Imports are deferred to the stage that needs them: a stage process pays only for what it
 uses (torch for training and sampling, mlflow only in the stages that log to it).
@@ -59,11 +59,28 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     for key in ("workspace", "data", "models", "methods", "seeds", "generate"):
         if key not in params:
             raise BdgenError(f"{p}: missing key {key!r}")
-    methods = params["methods"]
-    if not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
-        raise BdgenError(f"{p}: methods must be a list of canonical method names "
-                         f"(e.g. - llada_topp0.9_no_remask), got {methods!r}")
+    method_names(params, p)  # refuses other forms
     return params
+
+
+def method_names(params: dict, where: str | Path = "params.yaml") -> list[str]:
+    """The canonical names of params ``methods``: a mapping from each name to ``{}`` (the
+    shipped form: DVC makes no column of an empty mapping, so ``dvc exp show`` / ``dvc
+    params diff`` stay terminal-sized at any number of methods) or a list of names (one
+    ``dvc exp show`` column holding the whole list). dvc.yaml's matrix takes either."""
+    methods = params.get("methods")
+    if isinstance(methods, dict) and all(v in ({}, None) for v in methods.values()):
+        names = list(methods)
+    elif isinstance(methods, list):
+        names = methods
+    else:
+        raise BdgenError(f"{where}: methods must map each canonical method name to {{}} "
+                         "(e.g. `llada_topp0.9_no_remask: {}`) or list the names; got "
+                         f"{methods!r} (a key -> name mapping is the old form: the names "
+                         "are the keys now)")
+    if not all(isinstance(m, str) and m for m in names) or len(set(names)) != len(names):
+        raise BdgenError(f"{where}: methods must be distinct method names, got {names!r}")
+    return names
 
 
 def _param(params: dict, *keys: str) -> Any:
@@ -214,7 +231,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
         raise BdgenError(f"no workspace at {ws.root} (run the prepare stage first)")
     docs = [(Path(r).stem, read_receipt(r)) for r in receipts]
     keys = {doc["model_id"]: doc.get("model_key", stem) for stem, doc in docs}
-    wanted = {m for name in _param(params, "methods") for m in (name, f"v2_{name}")}
+    wanted = {m for name in method_names(params) for m in (name, f"v2_{name}")}
     name = str((params.get("leaderboard") or {}).get("profile", AUTO_PROFILE))
     beside = Path(params_path).resolve().parent / name
     profile = (AUTO_PROFILE if name == AUTO_PROFILE
@@ -228,26 +245,24 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
     atomic_write_text(out_md, render(table, "markdown", False))
     atomic_write_text(plots, plot_rows(results, keys))
     if summary is not None:
-        write_receipt(summary, summary_of(ranking.rows or ranking.unconstrained, results, keys))
+        atomic_write_json(summary, summary_of(ranking.rows or ranking.unconstrained, results,
+                                              keys), indent=2)  # key order kept: dvc columns
     return render(table, "table", False)
 
 
 def summary_of(rows: Sequence[RankedRow], results: Sequence[MethodResult],
                keys: dict[str, str]) -> dict:
-    """The pipeline's DVC metrics: per model key, the leaderboard's top method (``top``: that
-    model's first row in ``rows``) with its :data:`DVC_METRICS`, and ``results``: how many
-    of that model's results the leaderboard saw (the grid's methods once it is complete).
-    A handful of keys per model, so that ``dvc exp show`` / ``dvc metrics show`` stay
-    terminal-sized at any number of methods."""
-    out: dict[str, dict] = {}
-    for row in rows:
-        key = keys[row.result.model]
-        if key not in out:
-            out[key] = {"top": row.result.method, **headline(row.result)}
-    for r in results:
-        entry = out.setdefault(keys[r.model], {})
-        entry["results"] = entry.get("results", 0) + 1
-    return {k: out[k] for k in sorted(out)}
+    """The pipeline's DVC metrics, in this order: ``top``, the leaderboard's first result
+    (``<model key>/<method>``), its :data:`DVC_METRICS`, and ``results``, how many results the
+    leaderboard ranked (models x methods once the grid is complete). Seven keys whatever the
+    grid, so that ``dvc exp show`` / ``dvc metrics show`` stay terminal-sized (per-model
+    tops would not: two method names and ten metric columns are wider than 200 characters);
+    every result's values are in the plots and the leaderboard."""
+    out: dict = {}
+    if rows:
+        best = rows[0].result
+        out = {"top": f"{keys[best.model]}/{best.method}", **headline(best)}
+    return {**out, "results": len(results)}
 
 
 def plot_rows(results: Sequence[MethodResult], keys: dict[str, str]) -> str:
