@@ -9,13 +9,16 @@ Default baselines: c8220b9 (before issue 18: metrics per (model, method, seed)) 
 Nothing is trained: for each layout, a scratch git + DVC repository gets the revision's
 dvc.yaml, a params.yaml of the grid in the revision's params layout and the metrics / plot
 files the pipeline's stages write (fabricated values, the real file layout and keys),
-committed; then one method's param and one metric are changed in the workspace. Printed per
+committed; then one method, ``generate.num_samples`` and one metric are changed in the
+workspace. Printed per
 layout: ``dvc exp show --csv`` column count (dependency-hash columns included, empty without
 a dvc.lock), whether the ``dvc exp show --no-pager`` table at ``COLUMNS=200`` shows every
-metric column and every column (DVC drops the columns that do not fit and puts a ``…``
-column), ``dvc metrics show`` lines and longest line, ``dvc metrics diff`` / ``dvc params
-diff`` longest line, ``dvc dag`` width, and whether ``dvc plots show`` wrote HTML with the
-data.
+metric column and every column (DVC collapses the columns that do not fit, right to left,
+into ``…`` columns) and the narrowest ``COLUMNS`` that shows every metric column (the table
+has the workspace, the baseline and one named experiment saved with ``dvc exp save``, so
+dependency hashes are filled in), ``dvc metrics show`` lines and longest line, ``dvc
+metrics diff`` / ``dvc params diff`` longest line, ``dvc dag`` width, and whether ``dvc plots
+show`` wrote HTML with the data.
 """
 
 from __future__ import annotations
@@ -105,9 +108,12 @@ def _fabricate(repo: Path, layout: str, params: dict, rng: random.Random) -> Pat
         _write(repo / "results" / "plots" / "headline.csv", buf.getvalue())
         if layout == "summary":
             first = repo / "results" / "summary.json"
-            top = f"{next(iter(params['models']))}/{next(iter(params['methods'].values()))}"
-            _write(first, {"top": top, **vals(NEW_KEYS),
-                           "results": len(params["models"]) * len(params["methods"])})
+            # the widest `top` the grid can have (the table's width depends on it)
+            top = max((f"{m}/{'v2_' if m == 'v2' else ''}{name}" for m in params["models"]
+                       for name in params["methods"].values()), key=len)
+            first.write_text(json.dumps(  # in the stage's key order, which DVC keeps
+                {"top": top, **vals(NEW_KEYS),
+                 "results": len(params["models"]) * len(params["methods"])}, indent=2))
     assert first is not None
     return first
 
@@ -119,6 +125,11 @@ def _sh(repo: Path, *args: str, columns: int = 100000) -> str:
     if res.returncode != 0:
         sys.exit(f"{' '.join(args)}: {res.stderr[-1500:]}")
     return res.stdout
+
+
+WIDEST = 4000
+_OUTS = ("from dvc.repo import Repo\n"
+         "print(*(o.def_path for s in Repo('.').index.stages for o in s.outs))")
 
 
 def _metric_count(repo: Path) -> int:
@@ -157,30 +168,50 @@ def measure(rev: str | None, params: dict, tmp: Path) -> dict:
     _sh(repo, "git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "grid")
     first_key = next(iter(params["methods"]))
     params = {**params, "methods": {**params["methods"],
-                                    first_key: "llada_topp0.95_no_remask"}}
+                                    first_key: "llada_topp0.95_no_remask"},
+              "generate": {**params["generate"], "num_samples": 2000}}
     (repo / "params.yaml").write_text(yaml.safe_dump(in_layout_of(params, theirs),
                                                      sort_keys=False))
     metrics = json.loads(changed.read_text())
     metrics["validity_rate"] = 0.5
     changed.write_text(json.dumps(metrics))
-    exp_csv = _sh(repo, DVC, "exp", "show", "--csv")
-    header = next(csv.reader(io.StringIO(exp_csv)))
-    metric_cols = header[5:5 + _metric_count(repo)]  # after Experiment, rev, typ, ...
-    table = _sh(repo, DVC, "exp", "show", "--no-pager", columns=200)
-    words = set(" ".join(table.splitlines()[:4]).split())  # the header row(s)
     shown = _sh(repo, DVC, "metrics", "show")
-    out = {"layout": layout,
-           "exp show --csv columns": len(header),
-           "exp show table (200 wide): every metric": all(c in words for c in metric_cols),
-           "exp show table (200 wide): every column": "…" not in table,
-           "exp show table longest line": _width(table),
+    out: dict = {"layout": layout,
+                 "metrics show lines": len(shown.splitlines()),
+                 "metrics show longest line": _width(shown),
+                 "metrics diff longest line": _width(_sh(repo, DVC, "metrics", "diff")),
+                 "params diff longest line": _width(_sh(repo, DVC, "params", "diff")),
+                 "dag width": _width(_sh(repo, DVC, "dag"))}
+    # ... then saved as an experiment, so that the exp show table has a named experiment
+    # row and dependency hashes, as after `dvc exp run`; every output the stages would have
+    # written has to exist for that
+    for path in _sh(repo, sys.executable, "-c", _OUTS).split():
+        if not (repo / path).exists():
+            _write(repo / path, "{}")
+    _sh(repo, DVC, "exp", "save", "-n", "more-samples")
+    header = next(csv.reader(io.StringIO(_sh(repo, DVC, "exp", "show", "--csv"))))
+    metric_cols = header[5:5 + _metric_count(repo)]  # after Experiment, rev, typ, ...
+
+    def table(width: int) -> str:
+        return _sh(repo, DVC, "exp", "show", "--no-pager", columns=width)
+
+    def every_metric(width: int) -> bool:  # in the header row(s), not collapsed into "…"
+        return set(metric_cols) <= set(" ".join(table(width).splitlines()[:4]).split())
+
+    narrowest: int | str = f">{WIDEST}"
+    if every_metric(WIDEST):
+        lo, hi = 40, WIDEST  # every_metric(hi) holds
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if every_metric(mid) else (mid, hi)
+        narrowest = hi
+    out = {"exp show --csv columns": len(header),
+           "exp show table (200 wide): every metric": every_metric(200),
+           "exp show table (200 wide): every column": "…" not in table(200),
+           "exp show table: narrowest width with every metric": narrowest,
            "exp show --only-changed columns": len(next(csv.reader(io.StringIO(
                _sh(repo, DVC, "exp", "show", "--csv", "--only-changed"))))),
-           "metrics show lines": len(shown.splitlines()),
-           "metrics show longest line": _width(shown),
-           "metrics diff longest line": _width(_sh(repo, DVC, "metrics", "diff")),
-           "params diff longest line": _width(_sh(repo, DVC, "params", "diff")),
-           "dag width": _width(_sh(repo, DVC, "dag"))}
+           **out}
     if layout != "old":
         _sh(repo, DVC, "plots", "show", "-o", str(repo.with_name(repo.name + "-plots")))
         html = (repo.with_name(repo.name + "-plots") / "index.html").read_text()
