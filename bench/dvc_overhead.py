@@ -86,10 +86,13 @@ def in_layout_of(params: dict, theirs: dict) -> dict:
     models = params["models"]
     shared = {k: v for k, v in next(iter(models.values())).items()
               if k != "noise" and all(m.get(k) == v for m in models.values())}
-    return {**params, "train": shared,
-            "models": {key: {k: v for k, v in m.items() if k not in shared}
-                       for key, m in models.items()},
-            "methods": {m: {} for m in params["methods"].values()}}
+    new = {"train": shared,
+           "models": {key: {k: v for k, v in m.items() if k not in shared}
+                      for key, m in models.items()},
+           "methods": {m: {} for m in params["methods"].values()}}
+    order = [k for k in theirs if k in params or k in new]  # the revision's key order
+    return {k: new.get(k, params.get(k)) for k in [*order, *(k for k in params
+                                                              if k not in order)]}
 
 
 def _clone(rev: str, into: Path, params: dict) -> Path:
