@@ -205,7 +205,7 @@ def measure(rev: str | None, params: dict, tmp: Path) -> dict:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if every_metric(mid) else (mid, hi)
         narrowest = hi
-    out = {"exp show --csv columns": len(header),
+    out = {"layout": out.pop("layout"), "exp show --csv columns": len(header),
            "exp show table (200 wide): every metric": every_metric(200),
            "exp show table (200 wide): every column": "…" not in table(200),
            "exp show table: narrowest width with every metric": narrowest,
