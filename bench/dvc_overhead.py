@@ -76,10 +76,31 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     return wall, res.stdout
 
 
+def in_layout_of(params: dict, theirs: dict) -> dict:
+    """``params`` (the layout of c8220b9: a full training config per model, methods as a
+    key -> name mapping) in the layout of a revision's params.yaml ``theirs``: since issue
+    18's exp-show change, a shared ``train`` recipe with per-model overrides and methods
+    as a mapping from each name to {}."""
+    if "train" not in theirs:
+        return params
+    models = params["models"]
+    shared = {k: v for k, v in next(iter(models.values())).items()
+              if k != "noise" and all(m.get(k) == v for m in models.values())}
+    new = {"train": shared,
+           "models": {key: {k: v for k, v in m.items() if k not in shared}
+                      for key, m in models.items()},
+           "methods": {m: {} for m in params["methods"].values()}}
+    order = [k for k in theirs if k in params or k in new]  # the revision's key order
+    return {k: new.get(k, params.get(k)) for k in [*order, *(k for k in params
+                                                              if k not in order)]}
+
+
 def _clone(rev: str, into: Path, params: dict) -> Path:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(into)], check=True)
     subprocess.run(["git", "-C", str(into), "checkout", "-q", rev], check=True)
-    (into / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    theirs = yaml.safe_load((into / "params.yaml").read_text())
+    (into / "params.yaml").write_text(yaml.safe_dump(in_layout_of(params, theirs),
+                                                     sort_keys=False))
     if not (into / ".dvc").is_dir():
         subprocess.run([str(VENV_BIN / "dvc"), "init", "-q"], cwd=into, check=True,
                        env=_env(into))

@@ -7,7 +7,14 @@
 The store (SQLite, in a temp dir) holds either the imported legacy folder or 22 synthetic
 methods x 5 seeds with every legacy per-seed metric, the stratified validity per room count
 and model-level denoising metrics. The baseline is ``git archive REV bdgen`` unpacked in the
-temp dir (default: the last commit whose HTML report drew matplotlib PNGs). Each round runs
+temp dir (default: the last commit whose HTML report drew matplotlib PNGs). Each tree gets
+its own store, built from the same input by that tree's own code (a subprocess with its
+package first on the path): a store is at the schema revision of the code that made it,
+and a tree refuses a store at a revision it does not know (the baseline's schema head is
+0002, this tree's newer), so one shared store cannot serve both. The synthetic values are
+the same in both (same seed, same metric names); the legacy folder is imported by each
+tree's importer (``Store.import_result_files``, or ``legacy_import.import_paths`` before
+it), so the two ``comparison.md`` files also check that both read the folder alike. Each round runs
 the baseline and this tree once, alternately, as subprocesses (Python start-up and imports
 included), each into its own output folder; the figures are medians over the rounds, wall
 time and CPU time (user + sys of the child), plus the load average before and after (the
@@ -31,11 +38,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bdgen.diffusion.method import Method  # noqa: E402
-from bdgen.eval.registry import DENOISING_T_GRID, LEGACY_PER_SEED_ORDER  # noqa: E402
-from bdgen.store.api import Store  # noqa: E402
 
 #: The last commit of main whose report drew its plots with matplotlib.
 MATPLOTLIB_REPORT = "301fc0b4246c596cc26bc7eda97311b06e2fbadf"
@@ -43,7 +45,12 @@ SEEDS = (42, 123, 456, 789, 1337)
 
 
 def synthetic_store(db: str, n_methods: int = 22) -> None:
-    """22 methods x 5 seeds of one model, random but plausible values."""
+    """22 methods x 5 seeds of one model, random but plausible values (with the bdgen first
+    on ``sys.path``: :func:`build_store` runs it under each tree's)."""
+    from bdgen.diffusion.method import Method
+    from bdgen.eval.registry import DENOISING_T_GRID, LEGACY_PER_SEED_ORDER
+    from bdgen.store.api import Store
+
     rng = random.Random(0)
     names = [Method(u, top_p=tp, **r).format()
              for u in ("llada", "random") for tp in (None, 0.9)
@@ -72,11 +79,36 @@ def synthetic_store(db: str, n_methods: int = 22) -> None:
 
 
 def legacy_store(db: str, folder: str) -> None:
+    from bdgen.store.api import Store
+
     store = Store.open(db)
     try:
-        store.import_result_files([folder])
+        if hasattr(store, "import_result_files"):
+            reports = store.import_result_files([folder])
+        else:  # a baseline from before the importer moved onto the Store
+            from bdgen.store.legacy_import import import_paths
+            reports = import_paths(store, [folder])
     finally:
         store.close()
+    failed = [r for r in reports if getattr(r, "status", "") == "failed"]
+    if failed:
+        sys.exit(f"{len(failed)} legacy file(s) failed to import: {failed[:3]}")
+
+
+_BUILD = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the tree's bdgen, then this file's folder
+from report import legacy_store, synthetic_store
+legacy_store(sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else synthetic_store(sys.argv[3])
+"""
+
+
+def build_store(tree: Path, db: str, legacy: str | None) -> None:
+    """The store at ``db`` built by ``tree``'s own bdgen (a subprocess; cwd=tree so that
+    no other bdgen is found first)."""
+    subprocess.run([sys.executable, "-c", _BUILD, str(tree), str(Path(__file__).parent), db,
+                    *([legacy] if legacy else [])], cwd=tree, check=True,
+                   env=dict(os.environ, PYTHONPATH=str(tree)))
 
 
 def timed(tree: Path, args: list[str]) -> tuple[float, float]:
@@ -98,7 +130,7 @@ import sys, time
 try:
     from bdgen.pipeline.views import load_results
 except ImportError:  # a baseline from before the views moved out of the CLI
-    from bdgen.pipeline.views import load_results
+    from bdgen.cli.leaderboard import load_results
 from bdgen.report.comparison_md import build_comparison
 from bdgen.report.document import extra_sections, ordered
 from bdgen.report.profiles import load_profile
@@ -132,27 +164,27 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "bdgen"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-        db = str(Path(tmp) / "s.db")
-        if args.legacy:
-            legacy_store(db, args.legacy)
-            what = f"legacy folder {args.legacy}"
-        else:
-            synthetic_store(db)
-            what = "synthetic, 22 methods x 5 seeds"
+        trees = {"baseline": base, "this tree": ROOT}
+        dbs = {name: str(Path(tmp) / f"{name.replace(' ', '_')}.db") for name in trees}
+        for name, tree in trees.items():  # each tree's store, by its own code
+            build_store(tree, dbs[name], args.legacy)
+        what = (f"legacy folder {args.legacy}" if args.legacy
+                else "synthetic, 22 methods x 5 seeds")
         extra = ["--expect", args.expect] if args.expect else []
         runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "this tree": []}
         renders: dict[str, list[float]] = {"baseline": [], "this tree": []}
         load0 = os.getloadavg()
         for k in range(args.repeat):
-            for name, tree in (("baseline", base), ("this tree", ROOT)):
+            for name, tree in trees.items():
                 out = Path(tmp) / f"{name.replace(' ', '_')}_{k}"
-                runs[name].append(timed(tree, ["report", "--db", db, "--out", str(out),
+                runs[name].append(timed(tree, ["report", "--db", dbs[name], "--out", str(out),
                                                *extra]))
-                renders[name].append(html_only(tree, db))
+                renders[name].append(html_only(tree, dbs[name]))
         load1 = os.getloadavg()
         mds = [[ln for ln in (Path(tmp) / f"{n}_0" / "comparison.md").read_text().splitlines()
                 if not ln.startswith("**Generated**")] for n in ("baseline", "this_tree")]
-        print(f"store: {what}; baseline {args.baseline[:12]}; {args.repeat} rounds; "
+        print(f"store: {what} (one per tree, built by its code); baseline "
+              f"{args.baseline[:12]}; {args.repeat} rounds; "
               f"{os.cpu_count()} CPUs")
         print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
             *load0, *load1))
@@ -169,6 +201,11 @@ def main() -> None:
         print(f"speed-up (baseline / this tree, wall medians): "
               f"{med['baseline'] / med['this tree']:.1f}x")
         print("comparison.md identical apart from the time stamp:", mds[0] == mds[1])
+        if mds[0] != mds[1]:  # e.g. wording changed since the baseline: say where
+            import difflib
+            for line in list(difflib.unified_diff(mds[0], mds[1], "baseline", "this tree",
+                                                  n=0, lineterm=""))[:12]:
+                print("  " + line[:160])
 
 
 if __name__ == "__main__":

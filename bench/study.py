@@ -128,7 +128,7 @@ def run_dvc(root: Path, sz: dict) -> dict:
                             "batch_size": 64, "warmup_steps": 5, "val_every": 10**6,
                             "log_every": 50, "checkpoint_every": 10**6, "seed": 0}
                         for k in ("loglinear", "linear")}
-    params["methods"] = {f"m{i}": m for i, m in enumerate(sz["methods"])}
+    params["methods"] = {m: {} for m in sz["methods"]}
     params["seeds"] = list(sz["seeds"])
     params["generate"] = {"num_samples": sz["n"], "steps": sz["steps"], "device": "cpu"}
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

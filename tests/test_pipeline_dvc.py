@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = {
     "workspace": "workspace",
     "data": {"source": "synthetic", "num_graphs": 300, "seed": 0},
-    "models": {"v1": {"noise": "loglinear", "preset": "tiny", "steps": 20, "batch_size": 32,
-                      "warmup_steps": 5, "val_every": 10, "log_every": 10,
-                      "checkpoint_every": 1000}},
-    "methods": {"random": "random_argmax_no_remask", "llada": "llada_topp0.9_no_remask"},
+    "train": {"preset": "tiny", "steps": 20, "batch_size": 32, "warmup_steps": 5,
+              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
+    "models": {"v1": {"noise": "loglinear"}},
+    "methods": {"random_argmax_no_remask": {}, "llada_topp0.9_no_remask": {}},
     "seeds": [1, 2],
     "generate": {"num_samples": 30, "steps": 10, "device": "cpu"},
     "leaderboard": {"profile": "configs/pipeline-leaderboard.yaml"},
@@ -61,12 +61,21 @@ def test_dvc_repro_in_a_fresh_clone(tmp_path):
     assert "random_argmax_no_remask" in tail and "llada_topp0.9_no_remask" in tail
     rows = _plot_rows(clone)
     assert set(rows) == {"v1/random_argmax_no_remask", "v1/llada_topp0.9_no_remask"}
-    metrics = json.loads((clone / "results/metrics/v1/llada.json").read_text())
+    metrics = json.loads((clone / "results/metrics/v1/llada_topp0.9_no_remask.json")
+                         .read_text())
     assert set(metrics) == set(DVC_METRICS)  # a handful of headline keys per result
     assert 0.0 <= metrics["validity_rate"] <= 1.0
     assert float(rows["v1/llada_topp0.9_no_remask"]["validity_rate"]) == \
         metrics["validity_rate"]
-    receipt = json.loads((clone / "results/runs/v1/llada.json").read_text())
+    # the one DVC metrics file: the leaderboard's top result, its headline, the count
+    summary = json.loads((clone / "results/summary.json").read_text())
+    assert list(summary) == ["top", *DVC_METRICS, "results"] and summary["results"] == 2
+    board = (clone / "results/leaderboard.md").read_text()  # rows in rank order
+    first = min(("random_argmax_no_remask", "llada_topp0.9_no_remask"), key=board.index)
+    assert summary["top"] == f"v1/{first}"
+    assert {k: summary[k] for k in DVC_METRICS} == {
+        k: float(rows[f"v1/{first}"][k]) for k in DVC_METRICS}
+    receipt = json.loads((clone / "results/runs/v1/llada_topp0.9_no_remask.json").read_text())
     assert [r["seed"] for r in receipt["runs"]] == [1, 2]  # all seeds in one stage
     assert (clone / "workspace" / "bdgen.toml").exists()  # made by the first stage
 
@@ -75,24 +84,47 @@ def test_dvc_repro_in_a_fresh_clone(tmp_path):
     assert "Running stage" not in second.stdout
 
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["methods"]["llada"] = "llada_topp0.95_no_remask"
+    params["methods"] = {"random_argmax_no_remask": {}, "llada_topp0.95_no_remask": {}}
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = _dvc(clone, "status", "--json")
-    assert set(json.loads(status.stdout)) == {"result@v1-llada"}
+    status = _dvc(clone, "status", "--json")  # the new result, and the ranking of the grid
+    assert set(json.loads(status.stdout)) == {"result@v1-llada_topp0.95_no_remask",
+                                              "leaderboard"}
     third = _dvc(clone, "repro")
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     ran = {line.split("'")[1] for line in third.stdout.splitlines()
            if line.startswith("Running stage")}
-    assert ran == {"result@v1-llada", "leaderboard"}
+    assert ran == {"result@v1-llada_topp0.95_no_remask", "leaderboard"}
     assert set(_plot_rows(clone)) == {"v1/random_argmax_no_remask",
                                       "v1/llada_topp0.95_no_remask"}
 
     # the views: metrics, params and plots of DVC itself
     shown = _dvc(clone, "metrics", "show", "--json")
     assert shown.returncode == 0, shown.stderr
+    exp = _dvc(clone, "exp", "show", "--csv")
+    assert exp.returncode == 0, exp.stderr
+    header = next(csv.reader(exp.stdout.splitlines()))
+    assert "top" in header and not any("methods" in c for c in header)
+    assert not any("metrics/" in c for c in header)  # no per-result metric columns
     plots = _dvc(clone, "plots", "show", "-o", str(tmp_path / "plots"))
     assert plots.returncode == 0, plots.stdout + plots.stderr
     html = (tmp_path / "plots" / "index.html").read_text()
     for metric in DVC_METRICS:
         assert metric in html
     assert "v1/llada_topp0.95_no_remask" in html  # the data is inlined
+
+
+def test_methods_are_names_mapped_to_empty_or_a_list_and_the_old_mapping_is_refused(tmp_path):
+    from bdgen.errors import BdgenError
+    from bdgen.pipeline.stages import load_params, method_names
+
+    names = ["random_argmax_no_remask", "llada_topp0.9_no_remask"]
+    assert method_names({"methods": dict.fromkeys(names, {})}) == names
+    assert method_names({"methods": names}) == names
+    old = {**TINY_PARAMS, "methods": {"random": names[0], "llada": names[1]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(BdgenError, match="old form: the names are the keys"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(BdgenError, match="distinct"):
+        method_names({"methods": [names[0], names[0]]})
+    shipped = load_params(REPO / "params.yaml")  # the quick start's own file
+    assert len(method_names(shipped)) == len(shipped["methods"]) >= 1

@@ -132,7 +132,7 @@ def test_grid_from_params_yaml(tmp_path):
     from bdgen.pipeline.sweep import sweep_from_params
 
     params = {"workspace": "ws", "data": {}, "models": {"a": {}, "b": {}},
-              "methods": {"x": "random_argmax_no_remask", "y": "llada_topp0.9_no_remask"},
+              "methods": ["random_argmax_no_remask", "llada_topp0.9_no_remask"],
               "seeds": [7, 8], "generate": {"num_samples": 30, "steps": 9, "device": "cpu"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(BdgenError, match="model 'a' of .* has no receipt"):
@@ -160,7 +160,7 @@ def test_sweep_cli_takes_the_grid_from_params_and_typed_options_win(tmp_path, mo
     from bdgen.pipeline.workspace import init_workspace
 
     params = {"workspace": "ws", "data": {}, "models": {"a": {}},
-              "methods": {"x": "random_argmax_no_remask"}, "seeds": [7],
+              "methods": ["random_argmax_no_remask"], "seeds": [7],
               "generate": {"num_samples": 30, "steps": 9, "device": "cpu"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "results" / "models").mkdir(parents=True)

@@ -50,23 +50,24 @@ def train(model_key: str, data_receipt: Path, params_path: str, out: Path,
 
 
 @pipeline.command()
-@click.argument("method_key")
+@click.argument("method")
 @click.option("--model", "model_receipt", required=True,
               type=click.Path(dir_okay=False, path_type=Path))
 @_PARAMS
 @_OUT
-@click.option("--metrics", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="DVC metrics file: the result's headline metrics (means over seeds).")
+@click.option("--headline", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON of the result's headline metrics (means over seeds).")
 @_NO_MLFLOW
-def result(method_key: str, model_receipt: Path, params_path: str, out: Path, metrics: Path,
+def result(method: str, model_receipt: Path, params_path: str, out: Path, headline: Path,
            no_mlflow: bool) -> None:
-    """Generate params `methods.METHOD_KEY` with every seed of params `seeds` from a trained
-    model's receipt, and evaluate each run (one process for the whole result)."""
+    """Generate METHOD (a canonical name, one of params `methods`) with every seed of params
+    `seeds` from a trained model's receipt, and evaluate each run (one process for the
+    whole result)."""
     from bdgen.pipeline.stages import load_params, stage_result
 
-    r = stage_result(load_params(params_path), model_receipt, method_key, out, metrics,
+    r = stage_result(load_params(params_path), model_receipt, method, out, headline,
                      params_path, no_mlflow)
-    click.echo(f"{r['model_id']}/{r['method']}: {len(r['runs'])} seed(s) -> {metrics}")
+    click.echo(f"{r['model_id']}/{r['method']}: {len(r['runs'])} seed(s) -> {headline}")
 
 
 @pipeline.command()
@@ -78,13 +79,17 @@ def result(method_key: str, model_receipt: Path, params_path: str, out: Path, me
 @click.option("--plots", "plots", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of the headline metrics, one row per result (dvc plots).")
-def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path) -> None:
+@click.option("--summary", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="DVC metrics file: the top result, its headline metrics and the "
+                   "number of results.")
+def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path,
+                summary: Path | None) -> None:
     """Rank the methods of the models in params `models` and print the leaderboard."""
     from bdgen.pipeline.stages import load_params, stage_leaderboard
 
     params = load_params(params_path)
     receipts = [models_dir / f"{key}.json" for key in params["models"]]
-    click.echo(stage_leaderboard(params, receipts, out_md, plots, params_path))
+    click.echo(stage_leaderboard(params, receipts, out_md, plots, params_path, summary))
 
 
 @click.command()

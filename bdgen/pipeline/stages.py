@@ -12,9 +12,12 @@ the workspace and the store.
 
 Granularity (issue 17): one ``result`` stage per (model, method) generates and evaluates
 all seeds in one process, so a study pays one start-up per result, not one per (seed, job),
-and changing one method re-runs only its stages. Views (issue 18): the DVC metrics are the
-:data:`DVC_METRICS` of each result (``results/metrics/<model>/<method>.json``, means over
-seeds); ``results/plots/headline.csv`` (one row per result) feeds ``dvc plots show``.
+and changing one method re-runs only its stages (the method's name is in the stage's name
+and command). Views (issue 18): the only DVC metrics file is ``results/summary.json``
+(:func:`summary_of`: the leaderboard's top result, its :data:`DVC_METRICS`, the number of
+results), so ``dvc exp show`` has seven metric columns at any grid. Each result's
+:data:`DVC_METRICS` (means over seeds) are in ``results/metrics/<model>/<method>.json`` and
+``results/plots/headline.csv`` (one row per result), the data of ``dvc plots show/diff``.
 
 Imports are deferred to the stage that needs them: a stage process pays only for what it
 uses (torch for training and sampling, mlflow only in the stages that log to it).
@@ -37,6 +40,7 @@ from bdgen.util.atomic import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from bdgen.eval.aggregate import MethodResult
+    from bdgen.report.ranking import RankedRow
 
 #: The headline metrics of a result kept as DVC metrics and plotted (a handful, so that
 #: ``dvc metrics show`` / ``dvc exp show`` stay readable): the pipeline profile's priorities.
@@ -55,7 +59,28 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     for key in ("workspace", "data", "models", "methods", "seeds", "generate"):
         if key not in params:
             raise BdgenError(f"{p}: missing key {key!r}")
+    method_names(params, p)  # refuses other forms
     return params
+
+
+def method_names(params: dict, where: str | Path = "params.yaml") -> list[str]:
+    """The canonical names of params ``methods``: a mapping from each name to ``{}`` (the
+    shipped form: DVC makes no column of an empty mapping, so ``dvc exp show`` / ``dvc
+    params diff`` stay terminal-sized at any number of methods) or a list of names (one
+    ``dvc exp show`` column holding the whole list). dvc.yaml's matrix takes either."""
+    methods = params.get("methods")
+    if isinstance(methods, dict) and all(v in ({}, None) for v in methods.values()):
+        names = list(methods)
+    elif isinstance(methods, list):
+        names = methods
+    else:
+        raise BdgenError(f"{where}: methods must map each canonical method name to {{}} "
+                         "(e.g. `llada_topp0.9_no_remask: {}`) or list the names; got "
+                         f"{methods!r} (a key -> name mapping is the old form: the names "
+                         "are the keys now)")
+    if not all(isinstance(m, str) and m for m in names) or len(set(names)) != len(names):
+        raise BdgenError(f"{where}: methods must be distinct method names, got {names!r}")
+    return names
 
 
 def _param(params: dict, *keys: str) -> Any:
@@ -118,19 +143,24 @@ def stage_prepare(params: dict, out: Path, params_path: str | Path = "params.yam
 
 def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
                 params_path: str | Path = "params.yaml", no_mlflow: bool = False) -> dict:
-    """Train ``models.<key>`` (reusing or resuming the run directory of the same identity)."""
+    """Train ``models.<key>`` over the shared ``train`` recipe (reusing or resuming the run
+    directory of the same identity)."""
     from bdgen.diffusion.trainer import TrainConfig
     from bdgen.pipeline.tracked_train import tracked_train
 
     ws = workspace_of(params, params_path)
-    cfg = dict(_param(params, "models", model_key))
+    own = _param(params, "models", model_key)
+    shared = params.get("train") or {}
+    if not isinstance(own, dict) or not isinstance(shared, dict):
+        raise BdgenError(f"params.yaml: train and models.{model_key} must be mappings")
+    cfg = {**shared, **own}
     noise = cfg.pop("noise", "loglinear")
     preset = cfg.pop("preset", "small")
     device = cfg.pop("device", "cpu")
     fields = set(TrainConfig.__dataclass_fields__)
     unknown = set(cfg) - fields
     if unknown:
-        raise BdgenError(f"params.yaml models.{model_key}: unknown keys {sorted(unknown)}; "
+        raise BdgenError(f"params.yaml train / models.{model_key}: unknown keys {sorted(unknown)}; "
                          f"valid: noise, preset, device, {', '.join(sorted(fields))}")
     config = TrainConfig(**cfg)
     data = read_receipt(data_receipt)
@@ -144,18 +174,18 @@ def stage_train(params: dict, model_key: str, data_receipt: Path, out: Path,
     return receipt
 
 
-def stage_result(params: dict, model_receipt: Path, method_key: str, out: Path,
+def stage_result(params: dict, model_receipt: Path, method: str, out: Path,
                  metrics: Path, params_path: str | Path = "params.yaml",
                  no_mlflow: bool = False) -> dict:
-    """One result: ``methods.<key>`` generated with every seed of params ``seeds`` and each
-    run evaluated, in one process. ``out``: the receipt (one entry per seed); ``metrics``: the
-    result's :data:`DVC_METRICS` (means over the seeds, as the store aggregates them)."""
+    """One result: ``method`` (a canonical name; dvc.yaml passes each of params ``methods``)
+    generated with every seed of params ``seeds`` and each run evaluated, in one process.
+    ``out``: the receipt (one entry per seed); ``metrics``: the result's :data:`DVC_METRICS`
+    (means over the seeds, as the store aggregates them)."""
     from bdgen.pipeline.store import open_store
     from bdgen.pipeline.tracked_evaluate import tracked_evaluate
     from bdgen.pipeline.tracked_generate import tracked_generate
 
     ws = workspace_of(params, params_path)
-    method = _param(params, "methods", method_key)
     seeds = [int(s) for s in _param(params, "seeds")]
     gen = _param(params, "generate")
     model = read_receipt(model_receipt)
@@ -174,7 +204,7 @@ def stage_result(params: dict, model_receipt: Path, method_key: str, out: Path,
         raise BdgenError(f"{runs[0].model_id}/{name}: the store has no result over seeds "
                          f"{seeds} after evaluating them")
     receipt = {"model_key": model.get("model_key", Path(model_receipt).stem),
-               "model_id": runs[0].model_id, "method_key": method_key, "method": name,
+               "model_id": runs[0].model_id, "method": name,
                **where,
                "runs": [{"seed": g.seed, "generation_run_id": g.generation_run_id,
                          "evaluation_run_id": e.evaluation_run_id, "path": g.path,
@@ -186,9 +216,11 @@ def stage_result(params: dict, model_receipt: Path, method_key: str, out: Path,
 
 
 def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plots: Path,
-                      params_path: str | Path = "params.yaml") -> str:
+                      params_path: str | Path = "params.yaml",
+                      summary: Path | None = None) -> str:
     """Rank this pipeline's models (those of the given model receipts): writes the markdown
-    table and the plot data (one row per result), returns the terminal table."""
+    table, the plot data (one row per result) and ``summary`` (the DVC metrics:
+    :func:`summary_of`), returns the terminal table."""
     from bdgen.pipeline.store import open_store
     from bdgen.report.profiles import load_profile
     from bdgen.report.ranking import AUTO_PROFILE, rank_by
@@ -199,7 +231,7 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
         raise BdgenError(f"no workspace at {ws.root} (run the prepare stage first)")
     docs = [(Path(r).stem, read_receipt(r)) for r in receipts]
     keys = {doc["model_id"]: doc.get("model_key", stem) for stem, doc in docs}
-    wanted = {m for name in _param(params, "methods").values() for m in (name, f"v2_{name}")}
+    wanted = {m for name in method_names(params) for m in (name, f"v2_{name}")}
     name = str((params.get("leaderboard") or {}).get("profile", AUTO_PROFILE))
     beside = Path(params_path).resolve().parent / name
     profile = (AUTO_PROFILE if name == AUTO_PROFILE
@@ -208,10 +240,29 @@ def stage_leaderboard(params: dict, receipts: Sequence[Path], out_md: Path, plot
         results = [r for mid in keys for r in store.method_results(model=mid,
                                                                    where=_where(params))
                    if r.method in wanted]  # only this pipeline's methods and sizes
-    table = leaderboard_table(rank_by(results, profile), None, None, None)
+    ranking = rank_by(results, profile)
+    table = leaderboard_table(ranking, None, None, None)
     atomic_write_text(out_md, render(table, "markdown", False))
     atomic_write_text(plots, plot_rows(results, keys))
+    if summary is not None:
+        atomic_write_json(summary, summary_of(ranking.rows or ranking.unconstrained, results,
+                                              keys), indent=2)  # key order kept: dvc columns
     return render(table, "table", False)
+
+
+def summary_of(rows: Sequence[RankedRow], results: Sequence[MethodResult],
+               keys: dict[str, str]) -> dict:
+    """The pipeline's DVC metrics, in this order: ``top``, the leaderboard's first result
+    (``<model key>/<method>``), its :data:`DVC_METRICS`, and ``results``, how many results the
+    leaderboard ranked (models x methods once the grid is complete). Seven keys whatever the
+    grid, so that ``dvc exp show`` / ``dvc metrics show`` stay terminal-sized (per-model
+    tops would not: two method names and ten metric columns are wider than 200 characters);
+    every result's values are in the plots and the leaderboard."""
+    out: dict = {}
+    if rows:
+        best = rows[0].result
+        out = {"top": f"{keys[best.model]}/{best.method}", **headline(best)}
+    return {**out, "results": len(results)}
 
 
 def plot_rows(results: Sequence[MethodResult], keys: dict[str, str]) -> str:

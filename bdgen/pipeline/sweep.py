@@ -483,7 +483,7 @@ def _run(job: _Sweep, eng, pending: list[int], evaluate: bool, wait_for_others: 
 def sweep_from_params(params_path: str | Path) -> dict:
     """The grid of a ``params.yaml`` (the DVC pipeline's): models from the train stages'
     receipts, methods, seeds, and the generate section's sizes and device."""
-    from bdgen.pipeline.stages import load_params, read_receipt, workspace_of
+    from bdgen.pipeline.stages import load_params, method_names, read_receipt, workspace_of
 
     params = load_params(params_path)
     base = Path(params_path).resolve().parent
@@ -496,7 +496,7 @@ def sweep_from_params(params_path: str | Path) -> dict:
         models.append(str(read_receipt(receipt)["model_id"]))
     gen = params.get("generate") or {}
     return {"workspace": workspace_of(params, params_path), "models": models,
-            "methods": list((params.get("methods") or {}).values()),
+            "methods": method_names(params, params_path),
             "seeds": [int(s) for s in params.get("seeds") or []],
             "num_samples": int(gen.get("num_samples", 1000)),
             "steps": int(gen.get("steps", 100)), "device": str(gen.get("device", "auto"))}
