@@ -233,3 +233,31 @@ def worker_claim_on_go(url: str, seed: int, go, queue, leave) -> None:
     queue.put((got.won, got.done, took.pid if took is not None else None))
     leave.wait(120)
     store.close()
+
+
+def worker_frozen_denoiser(url: str, claimed, go, queue, again, leave) -> None:
+    """Claim the ``denoising`` work of MODEL, set ``claimed``; on ``go`` (the parent froze
+    this process meanwhile and took its claim over) try to record the model's denoising
+    metrics with and without its claim, and report each outcome (exception type name,
+    message) to ``queue``; on ``again`` (the successor recorded its metrics meanwhile) try
+    once more with its claim and report that; stay alive until ``leave``."""
+    from bdgen.store.api import Store
+
+    store = Store.open(url)
+    got = store.try_claim("denoising", MODEL)
+    assert got.won and got.claim is not None, got
+    claimed.set()
+
+    def attempt(**kw) -> tuple[str, str]:
+        try:
+            store.record_denoising(MODEL, {"denoise_acc_node_t0.5": 0.1}, **kw)
+            return ("ok", "")
+        except BaseException as exc:  # reported to the parent, which judges it
+            return (type(exc).__name__, str(exc))
+
+    go.wait(120)
+    queue.put({"record": attempt(claim=got.claim), "record_unclaimed": attempt()})
+    again.wait(120)
+    queue.put({"record_after": attempt(claim=got.claim)})
+    leave.wait(120)
+    store.close()

@@ -377,3 +377,72 @@ def test_a_takeover_inside_the_holders_finish_wins_and_the_finish_records_nothin
         proc.join(60)
     assert proc.exitcode == 0
     store.close()
+
+
+def test_a_denoiser_frozen_past_its_lease_records_nothing_over_its_successor(store_url,
+                                                                            monkeypatch):
+    """The same for a model's denoising metrics: a denoiser frozen (SIGSTOP) past its
+    lease, whose ``denoising`` claim this process took over, used to drop the claim by
+    (kind, key) on waking, i.e. the successor's, and record its metrics over the
+    successor's. Now its claim (by token) is gone: ClaimLost, nothing recorded, before and
+    after the successor recorded its own; without its claim it may not record while a
+    live process holds the work. The successor's claim and metrics stand."""
+    import time
+
+    from _store_support import worker_frozen_denoiser
+
+    from bdgen.store.models import DenoisingEvaluation, DenoisingValue
+
+    def recorded() -> list[tuple[str, float]]:  # (status, value) of every denoising value
+        with store.read_session() as s:
+            return [tuple(r) for r in s.execute(
+                select(DenoisingEvaluation.status, DenoisingValue.value).join(
+                    DenoisingValue,
+                    DenoisingValue.denoising_evaluation_pk == DenoisingEvaluation.id))]
+
+    store = Store.open(store_url)
+    _prepare(store)
+    ctx = mp.get_context("spawn")
+    claimed, go, again, leave = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=worker_frozen_denoiser,
+                       args=(store_url, claimed, go, queue, again, leave))
+    proc.start()  # with the default lease (60 s): this process's claim stays live for it
+    try:
+        assert claimed.wait(120), "the denoiser never claimed"
+        os.kill(proc.pid, signal.SIGSTOP)
+        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
+        time.sleep(1.2)
+        taken = store.try_claim("denoising", MODEL)
+        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
+        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        first = queue.get(timeout=120)
+        # the successor's claim stands, and nothing was recorded
+        assert [h.pid for _, _, h in store.live_claims("denoising")] == [os.getpid()]
+        with store.read_session() as s:
+            assert s.scalar(select(func.count()).select_from(DenoisingEvaluation)) == 0
+        store.record_denoising(MODEL, {"denoise_acc_node_t0.5": 0.9}, claim=taken.claim)
+        assert store.live_claims() == []
+        again.set()
+        after = queue.get(timeout=120)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        again.set()
+        leave.set()
+        proc.join(60)
+    assert proc.exitcode == 0
+    me = f"pid {os.getpid()} on host"
+    kind, msg = first["record"]
+    assert kind == "ClaimLost" and me in msg and "nothing was recorded" in msg, first
+    kind, msg = first["record_unclaimed"]
+    assert kind == "BdgenError" and f"claimed by {me}" in msg, first
+    kind, msg = after["record_after"]
+    assert kind == "ClaimLost" and "released meanwhile" in msg, after
+    assert recorded() == [("succeeded", 0.9)]  # the successor's metrics, not 0.1
+    with pytest.raises(BdgenError, match="claim was lost"):  # recorded: released
+        store.record_denoising(MODEL, {"denoise_acc_node_t0.5": 0.2}, claim=taken.claim)
+    assert recorded() == [("succeeded", 0.9)]
+    store.close()

@@ -15,6 +15,7 @@ from bdgen.model.checkpoint import load_checkpoint
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.evaluate import compute_denoising
 from bdgen.pipeline.heartbeat import Heartbeat
+from bdgen.store.claims import Claim, ClaimLost
 from bdgen.tracking import experiment_name
 from bdgen.util.faults import fault_point
 from bdgen.util.hashing import file_sha256
@@ -22,33 +23,39 @@ from bdgen.util.hashing import file_sha256
 log = logging.getLogger(__name__)
 
 
-def denoise_model_once(ctx: JobContext, model_id: str) -> None:
+def denoise_model_once(ctx: JobContext, model_id: str) -> bool:
     """Record the denoising metrics of ``model_id`` unless the store has them (or the model
-    has no checkpoint: imported results).
+    has no checkpoint: imported results); True when this process recorded them.
 
     Computed once however many processes ask at the same time: the work is claimed first
     (``denoising`` claim on the model id); a process that loses the claim skips it (the
     holder records it), and one that wins checks again that nobody recorded it meanwhile.
+    The metrics are recorded under that claim only: a process that lost it while it
+    computed them (frozen past the lease expiry, the work taken over by another process)
+    records nothing and skips the model, like a process that lost the claim at the start.
     """
     if ctx.store.model_needing_denoising(model_id) is None:
-        return
+        return False
     attempt = ctx.store.try_claim("denoising", model_id)
     if attempt.claim is None:
         assert attempt.holder is not None
         log.info("%s: denoising metrics are being computed by %s, skipped", model_id,
                  attempt.holder.describe())
-        return
+        return False
     try:
         with Heartbeat(ctx.store, attempt.claim):
-            _denoise(ctx, model_id)
+            return _denoise(ctx, model_id, attempt.claim)
+    except ClaimLost as lost:  # the work is another process's now: it records the metrics
+        log.warning("%s: denoising metrics not recorded: %s", model_id, lost)
+        return False
     finally:  # recorded (claim already gone) or failed: free it for the next attempt
         ctx.store.release_claim(attempt.claim)
 
 
-def _denoise(ctx: JobContext, model_id: str) -> None:
+def _denoise(ctx: JobContext, model_id: str, claim: Claim) -> bool:
     todo = ctx.store.model_needing_denoising(model_id)
     if todo is None or todo.path is None or todo.sha256 is None:
-        return
+        return False
     rel, sha = todo.path, todo.sha256
     path = ctx.workspace.root / rel
     if not path.exists() or file_sha256(path) != sha:
@@ -67,7 +74,7 @@ def _denoise(ctx: JobContext, model_id: str) -> None:
                               {"model_id": model_id, "checkpoint_sha256": sha},
                               {"bdgen.model_id": model_id},
                               run_name=f"denoising {model_id}") as run:
-        ctx.store.record_denoising(model_id, metrics, mlflow_run_id=run.run_id,
+        ctx.store.record_denoising(model_id, metrics, claim=claim, mlflow_run_id=run.run_id,
                                    no_mlflow=not ctx.tracker.enabled,
                                    duration_s=time.perf_counter() - t0)
         run.log_metrics({lookup(k).name: v for k, v in metrics.items()})
@@ -75,3 +82,4 @@ def _denoise(ctx: JobContext, model_id: str) -> None:
     log.info("%s: denoising metrics recorded (%d values%s, %.1f s)", model_id, len(metrics),
              f", {undefined} undefined: nothing masked" if undefined else "",
              time.perf_counter() - t0)
+    return True

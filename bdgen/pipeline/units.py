@@ -200,8 +200,7 @@ def run_unit(unit: Unit, env: WorkerEnv) -> UnitResult:
         from bdgen.pipeline.tracked_denoising import denoise_model_once
 
         t = time.perf_counter()
-        denoise_model_once(ctx, unit.model_id)
-        res.denoised = True
+        res.denoised = denoise_model_once(ctx, unit.model_id)
         res.seconds["denoising"] = time.perf_counter() - t
     else:
         raise BdgenError(f"unknown unit {unit!r}")

@@ -35,10 +35,11 @@ API (all on :class:`~bdgen.store.api.Store`; results are frozen dataclasses)::
     else:
         print(attempt.holder.describe())           # "pid 123 on host h, heartbeat 4 s ago"
 
-A run row is finished or failed by its holder only: ``finish_generation_run`` and
-``fail_run`` take the holder's claim and drop exactly that one, by token
-(:func:`settle_in`); a holder whose claim was taken over meanwhile gets
-:class:`ClaimLost` and records nothing.
+A run row is finished or failed, and a model's denoising metrics recorded, by the holder
+of its claim only: ``finish_generation_run``, ``fail_run`` and ``record_denoising`` take
+the holder's claim and drop exactly that one, by token (:func:`settle_in`); a holder whose
+claim was taken over meanwhile gets :class:`ClaimLost` and records nothing. Nothing drops
+a claim by (kind, key) alone.
 
 Clocks: heartbeats are compared with the claimant's clock (UTC), so hosts sharing a store
 need clocks within a few seconds of each other (NTP).
@@ -249,11 +250,6 @@ def settle_in(s: Session, kind: str, key: str, claim: Claim | None, what: str) -
         raise BdgenError(f"{what} is claimed by {attempt.holder.describe()}; only its "
                          "holder may finish or fail it")
     release_claim_in(s, attempt.claim)
-
-
-def release_in(s: Session, kind: str, key: str) -> None:
-    """Drop the claim on (kind, key) inside the caller's transaction (work recorded)."""
-    s.execute(delete(JobClaim).where(JobClaim.kind == kind, JobClaim.key == key))
 
 
 def release_claim_in(s: Session, claim: Claim) -> bool:

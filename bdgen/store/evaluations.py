@@ -21,7 +21,7 @@ from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import is_constraint_metric, lookup
 from bdgen.store import summaries
-from bdgen.store.claims import release_in
+from bdgen.store.claims import Claim, settle_in
 from bdgen.store.engine import bulk_insert, redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
@@ -247,24 +247,39 @@ class Evaluations(Identities):
     # --- denoising (per model) -----------------------------------------------------------
     def record_denoising(self, model_id: str, metrics: Mapping[str, Any], *,
                          method: MethodSpec | str | None = None,
-                         mlflow_run_id: str | None = None, no_mlflow: bool = False,
-                         duration_s: float | None = None, replace: bool = True) -> int:
+                         claim: Claim | None = None, mlflow_run_id: str | None = None,
+                         no_mlflow: bool = False, duration_s: float | None = None,
+                         replace: bool = True) -> int:
         """Record the model-level denoising metrics (``denoise_*`` or ``denoise/...@t=``
-        keys) atomically; ``method`` scopes them to one method (imported result files).
-        Replaces a previous record of the same scope unless ``replace=False``."""
+        keys) atomically and drop the model's ``denoising`` claim; ``method`` scopes them
+        to one method (imported result files, which no claim guards). Replaces a previous
+        record of the same scope unless ``replace=False``.
+
+        ``claim``: the ``denoising`` claim the caller holds on the model
+        (:func:`~bdgen.pipeline.tracked_denoising.denoise_model_once`). As for
+        :meth:`~bdgen.store.runs.GenerationRuns.finish_generation_run`, only that claim is
+        dropped, matched by its token; a holder whose claim is no longer its own (taken
+        over while it was frozen past the lease expiry, or the metrics recorded elsewhere
+        meanwhile) gets :class:`~bdgen.store.claims.ClaimLost` and nothing is recorded: the
+        new holder's claim and metrics stand. Without ``claim`` the caller must be free to
+        claim the work itself (no live holder other than this process;
+        :func:`~bdgen.store.claims.settle_in`)."""
         clean = normalise_denoising(metrics, f"denoising metrics of model {model_id}")
+        if claim is not None and method is not None:
+            raise BdgenError(f"denoising metrics of model {model_id} scoped to method "
+                             f"{method}: no claim guards them, none may be given")
         try:
             with self.session() as s:
                 model_pk = self._model_pk(s, model_id)
+                if method is None:  # checked before the record is read or written
+                    settle_in(s, "denoising", model_id, claim,
+                              f"denoising metrics of model {model_id}")
                 method_row = (self._method(s, method_spec(method)) if method is not None
                               else None)
-                got = self._insert_denoising(
+                return self._insert_denoising(
                     s, model_pk, method_row, clean, replace=replace,
                     bookkeeping={"mlflow_run_id": mlflow_run_id, "no_mlflow": no_mlflow,
                                  "duration_s": duration_s})
-                if method_row is None:
-                    release_in(s, "denoising", model_id)
-                return got
         except IntegrityError as exc:  # a concurrent writer without a claim (imports)
             raise BdgenError(f"denoising metrics of model {model_id} conflict with a "
                              f"concurrent write: {str(exc.orig).splitlines()[0]}") from None
