@@ -3,6 +3,7 @@
     .venv/bin/python bench/dvc_views.py                        # 2 models x 22 methods x 5 seeds
     .venv/bin/python bench/dvc_views.py --methods 3 --seeds 2  # the quick-start grid
     .venv/bin/python bench/dvc_views.py --baseline c8220b9     # only one baseline
+    .venv/bin/python bench/dvc_views.py --baseline HEAD --show-table  # + the 200-wide tables
 
 Default baselines: c8220b9 (before issue 18: metrics per (model, method, seed)) and f6dc8c1
 (five headline metrics per result as DVC metrics, methods as a key -> name mapping).
@@ -144,7 +145,7 @@ def _width(text: str) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
 
 
-def measure(rev: str | None, params: dict, tmp: Path) -> dict:
+def measure(rev: str | None, params: dict, tmp: Path, show_table: bool = False) -> dict:
     """The views of revision ``rev``'s layout (None: this tree's)."""
     def text(path: str) -> str:
         if rev is None:
@@ -198,6 +199,8 @@ def measure(rev: str | None, params: dict, tmp: Path) -> dict:
     def every_metric(width: int) -> bool:  # in the header row(s), not collapsed into "…"
         return set(metric_cols) <= set(" ".join(table(width).splitlines()[:4]).split())
 
+    if show_table:  # the 200-wide table itself, to look at
+        print(f"{rev or 'this tree'}: dvc exp show --no-pager at COLUMNS=200\n{table(200)}")
     narrowest: int | str = f">{WIDEST}"
     if every_metric(WIDEST):
         lo, hi = 40, WIDEST  # every_metric(hi) holds
@@ -227,6 +230,8 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=2, choices=(1, 2))
     ap.add_argument("--methods", type=int, default=22, choices=range(1, 23))
     ap.add_argument("--seeds", type=int, default=5, choices=range(1, 6))
+    ap.add_argument("--show-table", action="store_true",
+                    help="print each layout's dvc exp show table at COLUMNS=200")
     ap.add_argument("--baseline", action="append", default=None,
                     help="git revision whose dvc.yaml + params layout is a 'before' column "
                          "(repeatable; default: c8220b9 and f6dc8c1)")
@@ -234,7 +239,8 @@ def main() -> None:
     methods = legacy_methods()[:args.methods]
     revs: list[str | None] = [*(args.baseline or ["c8220b9", "f6dc8c1"]), None]
     with tempfile.TemporaryDirectory(prefix="bdgen-dvc-views-") as d:
-        rows = {rev: measure(rev, _params(args.models, methods, args.seeds), Path(d))
+        rows = {rev: measure(rev, _params(args.models, methods, args.seeds), Path(d),
+                             args.show_table)
                 for rev in revs}
     print(f"grid: {args.models} model(s) x {args.methods} method(s) x {args.seeds} seed(s); "
           "columns: the dvc.yaml + params layout of each revision, then this tree's")
