@@ -261,3 +261,53 @@ def worker_frozen_denoiser(url: str, claimed, go, queue, again, leave) -> None:
     queue.put({"record_after": attempt(claim=got.claim)})
     leave.wait(120)
     store.close()
+
+
+def cs_metrics(sat: float) -> dict:
+    """Per-seed metrics of a measurement against a constraint set (one constraint)."""
+    return {"eval/validity_rate": 1.0, "eval/novelty": 0.9,
+            "constraint/satisfaction_one_kitchen": sat,
+            "constraint/mean_violation_one_kitchen": 1 - sat,
+            "constraint/mean_violation_when_failed_one_kitchen": 1.0,
+            "constraint/violation_histogram_one_kitchen": {"0": int(100 * sat),
+                                                           "1": 100 - int(100 * sat),
+                                                           "2": 0, "3+": 0},
+            "constraint/satisfaction_overall": sat}
+
+
+def worker_frozen_evaluator(url: str, gid: int, cs: str, claimed, go, queue, again,
+                            leave) -> None:
+    """Claim the evaluation of generation run ``gid`` against constraint set ``cs`` (as
+    tracked_evaluate does), set ``claimed``; on ``go`` (the parent froze this process
+    meanwhile and took its claim over) try to record it (``replace``) with and without its
+    claim, and to record a failing one (a denoising metric: the row is marked failed), and
+    report each outcome (exception type name, message) to ``queue``; on ``again`` (the
+    successor recorded its evaluation meanwhile) try both with its claim once more and
+    report that; stay alive until ``leave``."""
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, Store
+    from bdgen.store.claims import evaluation_key
+
+    store = Store.open(url)
+    got = store.try_claim("evaluation", evaluation_key(gid, DEFAULT_REFERENCE,
+                                                       DEFAULT_EVALUATOR_VERSION, cs))
+    assert got.won and got.claim is not None, got
+    claimed.set()
+
+    def attempt(metrics: dict, **kw) -> tuple[str, str]:
+        try:
+            store.record_evaluation(gid, metrics, constraint_set=cs, replace=True, **kw)
+            return ("ok", "")
+        except BaseException as exc:  # reported to the parent, which judges it
+            return (type(exc).__name__, str(exc))
+
+    failing = {**cs_metrics(0.1), "denoise_acc_node_t0.5": 0.1}
+    go.wait(120)
+    queue.put({"record": attempt(cs_metrics(0.1), claim=got.claim),
+               "record_unclaimed": attempt(cs_metrics(0.1)),
+               "fail": attempt(failing, claim=got.claim),
+               "fail_unclaimed": attempt(failing)})
+    again.wait(120)
+    queue.put({"record_after": attempt(cs_metrics(0.1), claim=got.claim),
+               "fail_after": attempt(failing, claim=got.claim)})
+    leave.wait(120)
+    store.close()

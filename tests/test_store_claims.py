@@ -446,3 +446,130 @@ def test_a_denoiser_frozen_past_its_lease_records_nothing_over_its_successor(sto
         store.record_denoising(MODEL, {"denoise_acc_node_t0.5": 0.2}, claim=taken.claim)
     assert recorded() == [("succeeded", 0.9)]
     store.close()
+
+
+# --- evaluations: recorded and failed under the evaluator's claim ------------------------
+BASELINE, GUIDED = METHOD, "llada_topp0.9_no_remask_guided_K4_a0.1_soft_linear"
+CS = "a" * 64
+
+
+def _constraint_set_run(store: Store, which: str) -> int:
+    """A succeeded generation run to measure against CS: an unguided one (its measurement
+    hangs on its row in CS's series) or one guided by CS."""
+    _prepare(store)
+    if which == "guided":
+        gid = store.start_generation_run(MODEL, GUIDED, 4, 100, 10, constraint_set=CS)
+    else:
+        gid = store.start_generation_run(MODEL, BASELINE, 4, 100, 10)
+    store.finish_generation_run(gid, "4" * 64, f"/samples/{which}.pt")
+    return gid
+
+
+@pytest.mark.parametrize("which", ["measured", "guided"])
+def test_a_constraint_set_evaluation_is_failed_under_its_evaluators_claim(store, which):
+    """tracked_evaluate claims an evaluation against a constraint set under a key of its
+    own (the set's identity appended); fail_run(kind="evaluation") on its row used to
+    look at the key without the set (and, for an unguided run measured against the set,
+    with the id of its row in the set's series): the evaluator's claim "did not guard"
+    the row, and a caller without a claim failed it under a live holder's nose. Both now
+    take the key from claims.evaluation_key."""
+    from _store_support import cs_metrics
+
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+    from bdgen.store.claims import ClaimLost, evaluation_key
+
+    gid = _constraint_set_run(store, which)
+    ev = store.record_evaluation(gid, cs_metrics(0.5), constraint_set=CS)
+    key = evaluation_key(gid, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION, CS)
+    with store.session() as s:  # another host's evaluator holds it, heartbeat fresh
+        s.add(JobClaim(kind="evaluation", key=key, token="theirs", host="elsewhere.invalid",
+                       pid=1, claimed_at=utcnow(), heartbeat_at=utcnow()))
+    with pytest.raises(BdgenError, match="claimed by pid 1 on host elsewhere.invalid"):
+        store.fail_run(ev, "not mine", kind="evaluation")
+    status = store.evaluation_of(gid, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                 constraint_set=CS)
+    assert status is not None and (status.id, status.status) == (ev, "succeeded")
+    with store.session() as s:  # it dies; this process's evaluator claims it (a redo)
+        s.execute(update(JobClaim).values(
+            heartbeat_at=utcnow() - claim_ttl() - timedelta(seconds=1)))
+    got = store.try_claim("evaluation", key)
+    assert got.won and got.claim.took_over.host == "elsewhere.invalid"
+    store.fail_run(ev, "boom", kind="evaluation", claim=got.claim)
+    status = store.evaluation_of(gid, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                 constraint_set=CS)
+    assert status is not None and (status.id, status.status) == (ev, "failed")
+    assert store.live_claims() == []
+    with pytest.raises(ClaimLost, match="released meanwhile"):
+        store.fail_run(ev, "again", kind="evaluation", claim=got.claim)
+
+
+def test_an_evaluator_frozen_past_its_lease_records_nothing_over_its_successor(store_url,
+                                                                              monkeypatch):
+    """The same for an evaluation (here of an unguided run measured against a constraint
+    set, tracked_evaluate's key): an evaluator frozen (SIGSTOP) past its lease, whose claim
+    this process took over, used to record its evaluation regardless (with ``replace``
+    over the successor's), or mark it failed. Now its claim (by token) is gone: ClaimLost,
+    nothing recorded, before and after the successor recorded its own; a failure marks
+    nothing; without its claim it may not record while a live process holds the work."""
+    import time
+
+    from _store_support import cs_metrics, worker_frozen_evaluator
+
+    from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
+    from bdgen.store.claims import evaluation_key
+    from bdgen.store.models import EvaluationRun
+
+    def rows() -> list[str]:  # the status of every evaluation row
+        with store.read_session() as s:
+            return list(s.scalars(select(EvaluationRun.status).order_by(EvaluationRun.id)))
+
+    store = Store.open(store_url)
+    gid = _constraint_set_run(store, "measured")
+    key = evaluation_key(gid, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION, CS)
+    ctx = mp.get_context("spawn")
+    claimed, go, again, leave = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=worker_frozen_evaluator,
+                       args=(store_url, gid, CS, claimed, go, queue, again, leave))
+    proc.start()  # with the default lease (60 s): this process's claim stays live for it
+    try:
+        assert claimed.wait(120), "the evaluator never claimed"
+        os.kill(proc.pid, signal.SIGSTOP)
+        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
+        time.sleep(1.2)
+        taken = store.try_claim("evaluation", key)
+        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
+        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        first = queue.get(timeout=120)
+        # the successor's claim stands, and nothing was recorded, nor marked failed
+        assert [h.pid for _, _, h in store.live_claims("evaluation")] == [os.getpid()]
+        assert rows() == []
+        ev = store.record_evaluation(gid, cs_metrics(0.9), constraint_set=CS,
+                                     claim=taken.claim)
+        assert store.live_claims() == []
+        again.set()
+        after = queue.get(timeout=120)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        go.set()
+        again.set()
+        leave.set()
+        proc.join(60)
+    assert proc.exitcode == 0
+    me = f"pid {os.getpid()} on host"
+    kind, msg = first["record"]
+    assert kind == "ClaimLost" and me in msg and "nothing was recorded" in msg, first
+    for name in ("record_unclaimed", "fail", "fail_unclaimed"):
+        kind, msg = first[name]
+        assert kind == "BdgenError", first
+    assert f"claimed by {me}" in first["record_unclaimed"][1], first
+    assert "denoising metric" in first["fail"][1], first
+    kind, msg = after["record_after"]
+    assert kind == "ClaimLost" and "released meanwhile" in msg, after
+    assert after["fail_after"][0] == "BdgenError", after
+    assert rows() == ["succeeded"]  # the successor's, not 0.1, and never failed
+    sat = store.evaluation_metrics(ev)["constraint/satisfaction_overall"]
+    assert sat == pytest.approx(0.9)
+    store.close()

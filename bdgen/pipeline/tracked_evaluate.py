@@ -26,7 +26,7 @@ from bdgen.store.api import (
     GenerationRunInfo,
     normalise_metrics,
 )
-from bdgen.store.claims import evaluation_key
+from bdgen.store.claims import Claim, ClaimLost, evaluation_key
 from bdgen.tracking import experiment_name
 from bdgen.util.atomic import atomic_write_json
 from bdgen.util.clock import utcnow
@@ -138,10 +138,10 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
                         replace: bool, plots: bool, constraints: ConstraintSet | None,
                         cs_id: str | None, skip_held: bool) -> EvaluationRecord | None:
     """:func:`_evaluate_one` under the evaluation's claim; None when another live process
-    holds it and ``skip_held``, or recorded it meanwhile."""
-    key = evaluation_key(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION)
-    if cs_id:  # a measurement against a constraint set is an evaluation of its own
-        key = f"{key}/{cs_id}"
+    holds it and ``skip_held``, or recorded it meanwhile, or took the claim over while this
+    one was frozen past the lease expiry (logged: the evaluation is the new holder's, which
+    records it; nothing of this one is recorded, :class:`ClaimLost`)."""
+    key = evaluation_key(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION, cs_id)
     attempt = ctx.store.try_claim("evaluation", key)
     if attempt.claim is None:
         assert attempt.holder is not None
@@ -157,15 +157,20 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
         if prev is not None and prev.status == "succeeded" and not replace:
             return None  # recorded by another process between our check and our claim
         with Heartbeat(ctx.store, attempt.claim):
-            return _evaluate_one(ctx, info, samples, replace, plots, constraints)
+            return _evaluate_one(ctx, info, samples, replace, plots, constraints,
+                                 attempt.claim)
+    except ClaimLost as lost:  # the work is another process's now: it records it
+        log.warning("generation run %s: evaluation not recorded: %s", info.id, lost)
+        return None
     finally:  # recorded (claim already gone) or failed: free it for the next attempt
         ctx.store.release_claim(attempt.claim)
 
 
 def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
-                  replace: bool, plots: bool,
-                  constraints: ConstraintSet | None = None) -> EvaluationRecord:
-    """One generation run: metrics computed, then MLflow run + evaluation row together."""
+                  replace: bool, plots: bool, constraints: ConstraintSet | None = None,
+                  claim: Claim | None = None) -> EvaluationRecord:
+    """One generation run: metrics computed, then MLflow run + evaluation row together,
+    recorded under ``claim`` (the evaluation's) only (``record_evaluation``)."""
     ws, path, md5, sha = ctx.workspace, samples.path, samples.md5, samples.sha256
     rel = ctx.rel(path)
     name = f"{info.model_id}/{info.method}/{info.seed}"
@@ -202,7 +207,8 @@ def _evaluate_one(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSam
                                             no_mlflow=not ctx.tracker.enabled,
                                             started_at=started,
                                             duration_s=time.perf_counter() - t0,
-                                            replace=replace, constraint_set=cs_id)
+                                            replace=replace, constraint_set=cs_id,
+                                            claim=claim)
         run.set_tags({"bdgen.evaluation_run_id": ev_id})
         log_aggregates(ctx.store, ctx.tracker, parent, key)
         run.log_metrics({**clean, "eval_time_s": time.perf_counter() - t0})

@@ -20,7 +20,8 @@ Kinds and keys (one rule, used by every caller):
 kind            key
 ==============  =========================================================================
 ``generation``  ``<series pk>/<seed>`` (:meth:`GenerationRuns.claim_generation_run`)
-``evaluation``  ``<generation run id>/<reference>/<evaluator version>``
+``evaluation``  ``<generation run id>/<reference>/<evaluator version>[/<constraint set>]``
+                (:func:`evaluation_key`)
 ``denoising``   ``<model id>`` (the model-level denoising evaluation, scope "")
 ``training``    the run directory, relative to the workspace root
 ==============  =========================================================================
@@ -301,8 +302,16 @@ class Claims(StoreBase):
                     if not is_dead(r, now, ttl)]
 
 
-def evaluation_key(generation_run_id: int, reference: str, evaluator_version: str) -> str:
-    return f"{generation_run_id}/{reference}/{evaluator_version}"
+def evaluation_key(generation_run_id: int, reference: str, evaluator_version: str,
+                   constraint_set: str | None = None) -> str:
+    """The key of the claim on an evaluation: of the generation run that was evaluated (for
+    an unguided run measured against a constraint set, the run itself, not its row in the
+    set's series), and, when measured against a constraint set, that set's identity (a
+    measurement against a set is an evaluation of its own). The one rule: the evaluator
+    claims it (:mod:`bdgen.pipeline.tracked_evaluate`), and recording or failing the
+    evaluation settles it (``record_evaluation``, ``fail_run``)."""
+    key = f"{generation_run_id}/{reference}/{evaluator_version}"
+    return f"{key}/{constraint_set}" if constraint_set else key
 
 
 def generation_key(series_pk: int, seed: int) -> str:

@@ -21,7 +21,7 @@ from bdgen.diffusion.method import Method as MethodSpec
 from bdgen.errors import BdgenError
 from bdgen.eval.registry import is_constraint_metric, lookup
 from bdgen.store import summaries
-from bdgen.store.claims import Claim, settle_in
+from bdgen.store.claims import Claim, ClaimLost, evaluation_key, settle_in
 from bdgen.store.engine import bulk_insert, redact
 from bdgen.store.identities import Identities
 from bdgen.store.models import (
@@ -31,6 +31,7 @@ from bdgen.store.models import (
     EvaluationRun,
     GenerationRun,
     MetricValue,
+    Series,
     table,
 )
 from bdgen.store.models import Method as MethodRow
@@ -55,7 +56,8 @@ class Evaluations(Identities):
                           mlflow_run_id: str | None = None, no_mlflow: bool = False,
                           started_at: datetime | None = None,
                           duration_s: float | None = None, replace: bool = False,
-                          constraint_set: str | None = None) -> int:
+                          constraint_set: str | None = None,
+                          claim: Claim | None = None) -> int:
         """Record one evaluation of a generation run with all its metric values, atomically.
 
         ``constraint_set``: identity of the set its ``constraint/*`` metrics were measured
@@ -70,7 +72,21 @@ class Evaluations(Identities):
         the error is raised (:class:`BdgenError` for bad input). An already succeeded
         evaluation with the same (generation run, reference, evaluator version) is an error
         unless ``replace``.
+
+        ``claim``: the ``evaluation`` claim the caller holds
+        (:func:`~bdgen.store.claims.evaluation_key`,
+        :func:`~bdgen.pipeline.tracked_evaluate.tracked_evaluate`). As for
+        :meth:`~bdgen.store.runs.GenerationRuns.finish_generation_run`, it is checked first
+        and only that claim is dropped, matched by its token; a holder whose claim is no
+        longer its own (taken over while it was frozen past the lease expiry, or the
+        evaluation recorded or failed elsewhere) gets :class:`~bdgen.store.claims.ClaimLost`
+        and nothing is recorded, nor marked failed: the new holder's claim and evaluation
+        stand. Without ``claim`` the caller must be free to claim the evaluation itself (no
+        live holder other than this process; :func:`~bdgen.store.claims.settle_in`); a
+        failure is marked on the row under the same rule.
         """
+        claim_key = evaluation_key(generation_run_id, reference, evaluator_version,
+                                   constraint_set)
         try:
             clean = normalise_metrics(metrics, f"evaluation of generation run "
                                       f"{generation_run_id}")
@@ -79,6 +95,8 @@ class Evaluations(Identities):
                     raise BdgenError(f"metric {name!r} is a per-model denoising metric: "
                                      "record it with record_denoising")
             with self.session() as s:
+                settle_in(s, "evaluation", claim_key, claim,  # before anything is read
+                          f"evaluation of generation run {generation_run_id}")
                 ev = self._insert_evaluation(
                     s, generation_run_id, clean, reference=reference,
                     evaluator_version=evaluator_version, replace=replace,
@@ -86,10 +104,11 @@ class Evaluations(Identities):
                                  "started_at": started_at, "duration_s": duration_s},
                     constraint_set=constraint_set)
             return ev
-        except AlreadyRecorded:
+        except (AlreadyRecorded, ClaimLost):
             raise
         except BaseException as exc:
-            self._mark_evaluation_failed(generation_run_id, reference, evaluator_version, exc)
+            self._mark_evaluation_failed(generation_run_id, reference, evaluator_version, exc,
+                                         constraint_set, claim_key, claim)
             if isinstance(exc, IntegrityError):
                 raise BdgenError(
                     f"evaluation of generation run {generation_run_id} conflicts with a "
@@ -170,25 +189,58 @@ class Evaluations(Identities):
         s.flush()
         return twin
 
+    def _existing_measured_run(self, s: Session, gen: GenerationRun, constraint_set: str
+                               ) -> GenerationRun | None:
+        """:meth:`_measured_run` without creating or changing anything: None when ``gen``
+        has no row in the series of ``constraint_set`` (or cannot be measured against it)."""
+        series = gen.series
+        if series.constraint_set == constraint_set:
+            return gen
+        if gen.constraint_set or series.constraint_set:
+            return None
+        target = s.scalar(select(Series.id).where(
+            Series.model_pk == series.model_pk, Series.method_pk == series.method_pk,
+            Series.num_samples == series.num_samples, Series.steps == series.steps,
+            Series.constraint_set == constraint_set))
+        if target is None:
+            return None
+        return s.scalars(select(GenerationRun).filter_by(series_pk=target,
+                                                         seed=gen.seed)).one_or_none()
+
     def _mark_evaluation_failed(self, generation_run_id: Any, reference: str,
-                                evaluator_version: str, exc: BaseException) -> None:
+                                evaluator_version: str, exc: BaseException,
+                                constraint_set: str | None, claim_key: str,
+                                claim: Claim | None) -> None:
         """Best effort, in its own transaction: leave a failed row (never touching a
-        succeeded one) so the failure is visible and a re-run can take the row over."""
+        succeeded one) so the failure is visible and a re-run can take the row over, and
+        drop the claim. Only under the claim (:func:`~bdgen.store.claims.settle_in`): a
+        caller that lost it, or one without a claim while a live process holds the
+        evaluation, leaves the row (someone else's work now) alone.
+
+        The row is that of the evaluation which failed: for an unguided run measured
+        against a constraint set, on its row in the set's series (none is left when that
+        row does not exist yet: it was to be created by the failed transaction)."""
         if not isinstance(generation_run_id, int) or isinstance(generation_run_id, bool):
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
         now = utcnow()
         try:
             with self.session() as s:
+                settle_in(s, "evaluation", claim_key, claim,
+                          f"evaluation of generation run {generation_run_id}")
                 gen = s.get(GenerationRun, generation_run_id)
                 if gen is None:
                     return
+                gen = self._existing_measured_run(s, gen, constraint_set or "")
+                if gen is None:
+                    return
                 row = s.scalars(select(EvaluationRun).filter_by(
-                    generation_run_pk=generation_run_id, reference=reference,
+                    generation_run_pk=gen.id, reference=reference,
                     evaluator_version=evaluator_version)).one_or_none()
                 if row is None:
                     s.add(EvaluationRun(
-                        generation_run_pk=generation_run_id, series_pk=gen.series_pk,
+                        generation_run_pk=gen.id, series_pk=gen.series_pk,
+                        constraint_set=constraint_set or None,
                         reference=reference, evaluator_version=evaluator_version,
                         status="failed", started_at=now,
                         finished_at=now, error=reason, code_version=code_version(),

@@ -62,10 +62,34 @@ def _claim_of(s: Session, row: GenerationRun | EvaluationRun | DenoisingEvaluati
     if isinstance(row, GenerationRun):
         return "generation", generation_key(row.series_pk, row.seed)
     if isinstance(row, EvaluationRun):
-        return "evaluation", evaluation_key(row.generation_run_pk, row.reference,
-                                            row.evaluator_version)
+        return "evaluation", _evaluation_claim_key(s, row)
     model = s.get(Model, row.model_pk)
     return "denoising", model.model_id if model is not None else ""
+
+
+def _evaluation_claim_key(s: Session, row: EvaluationRun) -> str:
+    """The claim key of an evaluation row, as its evaluator claimed it
+    (:func:`~bdgen.store.claims.evaluation_key`): the generation run evaluated and the
+    constraint set it was measured against. The measurement of an unguided run against a
+    set hangs on that run's row in the set's series
+    (:meth:`~bdgen.store.evaluations.Evaluations._measured_run`); its evaluator claimed it
+    under the run itself, found here by (model, method, samples, steps, seed) in the
+    unconstrained series."""
+    gen = s.get(GenerationRun, row.generation_run_pk)
+    series = gen.series if gen is not None else None
+    if gen is None or series is None or not series.constraint_set:
+        return evaluation_key(row.generation_run_pk, row.reference, row.evaluator_version,
+                              row.constraint_set)
+    evaluated = gen.id
+    if not gen.constraint_set:  # a measured twin: the run it measures
+        original = s.scalar(select(GenerationRun.id).join(
+            Series, Series.id == GenerationRun.series_pk).where(
+            Series.model_pk == series.model_pk, Series.method_pk == series.method_pk,
+            Series.num_samples == series.num_samples, Series.steps == series.steps,
+            Series.constraint_set == "", GenerationRun.seed == gen.seed))
+        evaluated = original if original is not None else gen.id
+    return evaluation_key(evaluated, row.reference, row.evaluator_version,
+                          series.constraint_set)
 
 
 def check_constraint_set(spec: MethodSpec, constraint_set: str | None) -> None:
