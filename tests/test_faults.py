@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,167 @@ def test_no_mlflow_run_is_left_running(ws):
     exps = [e.experiment_id for e in client.search_experiments()]
     running = client.search_runs(exps, "attributes.status = 'RUNNING'")
     assert running == []
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("generate.sampled:1", {"generate.sampled": (1, signal.SIGKILL)}),
+    ("generate.sampled:2:term", {"generate.sampled": (2, signal.SIGTERM)}),
+    ("evaluate.computed:1:stop", {"evaluate.computed": (1, signal.SIGSTOP)}),
+    (" train.step:3:stop , atomic.before_replace:1",
+     {"train.step": (3, signal.SIGSTOP), "atomic.before_replace": (1, signal.SIGKILL)}),
+    ("generate.sampled:1:pause", {}),   # an unknown suffix: no target (no default kill)
+    ("generate.sampled:stop", {}),      # no count
+])
+def test_fault_spec_parsing(spec, expected):
+    from bdgen.util.faults import _targets
+
+    assert _targets(spec) == expected
+
+
+# -- a holder frozen past its lease (SIGSTOP) wakes up after another process took over ----
+
+TTL_S = 2.0  # $BDGEN_CLAIM_TTL_S for both processes: heartbeats every 0.5 s
+
+
+def _env(ws: Workspace, fault: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root), "PYTHONPATH": str(REPO),
+           "BDGEN_CLAIM_TTL_S": str(TTL_S)}
+    env.pop("BDGEN_FAULT", None)
+    if fault:
+        env["BDGEN_FAULT"] = fault
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from bdgen.cli.main import cli; cli()", *args]
+
+
+def _proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+class Woken(subprocess.CompletedProcess):
+    """A finished process, with its pid (MLflow runs are tagged with it)."""
+
+    def __init__(self, proc: subprocess.Popen, out: str, err: str):
+        super().__init__(proc.args, proc.returncode, out, err)
+        self.pid = proc.pid
+
+
+def _frozen_then_taken_over(ws: Workspace, args: list[str], fault: str,
+                            after_b: Any = None) -> tuple[Woken, Woken]:
+    """A runs ``args`` and SIGSTOPs itself at ``fault`` (heartbeat thread included); once
+    its lease has expired B runs the same command to completion (then ``after_b()``); then
+    A is woken (SIGCONT) and run to its end. Returns (A, B)."""
+    import time
+
+    a = subprocess.Popen(_cli(*args), env=_env(ws, fault), cwd=ws.root, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _proc_state(a.pid) != "T":  # stopped at the fault point
+            assert a.poll() is None, a.communicate()
+            assert time.monotonic() < deadline, "A never reached the fault point"
+            time.sleep(0.05)
+        assert _rows(ws, f"select count(*) from job_claims where pid = {a.pid}") == [(1,)]
+        time.sleep(TTL_S + 1.0)  # its heartbeat (stopped with it) goes past the lease
+        b = subprocess.Popen(_cli(*args), env=_env(ws), cwd=ws.root, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        woken_b = Woken(b, *b.communicate(timeout=300))
+        _ok(woken_b)
+        assert _proc_state(a.pid) == "T"  # A slept through all of B
+        if after_b is not None:
+            after_b()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+        woken_a = Woken(a, *a.communicate(timeout=300))
+    return woken_a, woken_b
+
+
+def _mlflow_runs(ws: Workspace, kind: str, tag: str, value: object) -> dict[int, Any]:
+    """pid -> MLflow run (of kind ``kind``, with tag ``tag`` = ``value``)."""
+    from mlflow.tracking import MlflowClient
+
+    from bdgen.tracking.mlflow_tracker import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(ws.root))
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, f"tags.`{tag}` = '{value}'")
+    return {int(r.data.tags["bdgen.pid"]): r for r in runs
+            if r.data.tags.get("bdgen.kind") == kind}
+
+
+def _lost_warning(a: subprocess.CompletedProcess) -> list[str]:
+    assert "Traceback" not in a.stderr, a.stderr
+    return [line for line in (a.stdout + a.stderr).splitlines() if "claim was lost" in line]
+
+
+def test_frozen_evaluator_wakes_up_after_its_evaluation_was_taken_over(ws):
+    """A (frozen at evaluate.computed past its lease) records nothing once it wakes: B's
+    evaluation stands, A exits 0 with one warning line, its MLflow run ends FAILED (the
+    body raised ClaimLost; it has no evaluation row), B's is FINISHED."""
+    ws, _, model = ws
+    seed = 50
+    _ok(_bdgen(ws, "generate", "--model", model.model_id, "--method", METHOD, "--seeds",
+               str(seed), "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu",
+               "--no-mlflow"))
+    ((gid,),) = _rows(ws, f"select id from generation_runs where seed = {seed}")
+    a, b = _frozen_then_taken_over(ws, ["evaluate", "--run", str(gid)],
+                                   "evaluate.computed:1:stop")
+    assert a.returncode == 0, a.stdout + a.stderr
+    (warning,) = _lost_warning(a)
+    assert f"evaluation of generation run {gid}" in warning, warning
+    ((ev_pk, status, mlflow_id),) = _rows(
+        ws, f"select id, status, mlflow_run_id from evaluation_runs "
+            f"where generation_run_pk = {gid}")
+    assert status == "succeeded"
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]
+    runs = _mlflow_runs(ws, "evaluate", "bdgen.generation_run_id", gid)
+    assert set(runs) == {a.pid, b.pid}
+    run_a, run_b = runs[a.pid], runs[b.pid]
+    assert mlflow_id == run_b.info.run_id  # the row is B's
+    assert run_b.info.status == "FINISHED" and run_a.info.status == "FAILED"
+    assert "bdgen.evaluation_run_id" not in run_a.data.tags
+    values = dict(_rows(ws, "select m.name, v.value from metric_values v join "
+                            "metric_definitions m on m.id = v.metric_pk "
+                            f"where v.evaluation_run_pk = {ev_pk}"))
+    shared = set(values) & set(run_b.data.metrics)
+    assert len(shared) >= 4, (sorted(values), sorted(run_b.data.metrics))
+    assert {k: values[k] for k in shared} == pytest.approx(
+        {k: run_b.data.metrics[k] for k in shared})
+    assert_honest(ws)
+
+
+def test_frozen_generator_wakes_up_after_its_run_was_taken_over(ws):
+    """A (frozen at generate.sampled past its lease) records nothing once it wakes: the one
+    generation row is B's (succeeded, B's MLflow run, B's samples file, not rewritten by A),
+    A exits 0 with one warning line and its MLflow run ends FAILED, B's FINISHED."""
+    ws, _, model = ws
+    seed = 51
+    args = ["generate", "--model", model.model_id, "--method", METHOD, "--seeds", str(seed),
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    files: list[os.stat_result] = []
+
+    def b_file() -> None:
+        ((path,),) = _rows(ws, f"select samples_path from generation_runs where seed = {seed}")
+        files.append((ws.root / path).stat())
+
+    a, b = _frozen_then_taken_over(ws, args, "generate.sampled:1:stop", after_b=b_file)
+    assert a.returncode == 0, a.stdout + a.stderr
+    ((row_id, status, path, sha, mlflow_id),) = _rows(
+        ws, "select id, status, samples_path, samples_sha256, mlflow_run_id "
+            f"from generation_runs where seed = {seed}")
+    (warning,) = _lost_warning(a)
+    assert f"generation run {row_id}" in warning, warning
+    assert status == "succeeded"
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]
+    runs = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id)
+    assert set(runs) == {a.pid, b.pid}
+    run_a, run_b = runs[a.pid], runs[b.pid]
+    assert mlflow_id == run_b.info.run_id  # the row is B's
+    assert run_b.info.status == "FINISHED" and run_a.info.status == "FAILED"
+    assert file_digests(ws.root / path)[1] == sha == run_b.data.tags[
+        "bdgen.artifact.samples.sha256"]
+    now = (ws.root / path).stat()  # B's very file: A did not write over it
+    assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
+    assert_honest(ws)

@@ -199,18 +199,23 @@ def sample_to_file(setup: GenerationSetup, method: Method, seed: int, num_sample
                    steps: int, path: Path, *, batch_size: int | None = None,
                    early_stop: bool = True,
                    progress: Callable[[int], None] | None = None,
-                   sampled: tuple[SampleOutput | GuidedOutput, float] | None = None
-                   ) -> GenerateResult:
+                   sampled: tuple[SampleOutput | GuidedOutput, float] | None = None,
+                   before_write: Callable[[], None] | None = None) -> GenerateResult:
     """Sample one (method, seed) and write its samples file atomically.
 
     ``sampled``: this seed's output and wall time when it was sampled already (several
-    seeds in one batch, :func:`sample_seed_batch`); only the file is written then."""
+    seeds in one batch, :func:`sample_seed_batch`); only the file is written then.
+    ``before_write``: called once sampled, before the file is written (it may raise: a
+    holder checking that its claim is still its own, so as not to replace the file of the
+    process that took its run over)."""
     dev = setup.device
     cs = setup.constraints if method.guided else None
     out, wall = sampled if sampled is not None else sample_one(
         setup, method, seed, num_samples, steps, batch_size=batch_size,
         early_stop=early_stop, progress=progress)
     fault_point("generate.sampled")
+    if before_write is not None:
+        before_write()
     diagnostics = getattr(out, "diagnostics", None)
     rate = num_samples / wall if wall > 0 else float("inf")
     sf = SamplesFile(tokens=out.tokens, pad_mask=out.pad_mask, num_rooms=out.num_rooms,

@@ -140,7 +140,8 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
     """:func:`_evaluate_one` under the evaluation's claim; None when another live process
     holds it and ``skip_held``, or recorded it meanwhile, or took the claim over while this
     one was frozen past the lease expiry (logged: the evaluation is the new holder's, which
-    records it; nothing of this one is recorded, :class:`ClaimLost`)."""
+    records it; nothing of this one is recorded, :class:`ClaimLost`; when the new holder
+    recorded it already, its record is returned, as skipped)."""
     key = evaluation_key(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION, cs_id)
     attempt = ctx.store.try_claim("evaluation", key)
     if attempt.claim is None:
@@ -161,7 +162,13 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
                                  attempt.claim)
     except ClaimLost as lost:  # the work is another process's now: it records it
         log.warning("generation run %s: evaluation not recorded: %s", info.id, lost)
-        return None
+        prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                       constraint_set=cs_id)
+        if prev is None or prev.status != "succeeded":
+            return None
+        return EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id,
+                                info.method, info.seed, info.samples_sha256 or "",
+                                ctx.store.evaluation_metrics(prev.id), skipped=True)
     finally:  # recorded (claim already gone) or failed: free it for the next attempt
         ctx.store.release_claim(attempt.claim)
 

@@ -70,7 +70,10 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
 
     Runs the store already has (succeeded) are skipped unless ``force``. Each run is
     claimed (:mod:`bdgen.store.claims`) and its claim renewed while it works; a run another
-    live process holds is an error, or with ``claim`` (sweeps) skipped.
+    live process holds is an error, or with ``claim`` (sweeps) skipped. A run whose claim
+    another process took over while this one was frozen past the lease expiry
+    (:class:`~bdgen.store.claims.ClaimLost`) is logged and left to it: its record is the new
+    holder's when that one finished it already, else it is left out; the other runs go on.
 
     Guided methods (``constraints``, ``calibration``: see
     :func:`~bdgen.pipeline.generate.prepare_generation`): the constraint set's identity is
@@ -123,10 +126,17 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                 row_id = got.run_id
                 target = samples_path(root, setup.model_id, name, seed, num_samples, steps,
                                       cs_id)
-                with Heartbeat(ctx.store, got.claim):
-                    records.append(_generate_one(ctx, setup, method, seed, num_samples,
-                                                 steps, row_id, target, batch_size, device,
-                                                 renders, claim=got.claim))
+                try:
+                    with Heartbeat(ctx.store, got.claim):
+                        records.append(_generate_one(ctx, setup, method, seed, num_samples,
+                                                     steps, row_id, target, batch_size,
+                                                     device, renders, claim=got.claim))
+                except ClaimLost as lost:  # the run is another process's now: it records it
+                    log.warning("%s seed %s: not recorded: %s", name, seed, lost)
+                    done = _existing(ctx, setup.model_id, name, seed, num_samples, steps,
+                                     cs_id)
+                    if done is not None:  # finished by the new holder already: its record
+                        records.append(done)
     return records
 
 
@@ -159,7 +169,8 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
     ``claim``: the row's claim (this process's, or the sweep driver's that submitted the
     unit). The row is finished or failed under it only; when it was lost meanwhile (this
     process frozen past the lease expiry and the run taken over), :class:`ClaimLost` is
-    raised and the row, which is the new holder's now, is left alone."""
+    raised and the row, which is the new holder's now, is left alone, and so is its samples
+    file when the loss is seen before writing it (the claim is checked once sampled)."""
     mid, sha, ckpt, name = setup.model_id, setup.sha256, setup.ckpt, method.format()
     cs_id = setup.constraint_set_id(method)
     params = {"model_id": mid, "method": name, "seed": seed, "num_samples": num_samples,
@@ -188,8 +199,10 @@ def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed:
                 ctx.store.link_mlflow_run("generation", row_id, run.run_id)
             run.log_dataset(dataset.name, dataset.dataset_id, dataset.source, "generation")
             fault_point("generate.run-open")
-            res = made or sample_to_file(setup, method, seed, num_samples, steps, target,
-                                         batch_size=batch_size, sampled=sampled)
+            res = made or sample_to_file(
+                setup, method, seed, num_samples, steps, target, batch_size=batch_size,
+                sampled=sampled, before_write=None if claim is None else (
+                    lambda: ctx.store.ensure_claim(claim, f"generation run {row_id}")))
             ref = track(ctx.workspace.root, res.path)
             if ref.sha256 != res.sha256:
                 raise BdgenError(f"{res.path} changed while being registered "

@@ -218,6 +218,17 @@ class ClaimLost(BdgenError):
     failed elsewhere. Whatever the caller meant to record was not recorded."""
 
 
+def _lost(s: Session, kind: str, key: str, what: str) -> ClaimLost:
+    """The :class:`ClaimLost` of a caller whose claim on (kind, key) is gone, saying who
+    holds it now."""
+    row = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)
+                    .execution_options(populate_existing=True)).one_or_none()
+    now_held = (f"now held by {_holder(row, utcnow()).describe()}" if row is not None
+                else "released meanwhile (finished or failed elsewhere)")
+    return ClaimLost(f"{what}: this process's claim was lost ({now_held}), probably while "
+                     "it was frozen past the lease expiry; nothing was recorded")
+
+
 def settle_in(s: Session, kind: str, key: str, claim: Claim | None, what: str) -> None:
     """Drop the claim on (kind, key) inside the caller's transaction, before it records
     the guarded work as finished or failed; raise instead when the caller may not.
@@ -236,14 +247,7 @@ def settle_in(s: Session, kind: str, key: str, claim: Claim | None, what: str) -
             raise BdgenError(f"claim {claim.kind} {claim.key} does not guard {what} "
                              f"({kind} {key})")
         if not release_claim_in(s, claim):
-            now = utcnow()
-            row = s.scalars(select(JobClaim).filter_by(kind=kind, key=key)
-                            .execution_options(populate_existing=True)).one_or_none()
-            now_held = (f"now held by {_holder(row, now).describe()}" if row is not None
-                        else "released meanwhile (finished or failed elsewhere)")
-            raise ClaimLost(f"{what}: this process's claim was lost ({now_held}), "
-                            "probably while it was frozen past the lease expiry; nothing "
-                            "was recorded")
+            raise _lost(s, kind, key, what)
         return
     attempt = claim_in(s, kind, key)
     if attempt.claim is None:
@@ -276,6 +280,17 @@ class Claims(StoreBase):
             return _rowcount(s.execute(update(JobClaim).where(
                 JobClaim.kind == claim.kind, JobClaim.key == claim.key,
                 JobClaim.token == claim.token).values(heartbeat_at=utcnow()))) == 1
+
+    def ensure_claim(self, claim: Claim, what: str) -> None:
+        """Renew ``claim``; :class:`ClaimLost` when it is no longer ours. For a holder about
+        to write something the new holder may have written already (a samples file): a
+        check, not a guarantee (it can still be taken over right after), that narrows a
+        frozen holder's window to the time of that write."""
+        with self.session() as s:
+            if _rowcount(s.execute(update(JobClaim).where(
+                    JobClaim.kind == claim.kind, JobClaim.key == claim.key,
+                    JobClaim.token == claim.token).values(heartbeat_at=utcnow()))) != 1:
+                raise _lost(s, claim.kind, claim.key, what)
 
     def release_claim(self, claim: Claim) -> bool:
         """Drop the claim if still ours; True when it was."""

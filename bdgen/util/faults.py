@@ -1,6 +1,10 @@
 """Deterministic fault injection: ``$BDGEN_FAULT=<point>:<k>[,<point>:<k>...]`` makes the
 process kill itself with SIGKILL the k-th time it passes the named point (k >= 1);
-``<point>:<k>:term`` sends SIGTERM instead (the graceful path: the job fails its rows).
+``<point>:<k>:term`` sends SIGTERM instead (the graceful path: the job fails its rows);
+``<point>:<k>:stop`` sends SIGSTOP: the whole process freezes there (every thread, the
+claim-renewing heartbeat included), as a real stall would (a swapped-out or suspended host),
+until something sends it SIGCONT; then it carries on from that point. How a holder frozen
+past its claim's lease, whose work another process took over, is tested.
 
 Kill-safety tests use it instead of sleeps: the kill lands exactly where they ask, every
 time. With the variable unset a fault point costs one environment lookup.
@@ -36,13 +40,18 @@ ENV_FAULT_ONCE = "BDGEN_FAULT_ONCE"
 _hits: Counter[str] = Counter()
 
 
+#: ``<point>:<k>:<suffix>`` -> the signal sent (no suffix: SIGKILL).
+SUFFIXES = {"term": signal.SIGTERM, "stop": signal.SIGSTOP}
+
+
 def _targets(spec: str) -> dict[str, tuple[int, signal.Signals]]:
     out: dict[str, tuple[int, signal.Signals]] = {}
     for item in spec.split(","):
         item = item.strip()
         sig = signal.SIGKILL
-        if item.endswith(":term"):
-            item, sig = item[:-len(":term")], signal.SIGTERM
+        head, _, suffix = item.rpartition(":")
+        if suffix in SUFFIXES:
+            item, sig = head, SUFFIXES[suffix]
         point, _, k = item.rpartition(":")
         if point and k.isdigit():
             out[point] = (int(k), sig)
@@ -50,7 +59,8 @@ def _targets(spec: str) -> dict[str, tuple[int, signal.Signals]]:
 
 
 def fault_point(name: str) -> None:
-    """Kill this process if ``$BDGEN_FAULT`` asks for it at this pass of ``name``."""
+    """Kill (or terminate, or stop) this process if ``$BDGEN_FAULT`` asks for it at this
+    pass of ``name``."""
     spec = os.environ.get(ENV_FAULT)
     if not spec:
         return
