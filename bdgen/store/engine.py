@@ -101,6 +101,33 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
                          f"{str(exc).splitlines()[0]}") from None
 
 
+def _set_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while SQLite answers "database is locked".
+
+    Why retry: on a brand-new file several processes opening the store at once all switch
+    it from the rollback journal to WAL. The switch reads the header under a SHARED lock and
+    then needs the write lock; when another process holds that lock and waits for our
+    SHARED lock to go, SQLite returns SQLITE_BUSY at once instead of calling the busy
+    handler (it would be a deadlock; sqlite3_busy_handler's documentation). Backing off and
+    trying again lets the other process finish; once the file is in WAL the pragma only
+    reads. Bounded by the busy timeout, so a store that stays locked still fails.
+    """
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _configure_sqlite(engine: Engine, readonly: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -109,7 +136,7 @@ def _configure_sqlite(engine: Engine, readonly: bool = False) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if not readonly:  # setting the journal mode writes the header
-            cur.execute("PRAGMA journal_mode = WAL")
+            _set_wal(cur)
             cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         # Large aggregate reads (the leaderboard over the whole store): memory-mapped I/O and
