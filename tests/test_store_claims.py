@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 from datetime import timedelta
 
 import pytest
@@ -255,6 +256,21 @@ def test_a_dead_claim_released_during_its_takeover_is_claimed_afresh(store_url):
 
 
 # --- a holder frozen past its lease, whose claim another process took over ---------------
+def _freeze_and_take_over(proc, claimed, what: str, take, monkeypatch):
+    """Wait for ``proc`` to claim, SIGSTOP it, let its lease run out (1 s, in this process
+    only) and take its claim over with ``take()``; the taken claim, then SIGCONT: the
+    frozen-holder set-up the tests below share."""
+    assert claimed.wait(120), f"the {what} never claimed"
+    os.kill(proc.pid, signal.SIGSTOP)
+    monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
+    time.sleep(1.2)
+    taken = take()
+    monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
+    assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
+    os.kill(proc.pid, signal.SIGCONT)
+    return taken
+
+
 def test_a_holder_frozen_past_its_lease_records_nothing_over_its_successor(store_url,
                                                                              monkeypatch):
     """A holder is frozen (SIGSTOP: alive, silent) past the lease expiry and this process
@@ -262,8 +278,6 @@ def test_a_holder_frozen_past_its_lease_records_nothing_over_its_successor(store
     by (kind, key), i.e. the successor's, and mark the successor's run done or failed.
     Now its claim (by token) is gone, so it gets ClaimLost and records nothing; without
     its claim it may not touch a run a live process holds. The successor's work stands."""
-    import time
-
     from _store_support import worker_frozen_holder
 
     store = Store.open(store_url)
@@ -274,14 +288,9 @@ def test_a_holder_frozen_past_its_lease_records_nothing_over_its_successor(store
                        args=(store_url, 17, claimed, go, queue, leave))
     proc.start()  # with the default lease (60 s): this process's claim stays live for it
     try:
-        assert claimed.wait(120), "the holder never claimed"
-        os.kill(proc.pid, signal.SIGSTOP)
-        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
-        time.sleep(1.2)
-        taken = store.claim_generation_run(MODEL, METHOD, 17, 100, 10)
-        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
-        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
-        os.kill(proc.pid, signal.SIGCONT)
+        taken = _freeze_and_take_over(
+            proc, claimed, "holder",
+            lambda: store.claim_generation_run(MODEL, METHOD, 17, 100, 10), monkeypatch)
         go.set()
         outcomes = queue.get(timeout=120)
     finally:
@@ -318,8 +327,6 @@ def test_a_takeover_inside_the_holders_finish_wins_and_the_finish_records_nothin
     gone (by token), raise ClaimLost and record nothing (it used to delete the successor's
     claim and mark the run succeeded under it). SQLite serialises writers: the takeover
     waits, the finish lands first, and the claimant finds the run done."""
-    import time
-
     from _store_support import worker_claim_on_go
     from sqlalchemy import event
 
@@ -387,8 +394,6 @@ def test_a_denoiser_frozen_past_its_lease_records_nothing_over_its_successor(sto
     successor's. Now its claim (by token) is gone: ClaimLost, nothing recorded, before and
     after the successor recorded its own; without its claim it may not record while a
     live process holds the work. The successor's claim and metrics stand."""
-    import time
-
     from _store_support import worker_frozen_denoiser
 
     from bdgen.store.models import DenoisingEvaluation, DenoisingValue
@@ -409,14 +414,8 @@ def test_a_denoiser_frozen_past_its_lease_records_nothing_over_its_successor(sto
                        args=(store_url, claimed, go, queue, again, leave))
     proc.start()  # with the default lease (60 s): this process's claim stays live for it
     try:
-        assert claimed.wait(120), "the denoiser never claimed"
-        os.kill(proc.pid, signal.SIGSTOP)
-        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
-        time.sleep(1.2)
-        taken = store.try_claim("denoising", MODEL)
-        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
-        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
-        os.kill(proc.pid, signal.SIGCONT)
+        taken = _freeze_and_take_over(proc, claimed, "denoiser",
+                                      lambda: store.try_claim("denoising", MODEL), monkeypatch)
         go.set()
         first = queue.get(timeout=120)
         # the successor's claim stands, and nothing was recorded
@@ -511,8 +510,6 @@ def test_an_evaluator_frozen_past_its_lease_records_nothing_over_its_successor(s
     over the successor's), or mark it failed. Now its claim (by token) is gone: ClaimLost,
     nothing recorded, before and after the successor recorded its own; a failure marks
     nothing; without its claim it may not record while a live process holds the work."""
-    import time
-
     from _store_support import cs_metrics, worker_frozen_evaluator
 
     from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE
@@ -533,14 +530,8 @@ def test_an_evaluator_frozen_past_its_lease_records_nothing_over_its_successor(s
                        args=(store_url, gid, CS, claimed, go, queue, again, leave))
     proc.start()  # with the default lease (60 s): this process's claim stays live for it
     try:
-        assert claimed.wait(120), "the evaluator never claimed"
-        os.kill(proc.pid, signal.SIGSTOP)
-        monkeypatch.setenv("BDGEN_CLAIM_TTL_S", "1")  # here only: its claim expires in 1 s
-        time.sleep(1.2)
-        taken = store.try_claim("evaluation", key)
-        monkeypatch.delenv("BDGEN_CLAIM_TTL_S")
-        assert taken.won and taken.claim.took_over.pid == proc.pid  # by the lease: alive
-        os.kill(proc.pid, signal.SIGCONT)
+        taken = _freeze_and_take_over(proc, claimed, "evaluator",
+                                      lambda: store.try_claim("evaluation", key), monkeypatch)
         go.set()
         first = queue.get(timeout=120)
         # the successor's claim stands, and nothing was recorded, nor marked failed
