@@ -129,7 +129,7 @@ def test_grid_from_params_yaml(tmp_path):
 
     import yaml
 
-    from bdgen.pipeline.sweep import sweep_from_params
+    from bdgen.pipeline.sweep_grid import sweep_from_params
 
     params = {"workspace": "ws", "data": {}, "models": {"a": {}, "b": {}},
               "methods": ["random_argmax_no_remask", "llada_topp0.9_no_remask"],

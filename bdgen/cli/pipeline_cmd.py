@@ -134,8 +134,9 @@ def sweep(ctx: click.Context, models: list[str], methods: list[str], seeds: list
     store never do a run twice. Ends with the grid's state; exit status 3 when the grid
     is incomplete (failed runs, or runs still held by others with --no-wait).
     """
-    from bdgen.pipeline.sweep import INCOMPLETE_EXIT, sweep_from_params
+    from bdgen.pipeline.sweep import INCOMPLETE_EXIT
     from bdgen.pipeline.sweep import sweep as run_sweep
+    from bdgen.pipeline.sweep_grid import sweep_from_params
     from bdgen.pipeline.workspace import Workspace
 
     grid = sweep_from_params(params_path) if params_path else {}

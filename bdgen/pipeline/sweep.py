@@ -29,11 +29,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bdgen.errors import BdgenError
 from bdgen.pipeline.engines import make_engine
 from bdgen.pipeline.store import open_store, store_url
+from bdgen.pipeline.sweep_grid import PlannedModel, plan_models
 from bdgen.pipeline.units import (
     SWEEP_TOKEN_DIR,
     DenoiseUnit,
@@ -55,13 +54,6 @@ RECHECK_S = 5.0           # how often cells running elsewhere are looked at agai
 INCOMPLETE_EXIT = 3       # exit status of a sweep that ends with the grid incomplete
 
 Cell = tuple[str, str, int]   # (model id, method, seed)
-
-
-@dataclass(frozen=True)
-class PlannedModel:
-    path: str               # checkpoint, workspace-relative when inside it
-    model_id: str
-    methods: tuple[str, ...]  # canonical names with the checkpoint's prefix
 
 
 @dataclass
@@ -108,37 +100,6 @@ class SweepSummary:
             parts.append(f"{self.missing_denoising} model(s) without denoising metrics")
         parts.append(f"{self.wall_s:.1f} s, {rate:.1f} runs/min here")
         return "; ".join(parts)
-
-
-def plan_models(ws: Workspace, store: Store, models: Sequence[str], methods: Sequence[str],
-                seeds: Sequence[int], num_samples: int, steps: int) -> list[PlannedModel]:
-    """Resolve, hash and register every model once; all validation before any work."""
-    from bdgen.diffusion.method import Method
-    from bdgen.model.checkpoint import load_checkpoint, model_id
-    from bdgen.pipeline.checkpoints import checkpoint_sha256, register_checkpoint, resolve_model
-    from bdgen.pipeline.context import workspace_relative
-    from bdgen.pipeline.generate import resolve_methods
-
-    for name, v in (("--steps", steps), ("--num-samples", num_samples)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise BdgenError(f"{name} must be an integer >= 1, got {v!r}")
-    if not seeds or any(int(s) < 0 for s in seeds):
-        raise BdgenError(f"--seeds must be a non-empty list of integers >= 0, got {seeds}")
-    if not models:
-        raise BdgenError("no --models given")
-    for name in methods:
-        Method.parse(name)
-    planned: list[PlannedModel] = []
-    for ref in models:
-        path, recorded = resolve_model(ws, store, ref)
-        ckpt = load_checkpoint(path)
-        sha = checkpoint_sha256(path, recorded)
-        mid = model_id(ckpt, sha)
-        rel = workspace_relative(ws, path)
-        register_checkpoint(store, ckpt, rel, sha, mid)
-        names = tuple(m.format() for m in resolve_methods(methods, ckpt))
-        planned.append(PlannedModel(rel, mid, names))
-    return planned
 
 
 class _Printer:
@@ -478,25 +439,3 @@ def _run(job: _Sweep, eng, pending: list[int], evaluate: bool, wait_for_others: 
             job.collect(eng, fut)
         job.progress()
     job.progress(force=True)
-
-
-def sweep_from_params(params_path: str | Path) -> dict:
-    """The grid of a ``params.yaml`` (the DVC pipeline's): models from the train stages'
-    receipts, methods, seeds, and the generate section's sizes and device."""
-    from bdgen.pipeline.stages import load_params, method_names, read_receipt, workspace_of
-
-    params = load_params(params_path)
-    base = Path(params_path).resolve().parent
-    models = []
-    for key in params.get("models") or {}:
-        receipt = base / "results" / "models" / f"{key}.json"
-        if not receipt.is_file():
-            raise BdgenError(f"model {key!r} of {params_path} has no receipt {receipt} "
-                             "(train it first: dvc repro train)")
-        models.append(str(read_receipt(receipt)["model_id"]))
-    gen = params.get("generate") or {}
-    return {"workspace": workspace_of(params, params_path), "models": models,
-            "methods": method_names(params, params_path),
-            "seeds": [int(s) for s in params.get("seeds") or []],
-            "num_samples": int(gen.get("num_samples", 1000)),
-            "steps": int(gen.get("steps", 100)), "device": str(gen.get("device", "auto"))}
