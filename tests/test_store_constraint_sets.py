@@ -10,24 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _store_support import MODEL, store, store_url  # noqa: F401  (fixtures)
+from _store_support import MODEL, cs_metrics, store, store_url  # noqa: F401  (fixtures)
 
 from bdgen.errors import BdgenError
 
 GUIDED = "llada_topp0.9_no_remask_guided_K4_a0.1_soft_linear"
 BASELINE = "llada_topp0.9_no_remask"
 A, B = "a" * 64, "b" * 64
-
-
-def metrics(sat: float) -> dict:
-    return {"eval/validity_rate": 1.0, "eval/novelty": 0.9,
-            "constraint/satisfaction_one_kitchen": sat,
-            "constraint/mean_violation_one_kitchen": 1 - sat,
-            "constraint/mean_violation_when_failed_one_kitchen": 1.0,
-            "constraint/violation_histogram_one_kitchen": {"0": int(100 * sat),
-                                                           "1": 100 - int(100 * sat),
-                                                           "2": 0, "3+": 0},
-            "constraint/satisfaction_overall": sat}
 
 
 def guided_run(store, seed: int, cs: str) -> int:
@@ -39,8 +28,8 @@ def guided_run(store, seed: int, cs: str) -> int:
 def test_two_constraint_sets_same_method_are_two_results(store):
     store.get_or_create_model(MODEL, "v1", "loglinear")
     for seed, sat in ((1, 0.5), (2, 0.7)):
-        store.record_evaluation(guided_run(store, seed, A), metrics(sat), constraint_set=A)
-        store.record_evaluation(guided_run(store, seed, B), metrics(sat / 2), constraint_set=B)
+        store.record_evaluation(guided_run(store, seed, A), cs_metrics(sat), constraint_set=A)
+        store.record_evaluation(guided_run(store, seed, B), cs_metrics(sat / 2), constraint_set=B)
     for query in (store.method_results, store.summary_results):
         results = query()
         assert [(r.method, r.constraint_set) for r in results] == [(GUIDED, A), (GUIDED, B)]
@@ -74,15 +63,15 @@ def test_guided_runs_need_their_set_and_are_measured_against_it_only(store):
         store.start_generation_run(MODEL, BASELINE, 1, 100, 10, constraint_set=A)
     gid = guided_run(store, 1, A)
     with pytest.raises(BdgenError, match="measured against that set only"):
-        store.record_evaluation(gid, metrics(0.5), constraint_set=B)
+        store.record_evaluation(gid, cs_metrics(0.5), constraint_set=B)
     with pytest.raises(BdgenError, match="measured against that set only, not none"):
-        store.record_evaluation(gid, metrics(0.5))
+        store.record_evaluation(gid, cs_metrics(0.5))
     plain = store.start_generation_run(MODEL, BASELINE, 1, 100, 10)
     store.finish_generation_run(plain, "1" * 64, "/samples/base/1.pt")
     with pytest.raises(BdgenError, match="need the identity of the constraint set"):
-        store.record_evaluation(plain, metrics(0.5))
+        store.record_evaluation(plain, cs_metrics(0.5))
     with pytest.raises(BdgenError, match="need the identity of the constraint set"):
-        store.record_evaluations([(plain, metrics(0.5))])
+        store.record_evaluations([(plain, cs_metrics(0.5))])
     assert store.method_results() == []
 
 
@@ -95,10 +84,10 @@ def test_a_baseline_measured_against_sets_is_one_result_per_set(store):
         store.record_evaluation(gid, {"eval/validity_rate": 1.0, "eval/novelty": 0.8})
         gids.append(gid)
     for gid in gids:
-        store.record_evaluation(gid, metrics(0.2), constraint_set=A)
-        store.record_evaluation(gid, metrics(0.4), constraint_set=B)
+        store.record_evaluation(gid, cs_metrics(0.2), constraint_set=A)
+        store.record_evaluation(gid, cs_metrics(0.4), constraint_set=B)
     # measured again (replace): the same row of the set's series, not a new one
-    store.record_evaluation(gids[0], metrics(0.3), constraint_set=A, replace=True)
+    store.record_evaluation(gids[0], cs_metrics(0.3), constraint_set=A, replace=True)
     results = store.method_results()
     assert [(r.method, r.constraint_set) for r in results] == [
         (BASELINE, ""), (BASELINE, A), (BASELINE, B)]
@@ -161,8 +150,8 @@ def test_migration_round_trip_keeps_the_results_without_a_set(store_url):
         gid = store.start_generation_run(MODEL, BASELINE, 1, 100, 10)
         store.finish_generation_run(gid, "1" * 64, "/samples/base/1.pt")
         store.record_evaluation(gid, {"eval/validity_rate": 1.0, "eval/novelty": 0.8})
-        store.record_evaluation(gid, metrics(0.2), constraint_set=A)
-        store.record_evaluation(guided_run(store, 1, B), metrics(0.5), constraint_set=B)
+        store.record_evaluation(gid, cs_metrics(0.2), constraint_set=A)
+        store.record_evaluation(guided_run(store, 1, B), cs_metrics(0.5), constraint_set=B)
         assert len(store.method_results()) == 3
         plain = store.method_results(where={"constraint_set": "none"})
     finally:
@@ -186,7 +175,7 @@ def test_redoing_a_baseline_drops_its_measurements(store):
     gid = store.start_generation_run(MODEL, BASELINE, 1, 100, 10)
     store.finish_generation_run(gid, "1" * 64, "/samples/base/1.pt")
     store.record_evaluation(gid, {"eval/validity_rate": 1.0})
-    store.record_evaluation(gid, metrics(0.2), constraint_set=A)
+    store.record_evaluation(gid, cs_metrics(0.2), constraint_set=A)
     assert len(store.summary_results()) == 2
     again = store.start_generation_run(MODEL, BASELINE, 1, 100, 10, force=True)
     assert again == gid
