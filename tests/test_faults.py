@@ -305,6 +305,18 @@ def _mlflow_runs(ws: Workspace, kind: str, tag: str, value: object) -> dict[int,
             if r.data.tags.get("bdgen.kind") == kind}
 
 
+def _runs_of_a_and_b(ws: Workspace, kind: str, generation_run_id: int,
+                     a: Woken, b: Woken, row_mlflow_id: str) -> tuple[Any, Any]:
+    """A's and B's MLflow runs of ``kind`` for the generation run; the store row is B's
+    (``row_mlflow_id``), B's run FINISHED and A's FAILED."""
+    runs = _mlflow_runs(ws, kind, "bdgen.generation_run_id", generation_run_id)
+    assert set(runs) == {a.pid, b.pid}
+    run_a, run_b = runs[a.pid], runs[b.pid]
+    assert row_mlflow_id == run_b.info.run_id  # the row is B's
+    assert run_b.info.status == "FINISHED" and run_a.info.status == "FAILED"
+    return run_a, run_b
+
+
 def _lost_warning(a: subprocess.CompletedProcess) -> list[str]:
     assert "Traceback" not in a.stderr, a.stderr
     return [line for line in (a.stdout + a.stderr).splitlines() if "claim was lost" in line]
@@ -330,11 +342,7 @@ def test_frozen_evaluator_wakes_up_after_its_evaluation_was_taken_over(ws):
             f"where generation_run_pk = {gid}")
     assert status == "succeeded"
     assert _rows(ws, "select count(*) from job_claims") == [(0,)]
-    runs = _mlflow_runs(ws, "evaluate", "bdgen.generation_run_id", gid)
-    assert set(runs) == {a.pid, b.pid}
-    run_a, run_b = runs[a.pid], runs[b.pid]
-    assert mlflow_id == run_b.info.run_id  # the row is B's
-    assert run_b.info.status == "FINISHED" and run_a.info.status == "FAILED"
+    run_a, run_b = _runs_of_a_and_b(ws, "evaluate", gid, a, b, mlflow_id)
     assert "bdgen.evaluation_run_id" not in run_a.data.tags
     values = dict(_rows(ws, "select m.name, v.value from metric_values v join "
                             "metric_definitions m on m.id = v.metric_pk "
@@ -369,11 +377,7 @@ def test_frozen_generator_wakes_up_after_its_run_was_taken_over(ws):
     assert f"generation run {row_id}" in warning, warning
     assert status == "succeeded"
     assert _rows(ws, "select count(*) from job_claims") == [(0,)]
-    runs = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id)
-    assert set(runs) == {a.pid, b.pid}
-    run_a, run_b = runs[a.pid], runs[b.pid]
-    assert mlflow_id == run_b.info.run_id  # the row is B's
-    assert run_b.info.status == "FINISHED" and run_a.info.status == "FAILED"
+    _, run_b = _runs_of_a_and_b(ws, "generate", row_id, a, b, mlflow_id)
     assert file_digests(ws.root / path)[1] == sha == run_b.data.tags[
         "bdgen.artifact.samples.sha256"]
     now = (ws.root / path).stat()  # B's very file: A did not write over it
