@@ -256,6 +256,15 @@ def test_a_dead_claim_released_during_its_takeover_is_claimed_afresh(store_url):
 
 
 # --- a holder frozen past its lease, whose claim another process took over ---------------
+def _wake_and_join(proc, *events) -> None:
+    """However a frozen-holder test ends: wake the holder, let it through every step it
+    waits for and wait for it to exit."""
+    os.kill(proc.pid, signal.SIGCONT)
+    for e in events:
+        e.set()
+    proc.join(60)
+
+
 def _freeze_and_take_over(proc, claimed, what: str, take, monkeypatch):
     """Wait for ``proc`` to claim, SIGSTOP it, let its lease run out (1 s, in this process
     only) and take its claim over with ``take()``; the taken claim, then SIGCONT: the
@@ -294,10 +303,7 @@ def test_a_holder_frozen_past_its_lease_records_nothing_over_its_successor(store
         go.set()
         outcomes = queue.get(timeout=120)
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        go.set()
-        leave.set()
-        proc.join(60)
+        _wake_and_join(proc, go, leave)
     assert proc.exitcode == 0
     me = f"pid {os.getpid()} on host"
     for name in ("finish", "fail"):
@@ -427,11 +433,7 @@ def test_a_denoiser_frozen_past_its_lease_records_nothing_over_its_successor(sto
         again.set()
         after = queue.get(timeout=120)
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        go.set()
-        again.set()
-        leave.set()
-        proc.join(60)
+        _wake_and_join(proc, go, again, leave)
     assert proc.exitcode == 0
     me = f"pid {os.getpid()} on host"
     kind, msg = first["record"]
@@ -543,11 +545,7 @@ def test_an_evaluator_frozen_past_its_lease_records_nothing_over_its_successor(s
         again.set()
         after = queue.get(timeout=120)
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        go.set()
-        again.set()
-        leave.set()
-        proc.join(60)
+        _wake_and_join(proc, go, again, leave)
     assert proc.exitcode == 0
     me = f"pid {os.getpid()} on host"
     kind, msg = first["record"]
