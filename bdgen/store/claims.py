@@ -286,10 +286,8 @@ class Claims(StoreBase):
         to write something the new holder may have written already (a samples file): a
         check, not a guarantee (it can still be taken over right after), that narrows a
         frozen holder's window to the time of that write."""
-        with self.session() as s:
-            if _rowcount(s.execute(update(JobClaim).where(
-                    JobClaim.kind == claim.kind, JobClaim.key == claim.key,
-                    JobClaim.token == claim.token).values(heartbeat_at=utcnow()))) != 1:
+        if not self.renew_claim(claim):
+            with self.read_session() as s:
                 raise _lost(s, claim.kind, claim.key, what)
 
     def release_claim(self, claim: Claim) -> bool:
