@@ -110,14 +110,11 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
             bar.update_to(done, f"run {info.id}: {info.model_id}/{info.method}/{info.seed}")
             cs_id = constraints.identity if constraints is not None else (
                 info.constraint_set or None)
-            prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE,
-                                           DEFAULT_EVALUATOR_VERSION, constraint_set=cs_id)
-            if prev is not None and prev.status == "succeeded" and not replace:
+            done_before = None if replace else _recorded(ctx, info, cs_id)
+            if done_before is not None:
                 log.info("generation run %s: already evaluated (evaluation run %s), skipped",
-                         info.id, prev.id)
-                rec = EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id,
-                                       info.method, info.seed, info.samples_sha256 or "",
-                                       ctx.store.evaluation_metrics(prev.id), skipped=True)
+                         info.id, done_before.evaluation_run_id)
+                rec = done_before
             else:
                 got = _claimed_evaluation(ctx, info, samples, replace, plots, constraints,
                                           cs_id, claim)
@@ -132,6 +129,19 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                     k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics},
                     indent=2, sort_keys=True)
     return records
+
+
+def _recorded(ctx: JobContext, info: GenerationRunInfo,
+              cs_id: str | None) -> EvaluationRecord | None:
+    """The store's succeeded evaluation of the run (against ``cs_id``), as a skipped
+    record; None when it has none."""
+    prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
+                                   constraint_set=cs_id)
+    if prev is None or prev.status != "succeeded":
+        return None
+    return EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id, info.method,
+                            info.seed, info.samples_sha256 or "",
+                            ctx.store.evaluation_metrics(prev.id), skipped=True)
 
 
 def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
@@ -162,13 +172,7 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
                                  attempt.claim)
     except ClaimLost as lost:  # the work is another process's now: it records it
         log.warning("generation run %s: evaluation not recorded: %s", info.id, lost)
-        prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
-                                       constraint_set=cs_id)
-        if prev is None or prev.status != "succeeded":
-            return None
-        return EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id,
-                                info.method, info.seed, info.samples_sha256 or "",
-                                ctx.store.evaluation_metrics(prev.id), skipped=True)
+        return _recorded(ctx, info, cs_id)
     finally:  # recorded (claim already gone) or failed: free it for the next attempt
         ctx.store.release_claim(attempt.claim)
 
