@@ -37,10 +37,12 @@ def device_of(args: argparse.Namespace) -> torch.device:
 
 
 def random_model(preset: str, device: torch.device):
-    """The ``preset`` FastDenoiser as initialised from the global generator, every parameter
+    """The ``preset`` FastDenoiser as initialised from a generator seeded 0, every parameter
     moved by 0.05 x N(0, 1) (a generator seeded 0) so that logits are not all zero, on
     ``device`` in eval mode, with the loglinear process: (model, process, vocab, rooms)."""
-    model = FastDenoiser(MODEL_PRESETS[preset], RPLAN_VOCAB)
+    with torch.random.fork_rng(devices=[]):  # the same weights in every process
+        torch.manual_seed(0)
+        model = FastDenoiser(MODEL_PRESETS[preset], RPLAN_VOCAB)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

@@ -125,3 +125,16 @@ def test_constructor_validation():
             Method(**kw)
     with pytest.raises(BdgenError, match="random, llada"):
         Method(unmasking="greedy")
+
+
+def test_compiled_suffix_names_the_kernels_after_the_precision() -> None:
+    m = Method.parse("llada_topp0.9_remdm_confidence_tsw1.0_bf16_compiled")
+    assert (m.precision, m.kernels) == ("bf16", "compiled")
+    assert m.legacy_config()["kernels"] == "compiled" and m.fields()["kernels"] == "compiled"
+    assert "kernels" not in Method.parse("llada_topp0.9_no_remask").legacy_config()
+    assert Method.parse("random_argmax_no_remask_compiled").precision == "fp32"
+    with pytest.raises(BdgenError, match="closest valid name: 'llada_topp0.9_no_remask_bf16_"
+                                         "compiled'"):
+        Method.parse("llada_topp0.9_no_remask_compiled_bf16")
+    with pytest.raises(BdgenError, match="unknown kernels 'fused'"):
+        Method(kernels="fused")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bdgen.diffusion.method import UNMASKING_MODES, Method
+from bdgen.diffusion.method import KERNELS, UNMASKING_MODES, Method
 from bdgen.errors import BdgenError
 from bdgen.eval.aggregate import MethodResult
 from bdgen.guidance.names import PHIS, REWARD_MODES, Guidance, spell
@@ -60,7 +60,8 @@ def guidance_for(draw, remasking: str | None) -> Guidance:
 @st.composite
 def methods(draw) -> Method:
     kw: dict = {"unmasking": draw(st.sampled_from(UNMASKING_MODES)), "v2": draw(st.booleans()),
-                "precision": draw(st.sampled_from(("fp32", "bf16", "tf32")))}
+                "precision": draw(st.sampled_from(("fp32", "bf16", "tf32"))),
+                "kernels": draw(st.sampled_from(KERNELS))}
     sampling = draw(st.sampled_from(("topp", "argmax", "temp")))
     if sampling == "topp":
         kw["top_p"] = draw(unit_open)

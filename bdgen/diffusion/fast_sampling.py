@@ -61,8 +61,8 @@ class GraphedLogits:
     once per batch. The forward must need no host sync: true of the dense CUDA path.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, real_rows: Tensor | None = None) -> None:
+        self.model, self.real_rows = model, real_rows  # rows: fixed for the graphs' life
         self.graphs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def __call__(self, x: Tensor, pad_mask: Tensor, t: float, precision: str) -> Tensor:
@@ -84,11 +84,13 @@ class GraphedLogits:
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):  # warm-up: library handles and workspaces
             for _ in range(2):
-                model_logits(self.model, static_x, static_pad, static_t, precision)
+                model_logits(self.model, static_x, static_pad, static_t, precision,
+                             self.real_rows)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = model_logits(self.model, static_x, static_pad, static_t, precision)
+            out = model_logits(self.model, static_x, static_pad, static_t, precision,
+                               self.real_rows)
         return graph, static_x, static_pad, static_t, out
 
 
@@ -159,13 +161,23 @@ def sample_batch(model: nn.Module, process: ForwardProcess, vocab: VocabConfig,
 
     ``compact`` (CPU default), ``model_batch`` (CPU default 128), ``cuda_graphs`` (CUDA
     default): see the module docstring; with ``early_stop=False, compact=False,
-    cuda_graphs=False`` and no ``model_batch`` this is the reference loop.
+    cuda_graphs=False`` and no ``model_batch`` this is the reference loop. A ``_compiled``
+    method on CUDA runs :func:`bdgen.diffusion.compiled_sampling.sample_batch_compiled`
+    (no ``trace``); on CPU it runs this loop.
     """
     if steps < 1:
         raise BdgenError(f"steps must be >= 1, got {steps}")
     device = num_rooms.device
     compact, model_batch, cuda_graphs = loop_defaults(device, compact, model_batch,
                                                       cuda_graphs)
+    if method.kernels == "compiled" and device.type == "cuda":
+        if trace is not None:
+            raise BdgenError(f"{method} on CUDA records no trace; trace its eager twin")
+        # imported here: that loop builds on this module's logits functions
+        from bdgen.diffusion.compiled_sampling import sample_batch_compiled
+        return sample_batch_compiled(model, process, vocab, num_rooms, method, steps,
+                                     generator, early_stop=early_stop,
+                                     cuda_graphs=cuda_graphs)
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     logits_fn = CompactLogits(model, plan.pad_mask, method.precision, model_batch,
                               GraphedLogits(model) if cuda_graphs else None)

@@ -7,7 +7,7 @@ round-trips exactly. Grammar::
     [v2_] {random|llada} _ {topp<p>|argmax|temp<T>} _ {no_remask
                                                      |remdm_confidence_tsw<t>
                                                      |remdm_{cap|rescale}_eta<e>[_tsw<t>]}
-    [_bf16|_tf32] [_guided_...]
+    [_bf16|_tf32] [_compiled] [_guided_...]
 
 Only this ASCII grammar is accepted: no surrounding whitespace or newline, no look-alike
 digits, and every number in its one canonical spelling, Python ``str()`` of the value
@@ -29,6 +29,11 @@ Backward-compatible extensions, so that distinct configurations always get disti
   (:mod:`bdgen.model.precision`), which changes the samples; ``_tf32``: float32 with its
   matrix products in TensorFloat-32 on CUDA (also changes them; equal to float32 on CPU);
   float32 (every legacy name) has no suffix.
+* a ``_compiled`` suffix: on CUDA the denoiser's forward and the step's arithmetic run as
+  ``torch.compile``'d kernels (:mod:`bdgen.diffusion.compiled_sampling`). Those kernels
+  round differently from the eager ones, so the samples differ (about 2 % of token
+  positions on an H200); on CPU it is the ordinary path, samples equal to the name without
+  the suffix (as ``_tf32``'s are to float32's).
 * a guided method (constraint guidance, :class:`bdgen.guidance.names.Guidance`) appends
   ``_guided_`` and its settings to the unguided name; the grammar of that part, canonical
   and legacy, is in :mod:`bdgen.guidance.names`.
@@ -66,12 +71,14 @@ UNMASKING_MODES: tuple[str, ...] = ("random", "llada")
 REMASKING_STRATEGIES: tuple[str, ...] = ("cap", "rescale", "confidence")
 DEFAULT_ETA = 0.1  # legacy eval-config default for cap/rescale (spec §5.1)
 MAX_TEMPERATURE = 100.0
+KERNELS: tuple[str, ...] = ("eager", "compiled")  # how a sampling step's kernels are made
+DEFAULT_KERNELS = "eager"
 GUIDED_MARK = "_guided_"
 
 GRAMMAR = (
     "[v2_]{random|llada}_{topp<p>|argmax|temp<T>}_"
     "{no_remask|remdm_confidence_tsw<t>|remdm_{cap|rescale}_eta<e>[_tsw<t>]}[_bf16|_tf32]"
-    "[_guided_...]"
+    "[_compiled][_guided_...]"
 )
 
 _NUM = NUM
@@ -81,7 +88,7 @@ _NAME_RE = re.compile(
     rf"(?:(?P<none>no_remask)"
     rf"|remdm_confidence_tsw(?P<conf_tsw>{_NUM})"
     rf"|remdm_(?P<strategy>[a-z]+)_eta(?P<eta>{_NUM})(?:_tsw(?P<tsw>{_NUM}))?)"
-    r"(?:_(?P<precision>bf16|tf32))?", re.ASCII
+    r"(?:_(?P<precision>bf16|tf32))?(?P<compiled>_compiled)?", re.ASCII
 )
 
 # The legacy grid of spec §5.8 (v1 loglinear + linear names; v2 adds the prefix).
@@ -117,7 +124,8 @@ class Method:
     eta: float | None = None
     t_switch: float | None = None
     v2: bool = False
-    precision: str = DEFAULT_PRECISION  # of the denoiser's forward pass: fp32 | bf16
+    precision: str = DEFAULT_PRECISION  # of the denoiser's forward pass: fp32 | bf16 | tf32
+    kernels: str = DEFAULT_KERNELS      # eager | compiled (CUDA; module docstring)
     guidance: Guidance | None = None
 
     def __post_init__(self) -> None:
@@ -151,6 +159,8 @@ class Method:
             put("t_switch", check_float("t_switch", tsw, low=0.0, low_open=True, high=1.0))
         put("v2", bool(self.v2))
         check_precision(self.precision)
+        if self.kernels not in KERNELS:
+            raise BdgenError(f"unknown kernels {self.kernels!r}; valid: {', '.join(KERNELS)}")
         if self.guidance is not None:
             if not isinstance(self.guidance, Guidance):
                 raise BdgenError(f"guidance must be a Guidance, got {self.guidance!r}")
@@ -183,6 +193,8 @@ class Method:
             if self.t_switch != 1.0:
                 remask += f"_tsw{_num(self.t_switch)}"
         suffix = "" if self.precision == DEFAULT_PRECISION else f"_{self.precision}"
+        if self.kernels != DEFAULT_KERNELS:
+            suffix += f"_{self.kernels}"
         guided = "" if self.guidance is None else GUIDED_MARK + self.guidance.suffix()
         return f"{'v2_' if self.v2 else ''}{self.unmasking}_{sampling}_{remask}{suffix}{guided}"
 
@@ -202,13 +214,17 @@ class Method:
     # --- views --------------------------------------------------------------------------
     def legacy_config(self) -> dict[str, Any]:
         """The method's keys of a recorded ``config`` (legacy result/samples layout, spec
-        §7.2-7.3, G6.4), plus ``precision`` when it is not the (legacy) float32.
+        §7.2-7.3, G6.4), plus ``precision`` when it is not the (legacy) float32 and
+        ``kernels`` when they are not eager.
 
         Unguided and canonical guided methods give the seven sampling keys (and a guided
         one every guidance key, :meth:`Guidance.config`); a legacy-tagged guided method gives
         exactly the keys its round's files carry (no remasking strategy/eta/t_switch)."""
         on = self.remasking is not None
-        extra = {} if self.precision == DEFAULT_PRECISION else {"precision": self.precision}
+        extra: dict[str, Any] = ({} if self.precision == DEFAULT_PRECISION
+                                 else {"precision": self.precision})
+        if self.kernels != DEFAULT_KERNELS:
+            extra["kernels"] = self.kernels
         sampling = {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -264,6 +280,7 @@ class Method:
                 t_switch=config["remasking_t_switch"] if on else None,
                 v2=v2,
                 precision=config.get("precision", DEFAULT_PRECISION),
+                kernels=config.get("kernels", DEFAULT_KERNELS),
             )
             if not guided_config:
                 return base
@@ -293,6 +310,8 @@ class Method:
             "version": "v2" if self.v2 else "v1",
             "precision": self.precision,
         }
+        if self.kernels != DEFAULT_KERNELS:
+            out["kernels"] = self.kernels
         return out if self.guidance is None else {**out, **self.guidance.fields()}
 
 
@@ -321,7 +340,8 @@ def _parse(name: Any) -> Method:
             f"unknown remasking strategy {g['strategy']!r} in method name {name!r}; valid: "
             f"remdm_cap_eta<e>, remdm_rescale_eta<e>, remdm_confidence_tsw<t>")
     kw: dict[str, Any] = {"unmasking": g["unmask"], "v2": g["v2"] is not None,
-                          "precision": g["precision"] or DEFAULT_PRECISION}
+                          "precision": g["precision"] or DEFAULT_PRECISION,
+                          "kernels": "compiled" if g["compiled"] else DEFAULT_KERNELS}
     try:
         if g["topp"] is not None:
             kw["top_p"] = read_float("top_p", g["topp"])
@@ -374,6 +394,7 @@ def _repair(name: str) -> str:
         return key + spell(STEP if r == 0.0 and v > 0 else r)
 
     s = re.sub(_NUMBER_KEYS + f"({_LOOSE_NUM})", fix, s)
+    s = re.sub(r"_compiled_(bf16|tf32)(?![a-z0-9])", r"_\1_compiled", s)  # suffix order
     # defaults that are spelled by omission
     s = re.sub(r"(remdm_(?:cap|rescale)_eta[0-9.]+)_tsw1\.0(?![0-9])", r"\1", s)
     s = re.sub(r"_decay0\.0(?![0-9])", "", s)

@@ -130,27 +130,44 @@ def uniform(generator: torch.Generator, shape: Sequence[int], device: torch.devi
     return generator.rand(tuple(shape), device, dtype)  # type: ignore[unreachable]
 
 
-def draw_candidates(logits: Tensor, method: Method, generator: torch.Generator,
-                    probs: Tensor | None = None) -> Tensor:
-    """Step (3): one token per position of ``logits [..., S, V]`` (top-p > argmax >
-    temperature); ``probs`` = ``softmax(logits)`` if already computed."""
+def candidate_draw(logits: Tensor, method: Method, generator: torch.Generator
+                   ) -> Tensor | None:
+    """The random numbers step (3) uses for ``logits [..., S, V]``: top-p ``[..., S, 1]``
+    float32, temperature ``[..., S, V]`` float64, argmax none."""
     if method.top_p is not None:
+        return uniform(generator, (*logits.shape[:-1], 1), logits.device)
+    if method.temperature == 0.0:
+        return None
+    return uniform(generator, logits.shape, logits.device, torch.float64)
+
+
+def pick_candidates(logits: Tensor, method: Method, u: Tensor | None,
+                    probs: Tensor | None = None) -> Tensor:
+    """Step (3) given its draw ``u`` (:func:`candidate_draw`); no randomness of its own."""
+    if method.top_p is not None:
+        assert u is not None, "top-p sampling needs its uniform draw"
         if probs is None:
             probs = torch.softmax(logits, dim=-1)
         sp, si = probs.sort(dim=-1, descending=True)
         cs = _cumsum_last(sp)
         kept = sp * ((cs - sp) < method.top_p)    # preceding mass >= top_p is dropped
         kcs = _cumsum_last(kept)
-        r = uniform(generator, (*logits.shape[:-1], 1), logits.device) * kcs[..., -1:]
+        r = u * kcs[..., -1:]
         idx = (kcs <= r).sum(-1, keepdim=True)
         last = ((kept > 0).sum(-1, keepdim=True) - 1).clamp_min(0)
         return si.gather(-1, torch.minimum(idx, last)).squeeze(-1)
     if method.temperature == 0.0:
         return logits.argmax(-1)
-    u = uniform(generator, logits.shape, logits.device,
-                torch.float64).clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)
-    g = -torch.log(-torch.log(u))
+    assert u is not None, "temperature sampling needs its uniform draw"
+    g = -torch.log(-torch.log(u.clamp(GUMBEL_U_MIN, 1.0 - GUMBEL_U_MIN)))
     return ((logits / method.temperature).to(torch.float64) + g).argmax(-1)
+
+
+def draw_candidates(logits: Tensor, method: Method, generator: torch.Generator,
+                    probs: Tensor | None = None) -> Tensor:
+    """Step (3): one token per position of ``logits [..., S, V]`` (top-p > argmax >
+    temperature); ``probs`` = ``softmax(logits)`` if already computed."""
+    return pick_candidates(logits, method, candidate_draw(logits, method, generator), probs)
 
 
 def llada_reveal(is_mask: Tensor, conf: Tensor, p_unmask: Tensor, last_step: bool) -> Tensor:
@@ -176,7 +193,11 @@ def draw_coins(plan: Plan, x: Tensor, p_unmask: Tensor, generator: torch.Generat
     """Step (1), ``random`` unmasking only: reveal masked l iff ``U_l < p_unmask``."""
     if plan.method.unmasking != "random":
         return None
-    u = uniform(generator, x.shape, x.device)
+    return coins_from(plan, x, p_unmask, uniform(generator, x.shape, x.device))
+
+
+def coins_from(plan: Plan, x: Tensor, p_unmask: Tensor, u: Tensor) -> Tensor:
+    """Step (1) given its draw ``u [B, S]``."""
     return (x == plan.mask_tok) & (u < p_unmask)
 
 
@@ -197,32 +218,55 @@ def propose(plan: Plan, x: Tensor, logits: Tensor, i: int, generator: torch.Gene
     drawn with :func:`draw_coins` (else drawn here first).
     """
     pad_mask = plan.pad_mask if pad_mask is None else pad_mask
-    is_mask = x == plan.mask_tok
     if p is None:
         p = plan.p_unmask(i, pad_mask)
     if coins is None:
         coins = draw_coins(plan, x, p, generator)
+    return transition(plan, x, logits, p, i == 0, coins,
+                      candidate_draw(logits, plan.method, generator), pad_mask)
+
+
+def transition(plan: Plan, x: Tensor, logits: Tensor, p: Tensor, last_step: bool,
+               coins: Tensor | None, u: Tensor | None, pad_mask: Tensor | None = None
+               ) -> Proposal:
+    """Steps (3), (4) given the step's draws (``coins``, the candidates' ``u``): what
+    :func:`propose` computes, with no randomness of its own."""
+    pad_mask = plan.pad_mask if pad_mask is None else pad_mask
     probs = torch.softmax(logits, dim=-1) if plan.needs_probs else None
-    cand = draw_candidates(logits, plan.method, generator, probs)
+    cand = pick_candidates(logits, plan.method, u, probs)
     if coins is None:          # llada: the most confident candidates
         assert probs is not None
         conf = probs.gather(-1, cand.unsqueeze(-1)).squeeze(-1)
-        reveal = llada_reveal(is_mask, conf, p, last_step=(i == 0))
+        reveal = llada_reveal(x == plan.mask_tok, conf, p, last_step)
     else:
         reveal = coins
     x = torch.where(reveal, cand, x)                # carry-over
     return Proposal(torch.where(pad_mask, x, plan.pad_tok), reveal, probs)
 
 
+def remask_budget(plan: Plan, i: int) -> Tensor:
+    """Step (5)'s ``sigma_max`` at step i (float32 ``[B, 1]`` or ``[B, S]``)."""
+    t_now, t_next = plan.times(i)
+    b, dev = plan.pad_mask.shape[0], plan.pad_mask.device
+    return plan.process.sigma_max(torch.full((b,), t_now, dtype=torch.float64, device=dev),
+                                  torch.full((b,), t_next, dtype=torch.float64, device=dev),
+                                  plan.pad_mask)
+
+
 def remask(plan: Plan, x: Tensor, probs: Tensor | None, i: int, generator: torch.Generator,
            protect: Tensor | None = None, boost: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Step (5), ReMDM: re-mask decoded positions with the strategy's probabilities;
     returns (tokens, remasked). Call only when ``i in plan.fire``."""
-    t_now, t_next = plan.times(i)
-    b, dev = x.shape[0], x.device
-    sigma_max = plan.process.sigma_max(torch.full((b,), t_now, dtype=torch.float64, device=dev),
-                                       torch.full((b,), t_next, dtype=torch.float64, device=dev),
-                                       plan.pad_mask)
+    sigma_max = remask_budget(plan, i)
+    return remask_with(plan, x, probs, sigma_max, uniform(generator, x.shape, x.device),
+                       protect, boost)
+
+
+def remask_with(plan: Plan, x: Tensor, probs: Tensor | None, sigma_max: Tensor, u: Tensor,
+                protect: Tensor | None = None, boost: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """Step (5) given its budget and its draw ``u [B, S]``: what :func:`remask` computes,
+    with no randomness of its own."""
     assert plan.remasker is not None, "remask() called at a step where remasking cannot fire"
     candidates = (x != plan.mask_tok) & plan.pad_mask
     if protect is not None:
@@ -234,7 +278,7 @@ def remask(plan: Plan, x: Tensor, probs: Tensor | None, i: int, generator: torch
         if boost is not None:
             tok_p = tok_p + boost
     sig = plan.remasker.probabilities(sigma_max, candidates, tok_p)
-    remasked = candidates & (uniform(generator, x.shape, dev) < sig)
+    remasked = candidates & (u < sig)
     return torch.where(remasked, plan.mask_tok, x), remasked
 
 

@@ -69,10 +69,14 @@ def draw_num_rooms(distribution: Sequence[float], n: int, seed: int) -> Tensor:
 
 
 def model_logits(model: nn.Module, x: Tensor, pad_mask: Tensor, t: Tensor | float,
-                 precision: str = "fp32") -> Tensor:
-    """``[B, S, V]`` float32 logits; the forward pass runs at the method's ``precision``."""
+                 precision: str = "fp32", real_rows: Tensor | None = None) -> Tensor:
+    """``[B, S, V]`` float32 logits; the forward pass runs at the method's ``precision``.
+    ``real_rows``: the batch's real rows, for a model that skips PAD rows with them
+    (:meth:`bdgen.model.fast_forward.FastDenoiser.trunk_rows`; PAD rows' logits are then
+    those of a zero trunk output)."""
     with autocast(x.device, precision):
-        node, edge = model(x, pad_mask, t)
+        node, edge = (model(x, pad_mask, t) if real_rows is None
+                      else model(x, pad_mask, t, real_rows=real_rows))
     edge = torch.nn.functional.pad(edge.float(), (0, V - EDGE_VOCAB_SIZE), value=-torch.inf)
     return torch.cat([node.float(), edge], dim=1)
 

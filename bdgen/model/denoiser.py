@@ -210,6 +210,10 @@ class BDDenoiser(nn.Module):
         x = self.embed(tokens) if pre_embedded is None else pre_embedded
         x = self.trunk(x + self.positional_encoding(), batch_times(t, b, tokens.device),
                        pad_mask)
+        return self.heads(x)
+
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The trunk's output ``[B, S, d]`` -> (node logits, edge logits), SUBS applied."""
         n = self.vocab.n_max
         node_logits = self.node_head(x[:, :n]) + self.node_subs
         edge_logits = self.edge_head(x[:, n:]) + self.edge_subs

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bdgen.model.denoiser import AdaLNBlock, BDDenoiser, modulate
+from bdgen.model.denoiser import AdaLNBlock, BDDenoiser, batch_times, modulate
 
 
 def fast_dropout(x: Tensor, p: float, training: bool, fast: bool = True) -> Tensor:
@@ -133,6 +133,28 @@ def _block_packed(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor, ro
     return result
 
 
+def _block_shared_time_rows(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor,
+                            rows: Tensor) -> Tensor:
+    """:func:`_block_shared_time` on the real rows only: ``xp [N, d]`` holds the rows
+    ``rows`` of the flattened ``[B*S, d]`` sequence; they are scattered into the dense
+    batch only around attention (PAD keys masked there)."""
+    b, s = key_mask.shape[0], key_mask.shape[-1]
+    shift1, scale1, gate1, shift2, scale2, gate2 = block.modulation(c)[0].chunk(6)
+    qkv = block.qkv(_shifted_layer_norm(xp, block.norm1, shift1, scale1))
+    dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
+    attn = block.attention(dense.view(b, s, -1), key_mask).reshape(b * s, -1)
+    xp = _gated_residual(xp, attn.index_select(0, rows), block.attn_out, gate1)
+    h = _shifted_layer_norm(xp, block.norm2, shift2, scale2)
+    mlp_in, act, mlp_out = block.mlp
+    return _gated_residual(xp, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate2)
+
+
+def real_rows(pad_mask: Tensor) -> Tensor:
+    """Flat indices ``[N]`` of the real positions of ``pad_mask [B, S]`` (one host sync:
+    found once per batch, :meth:`FastDenoiser.trunk_rows`)."""
+    return pad_mask.reshape(-1).nonzero().squeeze(1)
+
+
 class FastDenoiser(BDDenoiser):
     """:class:`BDDenoiser` with the fast trunk (module docstring); what the pipeline runs."""
 
@@ -156,6 +178,35 @@ class FastDenoiser(BDDenoiser):
         time embeddings): the computation as the original code did it, for benchmarks and
         cross-checks."""
         self.reference = True
+
+    def forward(self, tokens: Tensor, pad_mask: Tensor, t: Tensor | float,
+                condition: object = None, pre_embedded: Tensor | None = None,
+                real_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`BDDenoiser.forward`; with ``real_rows`` (eval mode, one shared time: a
+        sampling step) the token-wise layers run on those rows only (:meth:`trunk_rows`)."""
+        if real_rows is None:
+            return super().forward(tokens, pad_mask, t, condition, pre_embedded)
+        b = tokens.shape[0]
+        x = self.embed(tokens) + self.positional_encoding()
+        return self.heads(self.trunk_rows(x, batch_times(t, b, tokens.device), pad_mask,
+                                          real_rows))
+
+    def trunk_rows(self, x: Tensor, t: Tensor, pad_mask: Tensor, rows: Tensor) -> Tensor:
+        """The eval-mode trunk on the real rows ``rows`` (flat indices of ``pad_mask``'s
+        True entries, :func:`real_rows`), given rather than found so that a CUDA forward
+        needs no host sync and can be captured in a graph: the token-wise layers skip the
+        PAD rows (a quarter of an RPLAN batch), attention runs on the dense batch with PAD
+        keys masked. PAD rows come back as zeros."""
+        if self.training or t.stride(0) != 0:
+            raise ValueError("trunk_rows is the sampling path: eval mode, one shared time")
+        b, s, d = x.shape
+        c = self.time_condition(t[:1])
+        key_mask = pad_mask[:, None, None, :]
+        xp = x.reshape(b * s, d).index_select(0, rows)
+        for block in self.blocks:
+            xp = _block_shared_time_rows(cast(AdaLNBlock, block), xp, c, key_mask, rows)
+        xp = self._final(xp, c)
+        return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
 
     def _packs(self, x: Tensor) -> bool:
         if self.pack_real_positions is None:

@@ -1,0 +1,194 @@
+"""The ``_compiled`` methods' sampling loop on CUDA: the denoiser's forward and the step's
+arithmetic as ``torch.compile``'d kernels (issue 17.4).
+
+Why: at 1000 x 100 on an H200 a step is a few hundred small kernels, each far below the
+GPU's bandwidth (docs/BENCHMARKS.md). Compiling fuses the forward's LayerNorm, modulation,
+GELU and residual kernels, and the step's softmax, nucleus cut, LLaDA ranking and
+remasking arithmetic, into a few kernels each; the forward still replays from a CUDA
+graph (:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`) and attention runs on the
+memory-efficient SDPA kernel, the fastest for 36-token sequences.
+
+It is the loop of :func:`bdgen.diffusion.fast_sampling.sample_batch` with the step split
+in two: the random draws, in the reference's order and shapes (coins, candidates,
+remasking; the model draws nothing, so drawing the candidates' numbers before or after it
+is the same), then :func:`step_tokens`, the step's arithmetic with no randomness of its
+own, built from the same functions as :func:`~bdgen.diffusion.reverse.reverse_step`. So
+with ``backend="eager"`` (dynamo tracing, no code generation) the tokens are the
+reference's, bit for bit (tests/test_compiled_sampling.py); with inductor's kernels they
+differ by rounding, which is why the method name says ``_compiled``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from bdgen.data.vocab import VocabConfig
+from bdgen.diffusion.fast_sampling import GraphedLogits, _CudaDoneFlags
+from bdgen.diffusion.method import Method
+from bdgen.diffusion.process import ForwardProcess
+from bdgen.diffusion.reverse import (
+    Plan,
+    candidate_draw,
+    clean_up,
+    coins_from,
+    remask_budget,
+    remask_with,
+    transition,
+    uniform,
+)
+from bdgen.diffusion.sampler import model_logits, step_time
+from bdgen.model.fast_forward import FastDenoiser, real_rows
+
+RECOMPILE_LIMIT = 64
+"""Compiled variants kept per function: a step is specialised on its method's settings,
+on whether it is the last step and on whether remasking fires, so a sweep over the 22
+legacy methods needs more than dynamo's default of 8."""
+
+
+def step_tokens(plan: Plan, x: Tensor, logits: Tensor, p: Tensor, last_step: bool,
+                coins_u: Tensor | None, cand_u: Tensor | None, sigma_max: Tensor | None,
+                remask_u: Tensor | None) -> Tensor:
+    """One reverse step's tokens from its logits and its draws: steps (1), (3), (4) and,
+    where ``remask_u`` is given, (5) of :func:`~bdgen.diffusion.reverse.reverse_step`."""
+    coins = None if coins_u is None else coins_from(plan, x, p, coins_u)
+    prop = transition(plan, x, logits, p, last_step, coins, cand_u)
+    if remask_u is None:
+        return prop.x
+    assert sigma_max is not None, "a remasking step needs its budget"
+    return remask_with(plan, prop.x, prop.probs, sigma_max, remask_u)[0]
+
+
+def inductor_options() -> dict[str, Any]:
+    """Inductor settings that make the generated kernels the same in every process: no
+    choice by timing among kernel configurations (a reduction's block size changes its
+    summation order, so a choice made by benchmarking changed the tokens from one process to
+    the next on an H200). ``deterministic`` is inductor's own switch (torch >= 2.9);
+    ``autotune_pointwise`` off is what older releases have."""
+    from torch._inductor import config
+
+    options: dict[str, Any] = {"triton.autotune_pointwise": False}
+    if hasattr(config, "deterministic"):
+        options["deterministic"] = True
+    return options
+
+
+class _Compiled:
+    """``torch.compile`` of the denoiser (per model) and of :func:`step_tokens`, made once
+    per process and backend."""
+
+    def __init__(self, backend: str) -> None:
+        dynamo = torch._dynamo.config  # type: ignore[attr-defined]
+        for name in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
+            if hasattr(dynamo, name):
+                setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
+        self.backend = backend
+        self.options = inductor_options() if backend == "inductor" else None
+        self.step = torch.compile(step_tokens, backend=backend, options=self.options)
+        self.models: weakref.WeakKeyDictionary[nn.Module, nn.Module] = (
+            weakref.WeakKeyDictionary())
+
+    def model(self, model: nn.Module) -> nn.Module:
+        if model not in self.models:
+            compiled_model = torch.compile(model, backend=self.backend, options=self.options)
+            self.models[model] = _MemEfficientAttention(cast(nn.Module, compiled_model))
+        return self.models[model]
+
+
+class _MemEfficientAttention(nn.Module):
+    """A compiled denoiser whose SDPA calls on CUDA take the memory-efficient kernel (math
+    as the fallback), which beats cuDNN's flash attention on 36-token sequences
+    (docs/BENCHMARKS.md)."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, tokens: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if tokens.device.type != "cuda":
+            return self.compiled(tokens, *args, **kwargs)
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+            return self.compiled(tokens, *args, **kwargs)
+
+
+class _WholeBatchLogits:
+    """The step's ``logits_fn``: the whole batch through the (compiled) model at every call,
+    from a CUDA graph or not, with the batch's real rows when PAD rows are skipped."""
+
+    def __init__(self, forward: nn.Module, pad_mask: Tensor, precision: str,
+                 rows: Tensor | None, cuda_graphs: bool) -> None:
+        self.forward, self.pad_mask, self.precision, self.rows = (forward, pad_mask,
+                                                                  precision, rows)
+        self.graphed = GraphedLogits(forward, rows) if cuda_graphs else None
+        self.calls = self.rows_evaluated = 0
+
+    def __call__(self, x: Tensor, t: float) -> Tensor:
+        self.calls, self.rows_evaluated = self.calls + 1, self.rows_evaluated + x.shape[0]
+        if self.graphed is not None:
+            return self.graphed(x, self.pad_mask, t, self.precision)
+        return model_logits(self.forward, x, self.pad_mask, step_time(t, x.device),
+                            self.precision, self.rows)
+
+
+_COMPILED: dict[str, _Compiled] = {}
+
+
+def compiled(backend: str = "inductor") -> _Compiled:
+    if backend not in _COMPILED:
+        _COMPILED[backend] = _Compiled(backend)
+    return _COMPILED[backend]
+
+
+@torch.inference_mode()
+def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: VocabConfig,
+                          num_rooms: Tensor, method: Method, steps: int,
+                          generator: torch.Generator, *, early_stop: bool = True,
+                          cuda_graphs: bool | None = None, backend: str = "inductor",
+                          pack_rows: bool | None = None) -> tuple[Tensor, int, int]:
+    """:func:`bdgen.diffusion.fast_sampling.sample_batch` with compiled kernels (module
+    docstring); the whole batch goes through the model at every step (no row compaction).
+
+    ``backend``: ``torch.compile``'s; ``"eager"`` traces without generating code (the
+    reference's tokens; tests). ``cuda_graphs``: default on CUDA. ``pack_rows``: the
+    token-wise layers skip PAD rows, found once for the batch (:meth:`~bdgen.model.
+    fast_forward.FastDenoiser.trunk_rows`); default on CUDA for a
+    :class:`~bdgen.model.fast_forward.FastDenoiser` except in bf16, where the rows' gather
+    and scatter cost more than the skipped rows (fp32: 256 ms packed vs 301 ms dense; bf16:
+    121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way)."""
+    device = num_rooms.device
+    if cuda_graphs is None:
+        cuda_graphs = device.type == "cuda"
+    if pack_rows is None:  # what measured faster on an H200 (docs/BENCHMARKS.md)
+        pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
+                     and method.precision != "bf16")
+    kernels = compiled(backend)
+    forward = kernels.model(model)
+    plan = Plan.build(method, process, vocab, num_rooms, steps)
+    logits_fn = _WholeBatchLogits(forward, plan.pad_mask, method.precision,
+                                  real_rows(plan.pad_mask) if pack_rows else None,
+                                  cuda_graphs)
+    stoppable = early_stop and not plan.fire  # then "nothing masked" is final
+    flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
+    x = plan.initial()
+    for i in range(steps - 1, -1, -1):
+        if stoppable and (flags.done() if flags is not None
+                          else not bool((x == plan.mask_tok).any())):
+            break
+        t_now, _ = plan.times(i)
+        p = plan.p_unmask(i, plan.pad_mask)
+        coins_u = (uniform(generator, x.shape, device)
+                   if method.unmasking == "random" else None)
+        logits = logits_fn(x, t_now)
+        cand_u = candidate_draw(logits, method, generator)
+        fires = i in plan.fire
+        sigma_max = remask_budget(plan, i) if fires else None
+        remask_u = uniform(generator, x.shape, device) if fires else None
+        x = kernels.step(plan, x, logits, p, i == 0, coins_u, cand_u, sigma_max, remask_u)
+        if flags is not None:
+            flags.record(x, plan.mask_tok)
+    x = clean_up(plan, x, logits_fn)
+    return x, logits_fn.calls, logits_fn.rows_evaluated
