@@ -14,6 +14,8 @@ Points (where :func:`fault_point` is called):
 ========================  ==============================================================
 ``atomic.before_replace`` a temp file fully written, not yet renamed (``util.atomic``)
 ``generate.sampled``      a (method, seed) sampled, before its samples file is written
+                          (and before the holder checks its claim: ``bdgen generate``
+                          and a sweep's sampling unit alike)
 ``generate.file_written`` a samples file written (and DVC-tracked), before the store row
 ``evaluate.computed``     a run's metrics computed, before the store row / MLflow run
 ``denoising.computed``    a model's denoising metrics computed, before they are recorded
