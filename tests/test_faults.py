@@ -263,10 +263,11 @@ class Woken(subprocess.CompletedProcess):
 
 
 def _frozen_then_taken_over(ws: Workspace, args: list[str], fault: str,
-                            after_b: Any = None) -> tuple[Woken, Woken]:
+                            after_b: Any = None,
+                            b_args: list[str] | None = None) -> tuple[Woken, Woken]:
     """A runs ``args`` and SIGSTOPs itself at ``fault`` (heartbeat thread included); once
-    its lease has expired B runs the same command to completion (then ``after_b()``); then
-    A is woken (SIGCONT) and run to its end. Returns (A, B)."""
+    its lease has expired B runs ``b_args`` (default: the same command) to completion (then
+    ``after_b()``); then A is woken (SIGCONT) and run to its end. Returns (A, B)."""
     import time
 
     a = subprocess.Popen(_cli(*args), env=_env(ws, fault), cwd=ws.root, text=True,
@@ -279,7 +280,7 @@ def _frozen_then_taken_over(ws: Workspace, args: list[str], fault: str,
             time.sleep(0.05)
         assert _rows(ws, f"select count(*) from job_claims where pid = {a.pid}") == [(1,)]
         time.sleep(TTL_S + 1.0)  # its heartbeat (stopped with it) goes past the lease
-        b = subprocess.Popen(_cli(*args), env=_env(ws), cwd=ws.root, text=True,
+        b = subprocess.Popen(_cli(*(b_args or args)), env=_env(ws), cwd=ws.root, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         woken_b = Woken(b, *b.communicate(timeout=300))
         _ok(woken_b)
@@ -382,4 +383,44 @@ def test_frozen_generator_wakes_up_after_its_run_was_taken_over(ws):
         "bdgen.artifact.samples.sha256"]
     now = (ws.root / path).stat()  # B's very file: A did not write over it
     assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
+    assert_honest(ws)
+
+
+@pytest.mark.parametrize("b_kind", ["generate", "sweep"])
+def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, b_kind):
+    """Sweep A (local engine: its sampling unit runs in A's process, the driver renewing
+    A's claims is frozen with it) SIGSTOPs at generate.sampled past its lease; B (a plain
+    `bdgen generate`, or a second sweep) takes the run over and finishes it. Woken, A's
+    sampling unit finds its claim lost before writing: it leaves B's samples file alone
+    (same inode and mtime), records nothing (no MLflow run of its own), exits 0 with one
+    warning line and counts the run as done by another process."""
+    ws, _, model = ws
+    seed = 52 + ["generate", "sweep"].index(b_kind)
+    grid = ["--model", model.model_id, "--method", METHOD, "--seeds", str(seed),
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    a_args = ["sweep", *grid, "--no-evaluate"]
+    b_args = a_args if b_kind == "sweep" else ["generate", *grid]
+    files: list[os.stat_result] = []
+
+    def b_file() -> None:
+        ((path,),) = _rows(ws, f"select samples_path from generation_runs where seed = {seed}")
+        files.append((ws.root / path).stat())
+
+    a, b = _frozen_then_taken_over(ws, a_args, "generate.sampled:1:stop", after_b=b_file,
+                                   b_args=b_args)
+    assert a.returncode == 0, a.stdout + a.stderr
+    ((row_id, status, path, sha, mlflow_id),) = _rows(
+        ws, "select id, status, samples_path, samples_sha256, mlflow_run_id "
+            f"from generation_runs where seed = {seed}")
+    assert status == "succeeded"
+    now = (ws.root / path).stat()  # B's very file: A did not write over it
+    assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
+    (warning,) = _lost_warning(a)
+    assert f"seed {seed}: not written: generation run {row_id}" in warning, warning
+    assert "grid complete: 1/1 runs done (1 by other processes)" in a.stdout, a.stdout
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]
+    (run_b,) = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id).values()
+    assert run_b.info.run_id == mlflow_id and run_b.info.status == "FINISHED"
+    assert file_digests(ws.root / path)[1] == sha == run_b.data.tags[
+        "bdgen.artifact.samples.sha256"]
     assert_honest(ws)
