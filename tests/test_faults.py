@@ -386,19 +386,28 @@ def test_frozen_generator_wakes_up_after_its_run_was_taken_over(ws):
     assert_honest(ws)
 
 
-@pytest.mark.parametrize("b_kind", ["generate", "sweep"])
-def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, b_kind):
+#: (A's fault point, B's command, what A's warning says): frozen before its samples file
+#: is written (the sampling unit), or after (the recording unit, on a thread of A's
+#: process with --eval-workers 0, so that the driver is frozen with it).
+SWEEP_CASES = [("generate.sampled", "generate", "seed {seed}: not written: "),
+               ("generate.sampled", "sweep", "seed {seed}: not written: "),
+               ("generate.file_written", "generate", "seed {seed}: not recorded: ")]
+
+
+@pytest.mark.parametrize("point,b_kind,says", SWEEP_CASES)
+def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, point, b_kind, says):
     """Sweep A (local engine: its sampling unit runs in A's process, the driver renewing
-    A's claims is frozen with it) SIGSTOPs at generate.sampled past its lease; B (a plain
-    `bdgen generate`, or a second sweep) takes the run over and finishes it. Woken, A's
-    sampling unit finds its claim lost before writing: it leaves B's samples file alone
-    (same inode and mtime), records nothing (no MLflow run of its own), exits 0 with one
-    warning line and counts the run as done by another process."""
+    A's claims is frozen with it) SIGSTOPs at ``point`` past its lease; B (a plain
+    `bdgen generate`, or a second sweep) takes the run over and finishes it. Woken, A
+    finds its claim lost: frozen before writing, it leaves B's samples file alone (same
+    inode and mtime) and opens no MLflow run; frozen after, its MLflow run ends FAILED.
+    Either way the row is B's, A exits 0 with one warning line (no error) and counts the
+    run as done by another process."""
     ws, _, model = ws
-    seed = 52 + ["generate", "sweep"].index(b_kind)
+    seed = 52 + SWEEP_CASES.index((point, b_kind, says))
     grid = ["--model", model.model_id, "--method", METHOD, "--seeds", str(seed),
             "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
-    a_args = ["sweep", *grid, "--no-evaluate"]
+    a_args = ["sweep", *grid, "--no-evaluate", "--eval-workers", "0"]
     b_args = a_args if b_kind == "sweep" else ["generate", *grid]
     files: list[os.stat_result] = []
 
@@ -406,7 +415,7 @@ def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, b_kind):
         ((path,),) = _rows(ws, f"select samples_path from generation_runs where seed = {seed}")
         files.append((ws.root / path).stat())
 
-    a, b = _frozen_then_taken_over(ws, a_args, "generate.sampled:1:stop", after_b=b_file,
+    a, b = _frozen_then_taken_over(ws, a_args, f"{point}:1:stop", after_b=b_file,
                                    b_args=b_args)
     assert a.returncode == 0, a.stdout + a.stderr
     ((row_id, status, path, sha, mlflow_id),) = _rows(
@@ -416,11 +425,16 @@ def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, b_kind):
     now = (ws.root / path).stat()  # B's very file: A did not write over it
     assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
     (warning,) = _lost_warning(a)
-    assert f"seed {seed}: not written: generation run {row_id}" in warning, warning
+    assert f"{says.format(seed=seed)}generation run {row_id}" in warning, warning
+    assert "error:" not in a.stderr, a.stderr
     assert "grid complete: 1/1 runs done (1 by other processes)" in a.stdout, a.stdout
     assert _rows(ws, "select count(*) from job_claims") == [(0,)]
-    (run_b,) = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id).values()
-    assert run_b.info.run_id == mlflow_id and run_b.info.status == "FINISHED"
+    runs = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id)
+    if point == "generate.sampled":
+        (run_b,) = runs.values()
+        assert run_b.info.run_id == mlflow_id and run_b.info.status == "FINISHED"
+    else:
+        _, run_b = _runs_of_a_and_b(ws, "generate", row_id, a, b, mlflow_id)
     assert file_digests(ws.root / path)[1] == sha == run_b.data.tags[
         "bdgen.artifact.samples.sha256"]
     assert_honest(ws)
