@@ -423,7 +423,8 @@ def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, point, b_kind, s
             f"from generation_runs where seed = {seed}")
     assert status == "succeeded"
     now = (ws.root / path).stat()  # B's very file: A did not write over it
-    assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
+    assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns), (
+        a.stdout + a.stderr)
     (warning,) = _lost_warning(a)
     assert f"{says.format(seed=seed)}generation run {row_id}" in warning, warning
     assert "error:" not in a.stderr, a.stderr
