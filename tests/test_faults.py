@@ -263,10 +263,11 @@ class Woken(subprocess.CompletedProcess):
 
 
 def _frozen_then_taken_over(ws: Workspace, args: list[str], fault: str,
-                            after_b: Any = None) -> tuple[Woken, Woken]:
+                            after_b: Any = None,
+                            b_args: list[str] | None = None) -> tuple[Woken, Woken]:
     """A runs ``args`` and SIGSTOPs itself at ``fault`` (heartbeat thread included); once
-    its lease has expired B runs the same command to completion (then ``after_b()``); then
-    A is woken (SIGCONT) and run to its end. Returns (A, B)."""
+    its lease has expired B runs ``b_args`` (default: the same command) to completion (then
+    ``after_b()``); then A is woken (SIGCONT) and run to its end. Returns (A, B)."""
     import time
 
     a = subprocess.Popen(_cli(*args), env=_env(ws, fault), cwd=ws.root, text=True,
@@ -279,7 +280,7 @@ def _frozen_then_taken_over(ws: Workspace, args: list[str], fault: str,
             time.sleep(0.05)
         assert _rows(ws, f"select count(*) from job_claims where pid = {a.pid}") == [(1,)]
         time.sleep(TTL_S + 1.0)  # its heartbeat (stopped with it) goes past the lease
-        b = subprocess.Popen(_cli(*args), env=_env(ws), cwd=ws.root, text=True,
+        b = subprocess.Popen(_cli(*(b_args or args)), env=_env(ws), cwd=ws.root, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         woken_b = Woken(b, *b.communicate(timeout=300))
         _ok(woken_b)
@@ -382,4 +383,59 @@ def test_frozen_generator_wakes_up_after_its_run_was_taken_over(ws):
         "bdgen.artifact.samples.sha256"]
     now = (ws.root / path).stat()  # B's very file: A did not write over it
     assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns)
+    assert_honest(ws)
+
+
+#: (A's fault point, B's command, what A's warning says): frozen before its samples file
+#: is written (the sampling unit), or after (the recording unit, on a thread of A's
+#: process with --eval-workers 0, so that the driver is frozen with it).
+SWEEP_CASES = [("generate.sampled", "generate", "seed {seed}: not written: "),
+               ("generate.sampled", "sweep", "seed {seed}: not written: "),
+               ("generate.file_written", "generate", "seed {seed}: not recorded: ")]
+
+
+@pytest.mark.parametrize("point,b_kind,says", SWEEP_CASES)
+def test_frozen_sweep_wakes_up_after_its_run_was_taken_over(ws, point, b_kind, says):
+    """Sweep A (local engine: its sampling unit runs in A's process, the driver renewing
+    A's claims is frozen with it) SIGSTOPs at ``point`` past its lease; B (a plain
+    `bdgen generate`, or a second sweep) takes the run over and finishes it. Woken, A
+    finds its claim lost: frozen before writing, it leaves B's samples file alone (same
+    inode and mtime) and opens no MLflow run; frozen after, its MLflow run ends FAILED.
+    Either way the row is B's, A exits 0 with one warning line (no error) and counts the
+    run as done by another process."""
+    ws, _, model = ws
+    seed = 52 + SWEEP_CASES.index((point, b_kind, says))
+    grid = ["--model", model.model_id, "--method", METHOD, "--seeds", str(seed),
+            "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu"]
+    a_args = ["sweep", *grid, "--no-evaluate", "--eval-workers", "0"]
+    b_args = a_args if b_kind == "sweep" else ["generate", *grid]
+    files: list[os.stat_result] = []
+
+    def b_file() -> None:
+        ((path,),) = _rows(ws, f"select samples_path from generation_runs where seed = {seed}")
+        files.append((ws.root / path).stat())
+
+    a, b = _frozen_then_taken_over(ws, a_args, f"{point}:1:stop", after_b=b_file,
+                                   b_args=b_args)
+    assert a.returncode == 0, a.stdout + a.stderr
+    ((row_id, status, path, sha, mlflow_id),) = _rows(
+        ws, "select id, status, samples_path, samples_sha256, mlflow_run_id "
+            f"from generation_runs where seed = {seed}")
+    assert status == "succeeded"
+    now = (ws.root / path).stat()  # B's very file: A did not write over it
+    assert (now.st_ino, now.st_mtime_ns) == (files[0].st_ino, files[0].st_mtime_ns), (
+        a.stdout + a.stderr)
+    (warning,) = _lost_warning(a)
+    assert f"{says.format(seed=seed)}generation run {row_id}" in warning, warning
+    assert "error:" not in a.stderr, a.stderr
+    assert "grid complete: 1/1 runs done (1 by other processes)" in a.stdout, a.stdout
+    assert _rows(ws, "select count(*) from job_claims") == [(0,)]
+    runs = _mlflow_runs(ws, "generate", "bdgen.generation_run_id", row_id)
+    if point == "generate.sampled":
+        (run_b,) = runs.values()
+        assert run_b.info.run_id == mlflow_id and run_b.info.status == "FINISHED"
+    else:
+        _, run_b = _runs_of_a_and_b(ws, "generate", row_id, a, b, mlflow_id)
+    assert file_digests(ws.root / path)[1] == sha == run_b.data.tags[
+        "bdgen.artifact.samples.sha256"]
     assert_honest(ws)

@@ -10,7 +10,9 @@ How a sweep runs (the driver; the work itself is done by units, :mod:`.units`):
    in the store (the claim, under the table's unique constraint, is THE guard against
    duplicate work: a seed another sweep or a ``bdgen generate`` holds is left to it) and
    submits one sampling unit for the seeds it won. A unit Ray retries finds its rows still
-   claimed for it;
+   claimed for it. The unit checks each claim before writing that seed's samples file: a
+   seed taken over meanwhile (this sweep frozen past the lease) is left to its new holder,
+   with one warning, and counts as done elsewhere or is looked at again;
 3. each finished sampling unit's runs are submitted for evaluation at once (CPU workers),
    while the next sampling units run; each model's denoising metrics are one unit;
 4. cells running elsewhere are re-tried every few seconds (a failed or dead claim is taken
@@ -35,6 +37,7 @@ from bdgen.pipeline.store import open_store, store_url
 from bdgen.pipeline.sweep_grid import PlannedModel, plan_models
 from bdgen.pipeline.units import (
     SWEEP_TOKEN_DIR,
+    ClaimedSeed,
     DenoiseUnit,
     EvalUnit,
     RecordUnit,
@@ -196,7 +199,7 @@ class _Sweep:
             if self.sampling_inflight() >= budget:
                 return
             pm, method = key
-            claims: list[tuple[int, int]] = []
+            claims: list[ClaimedSeed] = []
             left: list[int] = []
             for seed in self.todo[key]:
                 cell = (pm.model_id, method, seed)
@@ -214,7 +217,7 @@ class _Sweep:
                     left.append(seed)
                 else:
                     assert got.run_id is not None and got.claim is not None
-                    claims.append((seed, got.run_id))
+                    claims.append(ClaimedSeed(seed, got.run_id, got.claim))
                     self.rows[got.run_id] = cell
                     self.held[got.run_id] = self.claims[got.run_id] = got.claim
             if left:
@@ -257,6 +260,9 @@ class _Sweep:
         if isinstance(unit, SampleUnit):
             for gid in res.generated:  # registered by an earlier attempt
                 self._generated(gid)
+            for row, why in res.lost.items():  # taken over while this sweep was frozen
+                log.warning("%s", why)
+                self._lost(row)
             for f in res.files:
                 self.submit(engine, RecordUnit(
                     unit.model_path, unit.model_id, unit.method, f, unit.num_samples,
@@ -273,6 +279,17 @@ class _Sweep:
         elif res.denoised:
             self.summary.denoised.append(unit.model_id)
 
+    def _lost(self, row: int) -> None:
+        """A row whose claim another process took over: its cell is that one's now, done
+        elsewhere, or (not done yet) looked at again like any cell held elsewhere."""
+        self.held.pop(row, None)
+        model_id, method, seed = cell = self.rows[row]
+        if self.store.generation_run(row).status == "succeeded":
+            self._done_elsewhere(cell, row)
+            return
+        pm = next(p for p in self.planned if p.model_id == model_id)
+        self.todo.setdefault((pm, method), []).append(seed)
+
     def _generated(self, gid: int) -> None:
         if gid not in self.summary.generated:
             self.summary.generated.append(gid)
@@ -286,10 +303,16 @@ class _Sweep:
             if isinstance(unit, RecordUnit):  # recorded here, evaluated elsewhere meanwhile
                 self._generated(unit.made.row)
             return
+        if isinstance(unit, RecordUnit) and isinstance(cause, ClaimLost):
+            # taken over while this sweep was frozen after the file was written: the row
+            # is the new holder's (as bdgen generate: one warning, not an error)
+            log.warning("%s: not recorded: %s", unit.key, cause)
+            self._lost(unit.made.row)
+            return
         msg = f"{unit.key}: {_first_line(exc)}"
         self.summary.errors.append(msg)
         log.error("%s", msg)
-        rows = ([row for _, row in unit.claims] if isinstance(unit, SampleUnit) else
+        rows = ([c.row for c in unit.claims] if isinstance(unit, SampleUnit) else
                 [unit.made.row] if isinstance(unit, RecordUnit) else [])
         for row in rows:  # a dead worker cannot mark its rows: do it here
             if self.store.generation_run(row).status == "running":

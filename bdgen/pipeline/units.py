@@ -13,7 +13,11 @@ tracking URI the worker's environment names (``$BDGEN_DB_URL``, ``$MLFLOW_TRACKI
 The sampling unit's generation rows are claimed by the sweep that submits it, never by
 the worker: a retried unit (a worker killed, Ray runs it again) finds its rows still
 claimed for it, skips the seeds an earlier attempt finished, and redoes the others; a
-second sweep or a plain ``bdgen generate`` meanwhile sees them taken.
+second sweep or a plain ``bdgen generate`` meanwhile sees them taken. The unit carries
+the sweep's claims (by token: any process may check them) and checks each one right
+before writing that seed's samples file, as ``bdgen generate`` does: a sweep frozen past
+the lease whose run was taken over leaves the new holder's file alone
+(:attr:`UnitResult.lost`).
 
 Workers cache what is costly to open (store + tracker, the checkpoint on its device) per
 process, keyed by what identifies it, so a worker that runs many units pays it once.
@@ -26,6 +30,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,13 +49,22 @@ SWEEP_TOKEN_DIR = ".bdgen-sweeps"
 
 
 @dataclass(frozen=True)
+class ClaimedSeed:
+    """A seed of a sampling unit: its generation row and the sweep's claim on it."""
+
+    seed: int
+    row: int
+    claim: Claim | None = None  # None: written unchecked (a caller holding no claim)
+
+
+@dataclass(frozen=True)
 class SampleUnit:
-    """The claimed seeds of one (model, method): ``claims`` = ((seed, generation row), ...)."""
+    """The claimed seeds of one (model, method)."""
 
     model_path: str             # checkpoint, relative to the workspace root or absolute
     model_id: str
     method: str                 # canonical name (v2_ prefix from the checkpoint)
-    claims: tuple[tuple[int, int], ...]
+    claims: tuple[ClaimedSeed, ...]
     num_samples: int
     steps: int
     batch_size: int | None = None
@@ -60,7 +74,7 @@ class SampleUnit:
 
     @property
     def key(self) -> str:
-        return f"sample {self.model_id}/{self.method} seeds {[s for s, _ in self.claims]}"
+        return f"sample {self.model_id}/{self.method} seeds {[c.seed for c in self.claims]}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,8 @@ class UnitResult:
 
     unit: Unit
     files: list[SampledFile] = field(default_factory=list)  # written, to be recorded
+    lost: dict[int, str] = field(default_factory=dict)  # row -> why not written: its
+    #                     claim was lost (the driver says so: a Ray worker's log is not seen)
     generated: list[int] = field(default_factory=list)   # generation rows finished here
     evaluated: list[int] = field(default_factory=list)   # generation rows evaluated here
     denoised: bool = False
@@ -228,41 +244,59 @@ def _setup(ctx, unit: SampleUnit | RecordUnit, device: str):
 
 def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
     """Sample the unit's claimed seeds (one batch with ``seed_batch``) and write each
-    seed's samples file; seeds an earlier attempt of this unit finished are skipped."""
+    seed's samples file; seeds an earlier attempt of this unit finished are skipped. A
+    seed whose claim is found lost once sampled is not written (the row and its file are
+    the new holder's) and goes to ``res.lost``."""
     from bdgen.pipeline.generate import (
         sample_one,
         sample_seed_batch,
         sample_to_file,
         samples_path,
     )
+    from bdgen.store.claims import ClaimLost
 
     t = time.perf_counter()
     setup = _setup(ctx, unit, unit.device)
     (method,) = setup.methods
     res.seconds["load"] = time.perf_counter() - t
     todo = []
-    for seed, row in unit.claims:  # rows an earlier attempt of this unit finished count
-        if ctx.store.generation_run(row).status == "succeeded":
-            res.generated.append(row)
+    for c in unit.claims:  # rows an earlier attempt of this unit finished count
+        if ctx.store.generation_run(c.row).status == "succeeded":
+            res.generated.append(c.row)
         else:
-            todo.append((seed, row))
+            todo.append(c)
     t = time.perf_counter()
-    sampled = (sample_seed_batch(setup, method, [s for s, _ in todo], unit.num_samples,
+    sampled = (sample_seed_batch(setup, method, [c.seed for c in todo], unit.num_samples,
                                  unit.steps, batch_size=unit.batch_size)
                if unit.seed_batch and len(todo) > 1 else {})
-    for k, (seed, row) in enumerate(todo):
+    for k, c in enumerate(todo):
         if k:
             fault_point("sample_unit.between_seeds")
-        if seed not in sampled:
-            sampled[seed] = sample_one(setup, method, seed, unit.num_samples, unit.steps,
-                                       batch_size=unit.batch_size)
-        target = samples_path(ctx.workspace, unit.model_id, method.format(), seed,
+        if c.seed not in sampled:
+            sampled[c.seed] = sample_one(setup, method, c.seed, unit.num_samples, unit.steps,
+                                         batch_size=unit.batch_size)
+        target = samples_path(ctx.workspace, unit.model_id, method.format(), c.seed,
                               unit.num_samples, unit.steps)
-        made = sample_to_file(setup, method, seed, unit.num_samples, unit.steps, target,
-                              batch_size=unit.batch_size, sampled=sampled.pop(seed))
-        res.files.append(SampledFile(seed, row, str(made.path), made.sha256, made.wall_s,
-                                     made.samples_per_s, made.model_calls))
+        try:
+            made = sample_to_file(setup, method, c.seed, unit.num_samples, unit.steps,
+                                  target, batch_size=unit.batch_size,
+                                  sampled=sampled.pop(c.seed),
+                                  before_write=_claim_check(ctx, c))
+        except ClaimLost as lost:  # the run is another process's now: it records it
+            res.lost[c.row] = f"{method.format()} seed {c.seed}: not written: {lost}"
+            continue
+        res.files.append(SampledFile(c.seed, c.row, str(made.path), made.sha256,
+                                     made.wall_s, made.samples_per_s, made.model_calls))
     res.seconds["sampling"] = time.perf_counter() - t
+
+
+def _claim_check(ctx, c: ClaimedSeed) -> Callable[[], None] | None:
+    """What :func:`~bdgen.pipeline.generate.sample_to_file` calls before writing the seed's
+    file: :class:`~bdgen.store.claims.ClaimLost` when the sweep's claim is gone."""
+    claim = c.claim
+    if claim is None:
+        return None
+    return lambda: ctx.store.ensure_claim(claim, f"generation run {c.row}")
 
 
 def _record(ctx, unit: RecordUnit, res: UnitResult) -> None:
