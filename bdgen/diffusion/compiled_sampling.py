@@ -64,11 +64,12 @@ def step_tokens(plan: Plan, x: Tensor, logits: Tensor, p: Tensor, last_step: boo
 
 
 def inductor_options() -> dict[str, Any]:
-    """Inductor settings that make the generated kernels the same in every process: no
-    choice by timing among kernel configurations (a reduction's block size changes its
-    summation order, so a choice made by benchmarking changed the tokens from one process to
-    the next on an H200). ``deterministic`` is inductor's own switch (torch >= 2.9);
-    ``autotune_pointwise`` off is what older releases have."""
+    """Inductor settings that keep the generated kernels the same in every process: no
+    choice by timing among kernel configurations (a reduction's block size sets its
+    summation order, and a choice made by benchmarking could differ between processes).
+    ``autotune_pointwise`` off covers pointwise and reduction kernels; ``deterministic``
+    (in torch releases that have it, not 2.11) is inductor's own switch. Two fresh
+    processes gave identical tokens on an H200 (docs/BENCHMARKS.md)."""
     from torch._inductor import config
 
     options: dict[str, Any] = {"triton.autotune_pointwise": False}
