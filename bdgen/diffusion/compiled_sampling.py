@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bdgen.data.vocab import VocabConfig
-from bdgen.diffusion.fast_sampling import GraphedLogits, _CudaDoneFlags
+from bdgen.diffusion.fast_sampling import CompactLogits, GraphedLogits, _CudaDoneFlags
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
 from bdgen.diffusion.reverse import (
@@ -41,7 +41,6 @@ from bdgen.diffusion.reverse import (
     transition,
     uniform,
 )
-from bdgen.diffusion.sampler import model_logits, step_time
 from bdgen.model.fast_forward import FastDenoiser, real_rows
 
 RECOMPILE_LIMIT = 64
@@ -116,25 +115,6 @@ class _MemEfficientAttention(nn.Module):
             return self.compiled(tokens, *args, **kwargs)
 
 
-class _WholeBatchLogits:
-    """The step's ``logits_fn``: the whole batch through the (compiled) model at every call,
-    from a CUDA graph or not, with the batch's real rows when PAD rows are skipped."""
-
-    def __init__(self, forward: nn.Module, pad_mask: Tensor, precision: str,
-                 rows: Tensor | None, cuda_graphs: bool) -> None:
-        self.forward, self.pad_mask, self.precision, self.rows = (forward, pad_mask,
-                                                                  precision, rows)
-        self.graphed = GraphedLogits(forward, rows) if cuda_graphs else None
-        self.calls = self.rows_evaluated = 0
-
-    def __call__(self, x: Tensor, t: float) -> Tensor:
-        self.calls, self.rows_evaluated = self.calls + 1, self.rows_evaluated + x.shape[0]
-        if self.graphed is not None:
-            return self.graphed(x, self.pad_mask, t, self.precision)
-        return model_logits(self.forward, x, self.pad_mask, step_time(t, x.device),
-                            self.precision, self.rows)
-
-
 _COMPILED: dict[str, _Compiled] = {}
 
 
@@ -169,9 +149,9 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     kernels = compiled(backend)
     forward = kernels.model(model)
     plan = Plan.build(method, process, vocab, num_rooms, steps)
-    logits_fn = _WholeBatchLogits(forward, plan.pad_mask, method.precision,
-                                  real_rows(plan.pad_mask) if pack_rows else None,
-                                  cuda_graphs)
+    rows = real_rows(plan.pad_mask) if pack_rows else None
+    logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,
+                              GraphedLogits(forward, rows) if cuda_graphs else None, rows)
     stoppable = early_stop and not plan.fire  # then "nothing masked" is final
     flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
     x = plan.initial()
@@ -192,4 +172,4 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
         if flags is not None:
             flags.record(x, plan.mask_tok)
     x = clean_up(plan, x, logits_fn)
-    return x, logits_fn.calls, logits_fn.rows_evaluated
+    return x, logits_fn.calls, logits_fn.rows

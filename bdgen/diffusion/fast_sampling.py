@@ -99,9 +99,11 @@ class CompactLogits:
     micro-batches of ``model_batch`` rows, or the whole batch (optionally a CUDA graph)."""
 
     def __init__(self, model: nn.Module, pad_mask: Tensor, precision: str,
-                 model_batch: int | None, graphed: GraphedLogits | None) -> None:
+                 model_batch: int | None, graphed: GraphedLogits | None,
+                 real_rows: Tensor | None = None) -> None:
         self.model, self.pad_mask, self.precision = model, pad_mask, precision
         self.model_batch, self.graphed = model_batch, graphed
+        self.real_rows = real_rows  # whole-batch calls skip PAD rows with them (model_logits)
         self.calls = self.rows = 0
 
     def _whole(self, x: Tensor, t: float) -> Tensor:
@@ -109,7 +111,7 @@ class CompactLogits:
         if self.graphed is not None:
             return self.graphed(x, self.pad_mask, t, self.precision)
         return model_logits(self.model, x, self.pad_mask, step_time(t, x.device),
-                            self.precision)
+                            self.precision, self.real_rows)
 
     def __call__(self, x: Tensor, t: float, needed: Tensor | None = None) -> Tensor:
         b, mb = x.shape[0], self.model_batch
