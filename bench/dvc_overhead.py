@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dvc_overhead.py                       # 2 models x 3 methods x 2 seeds
     .venv/bin/python bench/dvc_overhead.py --baseline c8220b9    # + the old layout, same run
+    .venv/bin/python bench/dvc_overhead.py --baseline 7289375    # + mlflow at tracker start
     .venv/bin/python bench/dvc_overhead.py --methods 2 --seeds 3 --samples 50
 
 What runs (all on CPU, tiny models, in temporary clones of this repository's HEAD):
@@ -10,7 +11,10 @@ What runs (all on CPU, tiny models, in temporary clones of this repository's HEA
 2. ``bdgen sweep`` of the grid on the trained checkpoints, into a separate results store and
    MLflow store (its wall time includes its one start-up);
 3. ``dvc repro`` of the rest (the grid's stages + the leaderboard), timed;
-4. ``dvc repro -f -s leaderboard`` alone, timed (to take it out of the per-stage figure).
+4. ``dvc repro -f -s leaderboard`` alone, timed (to take it out of the per-stage figure);
+5. ``dvc repro -f -s`` of the grid's stages again, timed: every run is in the store, so each
+   stage only starts, finds its runs and writes its receipt (a ``dvc repro`` after ``bdgen
+   sweep --params params.yaml``); divided by the stages, a stage's cost with nothing to do.
 
 Per-stage overhead = (repro - sweep - leaderboard) / (grid stages - 1): everything a stage
 pays that the one-process sweep does not (DVC's bookkeeping, Python start-up, imports of
@@ -19,8 +23,10 @@ With ``--baseline REV`` the same is measured for the pipeline of git revision RE
 per-(model, method, seed) generate + evaluate stages before issue 17) in the same run.
 
 Also printed: what one stage process pays before any work (``import`` of the modules a
-result stage uses, from a cold interpreter) and DVC's own cost per stage (a repro of
-trivial ``cmd: "true"`` stages), and the load average, since the machine may be shared.
+result stage uses, from a cold interpreter: with work to log, torch + mlflow + dvc; with
+none, no mlflow or dvc since the tracker connects only for work) and DVC's own cost per
+stage (a repro of trivial ``cmd: "true"`` stages), and the load average, since the machine
+may be shared.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ def measure_pipeline(rev: str, tmp: Path, params: dict, sweep: bool) -> dict:
     out["repro_s"], stdout = _run([dvc, "repro"], clone, env)
     out["stages"] = [s for s in _stages(stdout) if s != "leaderboard"]
     out["leaderboard_s"], _ = _run([dvc, "repro", "-f", "-s", "leaderboard"], clone, env)
+    out["rerun_s"], _ = _run([dvc, "repro", "-f", "-s", *out["stages"]], clone, env)
     return out
 
 
@@ -182,6 +189,8 @@ def main() -> None:
                                              "bdgen.report.tables, bdgen.report.ranking"),
             "result stage": import_cost("bdgen.pipeline.tracked_generate, "
                                         "bdgen.pipeline.tracked_evaluate, mlflow, dvc.repo"),
+            "result stage with nothing to do": import_cost(
+                "bdgen.pipeline.tracked_generate, bdgen.pipeline.tracked_evaluate"),
             "torch": import_cost("torch"), "mlflow": import_cost("mlflow"),
         }
         rows = [measure_pipeline("HEAD", tmp, params, sweep=True)]
@@ -199,12 +208,14 @@ def main() -> None:
           + ", ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
     print(f"bdgen sweep (one process, same grid, generate + evaluate): {sweep_s:.1f} s")
     print(f"{'pipeline':<10} {'grid stages':>11} {'dvc repro':>10} {'leaderboard':>12} "
-          f"{'overhead/stage':>15} {'repro/sweep':>12}")
+          f"{'overhead/stage':>15} {'repro/sweep':>12} {'re-run/stage':>13}")
     for r in rows:
         n = len(r["stages"])
         over = (r["repro_s"] - sweep_s - r["leaderboard_s"]) / max(n - 1, 1)
         print(f"{r['rev'][:10]:<10} {n:>11} {r['repro_s']:>9.1f}s {r['leaderboard_s']:>11.1f}s "
-              f"{over:>14.2f}s {r['repro_s'] / sweep_s:>11.2f}x")
+              f"{over:>14.2f}s {r['repro_s'] / sweep_s:>11.2f}x {r['rerun_s'] / n:>12.2f}s")
+    print("re-run/stage: `dvc repro -f -s` of the grid's stages with every run in the store "
+          "(a stage with nothing to do)")
 
 
 if __name__ == "__main__":

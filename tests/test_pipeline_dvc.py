@@ -47,6 +47,24 @@ def _dvc(clone: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+def _result_stage_modules(clone: Path, model: str, method: str, out: Path) -> list[str]:
+    """Run dvc.yaml's result stage command for (model, method) in a real interpreter,
+    writing its receipt and headline under ``out``; the top-level modules it imported."""
+    argv = ["pipeline", "result", method, "--model", f"results/models/{model}.json",
+            "--out", str(out / "receipt.json"), "--headline", str(out / "headline.json")]
+    # sys.path without '': the bdgen the stages run (PYTHONPATH / installed), not the clone's
+    code = ("import json, sys\nsys.path.remove('')\nfrom bdgen.cli.main import cli\n"
+            f"cli({argv!r}, prog_name='bdgen', standalone_mode=False)\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for k in ("BDGEN_WORKSPACE", "MLFLOW_TRACKING_URI", "BDGEN_DB_URL"):
+        env.pop(k, None)
+    res = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_dvc_repro_in_a_fresh_clone(tmp_path):
     clone = tmp_path / "clone"
@@ -82,6 +100,12 @@ def test_dvc_repro_in_a_fresh_clone(tmp_path):
     second = _dvc(clone, "repro")
     assert second.returncode == 0
     assert "Running stage" not in second.stdout
+
+    # A result stage whose runs the store has (`dvc repro -f`, or after a `bdgen sweep`)
+    # writes the same receipt without importing mlflow (tracking stays on).
+    again = _result_stage_modules(clone, "v1", "llada_topp0.9_no_remask", tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "receipt.json").read_text()) == receipt
+    assert "mlflow" not in again and "dvc" not in again
 
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["methods"] = {"random_argmax_no_remask": {}, "llada_topp0.95_no_remask": {}}

@@ -3,7 +3,10 @@
 A tracked job (train, generate, evaluate, denoising) is one MLflow run + store rows +
 DVC-tracked artifacts. Order inside every job, so failures leave nothing half-registered:
 
-1. the tracker is opened (an unreachable MLflow server fails here, before any store row);
+1. the tracker is opened (an unreachable MLflow server fails here, before any store row)
+   and, once the job knows it has work, connected (:meth:`~bdgen.tracking.Tracker.connect`:
+   mlflow imported, its store opened), before anything is claimed; a job whose runs the
+   store has already (a result stage after a sweep) never imports mlflow;
 2. all arguments are validated and the inputs loaded and hashed (once);
 3. the MLflow run is opened with all config as params;
 4. the store row is claimed (:mod:`bdgen.store.claims`) with the MLflow run id on it, and

@@ -36,6 +36,7 @@ def denoise_model_once(ctx: JobContext, model_id: str) -> bool:
     """
     if ctx.store.model_needing_denoising(model_id) is None:
         return False
+    ctx.tracker.connect()  # work to do: MLflow's store opens before the claim
     attempt = ctx.store.try_claim("denoising", model_id)
     if attempt.claim is None:
         assert attempt.holder is not None

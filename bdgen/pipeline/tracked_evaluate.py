@@ -153,6 +153,7 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
     records it; nothing of this one is recorded, :class:`ClaimLost`; when the new holder
     recorded it already, its record is returned, as skipped)."""
     key = evaluation_key(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION, cs_id)
+    ctx.tracker.connect()  # work to do: MLflow's store opens before the claim
     attempt = ctx.store.try_claim("evaluation", key)
     if attempt.claim is None:
         assert attempt.holder is not None

@@ -104,6 +104,7 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                              seed, done.generation_run_id)
                     records.append(done)
                     continue
+                ctx.tracker.connect()  # work to do: MLflow's store opens before the claim
                 if claim:
                     got = ctx.store.claim_generation_run(setup.model_id, name, seed,
                                                          num_samples, steps,

@@ -88,6 +88,7 @@ def tracked_train(ws: Workspace, dataset_path: str | Path, *, noise: str = "logl
     (:mod:`bdgen.store.claims`): a second process training it at the same time is refused.
     """
     with JobContext.open(ws, no_mlflow) as ctx:
+        ctx.tracker.connect()  # a training always logs (or looks up its finished run)
         config = config or TrainConfig()
         ds = PreparedDataset.load(dataset_path)
         if out_dir is None:  # the identity-derived run directory of *this* workspace

@@ -30,6 +30,7 @@ import getpass
 import math
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -246,9 +247,12 @@ class NullRun(TrackedRun):
 class Tracker:
     """A connection to one MLflow tracking store.
 
-    ``Tracker(uri)`` checks reachability at once (fast, before any work);
-    ``open_run(...)`` yields a :class:`TrackedRun` that ends FINISHED, or FAILED when the
-    body raises.
+    ``Tracker(uri)`` checks reachability at once (fast, before any work, without mlflow);
+    the MLflow client (importing mlflow, ~1.3 s, and opening its store, ~1 s more on
+    SQLite) is made on first use or by :meth:`connect`, which a job calls once it knows it
+    has work, before claiming it: a job whose runs the store has already (a ``dvc repro``
+    after a sweep) never imports mlflow. ``open_run(...)`` yields a :class:`TrackedRun`
+    that ends FINISHED, or FAILED when the body raises.
     """
 
     enabled = True
@@ -256,18 +260,34 @@ class Tracker:
     def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
         _quiet_env()
         check_reachable(uri)
-        import mlflow
-
         self.uri = uri
         #: What names this tracking store in the store's links (:mod:`bdgen.store.links`):
         #: the URI, or "workspace" for a workspace's own mlflow.db (so that moving the
         #: workspace directory keeps its links).
         self.store_key = uri
         self._artifact_root = artifact_root
-        # Explicit URI on the client only: mlflow.set_tracking_uri() would also export
-        # MLFLOW_TRACKING_URI into this process's environment and leak into later work.
-        self._client = mlflow.MlflowClient(tracking_uri=uri)
+        self._mlflow_client: Any = None
+        self._client_lock = threading.Lock()  # a sweep's sampler and eval threads share it
         self._experiments: dict[str, str] = {}
+
+    @property
+    def _client(self) -> Any:
+        """The :class:`mlflow.MlflowClient`, made on first use (see the class docstring)."""
+        if self._mlflow_client is None:
+            with self._client_lock:
+                if self._mlflow_client is None:
+                    import mlflow
+
+                    # Explicit URI on the client only: mlflow.set_tracking_uri() would also
+                    # export MLFLOW_TRACKING_URI into this process's environment and leak
+                    # into later work.
+                    self._mlflow_client = mlflow.MlflowClient(tracking_uri=self.uri)
+        return self._mlflow_client
+
+    def connect(self) -> None:
+        """Open the MLflow client now (import mlflow, open its store): a job calls this once
+        it has work, so that a store MLflow cannot open fails before anything is claimed."""
+        self._client  # noqa: B018 - made on access
 
     @classmethod
     def for_workspace(cls, root: Path, enabled: bool = True) -> Tracker:
@@ -424,6 +444,9 @@ class NullTracker(Tracker):
 
     def __init__(self) -> None:  # noqa: D107 - no connection
         self.uri = self.store_key = ""
+
+    def connect(self) -> None:
+        pass
 
     @contextmanager
     def open_run(self, kind: str, name: str, experiment: str,
