@@ -20,7 +20,6 @@ differ by rounding, which is why the method name says ``_compiled``.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, cast
 
 import torch
@@ -89,8 +88,9 @@ class _Compiled:
         self.backend = backend
         self.options = inductor_options() if backend == "inductor" else None
         self.step = torch.compile(step_tokens, backend=backend, options=self.options)
-        self.models: weakref.WeakKeyDictionary[nn.Module, nn.Module] = (
-            weakref.WeakKeyDictionary())
+        # A compiled module refers to its model, so an entry lives as long as the process
+        # (a sweep samples a handful of models; compiling one again costs 20-70 s).
+        self.models: dict[nn.Module, nn.Module] = {}
 
     def model(self, model: nn.Module) -> nn.Module:
         if model not in self.models:
