@@ -24,6 +24,11 @@ Stable API (the guided sampler builds on it):
   remasked this step) and ``boost`` (added to the confidence strategy's token
   probabilities).
 * :func:`reverse_step`, :func:`clean_up` - the whole step and the clean-up.
+* the same steps given their draws, with no randomness of their own: :func:`coins_from`,
+  :func:`pick_candidates`, :func:`transition` (steps 3-4), :func:`remask_with`; the draws
+  are :func:`uniform`, :func:`candidate_draw` and :func:`remask_budget`'s budget. The
+  functions above are built from these; the compiled loop
+  (:mod:`bdgen.diffusion.compiled_sampling`) compiles them.
 
 Random draws, in this order and always with the same shapes whatever the batch state
 (what makes early stop and row compaction exact, :mod:`bdgen.diffusion.fast_sampling`):
