@@ -28,12 +28,8 @@ from bdgen.pipeline.tracked_generate import tracked_generate
 from bdgen.pipeline.tracked_train import tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.tracking import Tracker, dvc_file, experiment_name
-from bdgen.tracking.mlflow_tracker import (
-    default_tracking_uri,
-    free_port,
-    server_command,
-    wait_for_server,
-)
+from bdgen.tracking.mlflow_server import free_port, server_command, wait_for_server
+from bdgen.tracking.mlflow_tracker import default_tracking_uri
 from bdgen.util.hashing import file_digests
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_no_remask"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _store_support import drop_pg_database, fresh_pg_url
 
-from bdgen.tracking.mlflow_tracker import free_port, server_command, wait_for_server
+from bdgen.tracking.mlflow_server import free_port, server_command, wait_for_server
 from bdgen.util.hashing import file_digests
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.store.api import Store
 from bdgen.tracking import NullTracker, Tracker, dvc_file, track
 from bdgen.tracking.live import LiveMetrics
-from bdgen.tracking.mlflow_tracker import free_port
+from bdgen.tracking.mlflow_server import free_port
 from bdgen.util.hashing import file_digests
 
 REPO = Path(__file__).resolve().parents[1]

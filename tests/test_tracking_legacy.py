@@ -21,12 +21,8 @@ from bdgen.pipeline.results_import import IMPORT_EXPERIMENT
 from bdgen.pipeline.workspace import init_workspace
 from bdgen.store.api import Store
 from bdgen.tracking import Tracker
-from bdgen.tracking.mlflow_tracker import (
-    default_tracking_uri,
-    free_port,
-    server_command,
-    wait_for_server,
-)
+from bdgen.tracking.mlflow_server import free_port, server_command, wait_for_server
+from bdgen.tracking.mlflow_tracker import default_tracking_uri
 from bdgen.util.hashing import file_digests
 
 FILES = ("llada_topp0.9_no_remask.json", "random_argmax_no_remask.json")

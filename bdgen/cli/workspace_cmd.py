@@ -40,12 +40,8 @@ def ui(port: int | None, host: str) -> None:
     """Start the MLflow UI on this workspace's tracking store and print its URL (Ctrl-C stops)."""
     from bdgen.errors import BdgenError
     from bdgen.pipeline.workspace import Workspace
-    from bdgen.tracking.mlflow_tracker import (
-        default_tracking_uri,
-        free_port,
-        server_command,
-        wait_for_server,
-    )
+    from bdgen.tracking.mlflow_server import free_port, server_command, wait_for_server
+    from bdgen.tracking.mlflow_tracker import default_tracking_uri
 
     ws = Workspace.find()
     uri = default_tracking_uri(ws.root)
