@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bdgen.data.vocab import VocabConfig
-from bdgen.diffusion.fast_sampling import CompactLogits, GraphedLogits, _CudaDoneFlags
+from bdgen.diffusion.fast_sampling import CompactLogits, EarlyStop, GraphedLogits
 from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ForwardProcess
 from bdgen.diffusion.reverse import (
@@ -152,12 +152,10 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     rows = real_rows(plan.pad_mask) if pack_rows else None
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,
                               GraphedLogits(forward, rows) if cuda_graphs else None, rows)
-    stoppable = early_stop and not plan.fire  # then "nothing masked" is final
-    flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
+    stop = EarlyStop(plan, early_stop)
     x = plan.initial()
     for i in range(steps - 1, -1, -1):
-        if stoppable and (flags.done() if flags is not None
-                          else not bool((x == plan.mask_tok).any())):
+        if stop.done(x):
             break
         t_now, _ = plan.times(i)
         p = plan.p_unmask(i, plan.pad_mask)
@@ -169,7 +167,6 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
         sigma_max = remask_budget(plan, i) if fires else None
         remask_u = uniform(generator, x.shape, device) if fires else None
         x = kernels.step(plan, x, logits, p, i == 0, coins_u, cand_u, sigma_max, remask_u)
-        if flags is not None:
-            flags.record(x, plan.mask_tok)
+        stop.record(x)
     x = clean_up(plan, x, logits_fn)
     return x, logits_fn.calls, logits_fn.rows

@@ -152,6 +152,29 @@ class _CudaDoneFlags:
         return False
 
 
+class EarlyStop:
+    """The early stop of a sampling loop (module docstring): with no remasking step left to
+    fire, a batch with nothing masked is final. :meth:`done` before each step, :meth:`record`
+    after it; on CUDA the check reads flags of finished steps, so the loop never waits."""
+
+    def __init__(self, plan: Plan, enabled: bool) -> None:
+        self.enabled = enabled and not plan.fire  # then "nothing masked" is final
+        self.mask_tok = plan.mask_tok
+        self.flags = (_CudaDoneFlags() if self.enabled and plan.pad_mask.device.type == "cuda"
+                      else None)
+
+    def done(self, x: Tensor) -> bool:
+        if not self.enabled:
+            return False
+        if self.flags is not None:
+            return self.flags.done()
+        return not bool((x == self.mask_tok).any())
+
+    def record(self, x: Tensor) -> None:
+        if self.flags is not None:
+            self.flags.record(x, self.mask_tok)
+
+
 @torch.inference_mode()
 def sample_batch(model: nn.Module, process: ForwardProcess, vocab: VocabConfig,
                  num_rooms: Tensor, method: Method, steps: int, generator: torch.Generator,
@@ -183,18 +206,15 @@ def sample_batch(model: nn.Module, process: ForwardProcess, vocab: VocabConfig,
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     logits_fn = CompactLogits(model, plan.pad_mask, method.precision, model_batch,
                               GraphedLogits(model) if cuda_graphs else None)
-    stoppable = early_stop and not plan.fire  # then "nothing masked" is final
-    flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
+    stop = EarlyStop(plan, early_stop)
     x = plan.initial()
     for i in range(steps - 1, -1, -1):
-        if stoppable and (flags.done() if flags is not None
-                          else not bool((x == plan.mask_tok).any())):
+        if stop.done(x):
             break
         x, info = reverse_step(plan, x, i, logits_fn, generator, row_hints=compact)
         if trace is not None:
             trace.append(trace_entry(i, plan, x, info))
-        if flags is not None:
-            flags.record(x, plan.mask_tok)
+        stop.record(x)
     x = clean_up(plan, x, logits_fn, row_hints=compact)
     return x, logits_fn.calls, logits_fn.rows
 

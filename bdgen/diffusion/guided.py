@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.fast_sampling import (
     CompactLogits,
+    EarlyStop,
     GraphedLogits,
-    _CudaDoneFlags,
     chunk_runner,
     loop_defaults,
 )
@@ -110,14 +110,12 @@ def sample_guided_batch(model: nn.Module, process: ForwardProcess, vocab: VocabC
     logits_fn = CompactLogits(model, plan.pad_mask, method.precision, model_batch,
                               GraphedLogits(model) if cuda_graphs else None)
     lock = LockState.start(num_rooms.shape[0], device) if ctx.guidance.ema_lock else None
-    stoppable = early_stop and not plan.fire  # then "nothing masked" is final
-    flags = _CudaDoneFlags() if stoppable and device.type == "cuda" else None
+    stop = EarlyStop(plan, early_stop)
     per_step: list[dict[str, Tensor] | None] = [None] * steps
     last: dict[str, Tensor] | None = None
     x = plan.initial()
     for i in range(steps - 1, -1, -1):
-        if stoppable and (flags.done() if flags is not None
-                          else not bool((x == plan.mask_tok).any())):
+        if stop.done(x):
             break
         rows = None
         if compact:  # proposal and scoring read logits only at masked positions
@@ -128,8 +126,7 @@ def sample_guided_batch(model: nn.Module, process: ForwardProcess, vocab: VocabC
         if trace is not None:
             trace.append({"i": i, "x": x.cpu(), "ess": diag["ess"].cpu(),
                           "n_masked": (x == plan.mask_tok).sum(-1).cpu()})
-        if flags is not None:
-            flags.record(x, plan.mask_tok)
+        stop.record(x)
     if last is not None and any(d is None for d in per_step):
         fill = _settled_step(last, ctx.K, ctx.guidance.alpha)
         per_step = [fill if d is None else d for d in per_step]
