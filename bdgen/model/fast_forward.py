@@ -22,7 +22,7 @@ never used (PAD keys are masked in the dense path and PAD logits ignored).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import torch
@@ -88,14 +88,14 @@ def _gated_residual(x: Tensor, h: Tensor, layer: nn.Linear, gate: Tensor) -> Ten
     return out.add_(layer.bias * gate).view(x.shape)
 
 
-def _block_shared_time(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor | None,
-                       fast: bool) -> Tensor:
+def _block_shared_time(block: AdaLNBlock, x: Tensor, c: Tensor,
+                       attend: Callable[[Tensor], Tensor]) -> Tensor:
     """The block when every row has the same time embedding ``c [1, cond]`` and no
-    dropout: modulation folded into the weights (module docstring)."""
+    dropout: modulation folded into the weights (module docstring). ``attend``: the
+    attention of ``qkv`` rows shaped as ``x``'s (dense, or the real rows only)."""
     shift1, scale1, gate1, shift2, scale2, gate2 = block.modulation(c)[0].chunk(6)
     h = _shifted_layer_norm(x, block.norm1, shift1, scale1)
-    x = _gated_residual(x, _attention(block, block.qkv(h), key_mask, fast), block.attn_out,
-                        gate1)
+    x = _gated_residual(x, attend(block.qkv(h)), block.attn_out, gate1)
     h = _shifted_layer_norm(x, block.norm2, shift2, scale2)
     mlp_in, act, mlp_out = block.mlp
     return _gated_residual(x, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate2)
@@ -105,7 +105,8 @@ def _block(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor | None,
            fast: bool) -> Tensor:
     """:meth:`AdaLNBlock.forward` with the shared-time fold and the fast CPU dropout."""
     if c.shape[0] == 1 and not (block.training and block.dropout > 0):
-        return _block_shared_time(block, x, c, key_mask, fast)
+        return _block_shared_time(block, x, c,
+                                  lambda qkv: _attention(block, qkv, key_mask, fast))
     shift1, scale1, gate1, shift2, scale2, gate2 = block.modulation(c)[:, None].chunk(6, -1)
     h = modulate(block.norm1(x), shift1, scale1)
     attn = block.attn_out(_attention(block, block.qkv(h), key_mask, fast))
@@ -133,20 +134,19 @@ def _block_packed(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor, ro
     return result
 
 
-def _block_shared_time_rows(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor,
-                            rows: Tensor) -> Tensor:
-    """:func:`_block_shared_time` on the real rows only: ``xp [N, d]`` holds the rows
-    ``rows`` of the flattened ``[B*S, d]`` sequence; they are scattered into the dense
-    batch only around attention (PAD keys masked there)."""
+def _rows_attention(block: AdaLNBlock, key_mask: Tensor, rows: Tensor
+                    ) -> Callable[[Tensor], Tensor]:
+    """Attention for the real rows only: ``qkv [N, 3d]`` holds the rows ``rows`` of the
+    flattened ``[B*S]`` sequence; they are scattered into the dense batch around attention
+    (PAD keys masked there) and gathered back."""
     b, s = key_mask.shape[0], key_mask.shape[-1]
-    shift1, scale1, gate1, shift2, scale2, gate2 = block.modulation(c)[0].chunk(6)
-    qkv = block.qkv(_shifted_layer_norm(xp, block.norm1, shift1, scale1))
-    dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
-    attn = block.attention(dense.view(b, s, -1), key_mask).reshape(b * s, -1)
-    xp = _gated_residual(xp, attn.index_select(0, rows), block.attn_out, gate1)
-    h = _shifted_layer_norm(xp, block.norm2, shift2, scale2)
-    mlp_in, act, mlp_out = block.mlp
-    return _gated_residual(xp, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate2)
+
+    def attend(qkv: Tensor) -> Tensor:
+        dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
+        attn = block.attention(dense.view(b, s, -1), key_mask).reshape(b * s, -1)
+        return attn.index_select(0, rows)
+
+    return attend
 
 
 def real_rows(pad_mask: Tensor) -> Tensor:
@@ -204,7 +204,8 @@ class FastDenoiser(BDDenoiser):
         key_mask = pad_mask[:, None, None, :]
         xp = x.reshape(b * s, d).index_select(0, rows)
         for block in self.blocks:
-            xp = _block_shared_time_rows(cast(AdaLNBlock, block), xp, c, key_mask, rows)
+            blk = cast(AdaLNBlock, block)
+            xp = _block_shared_time(blk, xp, c, _rows_attention(blk, key_mask, rows))
         xp = self._final(xp, c)
         return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
 
