@@ -20,6 +20,7 @@ differ by rounding, which is why the method name says ``_compiled``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 import torch
@@ -115,13 +116,9 @@ class _MemEfficientAttention(nn.Module):
             return self.compiled(tokens, *args, **kwargs)
 
 
-_COMPILED: dict[str, _Compiled] = {}
-
-
+@functools.cache
 def compiled(backend: str = "inductor") -> _Compiled:
-    if backend not in _COMPILED:
-        _COMPILED[backend] = _Compiled(backend)
-    return _COMPILED[backend]
+    return _Compiled(backend)
 
 
 @torch.inference_mode()
