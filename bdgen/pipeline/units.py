@@ -54,7 +54,7 @@ class ClaimedSeed:
 
     seed: int
     row: int
-    claim: Claim | None = None  # None: written unchecked (a caller holding no claim)
+    claim: Claim
 
 
 @dataclass(frozen=True)
@@ -290,13 +290,10 @@ def _sample(ctx, unit: SampleUnit, res: UnitResult) -> None:
     res.seconds["sampling"] = time.perf_counter() - t
 
 
-def _claim_check(ctx, c: ClaimedSeed) -> Callable[[], None] | None:
+def _claim_check(ctx, c: ClaimedSeed) -> Callable[[], None]:
     """What :func:`~bdgen.pipeline.generate.sample_to_file` calls before writing the seed's
     file: :class:`~bdgen.store.claims.ClaimLost` when the sweep's claim is gone."""
-    claim = c.claim
-    if claim is None:
-        return None
-    return lambda: ctx.store.ensure_claim(claim, f"generation run {c.row}")
+    return lambda: ctx.store.ensure_claim(c.claim, f"generation run {c.row}")
 
 
 def _record(ctx, unit: RecordUnit, res: UnitResult) -> None:
