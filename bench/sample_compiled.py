@@ -7,11 +7,13 @@ Needs a CUDA device. For each method (default: the aim's method and the fastest 
 one, in bf16, plus the aim's method in fp32) it samples 1000 x 100 with the small random
 model of ``bench/sample.py`` three times with the eager kernels and three times with the
 compiled ones (:mod:`bdgen.diffusion.compiled_sampling`: as ``sample`` runs them, then with
-PAD rows skipped and on the dense batch) and prints the third call's wall time (the first, with
-compilation and graph capture, in brackets), the ratio, the share of token positions equal
-to the eager twin's, whether the three compiled calls gave identical tokens, and their
-sha256. ``--sha-only NAME`` prints only the sha256 of one call of method NAME, so that
-other processes can check that its tokens are the same in every process.
+PAD rows skipped, on the dense batch, and with SDPA's attention in place of the
+short-sequence kernel of :mod:`bdgen.model.short_attention`) and prints the third call's
+wall time (the first, with compilation and graph capture, in brackets), the ratio, the
+share of token positions equal to the eager twin's, whether the three compiled calls gave
+identical tokens, and their sha256. ``--sha-only NAME`` prints only the sha256 of one call
+of method NAME, so that other processes can check that its tokens are the same in every
+process.
 ``--profile`` adds torch.profiler's top GPU kernels of one compiled call.
 """
 
@@ -41,16 +43,19 @@ def sha(tokens: torch.Tensor) -> str:
     return hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def calls(model, process, vocab, rooms, method: Method, dev, n: int = 3, pack_rows=None):
-    """n timed calls; ``pack_rows=False``: the compiled loop on the dense batch (as
-    :func:`sample` runs it on CUDA: one chunk, chunk 0's generator)."""
-    if pack_rows is None:
+def calls(model, process, vocab, rooms, method: Method, dev, n: int = 3, pack_rows=None,
+          attention=None):
+    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``attention`` given)
+    the compiled loop with those settings, as :func:`sample` runs it on CUDA (one chunk,
+    chunk 0's generator)."""
+    if pack_rows is None and attention is None:
         out = [timed(lambda: sample(model, process, vocab, rooms, method, 100, 42, dev).tokens,
                      dev) for _ in range(n)]
     else:
         out = [timed(lambda: sample_batch_compiled(
             model, process, vocab, rooms.to(dev), method, 100, chunk_generator(42, 0, dev),
-            pack_rows=pack_rows)[0].cpu(), dev) for _ in range(n)]
+            pack_rows=pack_rows, attention=attention or "short")[0].cpu(), dev)
+            for _ in range(n)]
     return [o for o, _ in out], [dt for _, dt in out]
 
 
@@ -79,8 +84,10 @@ def main() -> None:
         e_toks, e_dt = calls(model, process, vocab, rooms, eager, dev)
         rows.append(f"{name:45s} eager          {e_dt[-1] * 1e3:6.1f} ms ({e_dt[0] * 1e3:7.1f})")
         print(rows[-1], flush=True)
-        for label, pack in (("compiled", None), ("packed rows", True), ("dense", False)):
-            c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, pack_rows=pack)
+        for label, pack, attention in (("compiled", None, None), ("packed rows", True, None),
+                                       ("dense", False, None), ("sdpa attention", None, "sdpa")):
+            c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, pack_rows=pack,
+                                 attention=attention)
             same = all(torch.equal(c_toks[0], t) for t in c_toks[1:])
             agree = (c_toks[-1] == e_toks[-1]).float().mean().item()
             rows.append(f"{'':45s} {label:14s} {c_dt[-1] * 1e3:6.1f} ms ({c_dt[0] * 1e3:7.1f})"

@@ -16,6 +16,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# Triton kernels (bdgen/model/short_attention.py) run in Triton's interpreter where there is
+# no GPU; it must be chosen before Triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 LEGACY_DIR = os.path.abspath(os.path.join(SHARED, "legacy_eval_results", "loglinear_noise_sc"))
 

@@ -14,7 +14,7 @@ from bdgen.diffusion.method import Method
 from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.sampler import draw_num_rooms
 from bdgen.diffusion.schedules import make_schedule
-from bdgen.model.denoiser import MODEL_PRESETS
+from bdgen.model.denoiser import MODEL_PRESETS, AdaLNBlock
 from bdgen.model.fast_forward import FastDenoiser
 
 ROOMS = [0.0, 0.0, 0.0, 0.003, 0.072, 0.311, 0.362, 0.252]
@@ -106,8 +106,8 @@ def test_real_rows_forward_matches_the_dense_forward(model: FastDenoiser) -> Non
     assert torch.allclose(packed[real], dense[real], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(packed[pad]).any(-1).all()
     with pytest.raises(ValueError, match="shared time"):
-        model.trunk_rows(torch.zeros(24, pad.shape[1], 32), torch.full((24,), 0.4), pad,
-                         real_rows(pad))
+        model.trunk_sampling(torch.zeros(24, pad.shape[1], 32), torch.full((24,), 0.4), pad,
+                             real_rows(pad), AdaLNBlock.attention)
 
 
 def test_compiled_loop_with_packed_rows_runs_on_cpu(model: FastDenoiser) -> None:

@@ -72,7 +72,7 @@ def model_logits(model: nn.Module, x: Tensor, pad_mask: Tensor, t: Tensor | floa
                  precision: str = "fp32", real_rows: Tensor | None = None) -> Tensor:
     """``[B, S, V]`` float32 logits; the forward pass runs at the method's ``precision``.
     ``real_rows``: the batch's real rows, for a model that skips PAD rows with them
-    (:meth:`bdgen.model.fast_forward.FastDenoiser.trunk_rows`; PAD rows' logits are then
+    (:meth:`bdgen.model.fast_forward.FastDenoiser.trunk_sampling`; PAD rows' logits are then
     those of a zero trunk output)."""
     with autocast(x.device, precision):
         node, edge = (model(x, pad_mask, t) if real_rows is None

@@ -134,7 +134,18 @@ def _block_packed(block: AdaLNBlock, xp: Tensor, c: Tensor, key_mask: Tensor, ro
     return result
 
 
-def _rows_attention(block: AdaLNBlock, key_mask: Tensor, rows: Tensor
+Attention = Callable[[AdaLNBlock, Tensor, Tensor | None], Tensor]
+"""An implementation of :meth:`AdaLNBlock.attention` (eval mode): ``(block, qkv [B, S, 3d],
+key_mask) -> [B, S, d]``. ``AdaLNBlock.attention`` itself is the reference's."""
+
+
+def _dense_attention(block: AdaLNBlock, key_mask: Tensor, attention: Attention
+                     ) -> Callable[[Tensor], Tensor]:
+    """Attention of ``qkv [B, S, 3d]`` rows with PAD keys masked."""
+    return lambda qkv: attention(block, qkv, key_mask)
+
+
+def _rows_attention(block: AdaLNBlock, key_mask: Tensor, rows: Tensor, attention: Attention
                     ) -> Callable[[Tensor], Tensor]:
     """Attention for the real rows only: ``qkv [N, 3d]`` holds the rows ``rows`` of the
     flattened ``[B*S]`` sequence; they are scattered into the dense batch around attention
@@ -143,7 +154,7 @@ def _rows_attention(block: AdaLNBlock, key_mask: Tensor, rows: Tensor
 
     def attend(qkv: Tensor) -> Tensor:
         dense = qkv.new_zeros(b * s, qkv.shape[1]).index_copy(0, rows, qkv)
-        attn = block.attention(dense.view(b, s, -1), key_mask).reshape(b * s, -1)
+        attn = attention(block, dense.view(b, s, -1), key_mask).reshape(b * s, -1)
         return attn.index_select(0, rows)
 
     return attend
@@ -151,7 +162,7 @@ def _rows_attention(block: AdaLNBlock, key_mask: Tensor, rows: Tensor
 
 def real_rows(pad_mask: Tensor) -> Tensor:
     """Flat indices ``[N]`` of the real positions of ``pad_mask [B, S]`` (one host sync:
-    found once per batch, :meth:`FastDenoiser.trunk_rows`)."""
+    found once per batch, :meth:`FastDenoiser.trunk_sampling`)."""
     return pad_mask.reshape(-1).nonzero().squeeze(1)
 
 
@@ -181,31 +192,41 @@ class FastDenoiser(BDDenoiser):
 
     def forward(self, tokens: Tensor, pad_mask: Tensor, t: Tensor | float,
                 condition: object = None, pre_embedded: Tensor | None = None,
-                real_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """:meth:`BDDenoiser.forward`; with ``real_rows`` (eval mode, one shared time: a
-        sampling step) the token-wise layers run on those rows only (:meth:`trunk_rows`)."""
-        if real_rows is None:
+                real_rows: Tensor | None = None, attention: Attention | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """:meth:`BDDenoiser.forward`; with ``real_rows`` or ``attention`` (eval mode, one
+        shared time: a sampling step) the trunk is :meth:`trunk_sampling`'s."""
+        if real_rows is None and attention is None:
             return super().forward(tokens, pad_mask, t, condition, pre_embedded)
         b = tokens.shape[0]
         x = self.embed(tokens) + self.positional_encoding()
-        return self.heads(self.trunk_rows(x, batch_times(t, b, tokens.device), pad_mask,
-                                          real_rows))
+        return self.heads(self.trunk_sampling(x, batch_times(t, b, tokens.device), pad_mask,
+                                              real_rows, attention or AdaLNBlock.attention))
 
-    def trunk_rows(self, x: Tensor, t: Tensor, pad_mask: Tensor, rows: Tensor) -> Tensor:
-        """The eval-mode trunk on the real rows ``rows`` (flat indices of ``pad_mask``'s
-        True entries, :func:`real_rows`), given rather than found so that a CUDA forward
-        needs no host sync and can be captured in a graph: the token-wise layers skip the
-        PAD rows (a quarter of an RPLAN batch), attention runs on the dense batch with PAD
-        keys masked. PAD rows come back as zeros."""
+    def trunk_sampling(self, x: Tensor, t: Tensor, pad_mask: Tensor, rows: Tensor | None,
+                       attention: Attention) -> Tensor:
+        """The eval-mode trunk of a sampling step (one shared time) with a chosen
+        ``attention`` (e.g. :func:`bdgen.model.short_attention.block_attention`).
+
+        ``rows``: the real rows (flat indices of ``pad_mask``'s True entries,
+        :func:`real_rows`), given rather than found so that a CUDA forward needs no host
+        sync and can be captured in a graph: the token-wise layers skip the PAD rows (a
+        quarter of an RPLAN batch), attention runs on the dense batch with PAD keys masked,
+        and PAD rows come back as zeros. None = every row, as :meth:`trunk`."""
         if self.training or t.stride(0) != 0:
-            raise ValueError("trunk_rows is the sampling path: eval mode, one shared time")
+            raise ValueError("trunk_sampling is the sampling path: eval mode, one shared time")
         b, s, d = x.shape
         c = self.time_condition(t[:1])
         key_mask = pad_mask[:, None, None, :]
+        if rows is None:
+            for block in self.blocks:
+                blk = cast(AdaLNBlock, block)
+                x = _block_shared_time(blk, x, c, _dense_attention(blk, key_mask, attention))
+            return self._final(x, c)
         xp = x.reshape(b * s, d).index_select(0, rows)
         for block in self.blocks:
             blk = cast(AdaLNBlock, block)
-            xp = _block_shared_time(blk, xp, c, _rows_attention(blk, key_mask, rows))
+            xp = _block_shared_time(blk, xp, c, _rows_attention(blk, key_mask, rows, attention))
         xp = self._final(xp, c)
         return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
 
