@@ -7,8 +7,9 @@ Needs a CUDA device. For each method (default: the aim's method and the fastest 
 one, in bf16, plus the aim's method in fp32) it samples 1000 x 100 with the small random
 model of ``bench/sample.py`` three times with the eager kernels and three times with the
 compiled ones (:mod:`bdgen.diffusion.compiled_sampling`: as ``sample`` runs them, then with
-PAD rows skipped, on the dense batch, and with SDPA's attention in place of the
-short-sequence kernel of :mod:`bdgen.model.short_attention`) and prints the third call's
+PAD rows skipped, on the dense batch, without our fused MLP kernel, and without it and the
+short-sequence attention kernel: :data:`~bdgen.diffusion.compiled_sampling.TRITON_KERNELS`)
+and prints the third call's
 wall time (the first, with compilation and graph capture, in brackets), the ratio, the
 share of token positions equal to the eager twin's, whether the three compiled calls gave
 identical tokens, and their sha256. ``--sha-only NAME`` prints only the sha256 of one call
@@ -30,12 +31,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _sampling import random_model, timed  # noqa: E402
 
-from bdgen.diffusion.compiled_sampling import sample_batch_compiled  # noqa: E402
+from bdgen.diffusion.compiled_sampling import (  # noqa: E402
+    TRITON_KERNELS,
+    sample_batch_compiled,
+)
 from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.sampler import chunk_generator, draw_num_rooms  # noqa: E402
 
 AIM = "llada_topp0.9_remdm_confidence_tsw1.0_bf16"
+VARIANTS = (("compiled", None, None), ("packed rows", True, None), ("dense", False, None),
+            ("no Triton MLP", None, ("attention",)), ("neither kernel", None, ()))
+"""(label, pack_rows, our Triton kernels): None = as :func:`sample` runs it."""
 METHODS = (AIM, "random_topp0.9_remdm_cap_eta0.4_bf16", "llada_topp0.9_remdm_confidence_tsw1.0")
 
 
@@ -44,17 +51,18 @@ def sha(tokens: torch.Tensor) -> str:
 
 
 def calls(model, process, vocab, rooms, method: Method, dev, n: int = 3, pack_rows=None,
-          attention=None):
-    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``attention`` given)
+          triton=None):
+    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``triton`` given)
     the compiled loop with those settings, as :func:`sample` runs it on CUDA (one chunk,
     chunk 0's generator)."""
-    if pack_rows is None and attention is None:
+    if pack_rows is None and triton is None:
         out = [timed(lambda: sample(model, process, vocab, rooms, method, 100, 42, dev).tokens,
                      dev) for _ in range(n)]
     else:
         out = [timed(lambda: sample_batch_compiled(
             model, process, vocab, rooms.to(dev), method, 100, chunk_generator(42, 0, dev),
-            pack_rows=pack_rows, attention=attention or "short")[0].cpu(), dev)
+            pack_rows=pack_rows, triton=TRITON_KERNELS if triton is None else triton
+        )[0].cpu(), dev)
             for _ in range(n)]
     return [o for o, _ in out], [dt for _, dt in out]
 
@@ -84,10 +92,9 @@ def main() -> None:
         e_toks, e_dt = calls(model, process, vocab, rooms, eager, dev)
         rows.append(f"{name:45s} eager          {e_dt[-1] * 1e3:6.1f} ms ({e_dt[0] * 1e3:7.1f})")
         print(rows[-1], flush=True)
-        for label, pack, attention in (("compiled", None, None), ("packed rows", True, None),
-                                       ("dense", False, None), ("sdpa attention", None, "sdpa")):
+        for label, pack, triton in VARIANTS:
             c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, pack_rows=pack,
-                                 attention=attention)
+                                 triton=triton)
             same = all(torch.equal(c_toks[0], t) for t in c_toks[1:])
             agree = (c_toks[-1] == e_toks[-1]).float().mean().item()
             rows.append(f"{'':45s} {label:14s} {c_dt[-1] * 1e3:6.1f} ms ({c_dt[0] * 1e3:7.1f})"

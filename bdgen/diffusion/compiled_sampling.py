@@ -5,9 +5,10 @@ Why: at 1000 x 100 on an H200 a step is a few hundred small kernels, each far be
 GPU's bandwidth (docs/BENCHMARKS.md). Compiling fuses the forward's LayerNorm, modulation,
 GELU and residual kernels, and the step's softmax, nucleus cut, LLaDA ranking and
 remasking arithmetic, into a few kernels each; the forward still replays from a CUDA
-graph (:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`) and attention runs on a
-Triton kernel for short sequences (:mod:`bdgen.model.short_attention`), or SDPA's
-memory-efficient kernel where that does not apply.
+graph (:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`); attention runs on a
+Triton kernel for short sequences (:mod:`bdgen.model.short_attention`, or SDPA's
+memory-efficient kernel where that does not apply) and, in 16-bit precisions, each MLP
+with its residual is one Triton kernel (:mod:`bdgen.model.fused_mlp`).
 
 It is the loop of :func:`bdgen.diffusion.fast_sampling.sample_batch` with the step split
 in two: the random draws, in the reference's order and shapes (coins, candidates,
@@ -43,7 +44,12 @@ from bdgen.diffusion.reverse import (
     uniform,
 )
 from bdgen.model.fast_forward import FastDenoiser, real_rows
+from bdgen.model.fused_mlp import block_mlp
 from bdgen.model.short_attention import block_attention
+
+TRITON_KERNELS = ("attention", "mlp")
+"""Our Triton kernels of the compiled forward: attention for short sequences
+(:mod:`bdgen.model.short_attention`) and the fused MLP (:mod:`bdgen.model.fused_mlp`)."""
 
 RECOMPILE_LIMIT = 64
 """Compiled variants kept per function: a step is specialised on its method's settings,
@@ -93,36 +99,43 @@ class _Compiled:
         self.step = torch.compile(step_tokens, backend=backend, options=self.options)
         # A compiled module refers to its model, so an entry lives as long as the process
         # (a sweep samples a handful of models; compiling one again costs 20-70 s).
-        self.models: dict[tuple[nn.Module, str], nn.Module] = {}
+        self.models: dict[tuple[nn.Module, tuple[str, ...]], nn.Module] = {}
 
-    def model(self, model: nn.Module, attention: str = "short") -> nn.Module:
-        """The compiled forward of ``model``; ``attention``: ``"short"`` (the Triton kernel,
-        for a :class:`~bdgen.model.fast_forward.FastDenoiser`) or ``"sdpa"``."""
-        if attention not in ("short", "sdpa"):
-            raise ValueError(f"attention must be 'short' or 'sdpa', not {attention!r}")
-        key = (model, attention if isinstance(model, FastDenoiser) else "sdpa")
+    def model(self, model: nn.Module, triton: tuple[str, ...] = TRITON_KERNELS) -> nn.Module:
+        """The compiled forward of ``model``; ``triton``: which of our Triton kernels
+        (:data:`TRITON_KERNELS`) a :class:`~bdgen.model.fast_forward.FastDenoiser` runs."""
+        unknown = set(triton) - set(TRITON_KERNELS)
+        if unknown:
+            raise ValueError(f"unknown Triton kernels {sorted(unknown)}; "
+                             f"valid: {', '.join(TRITON_KERNELS)}")
+        chosen = tuple(k for k in TRITON_KERNELS if k in triton)
+        key = (model, chosen if isinstance(model, FastDenoiser) else ())
         if key not in self.models:
-            forward = _ShortAttention(cast(FastDenoiser, model)) if key[1] == "short" else model
+            forward = (_TritonKernels(cast(FastDenoiser, model), key[1]) if key[1]
+                       else model)
             compiled_model = torch.compile(forward, backend=self.backend, options=self.options)
             self.models[key] = _MemEfficientAttention(cast(nn.Module, compiled_model))
         return self.models[key]
 
 
-class _ShortAttention(nn.Module):
-    """A :class:`~bdgen.model.fast_forward.FastDenoiser`'s sampling forward with attention
-    on the short-sequence kernel (:func:`bdgen.model.short_attention.block_attention`) on
-    CUDA; elsewhere its own forward (on CPU: the room-count buckets, no PAD key)."""
+class _TritonKernels(nn.Module):
+    """A :class:`~bdgen.model.fast_forward.FastDenoiser`'s sampling forward with our Triton
+    kernels on CUDA: ``"attention"`` (:func:`bdgen.model.short_attention.block_attention`),
+    ``"mlp"`` (:func:`bdgen.model.fused_mlp.block_mlp`, 16-bit precisions); elsewhere its
+    own forward (on CPU: the room-count buckets, no PAD key)."""
 
-    def __init__(self, model: FastDenoiser) -> None:
+    def __init__(self, model: FastDenoiser, kernels: tuple[str, ...]) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.kernels = model, kernels
 
     def forward(self, tokens: Tensor, pad_mask: Tensor, t: Tensor,
                 real_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if tokens.device.type != "cuda":
             return self.model.forward(tokens, pad_mask, t, real_rows=real_rows)
-        return self.model.forward(tokens, pad_mask, t, real_rows=real_rows,
-                                  attention=block_attention)
+        return self.model.forward(
+            tokens, pad_mask, t, real_rows=real_rows,
+            attention=block_attention if "attention" in self.kernels else None,
+            mlp=block_mlp if "mlp" in self.kernels else None)
 
 
 class _MemEfficientAttention(nn.Module):
@@ -151,8 +164,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
                           num_rooms: Tensor, method: Method, steps: int,
                           generator: torch.Generator, *, early_stop: bool = True,
                           cuda_graphs: bool | None = None, backend: str = "inductor",
-                          pack_rows: bool | None = None, attention: str = "short"
-                          ) -> tuple[Tensor, int, int]:
+                          pack_rows: bool | None = None,
+                          triton: tuple[str, ...] = TRITON_KERNELS) -> tuple[Tensor, int, int]:
     """:func:`bdgen.diffusion.fast_sampling.sample_batch` with compiled kernels (module
     docstring); the whole batch goes through the model at every step (no row compaction).
 
@@ -162,8 +175,9 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     fast_forward.FastDenoiser.trunk_sampling`); default on CUDA for a
     :class:`~bdgen.model.fast_forward.FastDenoiser` except in bf16, where the rows' gather
     and scatter cost more than the skipped rows (fp32: 256 ms packed vs 301 ms dense; bf16:
-    121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way). ``attention``:
-    ``"short"`` (:mod:`bdgen.model.short_attention`) or ``"sdpa"`` (:meth:`_Compiled.model`).
+    121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way). ``triton``: our
+    Triton kernels to use (:data:`TRITON_KERNELS`; ``()``: attention on SDPA, the MLP as
+    torch's kernels).
     """
     device = num_rooms.device
     if cuda_graphs is None:
@@ -172,7 +186,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
         pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
                      and method.precision != "bf16")
     kernels = compiled(backend)
-    forward = kernels.model(model, attention)
+    forward = kernels.model(model, triton)
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     rows = real_rows(plan.pad_mask) if pack_rows else None
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,
