@@ -46,6 +46,7 @@ from bdgen.diffusion.reverse import (
 from bdgen.model.fast_forward import FastDenoiser, real_rows
 from bdgen.model.fused_mlp import block_mlp
 from bdgen.model.short_attention import block_attention
+from bdgen.model.triton_support import runs_on
 
 TRITON_KERNELS = ("attention", "mlp")
 """Our Triton kernels of the compiled forward: attention for short sequences
@@ -177,7 +178,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     and scatter cost more than the skipped rows (fp32: 256 ms packed vs 301 ms dense; bf16:
     121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way). ``triton``: our
     Triton kernels to use (:data:`TRITON_KERNELS`; ``()``: attention on SDPA, the MLP as
-    torch's kernels).
+    torch's kernels), on a device where they run (:func:`~bdgen.model.triton_support.
+    runs_on`).
     """
     device = num_rooms.device
     if cuda_graphs is None:
@@ -186,7 +188,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
         pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
                      and method.precision != "bf16")
     kernels = compiled(backend)
-    forward = kernels.model(model, triton)
+    forward = kernels.model(model, triton if runs_on(device) else ())
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     rows = real_rows(plan.pad_mask) if pack_rows else None
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,

@@ -17,13 +17,13 @@ tests/test_fused_mlp.py checks it against the reference in Triton's interpreter 
 from __future__ import annotations
 
 import functools
-import importlib.util
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from bdgen.model.denoiser import AdaLNBlock
+from bdgen.model.triton_support import HAVE_TRITON
 
 BLOCK_ROWS = 64
 """Rows per program; with ``CHUNK`` hidden units at a time the fp32 tiles fit in the
@@ -131,6 +131,5 @@ def _register() -> None:
         return _launch(x, h, w1t, b1, w2t, b2, wrap_triton)
 
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
 if HAVE_TRITON:
     _register()

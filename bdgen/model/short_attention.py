@@ -21,7 +21,6 @@ is the block's own SDPA.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor
 
 from bdgen.model.denoiser import AdaLNBlock
+from bdgen.model.triton_support import HAVE_TRITON
 
 MAX_SEQUENCE = 128
 """Longest sequence one program holds (a [S, S] score tile in registers)."""
@@ -136,6 +136,5 @@ def _register() -> None:
         return _launch(qkv, keep, n_heads, wrap_triton)
 
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
 if HAVE_TRITON:
     _register()
