@@ -109,3 +109,23 @@ def test_denoiser_with_the_kernel_equals_its_dense_forward() -> None:
             e = edge.shape[-1]
             err = (edge.float() - dense[:, n:, :e]).abs()
             assert err[real[:, n:, :e]].max() < 0.05
+
+
+def test_the_kernels_compile_as_opaque_ops() -> None:
+    """Both kernels inside one ``torch.compile``'d function (whole graph, AOT tracing with
+    their fake implementations) give the uncompiled numbers."""
+    from bdgen.model.short_attention import short_attention
+
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(4, 36, 192, generator=g).half().to(DEVICE)
+    keep = torch.ones(4, 36, dtype=torch.bool, device=DEVICE)
+    keep[1, 20:] = False
+    w1, b1 = torch.randn(256, 64, device=DEVICE), torch.randn(256, device=DEVICE)
+    w2, b2 = torch.randn(64, 256, device=DEVICE), torch.randn(64, device=DEVICE)
+    x = torch.randn(4, 36, 64, device=DEVICE)
+
+    def forward(qkv: torch.Tensor, keep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return fused_mlp(x, short_attention(qkv, keep[:, None, None, :], 2), w1, b1, w2, b2)
+
+    compiled = torch.compile(forward, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(qkv, keep, x), forward(qkv, keep, x))

@@ -108,28 +108,23 @@ def block_mlp(block: AdaLNBlock, x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
                      mlp_out.bias * gate)
 
 
-def _launch(x: Tensor, h: Tensor, w1t: Tensor, b1: Tensor, w2t: Tensor, b2: Tensor,
-            wrap: Any) -> Tensor:
+@torch.library.custom_op("bdgen::fused_mlp", mutates_args=())
+def _fused_mlp_op(x: Tensor, h: Tensor, w1t: Tensor, b1: Tensor, w2t: Tensor, b2: Tensor
+                  ) -> Tensor:
+    """``torch.ops.bdgen.fused_mlp`` on rows ``[N, d]``, an opaque op to ``torch.compile``
+    (as ``short_attention``'s)."""
     import triton
 
     x, h = (t if t.stride(-1) == 1 else t.contiguous() for t in (x, h))
     n, d = h.shape
     out = h.new_empty(n, d)
-    wrap(_kernel())[(triton.cdiv(n, BLOCK_ROWS),)](
+    _kernel()[(triton.cdiv(n, BLOCK_ROWS),)](
         h, x, w1t, b1, w2t, b2, out, n, h.stride(0), x.stride(0), out.stride(0), D=d,
         HIDDEN=w1t.shape[1], BLOCK=BLOCK_ROWS, CHUNK=CHUNK, IEEE=h.dtype == torch.float32,
         num_warps=4)
     return out
 
 
-def _register() -> None:
-    """``torch.ops.bdgen.fused_mlp``, a ``triton_op`` (as ``short_attention``'s)."""
-    from torch.library import triton_op, wrap_triton
-
-    @triton_op("bdgen::fused_mlp", mutates_args=())  # type: ignore[misc]
-    def op(x: Tensor, h: Tensor, w1t: Tensor, b1: Tensor, w2t: Tensor, b2: Tensor) -> Tensor:
-        return _launch(x, h, w1t, b1, w2t, b2, wrap_triton)
-
-
-if HAVE_TRITON:
-    _register()
+@_fused_mlp_op.register_fake
+def _(x: Tensor, h: Tensor, w1t: Tensor, b1: Tensor, w2t: Tensor, b2: Tensor) -> Tensor:
+    return h.new_empty(h.shape)

@@ -14,8 +14,8 @@ sums, the probabilities cast to bf16 for the value product). tests/test_short_at
 checks it against SDPA in Triton's interpreter on CPU; ``bench/gpu_smoke.py`` on CUDA.
 A query row whose keys are all PAD (no such row in a real batch) comes back as zeros.
 
-A CPU install has no Triton: the op is then not registered and :func:`block_attention`
-is the block's own SDPA.
+A CPU install of torch has no Triton: :func:`block_attention` is then the block's own
+SDPA.
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def _keep(qkv: Tensor, key_mask: Tensor | None) -> Tensor:
     return key_mask.reshape(b, s).to(torch.uint8)
 
 
-def _launch(qkv: Tensor, keep: Tensor, n_heads: int, wrap: Any) -> Tensor:
+@torch.library.custom_op("bdgen::short_attention", mutates_args=())
+def _short_attention_op(qkv: Tensor, keep: Tensor, n_heads: int) -> Tensor:
+    """``torch.ops.bdgen.short_attention``: one opaque op to ``torch.compile`` (it runs the
+    kernel as it is), captured with the rest of the forward in the loop's CUDA graph."""
     import triton
 
     if qkv.stride(-1) != 1:
@@ -118,23 +121,14 @@ def _launch(qkv: Tensor, keep: Tensor, n_heads: int, wrap: Any) -> Tensor:
     head = d // n_heads
     out = qkv.new_empty(b, s, d)
     block = max(16, triton.next_power_of_2(s))
-    wrap(_kernel())[(b, n_heads)](
+    _kernel()[(b, n_heads)](
         qkv, keep, out, s, 1.0 / math.sqrt(head), qkv.stride(0), qkv.stride(1),
         keep.stride(0), out.stride(0), out.stride(1), HEADS=n_heads, HEAD=head,
         BLOCK=block, IEEE=qkv.dtype == torch.float32, num_warps=4 if block <= 64 else 8)
     return out
 
 
-def _register() -> None:
-    """``torch.ops.bdgen.short_attention``: an op that ``torch.compile`` places in its graph
-    as the Triton kernel itself (``triton_op``), so it is captured with the rest of the
-    forward in the sampling loop's CUDA graph."""
-    from torch.library import triton_op, wrap_triton
-
-    @triton_op("bdgen::short_attention", mutates_args=())  # type: ignore[misc]
-    def op(qkv: Tensor, keep: Tensor, n_heads: int) -> Tensor:
-        return _launch(qkv, keep, n_heads, wrap_triton)
-
-
-if HAVE_TRITON:
-    _register()
+@_short_attention_op.register_fake
+def _(qkv: Tensor, keep: Tensor, n_heads: int) -> Tensor:
+    b, s, d3 = qkv.shape
+    return qkv.new_empty(b, s, d3 // 3)
