@@ -1,22 +1,28 @@
 """What the store has of a job's runs, read without the science: the records the tracked
-jobs return for runs done already (:mod:`.tracked_generate`, :mod:`.tracked_evaluate`).
+jobs return for runs done already (:mod:`.tracked_generate`, :mod:`.tracked_evaluate`), and
+:func:`stored_result`, a whole result stage's runs found done.
 
-No torch here (nor mlflow), so that finding runs done needs no model loaded (issue 17.3).
+No torch here (nor mlflow): a ``dvc repro -f``, or a ``dvc repro`` after ``bdgen sweep
+--params params.yaml``, starts one process per result stage whose runs are all in the store,
+and such a stage decides so and writes its receipt without loading a model (issue 17.3).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from bdgen.diffusion.method import Method
 from bdgen.errors import BdgenError
 from bdgen.pipeline.context import JobContext
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import DEFAULT_EVALUATOR_VERSION, DEFAULT_REFERENCE, GenerationRunInfo
 from bdgen.tracking import dvc_file
-from bdgen.util.hashing import file_digests
+from bdgen.util.hashing import file_digests, file_sha256
 
 
 @dataclass
@@ -106,3 +112,51 @@ def stored_evaluation(ctx: JobContext, info: GenerationRunInfo,
     return EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id, info.method,
                             info.seed, info.samples_sha256 or "",
                             ctx.store.evaluation_metrics(prev.id), skipped=True)
+
+
+def stored_result(ws: Workspace, checkpoint: Path, method: str, seeds: Sequence[int],
+                  num_samples: int, steps: int, *, no_mlflow: bool = False
+                  ) -> tuple[list[GenerationRecord], list[EvaluationRecord]] | None:
+    """The records ``tracked_generate`` then ``tracked_evaluate`` (unguided ``method``, every
+    seed, denoising included) return when the store has everything they would do done:
+    each seed's generation and its evaluation succeeded, its samples file matching the
+    store's sha256, and the model's denoising metrics recorded. None when anything is left
+    to do, or when the request is not one decided here (a guided method, a checkpoint the
+    store has no single model for, a bad name or file): the caller runs the jobs then,
+    which do the work or refuse the request as ever.
+
+    The same lookups as the jobs' (:func:`stored_generation`, :func:`stored_evaluation`,
+    :func:`verify_samples`) in the same order, so the records are the same; the model is
+    known from the checkpoint's sha256 (:meth:`~bdgen.store.api.Store.model_of_checkpoint`)
+    instead of loading it, and batch size and device, which only sampling uses, are not
+    checked. The tracker is opened as a job opens it (an unreachable MLflow server fails
+    here too) but never connected: nothing is logged.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or not checkpoint.is_file():
+        return None
+    with JobContext.open(ws, no_mlflow) as ctx:
+        model = ctx.store.model_of_checkpoint(file_sha256(checkpoint))
+        try:
+            parsed = Method.parse(method)
+        except BdgenError:
+            return None
+        if model is None or parsed.guided or (parsed.v2 and model.version != "v2"):
+            return None
+        name = dataclasses.replace(parsed, v2=model.version == "v2").format()
+        runs = [stored_generation(ctx, model.model_id, name, s, num_samples, steps)
+                for s in seeds]
+        if any(r is None for r in runs):
+            return None
+        gens = [r for r in runs if r is not None]
+        infos = [ctx.store.generation_run(r.generation_run_id) for r in gens]
+        try:
+            for info in infos:  # as the evaluation job: every file checked first
+                verify_samples(ws, info)
+        except BdgenError:
+            return None
+        found = [stored_evaluation(ctx, info, info.constraint_set or None) for info in infos]
+        evals = [e for e in found if e is not None]
+        if len(evals) < len(found) or ctx.store.model_needing_denoising(model.model_id):
+            return None
+        return gens, evals
