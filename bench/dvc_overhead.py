@@ -24,7 +24,8 @@ per-(model, method, seed) generate + evaluate stages before issue 17) in the sam
 
 Also printed: what one stage process pays before any work (``import`` of the modules a
 result stage uses, from a cold interpreter: with work to log, torch + mlflow + dvc; with
-none, no mlflow or dvc since the tracker connects only for work) and DVC's own cost per
+none, neither torch nor mlflow nor dvc, since such a stage reads its runs from the store,
+bdgen.pipeline.stored_runs, and the tracker connects only for work) and DVC's own cost per
 stage (a repro of trivial ``cmd: "true"`` stages), and the load average, since the machine
 may be shared.
 """
@@ -190,7 +191,7 @@ def main() -> None:
             "result stage": import_cost("bdgen.pipeline.tracked_generate, "
                                         "bdgen.pipeline.tracked_evaluate, mlflow, dvc.repo"),
             "result stage with nothing to do": import_cost(
-                "bdgen.pipeline.tracked_generate, bdgen.pipeline.tracked_evaluate"),
+                "bdgen.pipeline.stages, bdgen.pipeline.store, bdgen.pipeline.stored_runs"),
             "torch": import_cost("torch"), "mlflow": import_cost("mlflow"),
         }
         rows = [measure_pipeline("HEAD", tmp, params, sweep=True)]

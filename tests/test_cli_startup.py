@@ -1,7 +1,9 @@
 """What a stage process pays before any work (issue 17.3): ``dvc repro`` starts one process
 per result stage, so the CLI's start-up, the result stage's modules and an opened tracker
 must not import mlflow (~1.3 s, plus ~1 s to open its SQLite store); only a job with work
-to log does (:meth:`bdgen.tracking.Tracker.connect`). Real interpreters, as a stage runs."""
+to log does (:meth:`bdgen.tracking.Tracker.connect`); and a result stage whose runs are all
+in the store imports no torch either (:func:`bdgen.pipeline.stored_runs.stored_result`).
+Real interpreters, as a stage runs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +56,75 @@ def test_result_stage_start_up_imports_no_mlflow_until_the_tracker_connects(tmp_
     assert seen["cli"] == seen["stage modules"] == seen["tracker opened"] == []
     assert "mlflow" in seen["tracker connected"]  # the check sees an import when there is one
     assert (tmp_path / "mlflow.db").is_file()  # connecting opened (created) the store
+
+
+# dvc.yaml's result stage command, run as `dvc repro` runs it (tracking on); prints the
+# heavy modules the process imported.
+_RESULT_STAGE = """
+import json, sys
+from bdgen.cli.main import cli
+
+cli(["pipeline", "result", sys.argv[1], "--model", "results/models/v1.json",
+     "--out", sys.argv[2] + "/receipt.json", "--headline", sys.argv[2] + "/headline.json"],
+    prog_name="bdgen", standalone_mode=False)
+print(json.dumps(sorted(m for m in ("torch", "mlflow", "dvc", "pandas") if m in sys.modules)))
+"""
+
+_TINY_PARAMS = {
+    "workspace": "workspace",
+    "data": {"source": "synthetic", "num_graphs": 200, "seed": 0},
+    "train": {"preset": "tiny", "steps": 10, "batch_size": 16, "warmup_steps": 2,
+              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
+    "models": {"v1": {"noise": "loglinear"}},
+    "methods": {"llada_topp0.9_no_remask": {}},
+    "seeds": [1, 2],
+    "generate": {"num_samples": 24, "steps": 8, "device": "cpu"},
+}
+
+
+def _result_stage(repo: Path, method: str, out: Path) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DVC_NO_ANALYTICS": "1"}
+    for k in ("BDGEN_WORKSPACE", "MLFLOW_TRACKING_URI", "BDGEN_DB_URL"):
+        env.pop(k, None)  # the workspace's own stores
+    out.mkdir()
+    res = subprocess.run([sys.executable, "-c", _RESULT_STAGE, method, str(out)], cwd=repo,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_result_stage_with_nothing_to_do_imports_no_torch_and_writes_the_same_files(
+        tmp_path):
+    """`dvc repro -f`, or `dvc repro` after `bdgen sweep --params params.yaml`: every run of
+    the result is in the store, so its stage reads them from there without torch (nor
+    mlflow, dvc, pandas) and writes byte for byte the receipt and headline the stage that
+    did the work wrote."""
+    from bdgen.pipeline.stages import load_params, stage_prepare, stage_train
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_TINY_PARAMS, sort_keys=False))
+    params = load_params(tmp_path / "params.yaml")
+    stage_prepare(params, tmp_path / "results" / "data.json", tmp_path / "params.yaml")
+    stage_train(params, "v1", tmp_path / "results" / "data.json",
+                tmp_path / "results" / "models" / "v1.json", tmp_path / "params.yaml",
+                no_mlflow=True)
+    method = "llada_topp0.9_no_remask"
+
+    worked = _result_stage(tmp_path, method, tmp_path / "worked")
+    assert {"torch", "mlflow"} <= set(worked)  # the check sees the imports when there are
+    again = _result_stage(tmp_path, method, tmp_path / "again")
+    assert again == []
+    for name in ("receipt.json", "headline.json"):
+        assert (tmp_path / "again" / name).read_bytes() == \
+            (tmp_path / "worked" / name).read_bytes()
+    receipt = json.loads((tmp_path / "again" / "receipt.json").read_text())
+    assert [r["seed"] for r in receipt["runs"]] == [1, 2]
+
+    # one seed more: work again, done by the jobs (torch), the stored seeds reused
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**_TINY_PARAMS, "seeds": [1, 2, 3]},
+                                                         sort_keys=False))
+    assert "torch" in _result_stage(tmp_path, method, tmp_path / "more")
+    more = json.loads((tmp_path / "more" / "receipt.json").read_text())
+    assert [r["seed"] for r in more["runs"]] == [1, 2, 3]
+    assert more["runs"][:2] == receipt["runs"]

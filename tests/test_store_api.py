@@ -52,6 +52,20 @@ def test_identities_are_get_or_create_and_consistent(store):
         store.get_or_create_method("llada_top0.9_no_remask")
 
 
+def test_model_of_checkpoint_finds_the_one_model_of_a_checkpoint_hash(store):
+    from bdgen.store.api import CheckpointModel
+
+    store.get_or_create_dataset("synthetic-abc", "synthetic", "ab" * 32)
+    store.get_or_create_model("v2-learned-2222222222", "v2", "learned",
+                              dataset_id="synthetic-abc", checkpoint_sha256="2" * 64)
+    store.get_or_create_model("legacy", "v1", "loglinear")  # imported: no checkpoint
+    assert store.model_of_checkpoint("2" * 64) == CheckpointModel("v2-learned-2222222222",
+                                                                  "v2")
+    assert store.model_of_checkpoint("3" * 64) is None
+    store.get_or_create_model("v2-learned-copy", "v2", "learned", checkpoint_sha256="2" * 64)
+    assert store.model_of_checkpoint("2" * 64) is None  # ambiguous: not decided here
+
+
 def test_generation_run_lifecycle_and_uniqueness(store):
     gid = make_generation_run(store, seed=1)
     with store.read_session() as s:

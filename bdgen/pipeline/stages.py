@@ -20,7 +20,8 @@ results), so ``dvc exp show`` has seven metric columns at any grid. Each result'
 ``results/plots/headline.csv`` (one row per result), the data of ``dvc plots show/diff``.
 
 Imports are deferred to the stage that needs them: a stage process pays only for what it
-uses (torch for training and sampling, mlflow only in the stages that log to it).
+uses (torch for training and sampling, mlflow only in the stages that log to it); a result
+stage whose runs are all in the store imports neither.
 """
 
 from __future__ import annotations
@@ -180,21 +181,33 @@ def stage_result(params: dict, model_receipt: Path, method: str, out: Path,
     """One result: ``method`` (a canonical name; dvc.yaml passes each of params ``methods``)
     generated with every seed of params ``seeds`` and each run evaluated, in one process.
     ``out``: the receipt (one entry per seed); ``metrics``: the result's :data:`DVC_METRICS`
-    (means over the seeds, as the store aggregates them)."""
+    (means over the seeds, as the store aggregates them).
+
+    A result whose runs the store has done (:func:`~bdgen.pipeline.stored_runs.stored_result`)
+    is read from it, without torch or mlflow: the same records, so the same files."""
     from bdgen.pipeline.store import open_store
-    from bdgen.pipeline.tracked_evaluate import tracked_evaluate
-    from bdgen.pipeline.tracked_generate import tracked_generate
+    from bdgen.pipeline.stored_runs import stored_result
 
     ws = workspace_of(params, params_path)
     seeds = [int(s) for s in _param(params, "seeds")]
     gen = _param(params, "generate")
     model = read_receipt(model_receipt)
     where = _where(params)
-    runs = tracked_generate(ws, ws.root / model["checkpoint"], [method], seeds,
-                            where["num_samples"], where["steps"],
-                            batch_size=gen.get("batch_size"), device=gen.get("device", "cpu"),
-                            no_mlflow=no_mlflow)
-    evals = tracked_evaluate(ws, [r.generation_run_id for r in runs], no_mlflow=no_mlflow)
+    checkpoint = ws.root / model["checkpoint"]
+    done = stored_result(ws, checkpoint, method, seeds, where["num_samples"], where["steps"],
+                         no_mlflow=no_mlflow)
+    if done is not None:  # every run in the store (dvc repro -f, after a sweep): no torch
+        runs, evals = done
+    else:
+        # Work to do: the jobs import torch (sampling, evaluation) and, for it, mlflow.
+        from bdgen.pipeline.tracked_evaluate import tracked_evaluate
+        from bdgen.pipeline.tracked_generate import tracked_generate
+
+        runs = tracked_generate(ws, checkpoint, [method], seeds, where["num_samples"],
+                                where["steps"], batch_size=gen.get("batch_size"),
+                                device=gen.get("device", "cpu"), no_mlflow=no_mlflow)
+        evals = tracked_evaluate(ws, [r.generation_run_id for r in runs],
+                                 no_mlflow=no_mlflow)
     name = runs[0].method
     with open_store(workspace=ws) as store:
         found = [r for r in store.method_results(model=runs[0].model_id,

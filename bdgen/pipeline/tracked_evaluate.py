@@ -7,7 +7,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bdgen.errors import BdgenError
@@ -18,6 +17,12 @@ from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import metric_bars
 from bdgen.pipeline.result_runs import ResultKey, dataset_ref, log_aggregates, result_parent
 from bdgen.pipeline.store import open_store
+from bdgen.pipeline.stored_runs import (
+    EvaluationRecord,
+    VerifiedSamples,
+    stored_evaluation,
+    verify_samples,
+)
 from bdgen.pipeline.tracked_denoising import denoise_model_once
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.api import (
@@ -31,56 +36,12 @@ from bdgen.tracking import experiment_name
 from bdgen.util.atomic import atomic_write_json
 from bdgen.util.clock import utcnow
 from bdgen.util.faults import fault_point
-from bdgen.util.hashing import file_digests
 
 log = logging.getLogger(__name__)
 
 #: Headline metrics written to the per-evaluation metrics JSON (``dvc exp show``/``metrics``).
 HEADLINE_METRICS = ("validity_rate", "inside_validity", "novelty", "mode_coverage_weighted",
                     "node_tv", "edge_tv", "conditional_edge_tv_weighted", "transitivity_score")
-
-
-@dataclass
-class EvaluationRecord:
-    generation_run_id: int
-    evaluation_run_id: int
-    mlflow_run_id: str | None
-    model_id: str
-    method: str
-    seed: int
-    samples_sha256: str
-    metrics: dict[str, float]     # canonical name -> value (this seed)
-    skipped: bool = False
-
-
-@dataclass(frozen=True)
-class VerifiedSamples:
-    """A samples file whose sha256 matched the store's, with its digests."""
-
-    path: Path
-    md5: str
-    sha256: str
-
-
-def verify_samples(ws: Workspace, info: GenerationRunInfo) -> VerifiedSamples:
-    """The samples file of a generation run, after checking its sha256 against the store.
-
-    Called before any metric is computed: a file changed or replaced since it was generated
-    is refused (its metrics would describe other samples than the store says)."""
-    if info.status != "succeeded" or not info.samples_path:
-        raise BdgenError(f"generation run {info.id} has status {info.status} and no "
-                         "samples file to evaluate")
-    path = Path(info.samples_path)
-    path = path if path.is_absolute() else ws.root / path
-    if not path.is_file():
-        raise BdgenError(f"samples file of generation run {info.id} is missing: {path} "
-                         "(restore it with `dvc pull` / `dvc checkout` in the workspace)")
-    md5, sha = file_digests(path)
-    if sha != info.samples_sha256:
-        raise BdgenError(f"samples file {path} does not match the store: sha256 "
-                         f"{sha[:12]}... but generation run {info.id} recorded "
-                         f"{str(info.samples_sha256)[:12]}...; refusing to evaluate")
-    return VerifiedSamples(path, md5, sha)
 
 
 def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool = False,
@@ -110,7 +71,7 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
             bar.update_to(done, f"run {info.id}: {info.model_id}/{info.method}/{info.seed}")
             cs_id = constraints.identity if constraints is not None else (
                 info.constraint_set or None)
-            done_before = None if replace else _recorded(ctx, info, cs_id)
+            done_before = None if replace else stored_evaluation(ctx, info, cs_id)
             if done_before is not None:
                 log.info("generation run %s: already evaluated (evaluation run %s), skipped",
                          info.id, done_before.evaluation_run_id)
@@ -129,19 +90,6 @@ def tracked_evaluate(ws: Workspace, run_ids: Sequence[int], *, no_mlflow: bool =
                     k: rec.metrics[k] for k in HEADLINE_METRICS if k in rec.metrics},
                     indent=2, sort_keys=True)
     return records
-
-
-def _recorded(ctx: JobContext, info: GenerationRunInfo,
-              cs_id: str | None) -> EvaluationRecord | None:
-    """The store's succeeded evaluation of the run (against ``cs_id``), as a skipped
-    record; None when it has none."""
-    prev = ctx.store.evaluation_of(info.id, DEFAULT_REFERENCE, DEFAULT_EVALUATOR_VERSION,
-                                   constraint_set=cs_id)
-    if prev is None or prev.status != "succeeded":
-        return None
-    return EvaluationRecord(info.id, prev.id, prev.mlflow_run_id, info.model_id, info.method,
-                            info.seed, info.samples_sha256 or "",
-                            ctx.store.evaluation_metrics(prev.id), skipped=True)
 
 
 def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: VerifiedSamples,
@@ -173,7 +121,7 @@ def _claimed_evaluation(ctx: JobContext, info: GenerationRunInfo, samples: Verif
                                  attempt.claim)
     except ClaimLost as lost:  # the work is another process's now: it records it
         log.warning("generation run %s: evaluation not recorded: %s", info.id, lost)
-        return _recorded(ctx, info, cs_id)
+        return stored_evaluation(ctx, info, cs_id)
     finally:  # recorded (claim already gone) or failed: free it for the next attempt
         ctx.store.release_claim(attempt.claim)
 

@@ -7,10 +7,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from bdgen.data.graph import detokenize
 from bdgen.data.samples_file import load_samples
@@ -30,29 +27,13 @@ from bdgen.pipeline.generate import (
 from bdgen.pipeline.heartbeat import Heartbeat
 from bdgen.pipeline.plots import guidance_plot, render_bubbles
 from bdgen.pipeline.result_runs import ResultKey, dataset_ref, result_parent
+from bdgen.pipeline.stored_runs import GenerationRecord, stored_generation
 from bdgen.pipeline.workspace import Workspace
 from bdgen.store.claims import Claim, ClaimLost
-from bdgen.tracking import TrackedRun, dvc_file, experiment_name, track
+from bdgen.tracking import TrackedRun, experiment_name, track
 from bdgen.util.faults import fault_point
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerationRecord:
-    """What a tracked generation produced (or found already done)."""
-
-    model_id: str
-    method: str
-    seed: int
-    num_samples: int
-    steps: int
-    generation_run_id: int
-    mlflow_run_id: str | None
-    path: str               # relative to the workspace root (DVC-tracked)
-    md5: str
-    sha256: str
-    skipped: bool = False   # already in the store, nothing done
 
 
 def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[str],
@@ -97,8 +78,8 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
             for seed in map(int, seeds):
                 cs_id = setup.constraint_set_id(method)
                 bar.update_to(bar.done + 1, f"{name} seed {seed}")  # counts runs started
-                done = None if force else _existing(ctx, setup.model_id, name, seed,
-                                                    num_samples, steps, cs_id)
+                done = None if force else stored_generation(ctx, setup.model_id, name,
+                                                            seed, num_samples, steps, cs_id)
                 if done is not None:
                     log.info("%s seed %s: already done (generation run %s), skipped", name,
                              seed, done.generation_run_id)
@@ -134,26 +115,11 @@ def tracked_generate(ws: Workspace, model_path: str | Path, methods: Sequence[st
                                                      device, renders, claim=got.claim))
                 except ClaimLost as lost:  # the run is another process's now: it records it
                     log.warning("%s seed %s: not recorded: %s", name, seed, lost)
-                    done = _existing(ctx, setup.model_id, name, seed, num_samples, steps,
-                                     cs_id)
+                    done = stored_generation(ctx, setup.model_id, name, seed, num_samples,
+                                             steps, cs_id)
                     if done is not None:  # finished by the new holder already: its record
                         records.append(done)
     return records
-
-
-def _existing(ctx: JobContext, model_id: str, method: str, seed: int, n: int,
-              steps: int, constraint_set: str | None = None) -> GenerationRecord | None:
-    """The record of a generation the store has as succeeded (for a guided method: with
-    this constraint set), or None."""
-    row = ctx.store.find_generation_run(model_id, method, seed, n, steps, constraint_set)
-    if row is None or row.status != "succeeded" or not row.samples_path:
-        return None
-    md5 = ""
-    dvc = dvc_file(ctx.workspace.root / row.samples_path)
-    if dvc.exists():
-        md5 = yaml.safe_load(dvc.read_text())["outs"][0]["md5"]
-    return GenerationRecord(model_id, method, seed, n, steps, row.id, row.mlflow_run_id,
-                            row.samples_path, md5, row.samples_sha256 or "", skipped=True)
 
 
 def _generate_one(ctx: JobContext, setup: GenerationSetup, method: Method, seed: int,

@@ -36,6 +36,7 @@ from bdgen.store.listing import Listing, ModelListing, RunListing
 from bdgen.store.lookups import Lookups
 from bdgen.store.normalise import normalise_metrics
 from bdgen.store.records import (
+    CheckpointModel,
     EvaluationRunInfo,
     GenerationRunInfo,
     ImportedRun,
@@ -56,6 +57,7 @@ class Store(GenerationRuns, ResultFileImports, Lookups, Results, MlflowLinks, Li
 
 
 __all__ = ["DEFAULT_EVALUATOR_VERSION", "DEFAULT_REFERENCE", "IMPORTED_V1_EVALUATOR",
-           "IMPORT_PROVENANCE", "EvaluationRunInfo", "FileReport", "GenerationRunInfo",
+           "IMPORT_PROVENANCE", "CheckpointModel", "EvaluationRunInfo", "FileReport",
+           "GenerationRunInfo",
            "ImportedRun", "ModelCheckpoint", "ModelListing", "RunListing", "Store",
            "normalise_metrics"]

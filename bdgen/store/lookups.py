@@ -23,6 +23,7 @@ from bdgen.store.models import (
 from bdgen.store.models import Method as MethodRow
 from bdgen.store.normalise import canonical_metric, method_spec
 from bdgen.store.records import (
+    CheckpointModel,
     EvaluationRunInfo,
     GenerationRunInfo,
     ImportedRun,
@@ -50,6 +51,16 @@ class Lookups(StoreBase):
             row = s.execute(select(Model.checkpoint_path, Model.checkpoint_sha256)
                             .where(Model.model_id == model_id)).first()
         return None if row is None else ModelCheckpoint(model_id, row[0], row[1])
+
+    def model_of_checkpoint(self, sha256: str) -> CheckpointModel | None:
+        """The model recorded for the checkpoint file of this sha256; None when there is
+        none (or several, which registering checkpoints never makes: the id is derived
+        from the file). What a job needs of a checkpoint to find its runs in the store
+        without loading it (no torch)."""
+        with self.read_session() as s:
+            rows = s.execute(select(Model.model_id, Model.version)
+                             .where(Model.checkpoint_sha256 == sha256)).all()
+        return CheckpointModel(*rows[0]) if len(rows) == 1 else None
 
     def model_ids(self) -> list[str]:
         """Every recorded model id, sorted."""

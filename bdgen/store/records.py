@@ -16,6 +16,14 @@ class ModelCheckpoint:
 
 
 @dataclass(frozen=True)
+class CheckpointModel:
+    """The model the store recorded for a checkpoint file: what names the file's runs."""
+
+    model_id: str
+    version: str                # "v1" | "v2" (v2: the v2_ prefix of its method names)
+
+
+@dataclass(frozen=True)
 class GenerationRunInfo:
     """A generation run with the identity it belongs to."""
 
