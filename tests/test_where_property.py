@@ -73,6 +73,16 @@ def test_where_value_filters_exactly_or_refuses_in_one_line(db, key, value):
     assert _names(got) == _names(want), item
 
 
+def test_where_v2_is_the_method_version(db):
+    """``v2`` (a store column) filters the same in SQL and in Python: found by the property
+    test above (``v2=false`` selected the v1 methods in SQL and nothing in Python)."""
+    everything = load_results(db)
+    for value, want in (("false", 4), ("true", 0), ("'false'", 4), ("'0'", 4)):
+        got = load_results(db, where=[f"v2={value}"])
+        assert len(got) == want, value
+        assert _names(apply_where(everything, split_where([f"v2={value}"]))) == _names(got)
+
+
 def test_where_examples(db):
     assert len(load_results(db, where=["top_p=0.9"])) == 2  # argmax: top_p not set
     assert _names(load_results(db, where=["eta=0.4"])) == [("mA", METHODS[1])]

@@ -65,6 +65,9 @@ def field_value(result: MethodResult, key: str) -> Any:
         return result.constraint_set
     if key in result.method_fields:
         return result.method_fields[key]
+    if key == "v2" and "version" in result.method_fields:
+        # the store's method column ``v2``; a result's method fields say ``version``
+        return result.method_fields["version"] == "v2"
     if key in result.model_fields:
         return result.model_fields[key]
     raise KeyError(key)
@@ -88,7 +91,14 @@ def values_equal(a: Any, b: Any) -> bool:
         return float(a) == float(b)
     if a is None or b is None:
         return a is None and b is None
+    if isinstance(a, bool) and isinstance(b, str):  # a quoted word, read as the store does
+        b = _BOOLEAN_WORDS.get(b.lower(), b)
     return str(a) == str(b)
+
+
+_BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+"""Words a boolean filter value may be, as the store's SQL filter reads them
+(:func:`bdgen.store.queries._coerce`)."""
 
 
 @dataclass(frozen=True)
