@@ -7,8 +7,7 @@ GELU and residual kernels, and the step's softmax, nucleus cut, LLaDA ranking an
 remasking arithmetic, into a few kernels each; the forward still replays from a CUDA
 graph (:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`); attention runs on a
 Triton kernel for short sequences (:mod:`bdgen.model.short_attention`, or SDPA's
-memory-efficient kernel where that does not apply) and, in 16-bit precisions, each MLP
-with its residual is one Triton kernel (:mod:`bdgen.model.fused_mlp`).
+memory-efficient kernel where that does not apply).
 
 It is the loop of :func:`bdgen.diffusion.fast_sampling.sample_batch` with the step split
 in two: the random draws, in the reference's order and shapes (coins, candidates,
@@ -44,13 +43,13 @@ from bdgen.diffusion.reverse import (
     uniform,
 )
 from bdgen.model.fast_forward import FastDenoiser, real_rows
-from bdgen.model.fused_mlp import block_mlp
 from bdgen.model.short_attention import block_attention
 from bdgen.model.triton_support import runs_on
 
-TRITON_KERNELS = ("attention", "mlp")
+TRITON_KERNELS = ("attention",)
 """Our Triton kernels of the compiled forward: attention for short sequences
-(:mod:`bdgen.model.short_attention`) and the fused MLP (:mod:`bdgen.model.fused_mlp`)."""
+(:mod:`bdgen.model.short_attention`). (A fused MLP kernel was measured and not kept:
+docs/BENCHMARKS.md.)"""
 
 RECOMPILE_LIMIT = 64
 """Compiled variants kept per function: a step is specialised on its method's settings,
@@ -121,9 +120,8 @@ class _Compiled:
 
 class _TritonKernels(nn.Module):
     """A :class:`~bdgen.model.fast_forward.FastDenoiser`'s sampling forward with our Triton
-    kernels on CUDA: ``"attention"`` (:func:`bdgen.model.short_attention.block_attention`),
-    ``"mlp"`` (:func:`bdgen.model.fused_mlp.block_mlp`, 16-bit precisions); elsewhere its
-    own forward (on CPU: the room-count buckets, no PAD key)."""
+    kernels on CUDA (``"attention"``: :func:`bdgen.model.short_attention.block_attention`);
+    elsewhere its own forward (on CPU: the room-count buckets, no PAD key)."""
 
     def __init__(self, model: FastDenoiser, kernels: tuple[str, ...]) -> None:
         super().__init__()
@@ -135,8 +133,7 @@ class _TritonKernels(nn.Module):
             return self.model.forward(tokens, pad_mask, t, real_rows=real_rows)
         return self.model.forward(
             tokens, pad_mask, t, real_rows=real_rows,
-            attention=block_attention if "attention" in self.kernels else None,
-            mlp=block_mlp if "mlp" in self.kernels else None)
+            attention=block_attention if "attention" in self.kernels else None)
 
 
 class _MemEfficientAttention(nn.Module):
@@ -177,8 +174,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     :class:`~bdgen.model.fast_forward.FastDenoiser` except in bf16, where the rows' gather
     and scatter cost more than the skipped rows (fp32: 256 ms packed vs 301 ms dense; bf16:
     121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way). ``triton``: our
-    Triton kernels to use (:data:`TRITON_KERNELS`; ``()``: attention on SDPA, the MLP as
-    torch's kernels), on a device where they run (:func:`~bdgen.model.triton_support.
+    Triton kernels to use (:data:`TRITON_KERNELS`; ``()``: attention on SDPA), on a device
+    where they run (:func:`~bdgen.model.triton_support.
     runs_on`).
     """
     device = num_rooms.device

@@ -88,19 +88,8 @@ def _gated_residual(x: Tensor, h: Tensor, layer: nn.Linear, gate: Tensor) -> Ten
     return out.add_(layer.bias * gate).view(x.shape)
 
 
-MLP = Callable[[AdaLNBlock, Tensor, Tensor, Tensor], Tensor]
-"""An implementation of a block's MLP and gated residual, ``(block, x, h, gate) -> x + gate *
-block.mlp(h)`` for one shared ``gate [d]``; :func:`mlp_residual` is the reference's."""
-
-
-def mlp_residual(block: AdaLNBlock, x: Tensor, h: Tensor, gate: Tensor) -> Tensor:
-    """``x + gate * block.mlp(h)``, the gate folded into the output projection."""
-    mlp_in, act, mlp_out = block.mlp
-    return _gated_residual(x, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate)
-
-
 def _block_shared_time(block: AdaLNBlock, x: Tensor, c: Tensor,
-                       attend: Callable[[Tensor], Tensor], mlp: MLP = mlp_residual) -> Tensor:
+                       attend: Callable[[Tensor], Tensor]) -> Tensor:
     """The block when every row has the same time embedding ``c [1, cond]`` and no
     dropout: modulation folded into the weights (module docstring). ``attend``: the
     attention of ``qkv`` rows shaped as ``x``'s (dense, or the real rows only)."""
@@ -108,7 +97,8 @@ def _block_shared_time(block: AdaLNBlock, x: Tensor, c: Tensor,
     h = _shifted_layer_norm(x, block.norm1, shift1, scale1)
     x = _gated_residual(x, attend(block.qkv(h)), block.attn_out, gate1)
     h = _shifted_layer_norm(x, block.norm2, shift2, scale2)
-    return mlp(block, x, h, gate2)
+    mlp_in, act, mlp_out = block.mlp
+    return _gated_residual(x, act(mlp_in(h)), cast(nn.Linear, mlp_out), gate2)
 
 
 def _block(block: AdaLNBlock, x: Tensor, c: Tensor, key_mask: Tensor | None,
@@ -202,23 +192,21 @@ class FastDenoiser(BDDenoiser):
 
     def forward(self, tokens: Tensor, pad_mask: Tensor, t: Tensor | float,
                 condition: object = None, pre_embedded: Tensor | None = None,
-                real_rows: Tensor | None = None, attention: Attention | None = None,
-                mlp: MLP | None = None) -> tuple[Tensor, Tensor]:
-        """:meth:`BDDenoiser.forward`; with ``real_rows``, ``attention`` or ``mlp`` (eval
-        mode, one shared time: a sampling step) the trunk is :meth:`trunk_sampling`'s."""
-        if real_rows is None and attention is None and mlp is None:
+                real_rows: Tensor | None = None, attention: Attention | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """:meth:`BDDenoiser.forward`; with ``real_rows`` or ``attention`` (eval mode, one
+        shared time: a sampling step) the trunk is :meth:`trunk_sampling`'s."""
+        if real_rows is None and attention is None:
             return super().forward(tokens, pad_mask, t, condition, pre_embedded)
         b = tokens.shape[0]
         x = self.embed(tokens) + self.positional_encoding()
         return self.heads(self.trunk_sampling(x, batch_times(t, b, tokens.device), pad_mask,
-                                              real_rows, attention or AdaLNBlock.attention,
-                                              mlp or mlp_residual))
+                                              real_rows, attention or AdaLNBlock.attention))
 
     def trunk_sampling(self, x: Tensor, t: Tensor, pad_mask: Tensor, rows: Tensor | None,
-                       attention: Attention, mlp: MLP = mlp_residual) -> Tensor:
+                       attention: Attention) -> Tensor:
         """The eval-mode trunk of a sampling step (one shared time) with a chosen
-        ``attention`` and ``mlp`` (e.g. :func:`bdgen.model.short_attention.block_attention`,
-        :func:`bdgen.model.fused_mlp.block_mlp`).
+        ``attention`` (e.g. :func:`bdgen.model.short_attention.block_attention`).
 
         ``rows``: the real rows (flat indices of ``pad_mask``'s True entries,
         :func:`real_rows`), given rather than found so that a CUDA forward needs no host
@@ -233,14 +221,12 @@ class FastDenoiser(BDDenoiser):
         if rows is None:
             for block in self.blocks:
                 blk = cast(AdaLNBlock, block)
-                x = _block_shared_time(blk, x, c, _dense_attention(blk, key_mask, attention),
-                                       mlp)
+                x = _block_shared_time(blk, x, c, _dense_attention(blk, key_mask, attention))
             return self._final(x, c)
         xp = x.reshape(b * s, d).index_select(0, rows)
         for block in self.blocks:
             blk = cast(AdaLNBlock, block)
-            xp = _block_shared_time(blk, xp, c, _rows_attention(blk, key_mask, rows, attention),
-                                    mlp)
+            xp = _block_shared_time(blk, xp, c, _rows_attention(blk, key_mask, rows, attention))
         xp = self._final(xp, c)
         return xp.new_zeros(b * s, d).index_copy(0, rows, xp).view(b, s, d)
 

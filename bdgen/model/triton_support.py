@@ -1,4 +1,4 @@
-"""Where our Triton kernels (:mod:`.short_attention`, :mod:`.fused_mlp`) can run."""
+"""Where our Triton kernels (:mod:`.short_attention`) can run."""
 
 from __future__ import annotations
 
