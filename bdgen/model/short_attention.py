@@ -11,7 +11,8 @@ in fp32 and writes its slice of ``[B, S, d]``, one pass over the memory.
 It is the same function as the reference up to float rounding (fp32 products in fp32,
 ``input_precision="ieee"``, not TF32; bf16 like flash attention: bf16 products, fp32
 sums, the probabilities cast to bf16 for the value product). tests/test_short_attention.py
-checks it against SDPA in Triton's interpreter on CPU; ``bench/gpu_smoke.py`` on CUDA.
+checks it against SDPA (natively on CUDA, in Triton's interpreter on CPU), as does
+``bench/gpu_smoke.py``.
 A query row whose keys are all PAD (no such row in a real batch) comes back as zeros.
 
 A CPU install of torch has no Triton: :func:`block_attention` is then the block's own
@@ -105,7 +106,7 @@ def _keep(qkv: Tensor, key_mask: Tensor | None) -> Tensor:
     b, s = qkv.shape[:2]
     if key_mask is None:
         return torch.ones(b, s, dtype=torch.uint8, device=qkv.device)
-    return key_mask.reshape(b, s).to(torch.uint8)
+    return key_mask.reshape(b, s).to(torch.uint8).contiguous()  # the kernel reads rows
 
 
 @torch.library.custom_op("bdgen::short_attention", mutates_args=())
