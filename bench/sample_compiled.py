@@ -8,7 +8,7 @@ one, in bf16, plus the aim's method in fp32) it samples 1000 x 100 with the smal
 model of ``bench/sample.py`` five times with the eager kernels and five times with the
 compiled ones (:mod:`bdgen.diffusion.compiled_sampling`: as ``sample`` runs them, then with
 PAD rows skipped, on the dense batch, and with SDPA's attention in place of the
-short-sequence kernel: :data:`~bdgen.diffusion.compiled_sampling.TRITON_KERNELS`)
+short-sequence kernel of :mod:`bdgen.model.short_attention`)
 and prints the median wall
 time of calls 2-5 (the first, with compilation and graph capture, in brackets), the ratio, the
 share of token positions equal to the eager twin's, whether the five compiled calls gave
@@ -32,19 +32,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _sampling import random_model, timed  # noqa: E402
 
-from bdgen.diffusion.compiled_sampling import (  # noqa: E402
-    TRITON_KERNELS,
-    sample_batch_compiled,
-)
+from bdgen.diffusion.compiled_sampling import sample_batch_compiled  # noqa: E402
 from bdgen.diffusion.fast_sampling import sample  # noqa: E402
 from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.sampler import chunk_generator, draw_num_rooms  # noqa: E402
 
 AIM = "llada_topp0.9_remdm_confidence_tsw1.0_bf16"
 VARIANTS = (("compiled", None, None), ("packed rows", True, None), ("dense", False, None),
-            ("SDPA attention", None, ()),
+            ("SDPA attention", None, False),
             ("compiled again", None, None))
-"""(label, pack_rows, our Triton kernels): None = as :func:`sample` runs it."""
+"""(label, pack_rows, short_attention): None = as :func:`sample` runs it."""
 METHODS = (AIM, "random_topp0.9_remdm_cap_eta0.4_bf16", "llada_topp0.9_remdm_confidence_tsw1.0")
 
 
@@ -53,17 +50,18 @@ def sha(tokens: torch.Tensor) -> str:
 
 
 def calls(model, process, vocab, rooms, method: Method, dev, n: int = 5, pack_rows=None,
-          triton=None):
-    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``triton`` given)
+          short_attention=None):
+    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``short_attention``
+    given)
     the compiled loop with those settings, as :func:`sample` runs it on CUDA (one chunk,
     chunk 0's generator)."""
-    if pack_rows is None and triton is None:
+    if pack_rows is None and short_attention is None:
         out = [timed(lambda: sample(model, process, vocab, rooms, method, 100, 42, dev).tokens,
                      dev) for _ in range(n)]
     else:
         out = [timed(lambda: sample_batch_compiled(
             model, process, vocab, rooms.to(dev), method, 100, chunk_generator(42, 0, dev),
-            pack_rows=pack_rows, triton=TRITON_KERNELS if triton is None else triton
+            pack_rows=pack_rows, short_attention=short_attention is not False
         )[0].cpu(), dev)
             for _ in range(n)]
     return [o for o, _ in out], [dt for _, dt in out]
@@ -95,9 +93,9 @@ def main() -> None:
         e_ms = statistics.median(e_dt[1:]) * 1e3
         rows.append(f"{name:45s} eager          {e_ms:6.1f} ms ({e_dt[0] * 1e3:7.1f})")
         print(rows[-1], flush=True)
-        for label, pack, triton in VARIANTS:
+        for label, pack, short in VARIANTS:
             c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, pack_rows=pack,
-                                 triton=triton)
+                                 short_attention=short)
             same = all(torch.equal(c_toks[0], t) for t in c_toks[1:])
             agree = (c_toks[-1] == e_toks[-1]).float().mean().item()
             c_ms = statistics.median(c_dt[1:]) * 1e3

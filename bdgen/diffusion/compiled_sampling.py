@@ -46,11 +46,6 @@ from bdgen.model.fast_forward import FastDenoiser, real_rows
 from bdgen.model.short_attention import block_attention
 from bdgen.model.triton_support import runs_on
 
-TRITON_KERNELS = ("attention",)
-"""Our Triton kernels of the compiled forward: attention for short sequences
-(:mod:`bdgen.model.short_attention`). (A fused MLP kernel was measured and not kept:
-docs/BENCHMARKS.md.)"""
-
 RECOMPILE_LIMIT = 64
 """Compiled variants kept per function: a step is specialised on its method's settings,
 on whether it is the last step and on whether remasking fires, so a sweep over the 22
@@ -99,41 +94,34 @@ class _Compiled:
         self.step = torch.compile(step_tokens, backend=backend, options=self.options)
         # A compiled module refers to its model, so an entry lives as long as the process
         # (a sweep samples a handful of models; compiling one again costs 20-70 s).
-        self.models: dict[tuple[nn.Module, tuple[str, ...]], nn.Module] = {}
+        self.models: dict[tuple[nn.Module, bool], nn.Module] = {}
 
-    def model(self, model: nn.Module, triton: tuple[str, ...] = TRITON_KERNELS) -> nn.Module:
-        """The compiled forward of ``model``; ``triton``: which of our Triton kernels
-        (:data:`TRITON_KERNELS`) a :class:`~bdgen.model.fast_forward.FastDenoiser` runs."""
-        unknown = set(triton) - set(TRITON_KERNELS)
-        if unknown:
-            raise ValueError(f"unknown Triton kernels {sorted(unknown)}; "
-                             f"valid: {', '.join(TRITON_KERNELS)}")
-        chosen = tuple(k for k in TRITON_KERNELS if k in triton)
-        key = (model, chosen if isinstance(model, FastDenoiser) else ())
+    def model(self, model: nn.Module, short_attention: bool = True) -> nn.Module:
+        """The compiled forward of ``model``; ``short_attention``: a
+        :class:`~bdgen.model.fast_forward.FastDenoiser`'s attention on our Triton kernel."""
+        key = (model, short_attention and isinstance(model, FastDenoiser))
         if key not in self.models:
-            forward = (_TritonKernels(cast(FastDenoiser, model), key[1]) if key[1]
-                       else model)
+            forward = _ShortAttention(cast(FastDenoiser, model)) if key[1] else model
             compiled_model = torch.compile(forward, backend=self.backend, options=self.options)
             self.models[key] = _MemEfficientAttention(cast(nn.Module, compiled_model))
         return self.models[key]
 
 
-class _TritonKernels(nn.Module):
-    """A :class:`~bdgen.model.fast_forward.FastDenoiser`'s sampling forward with our Triton
-    kernels on CUDA (``"attention"``: :func:`bdgen.model.short_attention.block_attention`);
+class _ShortAttention(nn.Module):
+    """A :class:`~bdgen.model.fast_forward.FastDenoiser`'s sampling forward with attention
+    on our Triton kernel on CUDA (:func:`bdgen.model.short_attention.block_attention`);
     elsewhere its own forward (on CPU: the room-count buckets, no PAD key)."""
 
-    def __init__(self, model: FastDenoiser, kernels: tuple[str, ...]) -> None:
+    def __init__(self, model: FastDenoiser) -> None:
         super().__init__()
-        self.model, self.kernels = model, kernels
+        self.model = model
 
     def forward(self, tokens: Tensor, pad_mask: Tensor, t: Tensor,
                 real_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if tokens.device.type != "cuda":
             return self.model.forward(tokens, pad_mask, t, real_rows=real_rows)
-        return self.model.forward(
-            tokens, pad_mask, t, real_rows=real_rows,
-            attention=block_attention if "attention" in self.kernels else None)
+        return self.model.forward(tokens, pad_mask, t, real_rows=real_rows,
+                                  attention=block_attention)
 
 
 class _MemEfficientAttention(nn.Module):
@@ -163,7 +151,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
                           generator: torch.Generator, *, early_stop: bool = True,
                           cuda_graphs: bool | None = None, backend: str = "inductor",
                           pack_rows: bool | None = None,
-                          triton: tuple[str, ...] = TRITON_KERNELS) -> tuple[Tensor, int, int]:
+                          short_attention: bool = True) -> tuple[Tensor, int, int]:
     """:func:`bdgen.diffusion.fast_sampling.sample_batch` with compiled kernels (module
     docstring); the whole batch goes through the model at every step (no row compaction).
 
@@ -173,10 +161,10 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     fast_forward.FastDenoiser.trunk_sampling`); default on CUDA for a
     :class:`~bdgen.model.fast_forward.FastDenoiser` except in bf16, where the rows' gather
     and scatter cost more than the skipped rows (fp32: 256 ms packed vs 301 ms dense; bf16:
-    121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way). ``triton``: our
-    Triton kernels to use (:data:`TRITON_KERNELS`; ``()``: attention on SDPA), on a device
-    where they run (:func:`~bdgen.model.triton_support.
-    runs_on`).
+    121 vs 115 ms, H200, 1000 x 100; the tokens were the same either way).
+    ``short_attention``: attention on our Triton kernel (:mod:`bdgen.model.short_attention`;
+    a fused MLP kernel was measured and not kept, docs/BENCHMARKS.md) where it runs
+    (:func:`~bdgen.model.triton_support.runs_on`); False: SDPA.
     """
     device = num_rooms.device
     if cuda_graphs is None:
@@ -185,7 +173,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
         pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
                      and method.precision != "bf16")
     kernels = compiled(backend)
-    forward = kernels.model(model, triton if runs_on(device) else ())
+    forward = kernels.model(model, short_attention and runs_on(device))
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     rows = real_rows(plan.pad_mask) if pack_rows else None
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,
