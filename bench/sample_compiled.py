@@ -5,14 +5,14 @@
 
 Needs a CUDA device. For each method (default: the aim's method and the fastest random
 one, in bf16, plus the aim's method in fp32) it samples 1000 x 100 with the small random
-model of ``bench/sample.py`` five times with the eager kernels and five times with the
-compiled ones (:mod:`bdgen.diffusion.compiled_sampling`: as ``sample`` runs them, then with
-PAD rows skipped, on the dense batch, and with SDPA's attention in place of the
-short-sequence kernel of :mod:`bdgen.model.short_attention`)
-and prints the median wall
-time of calls 2-5 (the first, with compilation and graph capture, in brackets), the ratio, the
-share of token positions equal to the eager twin's, whether the five compiled calls gave
-identical tokens, and their sha256. ``--sha-only NAME`` prints only the sha256 of one call
+model of ``bench/sample.py`` five times with the eager kernels and five times with each
+variant of the compiled ones (:mod:`bdgen.diffusion.compiled_sampling`, ``VARIANTS``: as
+``sample`` runs them, PAD rows skipped or not, only the forward in a CUDA graph instead of
+the whole step of :mod:`bdgen.diffusion.step_graphs`, SDPA's attention in place of the
+kernel of :mod:`bdgen.model.short_attention`) and prints the median wall time of calls 2-5
+(the first, with compilation and graph capture, in brackets), the ratio, the share of
+token positions equal to the eager twin's, whether the five compiled calls gave identical
+tokens, and their sha256. ``--sha-only NAME`` prints only the sha256 of one call
 of method NAME, so that other processes can check that its tokens are the same in every
 process.
 ``--profile`` adds torch.profiler's top GPU kernels of one compiled call.
@@ -38,10 +38,12 @@ from bdgen.diffusion.method import Method  # noqa: E402
 from bdgen.diffusion.sampler import chunk_generator, draw_num_rooms  # noqa: E402
 
 AIM = "llada_topp0.9_remdm_confidence_tsw1.0_bf16"
-VARIANTS = (("compiled", None, None), ("packed rows", True, None), ("dense", False, None),
-            ("SDPA attention", None, False),
-            ("compiled again", None, None))
-"""(label, pack_rows, short_attention): None = as :func:`sample` runs it."""
+VARIANTS: tuple[tuple[str, dict[str, bool]], ...] = (
+    ("compiled", {}), ("packed rows", {"pack_rows": True}), ("dense", {"pack_rows": False}),
+    ("forward graph", {"whole_steps": False}), ("SDPA attention", {"short_attention": False}),
+    ("compiled again", {}))
+"""(label, settings of :func:`sample_batch_compiled`): none = as :func:`sample` runs it;
+"forward graph": only the forward replayed from a CUDA graph, not the whole step."""
 METHODS = (AIM, "random_topp0.9_remdm_cap_eta0.4_bf16", "llada_topp0.9_remdm_confidence_tsw1.0")
 
 
@@ -49,20 +51,18 @@ def sha(tokens: torch.Tensor) -> str:
     return hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def calls(model, process, vocab, rooms, method: Method, dev, n: int = 5, pack_rows=None,
-          short_attention=None):
-    """n timed calls: as :func:`sample` runs them, or (``pack_rows``/``short_attention``
-    given)
-    the compiled loop with those settings, as :func:`sample` runs it on CUDA (one chunk,
-    chunk 0's generator)."""
-    if pack_rows is None and short_attention is None:
+def calls(model, process, vocab, rooms, method: Method, dev, n: int = 5,
+          settings: dict[str, bool] | None = None):
+    """n timed calls: as :func:`sample` runs them, or (``settings`` given) the compiled
+    loop with those settings, as :func:`sample` runs it on CUDA (one chunk, chunk 0's
+    generator)."""
+    if not settings:
         out = [timed(lambda: sample(model, process, vocab, rooms, method, 100, 42, dev).tokens,
                      dev) for _ in range(n)]
     else:
         out = [timed(lambda: sample_batch_compiled(
             model, process, vocab, rooms.to(dev), method, 100, chunk_generator(42, 0, dev),
-            pack_rows=pack_rows, short_attention=short_attention is not False
-        )[0].cpu(), dev)
+            **settings)[0].cpu(), dev)
             for _ in range(n)]
     return [o for o, _ in out], [dt for _, dt in out]
 
@@ -93,9 +93,8 @@ def main() -> None:
         e_ms = statistics.median(e_dt[1:]) * 1e3
         rows.append(f"{name:45s} eager          {e_ms:6.1f} ms ({e_dt[0] * 1e3:7.1f})")
         print(rows[-1], flush=True)
-        for label, pack, short in VARIANTS:
-            c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, pack_rows=pack,
-                                 short_attention=short)
+        for label, settings in VARIANTS:
+            c_toks, c_dt = calls(model, process, vocab, rooms, comp, dev, settings=settings)
             same = all(torch.equal(c_toks[0], t) for t in c_toks[1:])
             agree = (c_toks[-1] == e_toks[-1]).float().mean().item()
             c_ms = statistics.median(c_dt[1:]) * 1e3

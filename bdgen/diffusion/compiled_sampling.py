@@ -42,6 +42,7 @@ from bdgen.diffusion.reverse import (
     transition,
     uniform,
 )
+from bdgen.diffusion.step_graphs import StepLoop
 from bdgen.model.fast_forward import FastDenoiser, real_rows
 from bdgen.model.short_attention import block_attention
 from bdgen.model.triton_support import runs_on
@@ -151,7 +152,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
                           generator: torch.Generator, *, early_stop: bool = True,
                           cuda_graphs: bool | None = None, backend: str = "inductor",
                           pack_rows: bool | None = None,
-                          short_attention: bool = True) -> tuple[Tensor, int, int]:
+                          short_attention: bool = True,
+                          whole_steps: bool | None = None) -> tuple[Tensor, int, int]:
     """:func:`bdgen.diffusion.fast_sampling.sample_batch` with compiled kernels (module
     docstring); the whole batch goes through the model at every step (no row compaction).
 
@@ -165,10 +167,16 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     ``short_attention``: attention on our Triton kernel (:mod:`bdgen.model.short_attention`;
     a fused MLP kernel was measured and not kept, docs/BENCHMARKS.md) where it runs
     (:func:`~bdgen.model.triton_support.runs_on`); False: SDPA.
+    ``whole_steps`` (default: with ``cuda_graphs``): the step's state on the device,
+    each whole step one CUDA graph (:mod:`bdgen.diffusion.step_graphs`; on CPU, or with
+    ``cuda_graphs=False``, the same device-side steps without graphs); False: the loop
+    below, with only the forward replayed from a graph.
     """
     device = num_rooms.device
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda"
+    if whole_steps is None:
+        whole_steps = cuda_graphs
     if pack_rows is None:  # what measured faster on an H200 (docs/BENCHMARKS.md)
         pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
                      and method.precision != "bf16")
@@ -176,9 +184,22 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     forward = kernels.model(model, short_attention and runs_on(device))
     plan = Plan.build(method, process, vocab, num_rooms, steps)
     rows = real_rows(plan.pad_mask) if pack_rows else None
+    stop = EarlyStop(plan, early_stop)
+    if whole_steps:
+        loop = StepLoop(plan, forward, kernels.step, generator, rows, graphs=cuda_graphs)
+        calls = 0
+        for i in range(steps - 1, -1, -1):
+            if stop.done(loop.x):
+                break
+            loop.step(i)
+            calls += 1
+            stop.record(loop.x)
+        logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None, None, rows)
+        x = clean_up(plan, loop.x, logits_fn)
+        calls += logits_fn.calls
+        return x, calls, calls * x.shape[0]
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,
                               GraphedLogits(forward, rows) if cuda_graphs else None, rows)
-    stop = EarlyStop(plan, early_stop)
     x = plan.initial()
     for i in range(steps - 1, -1, -1):
         if stop.done(x):
