@@ -138,3 +138,14 @@ def test_compiled_suffix_names_the_kernels_after_the_precision() -> None:
         Method.parse("llada_topp0.9_no_remask_compiled_bf16")
     with pytest.raises(BdgenError, match="unknown kernels 'fused'"):
         Method(kernels="fused")
+
+
+def test_the_v2_prefix_comes_from_the_models_version() -> None:
+    m = Method.parse("llada_topp0.9_no_remask")
+    assert m.on_model("v2").format() == "v2_llada_topp0.9_no_remask"
+    assert m.on_model("v1") == m
+    assert Method.parse("v2_llada_topp0.9_no_remask").on_model("v2").v2
+    with pytest.raises(BdgenError, match=r"^method 'v2_llada_topp0.9_no_remask' has the v2_ "
+                       r"prefix but the checkpoint is a v1 model \(the prefix comes from the "
+                       r"checkpoint\)$"):
+        Method.parse("v2_llada_topp0.9_no_remask").on_model("v1", "v2_llada_topp0.9_no_remask")

@@ -68,6 +68,8 @@ from bdgen.guidance.names import (
 from bdgen.model.precision import DEFAULT_PRECISION, check_precision
 
 UNMASKING_MODES: tuple[str, ...] = ("random", "llada")
+LEARNED_RATES_VERSION = "v2"   # stored model version of learned-rate models, the v2_ prefix
+FIXED_SCHEDULE_VERSION = "v1"
 REMASKING_STRATEGIES: tuple[str, ...] = ("cap", "rescale", "confidence")
 DEFAULT_ETA = 0.1  # legacy eval-config default for cap/rescale (spec §5.1)
 MAX_TEMPERATURE = 100.0
@@ -165,6 +167,17 @@ class Method:
             if not isinstance(self.guidance, Guidance):
                 raise BdgenError(f"guidance must be a Guidance, got {self.guidance!r}")
             self.guidance.check_base(self.remasking)
+
+    def on_model(self, version: str, name: str | None = None) -> Method:
+        """This method as a model of ``version`` runs it. The ``v2_`` prefix says what the
+        model is, so it is set from the model's version, and a name that has it cannot run
+        on a v1 model (:class:`BdgenError`; ``name``: as the user wrote it)."""
+        is_v2 = version == LEARNED_RATES_VERSION
+        if self.v2 and not is_v2:
+            raise BdgenError(f"method {name or self.format()!r} has the v2_ prefix but the "
+                             f"checkpoint is a {version} model (the prefix comes from the "
+                             "checkpoint)")
+        return replace(self, v2=is_v2)
 
     @property
     def guided(self) -> bool:

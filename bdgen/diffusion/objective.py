@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.forward import forward_mask
 from bdgen.diffusion.loss import ELBOLoss, PerPositionELBOLoss, sample_t
-from bdgen.diffusion.process import FIXED_SCHEDULE_VERSION, LEARNED_RATES_VERSION
+from bdgen.diffusion.method import FIXED_SCHEDULE_VERSION, LEARNED_RATES_VERSION
 from bdgen.diffusion.rate_network import NOISE_TYPE_LEARNED, RateNetwork, RateNetworkConfig
 from bdgen.diffusion.schedules import DEFAULT_NOISE, T_MIN, NoiseSchedule, make_schedule
 from bdgen.diffusion.stgs import (

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from bdgen.diffusion.method import FIXED_SCHEDULE_VERSION, LEARNED_RATES_VERSION
 from bdgen.diffusion.rate_network import RateNetwork, build_rate_network
 from bdgen.diffusion.schedules import NoiseSchedule, make_schedule
 from bdgen.errors import BdgenError
@@ -122,8 +123,6 @@ class RateNetworkProcess:
             return result
 
 
-LEARNED_RATES_VERSION = "v2"   # stored model version of learned-rate models (data)
-FIXED_SCHEDULE_VERSION = "v1"
 
 
 def has_learned_rates(ckpt: Any) -> bool:

@@ -12,7 +12,6 @@ writes nothing and an interrupted one leaves no partial file under a final name.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -77,14 +76,10 @@ def resolve_methods(names: Sequence[str], ckpt: Checkpoint) -> list[Method]:
     """Parse names and give them the checkpoint's version (the ``v2_`` prefix)."""
     if not names:
         raise BdgenError("no --method given")
-    is_v2 = has_learned_rates(ckpt)
+    has_learned_rates(ckpt)  # a checkpoint of a known version
     methods: list[Method] = []
     for name in names:
-        m = Method.parse(name)
-        if m.v2 and not is_v2:
-            raise BdgenError(f"method {name!r} has the v2_ prefix but the checkpoint is a "
-                             f"{ckpt.version} model (the prefix comes from the checkpoint)")
-        m = dataclasses.replace(m, v2=is_v2)
+        m = Method.parse(name).on_model(ckpt.version, name)
         if m not in methods:
             methods.append(m)
     return methods

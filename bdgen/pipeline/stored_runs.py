@@ -9,7 +9,6 @@ and such a stage decides so and writes its receipt without loading a model (issu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,13 +136,15 @@ def stored_result(ws: Workspace, checkpoint: Path, method: str, seeds: Sequence[
         return None
     with JobContext.open(ws, no_mlflow) as ctx:
         model = ctx.store.model_of_checkpoint(file_sha256(checkpoint))
+        if model is None:
+            return None
         try:
-            parsed = Method.parse(method)
+            parsed = Method.parse(method).on_model(model.version)
         except BdgenError:
             return None
-        if model is None or parsed.guided or (parsed.v2 and model.version != "v2"):
+        if parsed.guided:
             return None
-        name = dataclasses.replace(parsed, v2=model.version == "v2").format()
+        name = parsed.format()
         runs = [stored_generation(ctx, model.model_id, name, s, num_samples, steps)
                 for s in seeds]
         if any(r is None for r in runs):
