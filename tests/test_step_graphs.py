@@ -90,3 +90,25 @@ def test_whole_step_graphs_give_the_per_step_loops_tokens(nets, name: str) -> No
     graphed, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
                                           chunk_generator(7, 0, dev))
     assert torch.equal(graphed, per_step)
+
+
+def test_a_reused_loop_samples_each_batch_as_a_new_one(nets) -> None:
+    """A kept loop (how CUDA keeps its captured graphs) gets a new batch's pad mask, tokens,
+    step index and generator state: three batches in a row, each as the reference samples
+    it (the no-remasking method stops early), and the caller's generator left where the
+    reference leaves it."""
+    model, v1, v2 = nets
+    for name in ("llada_topp0.9_remdm_confidence_tsw1.0", "v2_random_topp0.9_no_remask"):
+        method = Method.parse(name)
+        process = v2 if method.v2 else v1
+        for seed in (3, 4, 5):
+            rooms = draw_num_rooms(ROOMS, 24, seed)
+            g_ref = torch.Generator().manual_seed(seed)
+            g_got = torch.Generator().manual_seed(seed)
+            ref, _, _ = sample_batch(model, process, RPLAN_VOCAB, rooms, method, 10, g_ref,
+                                     compact=False)
+            got, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 10,
+                                              g_got, backend="eager", whole_steps=True,
+                                              reuse=True)
+            assert torch.equal(got, ref)
+            assert torch.equal(g_got.get_state(), g_ref.get_state())

@@ -42,7 +42,7 @@ from bdgen.diffusion.reverse import (
     transition,
     uniform,
 )
-from bdgen.diffusion.step_graphs import StepLoop
+from bdgen.diffusion.step_graphs import step_loop
 from bdgen.model.fast_forward import FastDenoiser, real_rows
 from bdgen.model.short_attention import block_attention
 from bdgen.model.triton_support import runs_on
@@ -153,7 +153,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
                           cuda_graphs: bool | None = None, backend: str = "inductor",
                           pack_rows: bool | None = None,
                           short_attention: bool = True,
-                          whole_steps: bool | None = None) -> tuple[Tensor, int, int]:
+                          whole_steps: bool | None = None,
+                          reuse: bool | None = None) -> tuple[Tensor, int, int]:
     """:func:`bdgen.diffusion.fast_sampling.sample_batch` with compiled kernels (module
     docstring); the whole batch goes through the model at every step (no row compaction).
 
@@ -170,7 +171,9 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     ``whole_steps`` (default: with ``cuda_graphs``): the step's state on the device,
     each whole step one CUDA graph (:mod:`bdgen.diffusion.step_graphs`; on CPU, or with
     ``cuda_graphs=False``, the same device-side steps without graphs); False: the loop
-    below, with only the forward replayed from a graph.
+    below, with only the forward replayed from a graph. ``reuse``: the whole-step loop
+    and its graphs kept for the next batch of the same shape
+    (:func:`~bdgen.diffusion.step_graphs.step_loop`; default with ``cuda_graphs``).
     """
     device = num_rooms.device
     if cuda_graphs is None:
@@ -186,7 +189,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     rows = real_rows(plan.pad_mask) if pack_rows else None
     stop = EarlyStop(plan, early_stop)
     if whole_steps:
-        loop = StepLoop(plan, forward, kernels.step, generator, rows, graphs=cuda_graphs)
+        loop = step_loop(plan, forward, kernels.step, generator, rows, cuda_graphs, reuse)
         calls = 0
         for i in range(steps - 1, -1, -1):
             if stop.done(loop.x):
@@ -194,8 +197,9 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
             loop.step(i)
             calls += 1
             stop.record(loop.x)
+        loop.end()
         logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None, None, rows)
-        x = clean_up(plan, loop.x, logits_fn)
+        x = clean_up(plan, loop.x.clone(), logits_fn)  # a kept loop's x is the next batch's
         calls += logits_fn.calls
         return x, calls, calls * x.shape[0]
     logits_fn = CompactLogits(forward, plan.pad_mask, method.precision, None,

@@ -24,12 +24,14 @@ the per-step compiled loop bit for bit (tests/test_step_graphs.py).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.reverse import Plan, candidate_draw, uniform
 from bdgen.diffusion.sampler import model_logits
 
@@ -56,37 +58,67 @@ class StepLoop:
         self.generator, self.real_rows = generator, real_rows
         self.x = plan.initial()
         self.i = torch.full((1,), n - 1, dtype=torch.long, device=dev)  # the next step
-        self.t_now = torch.tensor([(i + 1) / n for i in range(n)], dtype=torch.float64,
-                                  device=dev)
-        self.t_next = torch.tensor([i / n for i in range(n)], dtype=torch.float64,
-                                   device=dev)
+        t_now = torch.tensor([(i + 1) / n for i in range(n)], dtype=torch.float64, device=dev)
+        t_next = torch.tensor([i / n for i in range(n)], dtype=torch.float64, device=dev)
+        self.t_now, self.t_next, self.t_model = t_now, t_next, t_now.to(torch.float32)
+        # A fixed schedule's rates depend on t alone, elementwise: every step's, made once
+        # for one row, are what Plan.p_unmask and remask_budget give each row of that step.
+        # Learned rates depend on the positions too and run the rate network each step.
+        self.rates: tuple[Tensor, Tensor] | None = None
+        if isinstance(plan.process, ScheduleProcess):
+            self.rates = (plan.process.p_unmask(self.t_model, t_next, plan.pad_mask),
+                          plan.process.sigma_max(t_now, t_next, plan.pad_mask))
+        self.caller: torch.Generator | None = None  # whose state a kept loop draws from
         self.graphs_on = graphs
         self.graphs: dict[tuple[bool, bool], torch.cuda.CUDAGraph] = {}
         self.seen: set[tuple[bool, bool]] = set()
         self.side = torch.cuda.Stream(dev) if graphs else None
 
-    def _times(self) -> tuple[Tensor, Tensor]:
-        """float64 ``[B]`` t_now and t_next of the step at :attr:`i`, as ``torch.full`` of
-        :meth:`~bdgen.diffusion.reverse.Plan.times` gives them (no host read of i)."""
-        b = self.x.shape[0]
-        return (self.t_now.index_select(0, self.i).expand(b).contiguous(),
-                self.t_next.index_select(0, self.i).expand(b).contiguous())
+    def begin(self, plan: Plan, generator: torch.Generator) -> None:
+        """Start a batch of this loop's model, method, shape and steps: the pad mask, the
+        tokens and the step index set in place, the draws continuing ``generator``'s
+        stream (its state copied into the generator the graphs draw from)."""
+        self.plan.pad_mask.copy_(plan.pad_mask)
+        self.x.copy_(self.plan.initial())
+        self.i.fill_(self.plan.steps - 1)
+        self.caller = generator
+        self.generator.set_state(generator.get_state())
+
+    def end(self) -> None:
+        """Finish a batch: the caller's generator is left where the draws left it, as if
+        it had drawn them itself."""
+        if self.caller is not None:
+            self.caller.set_state(self.generator.get_state())
+            self.caller = None
+
+    def _at_i(self, table: Tensor) -> Tensor:
+        """Row :attr:`i` of a per-step table, for every row of the batch (no host read)."""
+        row = table.index_select(0, self.i)
+        return row.expand(self.x.shape[0], *row.shape[1:]).contiguous()
+
+    def _rates(self, fires: bool) -> tuple[Tensor, Tensor | None]:
+        """This step's p_unmask and, where remasking fires, sigma_max."""
+        plan = self.plan
+        if self.rates is not None:
+            p_table, sigma_table = self.rates
+            return self._at_i(p_table), self._at_i(sigma_table) if fires else None
+        # Plan.p_unmask's and remask_budget's arguments: float32 t_now for the one,
+        # float64 for the other (the processes promote as the spec says).
+        t_now, t_next = self._at_i(self.t_now), self._at_i(self.t_next)
+        p = plan.process.p_unmask(t_now.to(torch.float32), t_next, plan.pad_mask)
+        return p, plan.process.sigma_max(t_now, t_next, plan.pad_mask) if fires else None
 
     def _body(self, fires: bool, last: bool) -> None:
         """Step :attr:`i` of :func:`~bdgen.diffusion.compiled_sampling.sample_batch_compiled`'s
         loop, its draws in the same order, then ``i -= 1``; device work only."""
         plan, method, x = self.plan, self.plan.method, self.x
-        t_now, t_next = self._times()
-        # Plan.p_unmask's and remask_budget's arguments: float32 t_now for the one, float64
-        # for the other (the processes promote as the spec says).
-        p = plan.process.p_unmask(t_now.to(torch.float32), t_next, plan.pad_mask)
+        p, sigma_max = self._rates(fires)
         coins_u = (uniform(self.generator, x.shape, x.device)
                    if method.unmasking == "random" else None)
-        logits = model_logits(self.forward, x, plan.pad_mask, t_now[0].to(torch.float32),
-                              method.precision, self.real_rows)
+        t = self.t_model.index_select(0, self.i).view(())
+        logits = model_logits(self.forward, x, plan.pad_mask, t, method.precision,
+                              self.real_rows)
         cand_u = candidate_draw(logits, method, self.generator)
-        sigma_max = (plan.process.sigma_max(t_now, t_next, plan.pad_mask)
-                     if fires else None)
         remask_u = uniform(self.generator, x.shape, x.device) if fires else None
         x.copy_(self.step_fn(plan, x, logits, p, last, coins_u, cand_u, sigma_max, remask_u))
         self.i.sub_(1)
@@ -132,3 +164,36 @@ class StepLoop:
             finally:
                 graph.capture_end()
         return graph
+
+
+KEPT_LOOPS = 4
+"""Loops kept for reuse, the most recently used: enough for a method's chunks and seeds
+sampled one after the other. Each keeps its model alive and its graphs' memory (tens of
+MB at 1000 rows)."""
+
+_kept: OrderedDict[tuple[Any, ...], StepLoop] = OrderedDict()
+
+
+def step_loop(plan: Plan, forward: nn.Module, step_fn: StepFn, generator: Any,
+              real_rows: Tensor | None, graphs: bool, reuse: bool | None = None) -> StepLoop:
+    """The loop for one batch, :meth:`StepLoop.begin` called: with graphs, one torch
+    generator and no packed rows, the loop of an earlier batch of the same model, method,
+    forward process, shape and steps, whose graphs are already captured; else a new one.
+    Why: the warm-up steps and the captures are paid once, not per batch (a sampling call
+    of several chunks, a method's seeds one after the other). Call :meth:`StepLoop.end`
+    after the last step. ``reuse``: default with graphs (without, a loop costs nothing to
+    make; tests reuse loops on CPU to check that a reused loop samples as a new one)."""
+    reuse = graphs if reuse is None else reuse
+    if not (reuse and isinstance(generator, torch.Generator) and real_rows is None):
+        return StepLoop(plan, forward, step_fn, generator, real_rows, graphs)
+    dev = plan.pad_mask.device
+    key = (forward, step_fn, plan.method, plan.process, plan.steps,
+           tuple(plan.pad_mask.shape), dev, graphs)
+    loop = _kept.pop(key, None)
+    if loop is None:
+        loop = StepLoop(plan, forward, step_fn, torch.Generator(dev), None, graphs)
+    _kept[key] = loop
+    while len(_kept) > KEPT_LOOPS:
+        _kept.popitem(last=False)
+    loop.begin(plan, generator)
+    return loop
