@@ -7,8 +7,9 @@ Needs a CUDA device. For each method (default: the aim's method and the fastest 
 one, in bf16, plus the aim's method in fp32) it samples 1000 x 100 with the small random
 model of ``bench/sample.py`` five times with the eager kernels and five times with each
 variant of the compiled ones (:mod:`bdgen.diffusion.compiled_sampling`, ``VARIANTS``: as
-``sample`` runs them, PAD rows skipped or not, only the forward in a CUDA graph instead of
-the whole step of :mod:`bdgen.diffusion.step_graphs`, SDPA's attention in place of the
+``sample`` runs them, the whole-step graphs of :mod:`bdgen.diffusion.step_graphs` captured
+anew at each call, PAD rows skipped or not, only the forward in a CUDA graph instead of
+the whole step, SDPA's attention in place of the
 kernel of :mod:`bdgen.model.short_attention`) and prints the median wall time of calls 2-5
 (the first, with compilation and graph capture, in brackets), the ratio, the share of
 token positions equal to the eager twin's, whether the five compiled calls gave identical
@@ -39,10 +40,11 @@ from bdgen.diffusion.sampler import chunk_generator, draw_num_rooms  # noqa: E40
 
 AIM = "llada_topp0.9_remdm_confidence_tsw1.0_bf16"
 VARIANTS: tuple[tuple[str, dict[str, bool]], ...] = (
-    ("compiled", {}), ("packed rows", {"pack_rows": True}), ("dense", {"pack_rows": False}),
-    ("forward graph", {"whole_steps": False}), ("SDPA attention", {"short_attention": False}),
-    ("compiled again", {}))
-"""(label, settings of :func:`sample_batch_compiled`): none = as :func:`sample` runs it;
+    ("compiled", {}), ("new graphs", {"reuse": False}), ("packed rows", {"pack_rows": True}),
+    ("dense", {"pack_rows": False}), ("forward graph", {"whole_steps": False}),
+    ("SDPA attention", {"short_attention": False}), ("compiled again", {}))
+"""(label, settings of :func:`sample_batch_compiled`): none = as :func:`sample` runs it
+(whole-step graphs, kept from call to call); "new graphs": captured again at every call;
 "forward graph": only the forward replayed from a CUDA graph, not the whole step."""
 METHODS = (AIM, "random_topp0.9_remdm_cap_eta0.4_bf16", "llada_topp0.9_remdm_confidence_tsw1.0")
 
@@ -107,8 +109,10 @@ def main() -> None:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             sample(model, process, vocab, rooms, method, 100, 42, dev)
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
-        total = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3
-        print(f"GPU kernel time of one compiled call: {total:.1f} ms")
+        events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+        total = sum(e.self_device_time_total for e in events) / 1e3
+        print(f"GPU kernel time of one compiled call: {total:.1f} ms, "
+              f"{sum(e.count for e in events)} kernels and copies")
 
 
 if __name__ == "__main__":

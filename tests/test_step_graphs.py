@@ -77,19 +77,27 @@ def test_device_side_steps_draw_each_seed_from_its_own_stream(nets) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("name", ["llada_topp0.9_remdm_confidence_tsw1.0_bf16",
-                                  "random_argmax_no_remask", METHODS[4]])
-def test_whole_step_graphs_give_the_per_step_loops_tokens(nets, name: str) -> None:
+@pytest.mark.parametrize(("name", "pack_rows"), [
+    ("llada_topp0.9_remdm_confidence_tsw1.0_bf16", None),   # dense: the loop is kept
+    ("random_argmax_no_remask", None),                        # packed rows: a new loop
+    (METHODS[4], False), (METHODS[4], True)])
+def test_whole_step_graphs_give_the_per_step_loops_tokens(nets, name: str,
+                                                          pack_rows: bool | None) -> None:
+    """Two batches in a row (the second reuses the first's graphs where they are kept):
+    the tokens and the generator's final state of the loop with only the forward graphed."""
     dev = torch.device("cuda")
     model, v1, v2 = (copy.deepcopy(n).to(dev) for n in nets)
     method = Method.parse(name + "_compiled")
     process = v2 if method.v2 else v1
-    rooms = draw_num_rooms(ROOMS, 200, 3).to(dev)
-    per_step, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
-                                           chunk_generator(7, 0, dev), whole_steps=False)
-    graphed, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
-                                          chunk_generator(7, 0, dev))
-    assert torch.equal(graphed, per_step)
+    for seed in (7, 8):
+        rooms = draw_num_rooms(ROOMS, 200, seed).to(dev)
+        g_ref, g_got = chunk_generator(seed, 0, dev), chunk_generator(seed, 0, dev)
+        per_step, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
+                                               g_ref, whole_steps=False, pack_rows=pack_rows)
+        graphed, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
+                                              g_got, pack_rows=pack_rows)
+        assert torch.equal(graphed, per_step)
+        assert torch.equal(g_got.get_state(), g_ref.get_state())
 
 
 def test_a_reused_loop_samples_each_batch_as_a_new_one(nets) -> None:
