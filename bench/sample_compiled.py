@@ -9,14 +9,15 @@ model of ``bench/sample.py`` five times with the eager kernels and five times wi
 variant of the compiled ones (:mod:`bdgen.diffusion.compiled_sampling`, ``VARIANTS``: as
 ``sample`` runs them, the whole-step graphs of :mod:`bdgen.diffusion.step_graphs` captured
 anew at each call, PAD rows skipped or not, only the forward in a CUDA graph instead of
-the whole step, SDPA's attention in place of the
-kernel of :mod:`bdgen.model.short_attention`) and prints the median wall time of calls 2-5
-(the first, with compilation and graph capture, in brackets), the ratio, the share of
-token positions equal to the eager twin's, whether the five compiled calls gave identical
-tokens, and their sha256. ``--sha-only NAME`` prints only the sha256 of one call
-of method NAME, so that other processes can check that its tokens are the same in every
-process.
-``--profile`` adds torch.profiler's top GPU kernels of one compiled call.
+the whole step, SDPA's attention in place of the kernel of
+:mod:`bdgen.model.short_attention`, weights compiled in as constants or not) and prints
+the median wall time of calls 2-5 (the first, with compilation and graph capture, in
+brackets), the ratio, the share of token positions equal to the eager twin's, whether the
+five compiled calls gave identical tokens, and their sha256. ``--sha-only NAME`` prints
+only the sha256 of one call of method NAME, so that other processes can check that its
+tokens are the same in every process.
+``--profile`` adds torch.profiler's top GPU kernels of one compiled call, ``--host-profile``
+cProfile's top host functions of one.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ AIM = "llada_topp0.9_remdm_confidence_tsw1.0_bf16"
 VARIANTS: tuple[tuple[str, dict[str, bool]], ...] = (
     ("compiled", {}), ("new graphs", {"reuse": False}), ("packed rows", {"pack_rows": True}),
     ("dense", {"pack_rows": False}), ("forward graph", {"whole_steps": False}),
-    ("SDPA attention", {"short_attention": False}), ("compiled again", {}))
+    ("SDPA attention", {"short_attention": False}), ("weights frozen", {"freeze": True}),
+    ("not frozen", {"freeze": False}), ("compiled again", {}))
 """(label, settings of :func:`sample_batch_compiled`): none = as :func:`sample` runs it
 (whole-step graphs, kept from call to call); "new graphs": captured again at every call;
-"forward graph": only the forward replayed from a CUDA graph, not the whole step."""
+"forward graph": only the forward replayed from a CUDA graph, not the whole step; "weights
+frozen"/"not frozen": inductor's freezing on/off (default: on in bf16)."""
 METHODS = (AIM, "random_topp0.9_remdm_cap_eta0.4_bf16", "llada_topp0.9_remdm_confidence_tsw1.0")
 
 
@@ -73,6 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--host-profile", action="store_true",
+                    help="cProfile's top host functions of one compiled call")
     ap.add_argument("--sha-only", default=None, metavar="NAME")
     args = ap.parse_args()
     if os.environ.get("BENCH_DETERMINISTIC") == "1":
@@ -104,6 +109,15 @@ def main() -> None:
                         f"  x{e_ms / c_ms:.2f}  agree {agree:.4f}  repeatable {same}"
                         f"  sha256 {sha(c_toks[-1])}")
             print(rows[-1], flush=True)
+    if args.host_profile:
+        import cProfile
+        import pstats
+
+        method = Method.parse(args.methods.split(",")[0] + "_compiled")
+        with cProfile.Profile() as host:
+            sample(model, process, vocab, rooms, method, 100, 42, dev)
+            torch.cuda.synchronize()
+        pstats.Stats(host).sort_stats("cumulative").print_stats(25)
     if args.profile:
         method = Method.parse(args.methods.split(",")[0] + "_compiled")
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

@@ -124,3 +124,18 @@ def test_compiled_loop_with_packed_rows_runs_on_cpu(model: FastDenoiser) -> None
     assert packed.shape == dense.shape and packed.dtype == dense.dtype
     assert (packed[~pad] == dense[~pad]).all()
     assert (packed == dense).float().mean() > 0.9
+
+
+def test_a_frozen_forward_is_compiled_again_when_the_weights_change(model: FastDenoiser
+                                                                      ) -> None:
+    """Freezing compiles the weights in; an in-place change of them (a load, a training
+    step) must give a new compiled forward, not the old weights."""
+    from bdgen.diffusion.compiled_sampling import compiled
+
+    kernels = compiled("eager")
+    first = kernels.model(model, False, freeze=True)
+    assert kernels.model(model, False, freeze=True) is first
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.0)
+    assert kernels.model(model, False, freeze=True) is not first
+    assert kernels.model(model, False, freeze=False) is kernels.model(model, False)
