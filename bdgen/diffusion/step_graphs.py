@@ -10,17 +10,19 @@ What makes a step capturable is that nothing in it depends on a host value that 
 from step to step. :class:`StepLoop` keeps the batch's tokens and the step index on the
 device and updates both inside the step, reads the step's times from tables made once
 (``(i + 1) / N`` and ``i / N`` computed in Python, as :meth:`~bdgen.diffusion.reverse.
-Plan.times` does; a fixed schedule's rates too), and draws from generators registered
-with the graphs, so a replay draws what the same draws would give outside a graph. The host-level choices left are
-the kind of step: whether remasking fires and whether it is the last step, one graph each.
+Plan.times` does; a fixed schedule's rates too), and draws from generators registered with
+the graphs, so a replay draws what the same draws would give outside a graph. The host-
+level choices left are the kind of step: whether remasking fires and whether it is the
+last step, one graph each.
 
 The first step of each kind runs outside a graph, on a side stream (the warm-up that
-capture needs, here doing real work); the second is captured and replayed, and so is
-every later one. A kind that occurs once in a batch (the first, the last step) is
-captured at the next batch: a loop and its graphs are kept for the next batch of the same
-model, method and shape (:func:`step_loop`), which only sets the loop's state. With ``graphs=False`` every step runs as written, which is how the CPU tests check it
-against the reference loop; on CUDA the same tests check that the graphs give the tokens of
-the per-step compiled loop bit for bit (tests/test_step_graphs.py).
+capture needs, here doing real work); the second is captured and replayed, and so is every
+later one. A kind that occurs once in a batch (the first, the last step) is captured at
+the next batch: a loop and its graphs are kept for the next batch of the same model,
+method and shape (:func:`step_loop`), which only sets the loop's state. With
+``graphs=False`` every step runs as written, which is how the CPU tests check it against
+the reference loop; on CUDA the same tests check that the graphs give the tokens of the
+per-step compiled loop bit for bit (tests/test_step_graphs.py).
 """
 
 from __future__ import annotations
