@@ -88,10 +88,28 @@ class GraphedLogits:
                              self.real_rows)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with own_cublas_workspace(), torch.cuda.graph(graph):
             out = model_logits(self.model, static_x, static_pad, static_t, precision,
                                self.real_rows)
         return graph, static_x, static_pad, static_t, out
+
+
+@contextmanager
+def own_cublas_workspace() -> Iterator[None]:
+    """A capture whose matrix products get a cuBLAS workspace of the graph's own.
+
+    Why: cuBLAS keeps one workspace per stream, and a captured product uses whichever
+    that stream has then. If it was allocated inside another graph's capture, it lives in
+    that graph's memory pool and is freed with that graph, while the stream's entry still
+    points at it (torch's pool of streams hands the same streams out again): a graph
+    captured with it would write into memory that others own. Clearing the workspaces
+    before the capture makes the capture allocate one in its own pool; clearing them after
+    keeps later work off it. Inductor's CUDA-graph trees do the same."""
+    torch._C._cuda_clearCublasWorkspaces()
+    try:
+        yield
+    finally:
+        torch._C._cuda_clearCublasWorkspaces()
 
 
 class CompactLogits:

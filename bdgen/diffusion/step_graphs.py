@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bdgen.diffusion.fast_sampling import own_cublas_workspace
 from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.reverse import Plan, candidate_draw, uniform
 from bdgen.diffusion.sampler import model_logits
@@ -160,13 +161,14 @@ class StepLoop:
         graph = torch.cuda.CUDAGraph()
         for g in generators_of(self.generator):
             graph.register_generator_state(g)
-        with torch.cuda.stream(self.side):
+        with torch.cuda.stream(self.side), own_cublas_workspace():
             graph.capture_begin()
             try:
                 self._body(*kind)
             finally:
                 graph.capture_end()
         return graph
+
 
 
 KEPT_LOOPS = 4
