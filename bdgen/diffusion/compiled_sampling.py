@@ -21,6 +21,7 @@ differ by rounding, which is why the method name says ``_compiled``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, cast
 
@@ -109,11 +110,9 @@ class _Compiled:
         stamp = weights_stamp(model) if freeze else None
         if key not in self.models or self.models[key][0] != stamp:
             forward = _ShortAttention(cast(FastDenoiser, model)) if key[1] else model
-            options = self.options
-            if freeze and options is not None:
-                options = {**options, "freezing": True}
-            compiled_model = torch.compile(forward, backend=self.backend, options=options)
-            self.models[key] = (stamp, _MemEfficientAttention(cast(nn.Module, compiled_model)))
+            compiled_model = torch.compile(forward, backend=self.backend, options=self.options)
+            self.models[key] = (stamp, _MemEfficientAttention(cast(nn.Module, compiled_model),
+                                                              freeze))
         return self.models[key][1]
 
 
@@ -143,16 +142,23 @@ class _ShortAttention(nn.Module):
 class _MemEfficientAttention(nn.Module):
     """A compiled denoiser whose SDPA calls on CUDA take the memory-efficient kernel (math
     as the fallback), which beats cuDNN's flash attention on 36-token sequences
-    (docs/BENCHMARKS.md)."""
+    (docs/BENCHMARKS.md); ``freeze``: called with inductor's freezing switched on, which
+    dynamo reads from the global config when it traces (``torch.compile``'s options reach
+    only inductor, too late for the parameters to be made constants)."""
 
-    def __init__(self, compiled: nn.Module) -> None:
+    def __init__(self, compiled: nn.Module, freeze: bool = False) -> None:
         super().__init__()
-        self.compiled = compiled
+        self.compiled, self.freeze = compiled, freeze
 
     def forward(self, tokens: Tensor, *args: Any, **kwargs: Any) -> Any:
-        if tokens.device.type != "cuda":
-            return self.compiled(tokens, *args, **kwargs)
-        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        with contextlib.ExitStack() as stack:
+            if self.freeze:
+                from torch._inductor import config
+
+                stack.enter_context(config.patch(freezing=True))
+            if tokens.device.type == "cuda":
+                stack.enter_context(sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION,
+                                                 SDPBackend.MATH]))
             return self.compiled(tokens, *args, **kwargs)
 
 
