@@ -80,7 +80,11 @@ def test_device_side_steps_draw_each_seed_from_its_own_stream(nets) -> None:
 @pytest.mark.parametrize(("name", "pack_rows"), [
     ("llada_topp0.9_remdm_confidence_tsw1.0_bf16", None),   # dense: the loop is kept
     ("random_argmax_no_remask", None),                        # packed rows: a new loop
-    (METHODS[4], False), (METHODS[4], True)])
+    pytest.param(METHODS[4], False, marks=pytest.mark.xfail(
+        strict=True, reason="learned rates, loop kept: other tokens on the H200 on "
+        "2026-12-03 (before the capture waited for queued replays); whole steps are off for "
+        "learned rates until this passes")),
+    (METHODS[4], True)])
 def test_whole_step_graphs_give_the_per_step_loops_tokens(nets, name: str,
                                                           pack_rows: bool | None) -> None:
     """Two batches in a row (the second reuses the first's graphs where they are kept):
@@ -95,7 +99,7 @@ def test_whole_step_graphs_give_the_per_step_loops_tokens(nets, name: str,
         per_step, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
                                                g_ref, whole_steps=False, pack_rows=pack_rows)
         graphed, _, _ = sample_batch_compiled(model, process, RPLAN_VOCAB, rooms, method, 30,
-                                              g_got, pack_rows=pack_rows)
+                                              g_got, pack_rows=pack_rows, whole_steps=True)
         assert torch.equal(graphed, per_step)
         assert torch.equal(g_got.get_state(), g_ref.get_state())
 

@@ -161,12 +161,17 @@ class StepLoop:
         graph = torch.cuda.CUDAGraph()
         for g in generators_of(self.generator):
             graph.register_generator_state(g)
+        # capture_begin resets the generators' device-side seed and offset on the capture
+        # stream, which replays still queued on the main stream read: it waits for them.
+        main = torch.cuda.current_stream(self.x.device)
+        self.side.wait_stream(main)
         with torch.cuda.stream(self.side), own_cublas_workspace():
             graph.capture_begin()
             try:
                 self._body(*kind)
             finally:
                 graph.capture_end()
+        main.wait_stream(self.side)
         return graph
 
 
@@ -177,6 +182,11 @@ sampled one after the other. Each keeps its model alive and its graphs' memory (
 MB at 1000 rows)."""
 
 _kept: OrderedDict[tuple[Any, ...], StepLoop] = OrderedDict()
+
+
+def forget_loops() -> None:
+    """Drop the kept loops (their graphs replay the kernels they were captured with)."""
+    _kept.clear()
 
 
 def step_loop(plan: Plan, forward: nn.Module, step_fn: StepFn, generator: Any,
