@@ -102,12 +102,16 @@ def sample_metrics(i: int) -> dict[str, float]:
 
 
 # --- subprocess workers (multiprocessing, spawn) -------------------------------------------
-def worker_record(url: str, generation_run_ids: list[int], queue) -> None:
-    """Record one evaluation per generation run; report (ok, error) to ``queue``."""
+def worker_record(url: str, generation_run_ids: list[int], queue, start=None) -> None:
+    """Record one evaluation per generation run; report (ok, error) to ``queue``.
+    ``start``: a barrier all workers wait on once their store is open, so that their writes
+    overlap however long each process took to start (the race stays real with few rows)."""
     try:
         from bdgen.store.api import Store
 
         store = Store.open(url)
+        if start is not None:
+            start.wait(120)
         for gid in generation_run_ids:
             store.record_evaluation(gid, sample_metrics(gid))
         store.close()

@@ -20,12 +20,13 @@ SEEDS = [3, 4]
 N, STEPS = 24, 8
 
 
-def trained_models(root: Path) -> list[Path]:
-    """Two tiny models trained once (different seeds) in a workspace below ``root``."""
+def trained_models(root: Path, seeds: tuple[int, ...] = (1, 2)) -> list[Path]:
+    """Tiny models trained once (one per training seed; two by default) in a workspace
+    below ``root``."""
     ws = init_workspace(root / "trainws")
     _, data = prepare_dataset("synthetic", num_graphs=200, seed=0, workspace=ws)
     paths = []
-    for seed in (1, 2):
+    for seed in seeds:
         cfg = TrainConfig(steps=10, batch_size=16, warmup_steps=2, checkpoint_every=1000,
                           val_every=10, log_every=10, seed=seed)
         rec = tracked_train(ws, data, model="tiny", config=cfg, device="cpu", progress=False,

@@ -22,6 +22,7 @@ import pytest
 from bdgen.diffusion.trainer import TrainConfig
 from bdgen.pipeline.data import prepare_dataset
 from bdgen.pipeline.generate import generate
+from bdgen.pipeline.tracked_generate import tracked_generate
 from bdgen.pipeline.tracked_train import tracked_train
 from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.tracking import dvc_file
@@ -52,6 +53,14 @@ def _bdgen(ws: Workspace, *args: str, fault: str | None = None,
                                                    res.stdout + res.stderr)
         KILLS.append(f"{args[0]} {fault}")
     return res
+
+
+def _generated(ws: Workspace, model: Any, seed: int) -> int:
+    """Set-up for the evaluation tests: the generation run of ``seed`` made in this process
+    (what `bdgen generate --no-mlflow` does, without one more interpreter start-up); its id."""
+    (rec,) = tracked_generate(ws, model.model_id, [METHOD], [seed], num_samples=N,
+                              steps=STEPS, device="cpu", no_mlflow=True)
+    return rec.generation_run_id
 
 
 def _ok(res: subprocess.CompletedProcess) -> None:
@@ -122,10 +131,8 @@ def test_evaluate_killed_then_rerun(ws, fault):
     """The model's denoising metrics are computed by its first evaluation (kill 1)."""
     ws, _, model = ws
     seed = 20 + ["denoising.computed:1", "evaluate.computed:1"].index(fault)
-    _ok(_bdgen(ws, "generate", "--model", model.model_id, "--method", METHOD, "--seeds",
-               str(seed), "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu",
-               "--no-mlflow"))
-    ((gid,),) = _rows(ws, f"select id from generation_runs where seed = {seed}")
+    gid = _generated(ws, model, seed)
+    assert _rows(ws, f"select id from generation_runs where seed = {seed}") == [(gid,)]
     args = ["evaluate", "--run", str(gid)]
     _bdgen(ws, *args, fault=fault)
     assert_honest(ws)
@@ -329,10 +336,8 @@ def test_frozen_evaluator_wakes_up_after_its_evaluation_was_taken_over(ws):
     body raised ClaimLost; it has no evaluation row), B's is FINISHED."""
     ws, _, model = ws
     seed = 50
-    _ok(_bdgen(ws, "generate", "--model", model.model_id, "--method", METHOD, "--seeds",
-               str(seed), "--num-samples", str(N), "--steps", str(STEPS), "--device", "cpu",
-               "--no-mlflow"))
-    ((gid,),) = _rows(ws, f"select id from generation_runs where seed = {seed}")
+    gid = _generated(ws, model, seed)
+    assert _rows(ws, f"select id from generation_runs where seed = {seed}") == [(gid,)]
     a, b = _frozen_then_taken_over(ws, ["evaluate", "--run", str(gid)],
                                    "evaluate.computed:1:stop")
     assert a.returncode == 0, a.stdout + a.stderr

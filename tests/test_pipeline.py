@@ -224,23 +224,24 @@ def test_killed_generate_leaves_nothing_half_registered_and_reruns(e2e):
 @pytest.mark.slow
 def test_parallel_sweeps_never_do_a_run_twice(e2e):
     ws, _, model, _, _ = e2e
-    seeds = "11,12,13"
+    seeds = (11, 12)
+    cells = len(seeds) * len(METHODS)
     procs = [_bdgen("sweep", "--models", str(ws.root / model.checkpoint), "--methods",
-                    ",".join(METHODS), "--seeds", seeds, "--num-samples", "20", "--steps",
-                    "5", "--device", "cpu", ws=ws) for _ in range(2)]
+                    ",".join(METHODS), "--seeds", ",".join(map(str, seeds)), "--num-samples",
+                    "20", "--steps", "5", "--device", "cpu", ws=ws) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     rows = _rows(ws, "select g.seed, g.status from generation_runs g where g.seed in "
-                     "(11, 12, 13)")
-    assert sorted(rows) == sorted((s, "succeeded") for s in (11, 12, 13) for _ in METHODS)
+                     f"{seeds}")
+    assert sorted(rows) == sorted((s, "succeeded") for s in seeds for _ in METHODS)
     done_here = sum(int(o.rsplit("sweep: ", 1)[1].split()[0]) for o in outs)
-    assert done_here == 6  # each of the 6 runs done by exactly one process
+    assert done_here == cells  # each of the runs done by exactly one process
     tracker = Tracker.for_workspace(ws.root)
-    runs = [r for s in (11, 12, 13) for r in tracker.find_runs(
+    runs = [r for s in seeds for r in tracker.find_runs(
         experiment_name(model.dataset_id), {"bdgen.kind": "generate", "bdgen.seed": str(s)})]
-    assert len(runs) == 6
+    assert len(runs) == cells
     assert _rows(ws, "select count(*) from evaluation_runs e join generation_runs g on "
-                     "e.generation_run_pk = g.id where g.seed in (11, 12, 13)") == [(6,)]
+                     f"e.generation_run_pk = g.id where g.seed in {seeds}") == [(cells,)]
 
 
 @pytest.mark.slow

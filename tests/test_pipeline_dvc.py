@@ -20,13 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY_PARAMS = {
     "workspace": "workspace",
-    "data": {"source": "synthetic", "num_graphs": 300, "seed": 0},
-    "train": {"preset": "tiny", "steps": 20, "batch_size": 32, "warmup_steps": 5,
-              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
+    "data": {"source": "synthetic", "num_graphs": 120, "seed": 0},
+    "train": {"preset": "tiny", "steps": 10, "batch_size": 16, "warmup_steps": 2,
+              "val_every": 5, "log_every": 5, "checkpoint_every": 1000},
     "models": {"v1": {"noise": "loglinear"}},
     "methods": {"random_argmax_no_remask": {}, "llada_topp0.9_no_remask": {}},
     "seeds": [1, 2],
-    "generate": {"num_samples": 30, "steps": 10, "device": "cpu"},
+    "generate": {"num_samples": 16, "steps": 5, "device": "cpu"},
     "leaderboard": {"profile": "configs/pipeline-leaderboard.yaml"},
 }
 

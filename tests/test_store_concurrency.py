@@ -26,8 +26,8 @@ from bdgen.store.api import Store
 from bdgen.store.models import EvaluationRun, GenerationRun, MetricDefinition, MetricValue
 from bdgen.util.provenance import code_version
 
-PROCESSES = 8
-RUNS_EACH = 200
+PROCESSES = 4  # 4 writers on a 2-core machine: their transactions interleave for real
+RUNS_EACH = 100  # (they all start writing together: worker_record's barrier)
 TIMEOUT_S = 300
 
 
@@ -52,13 +52,15 @@ def _bulk_generation_runs(store: Store, n: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_eight_processes_record_200_evaluations_each(store_url):
+def test_concurrent_processes_record_their_evaluations_exactly_once(store_url):
     store = Store.open(store_url)
     gids = _bulk_generation_runs(store, PROCESSES * RUNS_EACH)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    start = ctx.Barrier(PROCESSES)
     procs = [ctx.Process(target=worker_record,
-                         args=(store_url, gids[i * RUNS_EACH:(i + 1) * RUNS_EACH], queue))
+                         args=(store_url, gids[i * RUNS_EACH:(i + 1) * RUNS_EACH], queue,
+                               start))
              for i in range(PROCESSES)]
     for p in procs:
         p.start()
@@ -121,15 +123,15 @@ def test_writer_killed_mid_transaction_leaves_nothing_and_rerun_succeeds(store_u
 
 
 # --- N concurrent `bdgen sweep` processes over one grid (issue 13 items 1 and 5) ---------
-SWEEPS = 4
+SWEEPS = 3  # more sweeps than cores: they race for every run of the grid
 GRID_METHODS = ("random_argmax_no_remask", "llada_topp0.9_no_remask")
-GRID_SEEDS = (1, 2, 3)
+GRID_SEEDS = (1, 2)
 
 
 @pytest.mark.slow
 def test_concurrent_sweeps_do_every_run_and_the_denoising_once(store_url, tmp_path,
                                                               monkeypatch):
-    """4 sweeps of the same grid (with evaluation and the model's denoising metrics) at
+    """3 sweeps of the same grid (with evaluation and the model's denoising metrics) at
     once: every process exits 0, the store holds each run, evaluation and denoising
     evaluation exactly once, and MLflow holds exactly one run of each."""
     import subprocess
@@ -150,7 +152,9 @@ def test_concurrent_sweeps_do_every_run_and_the_denoising_once(store_url, tmp_pa
     model = tracked_train(ws, data, model="tiny", device="cpu", progress=False,
                           config=TrainConfig(steps=6, batch_size=16, checkpoint_every=100,
                                              val_every=100, log_every=3))
-    env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root),
+    # one torch thread per sweep (as this test process has, conftest.py): more sweeps than
+    # cores race for the runs; their torch threads need not fight over the cores as well
+    env = {**os.environ, "BDGEN_WORKSPACE": str(ws.root), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BDGEN_DB_URL": store_url}
     cmd = [sys.executable, "-c", "from bdgen.cli.main import cli; cli()", "sweep",
            "--models", model.model_id, "--methods", ",".join(GRID_METHODS), "--seeds",

@@ -189,7 +189,12 @@ def _env(**extra: str) -> dict:
     return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
-CONCURRENT_FILES = 6  # of the 22 files: 30 (file, seed) pairs, 6 results
+CONCURRENT_FILES = 3  # of the 22 files: 15 (file, seed) pairs, 3 results, raced by 4
+PAIRS = 5 * CONCURRENT_FILES  # five seeds per legacy result file
+CONCURRENT_SHAPE = {"seed_runs": PAIRS, "pairs": PAIRS, "max_per_pair": 1,
+                    "parents": CONCURRENT_FILES, "max_per_result": 1,
+                    "statuses": Counter({"FINISHED": PAIRS + CONCURRENT_FILES}),
+                    "orphans": 0}
 
 
 def _concurrent_import(legacy_dir: str, tmp_path: Path, env: dict, uri: str) -> dict:
@@ -201,7 +206,7 @@ def _concurrent_import(legacy_dir: str, tmp_path: Path, env: dict, uri: str) -> 
     assert [p.returncode for p in procs] == [0] * 4, outs
     assert not any("Traceback" in o for o in outs), outs
     created = sum(int(re.search(r"MLflow: (\d+) legacy-import", o).group(1)) for o in outs)
-    assert created == 5 * CONCURRENT_FILES  # the creators' own count adds up too
+    assert created == PAIRS  # the creators' own count adds up too
     return _shape(_all_runs(uri or default_tracking_uri(ws.root)))
 
 
@@ -209,8 +214,7 @@ def _concurrent_import(legacy_dir: str, tmp_path: Path, env: dict, uri: str) -> 
 def test_four_concurrent_imports_make_exactly_one_run_per_file_seed_sqlite(tmp_path,
                                                                           legacy_dir):
     shape = _concurrent_import(legacy_dir, tmp_path, _env(), "")
-    assert shape == {"seed_runs": 30, "pairs": 30, "max_per_pair": 1, "parents": 6,
-                     "max_per_result": 1, "statuses": Counter({"FINISHED": 36}), "orphans": 0}
+    assert shape == CONCURRENT_SHAPE
 
 
 @pytest.fixture
@@ -244,8 +248,7 @@ def test_four_concurrent_imports_postgres_store_and_mlflow_server(tmp_path, lega
                                    mlflow_server)
     finally:
         drop_pg_database(name)
-    assert shape == {"seed_runs": 30, "pairs": 30, "max_per_pair": 1, "parents": 6,
-                     "max_per_result": 1, "statuses": Counter({"FINISHED": 36}), "orphans": 0}
+    assert shape == CONCURRENT_SHAPE
 
 
 @pytest.mark.parametrize("visit", [1, 4])

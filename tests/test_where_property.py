@@ -36,6 +36,12 @@ def db(tmp_path_factory) -> str:
     return path
 
 
+@pytest.fixture(scope="module")
+def everything(db) -> list:
+    """Every result of the (read-only) store, loaded once for all the examples."""
+    return load_results(db)
+
+
 def _names(results) -> list[tuple[str, str]]:
     return sorted((r.model, r.method) for r in results)
 
@@ -54,9 +60,8 @@ values = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(FIELD_KEYS + RUN_KEYS), value=values)
-def test_where_value_filters_exactly_or_refuses_in_one_line(db, key, value):
+def test_where_value_filters_exactly_or_refuses_in_one_line(db, everything, key, value):
     item = f"{key}={value}"
-    everything = load_results(db)
     try:
         got = load_results(db, where=[item])
     except BdgenError as exc:
