@@ -4,10 +4,11 @@ arithmetic as ``torch.compile``'d kernels (issue 17.4).
 Why: at 1000 x 100 on an H200 a step is a few hundred small kernels, each far below the
 GPU's bandwidth (docs/BENCHMARKS.md). Compiling fuses the forward's LayerNorm, modulation,
 GELU and residual kernels, and the step's softmax, nucleus cut, LLaDA ranking and
-remasking arithmetic, into a few kernels each; the forward still replays from a CUDA
-graph (:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`); attention runs on a
-Triton kernel for short sequences (:mod:`bdgen.model.short_attention`, or SDPA's
-memory-efficient kernel where that does not apply).
+remasking arithmetic, into a few kernels each; each whole step replays from a CUDA graph
+(:mod:`bdgen.diffusion.step_graphs`; for learned rates only the forward does,
+:class:`~bdgen.diffusion.fast_sampling.GraphedLogits`); attention runs on a Triton kernel
+for short sequences (:mod:`bdgen.model.short_attention`, or SDPA's memory-efficient kernel
+where that does not apply); bf16 weights are compiled in as constants.
 
 It is the loop of :func:`bdgen.diffusion.fast_sampling.sample_batch` with the step split
 in two: the random draws, in the reference's order and shapes (coins, candidates,
@@ -103,7 +104,7 @@ class _Compiled:
         """The compiled forward of ``model``; ``short_attention``: a
         :class:`~bdgen.model.fast_forward.FastDenoiser`'s attention on our Triton kernel;
         ``freeze``: inductor's freezing, the weights compiled in as constants, so what
-        depends on them alone (bf16 autocast's weight casts: ~10 ms of GPU kernels of a
+        depends on them alone (bf16 autocast's weight casts: 5.5-6 ms of GPU kernels of a
         1000 x 100 call, H200) is computed once. A frozen forward is compiled again when
         the weights change in place (:func:`weights_stamp`)."""
         key = (model, short_attention and isinstance(model, FastDenoiser), freeze)
