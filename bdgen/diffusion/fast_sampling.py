@@ -80,18 +80,28 @@ class GraphedLogits:
     def _capture(self, x: Tensor, pad_mask: Tensor, precision: str) -> tuple[Any, ...]:
         static_x, static_pad = x.clone(), pad_mask.clone()
         static_t = torch.full((), 0.5, dtype=torch.float32, device=x.device)
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):  # warm-up: library handles and workspaces
+        with on_side_stream(torch.cuda.Stream(x.device)):  # warm-up: handles, workspaces
             for _ in range(2):
                 model_logits(self.model, static_x, static_pad, static_t, precision,
                              self.real_rows)
-        torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with own_cublas_workspace(), torch.cuda.graph(graph):
             out = model_logits(self.model, static_x, static_pad, static_t, precision,
                                self.real_rows)
         return graph, static_x, static_pad, static_t, out
+
+
+@contextmanager
+def on_side_stream(side: torch.cuda.Stream) -> Iterator[None]:
+    """Work queued on ``side``, after what the current stream has queued so far and before
+    what it queues next."""
+    main = torch.cuda.current_stream(side.device)
+    side.wait_stream(main)
+    try:
+        with torch.cuda.stream(side):
+            yield
+    finally:
+        main.wait_stream(side)
 
 
 @contextmanager

@@ -123,8 +123,6 @@ class RateNetworkProcess:
             return result
 
 
-
-
 def has_learned_rates(ckpt: Any) -> bool:
     """Whether a checkpoint's forward process is a rate network: its stored version."""
     version = getattr(ckpt, "version", None)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bdgen.diffusion.fast_sampling import own_cublas_workspace
+from bdgen.diffusion.fast_sampling import on_side_stream, own_cublas_workspace
 from bdgen.diffusion.process import ScheduleProcess
 from bdgen.diffusion.reverse import Plan, candidate_draw, uniform
 from bdgen.diffusion.sampler import model_logits
@@ -139,17 +139,11 @@ class StepLoop:
             self.graphs[kind].replay()
         else:
             self.seen.add(kind)
-            self._on_side_stream(kind)
-
-    def _on_side_stream(self, kind: tuple[bool, bool]) -> None:
-        """The step outside a graph, on a side stream: what ``torch.cuda.graph`` asks of a
-        warm-up before capture (library handles and workspaces made outside it)."""
-        assert self.side is not None
-        main = torch.cuda.current_stream(self.x.device)
-        self.side.wait_stream(main)
-        with torch.cuda.stream(self.side):
-            self._body(*kind)
-        main.wait_stream(self.side)
+            # outside a graph, on a side stream: what ``torch.cuda.graph`` asks of a
+            # warm-up before capture (library handles and workspaces made outside it)
+            assert self.side is not None
+            with on_side_stream(self.side):
+                self._body(*kind)
 
     def _capture(self, kind: tuple[bool, bool]) -> torch.cuda.CUDAGraph:
         """A graph of one step of ``kind``. Capture records the kernels without running
@@ -163,15 +157,12 @@ class StepLoop:
             graph.register_generator_state(g)
         # capture_begin resets the generators' device-side seed and offset on the capture
         # stream, which replays still queued on the main stream read: it waits for them.
-        main = torch.cuda.current_stream(self.x.device)
-        self.side.wait_stream(main)
-        with torch.cuda.stream(self.side), own_cublas_workspace():
+        with on_side_stream(self.side), own_cublas_workspace():
             graph.capture_begin()
             try:
                 self._body(*kind)
             finally:
                 graph.capture_end()
-        main.wait_stream(self.side)
         return graph
 
 
