@@ -131,4 +131,11 @@ def _debugging() -> bool:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from bdgen.pipeline.stage_server import hand_off, is_warm_command  # stdlib only
+
+    args = sys.argv[1:]
+    if is_warm_command(args):  # a stage of dvc.yaml: run in a fork of the warm server
+        code = hand_off(args)
+        if code is not None:
+            sys.exit(code)
     cli(prog_name="bdgen")

@@ -92,6 +92,22 @@ def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path,
     click.echo(stage_leaderboard(params, receipts, out_md, plots, params_path, summary))
 
 
+@pipeline.command()
+@click.option("--stop", is_flag=True, help="Stop them (each ends after its running stages).")
+def servers(stop: bool) -> None:
+    """List the warm stage servers of this user (`dvc repro` starts one: README
+    "Pipeline"), or stop them."""
+    import os
+    import signal
+
+    from bdgen.pipeline.stage_server import running_servers
+
+    for pid, path in running_servers():
+        if stop:
+            os.kill(pid, signal.SIGTERM)
+        click.echo(f"{'stopped' if stop else 'running'}: pid {pid}, {path}")
+
+
 @click.command()
 @click.option("--model", "--models", "models", multiple=True,
               callback=lambda c, p, v: split_list(v, paths=True),
