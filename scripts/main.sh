@@ -9,6 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1
 if [ ! -d .dvc ]; then dvc init -q; fi
 start=$(date +%s)
+# dvc repro's stages run in forks of one warm server (README "Pipeline"): stopped at the end
+trap 'bdgen pipeline servers --stop >/dev/null 2>&1 || true' EXIT
 dvc repro "$@"
 echo
 echo "pipeline finished in $(( $(date +%s) - start )) s; leaderboard: results/leaderboard.md"

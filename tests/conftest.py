@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -23,6 +24,19 @@ if not torch.cuda.is_available():
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 LEGACY_DIR = os.path.abspath(os.path.join(SHARED, "legacy_eval_results", "loglinear_noise_sc"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stage_servers(tmp_path_factory):
+    """The warm stage servers that `dvc repro` in tests starts (bdgen.pipeline.stage_server)
+    live in the session's own folder, go after 30 idle seconds, and are stopped at the end."""
+    from bdgen.pipeline.stage_server import running_servers
+
+    folder = tmp_path_factory.mktemp("stage-servers")
+    os.environ["BDGEN_WARM_DIR"], os.environ["BDGEN_WARM_IDLE"] = str(folder), "30"
+    yield
+    for pid, _ in running_servers(folder):
+        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

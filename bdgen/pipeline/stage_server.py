@@ -63,10 +63,13 @@ PRELOAD = ("torch", "scipy.stats", "mlflow", "mlflow.tracking",
 """What the server imports before it forks: what a result or train stage with work
 imports (the modules new in ``sys.modules`` after such a stage, by package)."""
 
-IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "OMP_", "MKL_", "KMP_", "CUDA", "LD_", "LANG",
-                   "LC_")
+IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "TRITON", "OMP_", "MKL_", "KMP_", "CUDA",
+                   "LD_", "LANG", "LC_", "MPL")
 """Prefixes of environment variables a library may read when it is imported: part of
 :func:`server_key`, so that a stage with other values gets a server of its own."""
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What the client passes on to the command's process group (DVC's Ctrl-C, a kill)."""
 
 IDLE_S = 300.0
 START_S = 120.0
@@ -189,19 +192,34 @@ def _request(sock: socket.socket, args: list[str]) -> int | None:
     (None if the server closed the connection before forking: it could not start)."""
     streams = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
     payload = json.dumps({"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    child: list[int] = []  # the forked command's pid (and process group), once known
+    pending: list[int] = []  # signals that came before it was known
+
+    def forward(signum: int, _frame: object) -> None:
+        if child:
+            _signal_group(child[0], signum)
+        else:
+            pending.append(signum)
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
     try:
         socket.send_fds(sock, [b"R"], streams)
         sock.sendall(_HEADER.pack(len(payload)) + payload)
         replies = sock.makefile("rb")
         started = replies.readline()
     except OSError:
+        started = b""
+    if not started:  # no command forked: this process runs it, as if never asked
+        for signum in FORWARDED:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                          else signal.SIG_DFL)
+        for early in pending:
+            os.kill(os.getpid(), early)
         return None
-    if not started:
-        return None
-    child = json.loads(started)["pid"]
-    forward = lambda signum, _frame: _signal_group(child, signum)  # noqa: E731
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+    child.append(json.loads(started)["pid"])
+    for early in pending:
+        _signal_group(child[0], early)
     ended = replies.readline()
     if not ended:
         print("error: the warm stage server went away before the stage ended "
@@ -270,6 +288,10 @@ def serve(path_str: str, idle_s: float | None = None) -> None:
         server.run(idle)
     finally:
         server.stop_listening()
+        log = path.with_suffix(".log")
+        with contextlib.suppress(OSError):
+            if log.stat().st_size == 0:  # kept where the server had something to say
+                log.unlink()
 
 
 class _Server:
@@ -302,7 +324,7 @@ class _Server:
                     self.stop_listening()  # new stages start a new server
                 else:
                     self._report(key.fd)
-            last = time.monotonic()
+                last = time.monotonic()  # idle from the last event, not the last wake-up
 
     def stop_listening(self) -> None:
         if self.listener is None:
@@ -344,6 +366,9 @@ class _Server:
                 os.close(fd)
             conn.close()
             return
+        # Signals wait across the fork: the child gets them with its own handlers, in its
+        # own process group, both set before the client learns its pid.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         pid = os.fork()
         if pid == 0:
             try:
@@ -351,6 +376,9 @@ class _Server:
                 _run_child(conn, fds, request)
             finally:  # whatever happens, the child never returns to the server's loop
                 os._exit(1)
+        with contextlib.suppress(OSError):  # (the child may have done it already)
+            os.setpgid(pid, pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         for fd in fds:
             os.close(fd)
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
@@ -388,6 +416,7 @@ def _run_child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
         os.close(fd)
