@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 METHODS = {"random": "random_argmax_no_remask", "llada": "llada_topp0.9_no_remask",
            "remdm": "llada_topp0.9_remdm_confidence_tsw1.0",
-           "topk": "llada_topk5_no_remask", "conf": "llada_topp0.9_remdm_confidence_tsw0.5"}
+           "temp": "llada_temp0.7_no_remask", "conf": "llada_topp0.9_remdm_confidence_tsw0.5"}
 
 
 def _params(models: int, methods: int, seeds: int, samples: int, steps: int) -> dict:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bdgen.pipeline.stage_server import running_servers
@@ -230,3 +231,21 @@ def test_an_idle_server_exits_and_a_folder_others_may_write_is_not_used(trained,
     assert res.returncode == 0, res.stderr[-3000:]
     assert list(shared.iterdir()) == []
     assert (repo / "out/b/headline.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_warm_stage_samples_on_cuda_as_a_stage_of_its_own(trained, tmp_path, warm_dir):
+    """The server never touches CUDA (a fork of a process that has cannot use it), so the
+    command it forks samples on the GPU as a fresh process does."""
+    cuda = {**PARAMS, "generate": {**PARAMS["generate"], "device": "cuda"}}
+    repos = [_copy(trained, tmp_path / name) for name in ("cold", "warm_ws")]
+    for repo in repos:
+        (repo / "params.yaml").write_text(yaml.safe_dump(cuda, sort_keys=False))
+    method = "llada_topp0.9_remdm_confidence_tsw1.0"
+    for repo, extra in zip(repos, ({"BDGEN_WARM": "0"}, {})):
+        res = _stage(repo, method, _env(warm_dir, **extra), "a")
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert len(running_servers(warm_dir)) == 1
+    cold, warm = repos
+    assert (warm / "out/a/receipt.json").read_bytes() == (cold / "out/a/receipt.json").read_bytes()

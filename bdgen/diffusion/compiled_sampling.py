@@ -5,7 +5,7 @@ Why: at 1000 x 100 on an H200 a step is a few hundred small kernels, each far be
 GPU's bandwidth (docs/BENCHMARKS.md). Compiling fuses the forward's LayerNorm, modulation,
 GELU and residual kernels, and the step's softmax, nucleus cut, LLaDA ranking and
 remasking arithmetic, into a few kernels each; each whole step replays from a CUDA graph
-(:mod:`bdgen.diffusion.step_graphs`; for learned rates only the forward does,
+(:mod:`bdgen.diffusion.step_graphs`; or only the forward,
 :class:`~bdgen.diffusion.fast_sampling.GraphedLogits`); attention runs on a Triton kernel
 for short sequences (:mod:`bdgen.model.short_attention`, or SDPA's memory-efficient kernel
 where that does not apply); bf16 weights are compiled in as constants.
@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bdgen.data.vocab import VocabConfig
 from bdgen.diffusion.fast_sampling import CompactLogits, EarlyStop, GraphedLogits
 from bdgen.diffusion.method import Method
-from bdgen.diffusion.process import ForwardProcess, ScheduleProcess
+from bdgen.diffusion.process import ForwardProcess
 from bdgen.diffusion.reverse import (
     Plan,
     candidate_draw,
@@ -196,9 +196,7 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     ``short_attention``: attention on our Triton kernel (:mod:`bdgen.model.short_attention`;
     a fused MLP kernel was measured and not kept, docs/BENCHMARKS.md) where it runs
     (:func:`~bdgen.model.triton_support.runs_on`); False: SDPA.
-    ``whole_steps`` (default: with ``cuda_graphs``, for a fixed schedule; learned rates
-    gave other tokens than the loop below in an H200 test, docs/BENCHMARKS.md, and run the
-    loop below until that test passes): the step's state on the device,
+    ``whole_steps`` (default: with ``cuda_graphs``): the step's state on the device,
     each whole step one CUDA graph (:mod:`bdgen.diffusion.step_graphs`; on CPU, or with
     ``cuda_graphs=False``, the same device-side steps without graphs); False: the loop
     below, with only the forward replayed from a graph. ``reuse``: the whole-step loop
@@ -210,8 +208,8 @@ def sample_batch_compiled(model: nn.Module, process: ForwardProcess, vocab: Voca
     device = num_rooms.device
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda"
-    if whole_steps is None:  # learned rates: not yet shown equal on a GPU (docs/BENCHMARKS.md)
-        whole_steps = cuda_graphs and isinstance(process, ScheduleProcess)
+    if whole_steps is None:
+        whole_steps = cuda_graphs
     if pack_rows is None:  # what measured faster on an H200 (docs/BENCHMARKS.md)
         pack_rows = (device.type == "cuda" and isinstance(model, FastDenoiser)
                      and method.precision != "bf16")

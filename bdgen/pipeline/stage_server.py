@@ -285,6 +285,10 @@ def serve(path_str: str, idle_s: float | None = None) -> None:
         from sqlalchemy.orm import configure_mappers
 
         configure_mappers()  # the store's and MLflow's ORM classes, done once, in memory
+        import torch
+
+        if torch.cuda.is_initialized():  # a fork could not use the GPU: serve nothing
+            raise RuntimeError("CUDA was initialised while importing; not serving")
         server.run(idle)
     finally:
         server.stop_listening()
