@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -30,13 +29,12 @@ LEGACY_DIR = os.path.abspath(os.path.join(SHARED, "legacy_eval_results", "loglin
 def _stage_servers(tmp_path_factory):
     """The warm stage servers that `dvc repro` in tests starts (bdgen.pipeline.stage_server)
     live in the session's own folder, go after 30 idle seconds, and are stopped at the end."""
-    from bdgen.pipeline.stage_server import running_servers
+    from bdgen.pipeline.stage_server import stop_servers
 
     folder = tmp_path_factory.mktemp("stage-servers")
     os.environ["BDGEN_WARM_DIR"], os.environ["BDGEN_WARM_IDLE"] = str(folder), "30"
     yield
-    for pid, _ in running_servers(folder):
-        os.kill(pid, signal.SIGTERM)
+    stop_servers(folder)
 
 
 @pytest.fixture(scope="session")

@@ -93,18 +93,14 @@ def leaderboard(models_dir: Path, params_path: str, out_md: Path, plots: Path,
 
 
 @pipeline.command()
-@click.option("--stop", is_flag=True, help="Stop them (each ends after its running stages).")
+@click.option("--stop", is_flag=True, help="Stop them: no new stage goes to them, and each "
+              "exits once its running stages have ended.")
 def servers(stop: bool) -> None:
     """List the warm stage servers of this user (`dvc repro` starts one: README
     "Pipeline"), or stop them."""
-    import os
-    import signal
+    from bdgen.pipeline.stage_server import running_servers, stop_servers
 
-    from bdgen.pipeline.stage_server import running_servers
-
-    for pid, path in running_servers():
-        if stop:
-            os.kill(pid, signal.SIGTERM)
+    for pid, path in stop_servers() if stop else running_servers():
         click.echo(f"{'stopped' if stop else 'running'}: pid {pid}, {path}")
 
 

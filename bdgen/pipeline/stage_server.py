@@ -258,6 +258,20 @@ def running_servers(folder: Path | None = None) -> list[tuple[int, Path]]:
     return found
 
 
+def stop_servers(folder: Path | None = None, wait_s: float = 10.0) -> list[tuple[int, Path]]:
+    """SIGTERM to each of :func:`running_servers`, then wait (up to ``wait_s``) until each
+    has removed its socket: from then on a stage starts a new server. A server whose
+    stages are running exits once they have ended."""
+    servers = running_servers(folder)
+    for pid, _ in servers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while any(path.exists() for _, path in servers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return servers
+
+
 # --- the server ------------------------------------------------------------------------
 
 def serve(path_str: str, idle_s: float | None = None) -> None:
