@@ -186,12 +186,12 @@ def report(results: list[dict], base_work: float | None) -> None:
         cells = [s.get("sampling"), s.get("tracking"), s.get("evaluation"),
                  s.get("denoising"), (s.get("start-up", 0.0) + s.get("open", 0.0)
                                       + s.get("load", 0.0)) if s else None]
-        over = (r["wall"] - base_work) / r["runs"] if base_work is not None and r["runs"] \
-            else float("nan")
+        over = (f"{(r['wall'] - base_work) / r['runs']:11.2f}s"
+                if base_work is not None and r["runs"] else f"{'-':>12s}")
         print(f"{r['name']:16s} {r['wall']:8.1f} {r['runs']:5d} "
               f"{r['runs'] / r['wall'] * 60:8.1f} "
               + " ".join(f"{c:10.1f}" if c is not None else f"{'-':>10s}" for c in cells)
-              + f" {over:11.2f}s", flush=True)
+              + f" {over}", flush=True)
 
 
 def main() -> None:

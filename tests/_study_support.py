@@ -1,5 +1,6 @@
 """A tiny study set-up shared by the sweep/engine tests: a workspace with a synthetic
-dataset and two tiny trained models (the checkpoints copied into more workspaces)."""
+dataset and two tiny trained models (the checkpoints copied into more workspaces); and a
+tiny one-model pipeline folder for the stage tests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ from bdgen.pipeline.workspace import Workspace, init_workspace
 from bdgen.tracking import Tracker
 
 METHODS = ["random_argmax_no_remask", "llada_topp0.9_remdm_confidence_tsw1.0"]
+
+TINY_PIPELINE = {
+    "workspace": "workspace",
+    "data": {"source": "synthetic", "num_graphs": 200, "seed": 0},
+    "train": {"preset": "tiny", "steps": 10, "batch_size": 16, "warmup_steps": 2,
+              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
+    "models": {"v1": {"noise": "loglinear"}},
+    "methods": {"llada_topp0.9_no_remask": {}},
+    "seeds": [1, 2],
+    "generate": {"num_samples": 24, "steps": 8, "device": "cpu"},
+}
+"""params.yaml of a one-model pipeline at test sizes."""
 SEEDS = [3, 4]
 N, STEPS = 24, 8
 
@@ -57,3 +70,19 @@ def mlflow_runs(ws, kind: str) -> list:
     client = tracker._client
     exps = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(exps, f"tags.`bdgen.kind` = '{kind}'", max_results=1000)
+
+
+def trained_pipeline(repo: Path, params: dict = TINY_PIPELINE) -> None:
+    """What `dvc repro train` leaves in ``repo`` (params.yaml, results/data.json,
+    results/models/v1.json, the workspace with its model), made in this process."""
+    import yaml
+
+    from bdgen.pipeline.stages import load_params, stage_prepare, stage_train
+
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    loaded = load_params(repo / "params.yaml")
+    stage_prepare(loaded, repo / "results" / "data.json", repo / "params.yaml")
+    for key in loaded["models"]:
+        stage_train(loaded, key, repo / "results" / "data.json",
+                    repo / "results" / "models" / f"{key}.json", repo / "params.yaml",
+                    no_mlflow=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _study_support import TINY_PIPELINE, trained_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,17 +71,6 @@ cli(["pipeline", "result", sys.argv[1], "--model", "results/models/v1.json",
 print(json.dumps(sorted(m for m in ("torch", "mlflow", "dvc", "pandas") if m in sys.modules)))
 """
 
-_TINY_PARAMS = {
-    "workspace": "workspace",
-    "data": {"source": "synthetic", "num_graphs": 200, "seed": 0},
-    "train": {"preset": "tiny", "steps": 10, "batch_size": 16, "warmup_steps": 2,
-              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
-    "models": {"v1": {"noise": "loglinear"}},
-    "methods": {"llada_topp0.9_no_remask": {}},
-    "seeds": [1, 2],
-    "generate": {"num_samples": 24, "steps": 8, "device": "cpu"},
-}
-
 
 def _result_stage(repo: Path, method: str, out: Path) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -101,14 +91,7 @@ def test_a_result_stage_with_nothing_to_do_imports_no_torch_and_writes_the_same_
     the result is in the store, so its stage reads them from there without torch (nor
     mlflow, dvc, pandas) and writes byte for byte the receipt and headline the stage that
     did the work wrote."""
-    from bdgen.pipeline.stages import load_params, stage_prepare, stage_train
-
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_TINY_PARAMS, sort_keys=False))
-    params = load_params(tmp_path / "params.yaml")
-    stage_prepare(params, tmp_path / "results" / "data.json", tmp_path / "params.yaml")
-    stage_train(params, "v1", tmp_path / "results" / "data.json",
-                tmp_path / "results" / "models" / "v1.json", tmp_path / "params.yaml",
-                no_mlflow=True)
+    trained_pipeline(tmp_path)
     method = "llada_topp0.9_no_remask"
 
     worked = _result_stage(tmp_path, method, tmp_path / "worked")
@@ -122,7 +105,7 @@ def test_a_result_stage_with_nothing_to_do_imports_no_torch_and_writes_the_same_
     assert [r["seed"] for r in receipt["runs"]] == [1, 2]
 
     # one seed more: work again, done by the jobs (torch), the stored seeds reused
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**_TINY_PARAMS, "seeds": [1, 2, 3]},
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY_PIPELINE, "seeds": [1, 2, 3]},
                                                          sort_keys=False))
     assert "torch" in _result_stage(tmp_path, method, tmp_path / "more")
     more = json.loads((tmp_path / "more" / "receipt.json").read_text())

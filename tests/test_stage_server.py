@@ -19,21 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _study_support import TINY_PIPELINE as PARAMS
+from _study_support import trained_pipeline
 
 from bdgen.pipeline.stage_server import running_servers, stop_servers
 
 ROOT = Path(__file__).resolve().parents[1]
-BDGEN = str(Path(sys.executable).parent / "bdgen")
-PARAMS = {
-    "workspace": "workspace",
-    "data": {"source": "synthetic", "num_graphs": 200, "seed": 0},
-    "train": {"preset": "tiny", "steps": 10, "batch_size": 16, "warmup_steps": 2,
-              "val_every": 10, "log_every": 10, "checkpoint_every": 1000},
-    "models": {"v1": {"noise": "loglinear"}},
-    "methods": {"llada_topp0.9_no_remask": {}},
-    "seeds": [1, 2],
-    "generate": {"num_samples": 24, "steps": 8, "device": "cpu"},
-}
+_SCRIPT = Path(sys.executable).parent / "bdgen"
+BDGEN = ([str(_SCRIPT)] if _SCRIPT.exists() else  # the console script; else what it runs
+         [sys.executable, "-c", "from bdgen.cli.main import main; main()"])
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or not hasattr(os, "pidfd_open"),
                                 reason="the warm server needs fork and pidfd_open (Linux)")
@@ -42,15 +36,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux" or not hasattr(os, "pidf
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A pipeline folder after `dvc repro train`: params, the model's receipt, workspace."""
-    from bdgen.pipeline.stages import load_params, stage_prepare, stage_train
-
     repo = tmp_path_factory.mktemp("trained")
-    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
-    params = load_params(repo / "params.yaml")
-    stage_prepare(params, repo / "results" / "data.json", repo / "params.yaml")
-    stage_train(params, "v1", repo / "results" / "data.json",
-                repo / "results" / "models" / "v1.json", repo / "params.yaml",
-                no_mlflow=True)
+    trained_pipeline(repo)
     return repo
 
 
@@ -64,7 +51,8 @@ def warm_dir(tmp_path):
 
 
 def _env(warm_dir: Path, code: Path = ROOT, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(code), "MLFLOW_DISABLE_TELEMETRY": "true",
+    path = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "MLFLOW_DISABLE_TELEMETRY": "true",
            "DVC_NO_ANALYTICS": "1", "BDGEN_WARM_DIR": str(warm_dir),
            "BDGEN_WARM_IDLE": "60", **extra}
     for k in ("BDGEN_WORKSPACE", "MLFLOW_TRACKING_URI", "BDGEN_DB_URL", "BDGEN_WARM"):
@@ -75,7 +63,7 @@ def _env(warm_dir: Path, code: Path = ROOT, **extra: str) -> dict[str, str]:
 
 def _stage(repo: Path, method: str, env: dict[str, str], tag: str,
            **popen: object) -> subprocess.CompletedProcess[str]:
-    cmd = [BDGEN, "pipeline", "result", method, "--model", "results/models/v1.json",
+    cmd = [*BDGEN, "pipeline", "result", method, "--model", "results/models/v1.json",
            "--out", f"out/{tag}/receipt.json", "--headline", f"out/{tag}/headline.json"]
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
                           timeout=600, **popen)  # type: ignore[call-overload]
@@ -131,7 +119,7 @@ def test_a_warm_stage_writes_and_prints_what_a_stage_of_its_own_does(trained, tm
     assert not (warm_repo / "out/x").exists()
 
     # `bdgen pipeline servers --stop`: the server removes its socket and exits
-    res = subprocess.run([BDGEN, "pipeline", "servers", "--stop"], env=_env(warm_dir),
+    res = subprocess.run([*BDGEN, "pipeline", "servers", "--stop"], env=_env(warm_dir),
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and f"pid {server}" in res.stdout
     assert list(warm_dir.glob("*.sock")) == []  # --stop returns once the socket is gone
@@ -200,7 +188,7 @@ def test_a_signal_to_the_stage_reaches_its_command_and_a_killed_stage_ends_it(
     for signum, method in ((signal.SIGTERM, "random_argmax_no_remask"),
                            (signal.SIGKILL, "llada_topp0.9_no_remask")):
         stage = subprocess.Popen(
-            [BDGEN, "pipeline", "result", method, "--model", "results/models/v1.json",
+            [*BDGEN, "pipeline", "result", method, "--model", "results/models/v1.json",
              "--out", "out/r.json", "--headline", "out/h.json"], cwd=repo, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait(lambda: running_servers(warm_dir) != [], "the server", timeout=300)

@@ -13,9 +13,9 @@ after the imports starts in milliseconds.
 What keeps a child the same as a fresh process:
 
 - the server is keyed by what it imported (:func:`server_key`: the interpreter, the
-  import path and its directories, the size and mtime of every bdgen source file, the
-  environment variables read at import time): edited code or another environment gets a
-  server of its own, never the old one's modules;
+  import path, the installed packages and their versions, the size and mtime of every file
+  of the bdgen package, the environment variables read at import time): edited code or
+  another environment gets a server of its own, never the old one's modules;
 - the server only imports: no thread, no CUDA context, no open store, tracker or file;
   so a child is a clean copy, as a DataLoader worker is, and sets up all of these itself;
 - the child gets the client's working directory, environment and streams, its own process
@@ -72,6 +72,8 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """What the client passes on to the command's process group (DVC's Ctrl-C, a kill)."""
 
 IDLE_S = 300.0
+"""How long a server waits for a stage before it exits (``BDGEN_WARM_IDLE``)."""
+
 START_S = 120.0
 """How long a client waits for a server it started to listen (its imports) before it
 runs the command itself."""
@@ -96,7 +98,7 @@ def is_warm_command(args: list[str]) -> bool:
 def server_key() -> str:
     """What the server's imports depend on, hashed (module docstring). Installed
     packages are known by their ``*.dist-info`` names (name and version), bdgen's own
-    files by size and mtime (an edit between two stages)."""
+    files (code, profiles, templates) by size and mtime (an edit between two stages)."""
     import bdgen
 
     h = hashlib.sha256(repr((sys.executable, sys.version, sys.path, sys.flags)).encode())
@@ -109,11 +111,10 @@ def server_key() -> str:
         h.update(f"{entry}:{names}\n".encode())
     root = Path(bdgen.__file__).resolve().parent
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(dirpath, name))
-                h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            st = os.stat(os.path.join(dirpath, name))
+            h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     for k in sorted(os.environ):
         if k.startswith(IMPORT_TIME_ENV):
             h.update(f"{k}={os.environ[k]}\n".encode())
