@@ -150,9 +150,10 @@ def _wait(cond, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _children(pid: int) -> list[int]:
+def _new_children(pid: int, seen: set[int]) -> list[int]:
+    """The running children of ``pid`` not in ``seen``."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
+    return [c for c in map(int, text.split()) if c not in seen and _alive(c)]
 
 
 @pytest.mark.slow
@@ -185,6 +186,7 @@ def test_a_signal_to_the_stage_reaches_its_command_and_a_killed_stage_ends_it(
     long = {**PARAMS, "generate": {"num_samples": 4000, "steps": 60, "device": "cpu"}}
     (repo / "params.yaml").write_text(yaml.safe_dump(long, sort_keys=False))
     env = _env(warm_dir)
+    seen: set[int] = set()
     for signum, method in ((signal.SIGTERM, "random_argmax_no_remask"),
                            (signal.SIGKILL, "llada_topp0.9_no_remask")):
         stage = subprocess.Popen(
@@ -193,8 +195,10 @@ def test_a_signal_to_the_stage_reaches_its_command_and_a_killed_stage_ends_it(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait(lambda: running_servers(warm_dir) != [], "the server", timeout=300)
         (server, _), = running_servers(warm_dir)
-        _wait(lambda s=server: _children(s) != [], "the forked command")
-        (child,) = _children(server)
+        # (the first round's child may still be listed, a zombie the server has yet to reap)
+        _wait(lambda s=server: _new_children(s, seen) != [], "the forked command", 300)
+        (child,) = _new_children(server, seen)
+        seen.add(child)
         stage.send_signal(signum)
         _, err = stage.communicate(timeout=120)
         if signum == signal.SIGTERM:  # forwarded: the command's own end and status come back
