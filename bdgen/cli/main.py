@@ -135,7 +135,7 @@ def main() -> None:  # pragma: no cover - console entry point
 
     args = sys.argv[1:]
     if is_warm_command(args):  # a stage of dvc.yaml: run in a fork of the warm server
-        code = hand_off(args)
+        code = hand_off(args, entry=f"{__name__}:cli")
         if code is not None:
             sys.exit(code)
     cli(prog_name="bdgen")

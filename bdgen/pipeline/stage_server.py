@@ -53,15 +53,17 @@ from typing import Any
 WARM_COMMANDS = (("pipeline", "train"), ("pipeline", "result"))
 """The stage commands that run in the server: those that import torch (dvc.yaml)."""
 
+
 PRELOAD = ("torch", "scipy.stats", "mlflow", "mlflow.tracking",
            "mlflow.store.tracking.sqlalchemy_store", "matplotlib.pyplot", "networkx",
            "dvc.repo", "dvc.repo.add", "scmrepo.git", "ruamel.yaml", "alembic.command",
-           "rich.progress", "PIL.PngImagePlugin", "bdgen.cli.main",
-           "bdgen.cli.pipeline_cmd", "bdgen.pipeline.stages", "bdgen.pipeline.stored_runs",
+           "rich.progress", "PIL.PngImagePlugin", "bdgen.pipeline.stages",
+           "bdgen.pipeline.stored_runs",
            "bdgen.pipeline.tracked_generate", "bdgen.pipeline.tracked_evaluate",
            "bdgen.pipeline.tracked_train", "bdgen.pipeline.plots")
 """What the server imports before it forks: what a result or train stage with work
-imports (the modules new in ``sys.modules`` after such a stage, by package)."""
+imports (the modules new in ``sys.modules`` after such a stage, by package), besides the
+command line's own module (the server's ``entry``)."""
 
 IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "TRITON", "OMP_", "MKL_", "KMP_", "CUDA",
                    "LD_", "LANG", "LC_", "MPL")
@@ -95,20 +97,21 @@ def is_warm_command(args: list[str]) -> bool:
             and not any(a in ("-h", "--help") for a in args))
 
 
-def server_key() -> str:
+def server_key(entry: str) -> str:
     """What the server's imports depend on, hashed (module docstring). Installed
     packages are known by their ``*.dist-info`` names (name and version), bdgen's own
     files (code, profiles, templates) by size and mtime (an edit between two stages)."""
     import bdgen
 
-    h = hashlib.sha256(repr((sys.executable, sys.version, sys.path, sys.flags)).encode())
-    for entry in sys.path:  # what is installed there, with its version
+    h = hashlib.sha256(repr((entry, sys.executable, sys.version, sys.path, sys.flags))
+                       .encode())
+    for folder in sys.path:  # what is installed there, with its version
         try:
-            names = sorted(e.name for e in os.scandir(entry or ".")
+            names = sorted(e.name for e in os.scandir(folder or ".")
                            if e.name.endswith((".dist-info", ".egg-info", ".pth")))
         except OSError:
             continue
-        h.update(f"{entry}:{names}\n".encode())
+        h.update(f"{folder}:{names}\n".encode())
     root = Path(bdgen.__file__).resolve().parent
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -142,19 +145,20 @@ def socket_dir() -> Path | None:
 
 # --- the client: a stage command's process --------------------------------------------
 
-def hand_off(args: list[str]) -> int | None:
+def hand_off(args: list[str], entry: str) -> int | None:
     """Run the CLI command ``args`` in a fork of the warm server (started if there is
     none) and return its exit status; None if no server can take it (then the caller
-    runs the command itself)."""
+    runs the command itself). ``entry``: the Click command that runs ``args``, as
+    ``module:attribute`` (the command line passes itself: it is a layer above this one)."""
     if not enabled():
         return None
     folder = socket_dir()
     if folder is None:
         return None
-    path = folder / f"{server_key()}.sock"
+    path = folder / f"{server_key(entry)}.sock"
     sock = _connect(path)
     if sock is None:
-        server = _start_server(path)
+        server = _start_server(path, entry)
         deadline = time.monotonic() + START_S
         while sock is None and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -177,13 +181,14 @@ def _connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def _start_server(path: Path) -> subprocess.Popen[bytes]:
+def _start_server(path: Path, entry: str) -> subprocess.Popen[bytes]:
     """The server, in its own session (it outlives this stage), with this process's import
     path; its own output goes to ``<key>.log`` beside the socket."""
     boot = ("import sys; sys.path[:] = __import__('json').loads(sys.argv[1]); "
-            "from bdgen.pipeline.stage_server import serve; serve(sys.argv[2])")
+            "from bdgen.pipeline.stage_server import serve; serve(sys.argv[2], sys.argv[3])")
     with open(path.with_suffix(".log"), "ab") as log:
-        return subprocess.Popen([sys.executable, "-c", boot, json.dumps(sys.path), str(path)],
+        return subprocess.Popen([sys.executable, "-c", boot, json.dumps(sys.path), str(path),
+                                 entry],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, cwd="/")
 
@@ -275,12 +280,13 @@ def stop_servers(folder: Path | None = None, wait_s: float = 10.0) -> list[tuple
 
 # --- the server ------------------------------------------------------------------------
 
-def serve(path_str: str, idle_s: float | None = None) -> None:
-    """Listen on ``path_str``, import :data:`PRELOAD`, then fork a child per command until
-    no command came for ``idle_s`` seconds (default ``BDGEN_WARM_IDLE``, else
-    :data:`IDLE_S`) or SIGTERM came (then the running children are waited for). Listening
-    comes first, so the first client waits on the imports instead of starting a server of
-    its own; only one server binds a path (a lock)."""
+def serve(path_str: str, entry: str, idle_s: float | None = None) -> None:
+    """Listen on ``path_str``, import :data:`PRELOAD` and ``entry`` (the Click command,
+    ``module:attribute``), then fork a child per command until no command came for
+    ``idle_s`` seconds (default ``BDGEN_WARM_IDLE``, else :data:`IDLE_S`) or SIGTERM came
+    (then the running children are waited for). Listening comes first, so the first client
+    waits on the imports instead of starting a server of its own; only one server binds a
+    path (a lock)."""
     path = Path(path_str)
     idle = float(os.environ.get("BDGEN_WARM_IDLE", IDLE_S)) if idle_s is None else idle_s
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -297,14 +303,16 @@ def serve(path_str: str, idle_s: float | None = None) -> None:
     try:
         for module in PRELOAD:
             importlib.import_module(module)
-        from sqlalchemy.orm import configure_mappers
+        module, attr = entry.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        from bdgen.store.engine import configure_mappers_now
 
-        configure_mappers()  # the store's and MLflow's ORM classes, done once, in memory
+        configure_mappers_now()
         import torch
 
         if torch.cuda.is_initialized():  # a fork could not use the GPU: serve nothing
             raise RuntimeError("CUDA was initialised while importing; not serving")
-        server.run(idle)
+        server.run(idle, command)
     finally:
         server.stop_listening()
         log = path.with_suffix(".log")
@@ -329,7 +337,7 @@ class _Server:
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, lambda *_: None)  # delivered through wake_w
 
-    def run(self, idle: float) -> None:
+    def run(self, idle: float, command: Any) -> None:
         last = time.monotonic()
         while self.listener is not None or self.running:
             timeout = None if self.running else last + idle - time.monotonic()
@@ -337,7 +345,7 @@ class _Server:
                 return
             for key, _ in self.sel.select(timeout):
                 if key.data == "listener":
-                    self._fork_child()
+                    self._fork_child(command)
                 elif key.data == "signal":
                     self.wake_r.recv(64)
                     self.stop_listening()  # new stages start a new server
@@ -370,7 +378,7 @@ class _Server:
                          + b"\n")
         conn.close()
 
-    def _fork_child(self) -> None:
+    def _fork_child(self, command: Any) -> None:
         assert self.listener is not None
         conn, _ = self.listener.accept()
         fds: list[int] = []
@@ -392,7 +400,7 @@ class _Server:
         if pid == 0:
             try:
                 self._close_in_child()
-                _run_child(conn, fds, request)
+                _run_child(conn, fds, request, command)
             finally:  # whatever happens, the child never returns to the server's loop
                 os._exit(1)
         with contextlib.suppress(OSError):  # (the child may have done it already)
@@ -427,8 +435,10 @@ def _read_exactly(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-def _run_child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
-    """The forked child: become the client's command (module docstring), run it, exit."""
+def _run_child(conn: socket.socket, fds: list[int], request: dict[str, Any],
+               command: Any) -> None:
+    """The forked child: become the client's command (module docstring), run it with the
+    Click ``command``, exit."""
     global _in_child
     _in_child = True
     os.setpgid(0, 0)
@@ -453,9 +463,7 @@ def _run_child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> 
     threading.Thread(target=_end_with_client, args=(conn,), daemon=True).start()
     code = 1
     try:
-        from bdgen.cli.main import cli
-
-        cli.main(args=request["args"], prog_name="bdgen")
+        command.main(args=request["args"], prog_name="bdgen")
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
