@@ -38,6 +38,17 @@ def _stage_servers(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A one-model pipeline folder after `dvc repro train` (_study_support.trained_pipeline),
+    made once: tests copy it (shutil.copytree) before they change it."""
+    from _study_support import trained_pipeline
+
+    repo = tmp_path_factory.mktemp("tiny-pipeline")
+    trained_pipeline(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
 def legacy_dir() -> str:
     """The real legacy result files (format_version 2) shipped beside the repo."""
     if not os.path.isdir(LEGACY_DIR):
