@@ -217,9 +217,7 @@ def _request(sock: socket.socket, args: list[str]) -> int | None:
     except OSError:
         started = b""
     if not started:  # no command forked: this process runs it, as if never asked
-        for signum in FORWARDED:
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
-                          else signal.SIG_DFL)
+        _fresh_handlers(FORWARDED)
         for early in pending:
             os.kill(os.getpid(), early)
         return None
@@ -241,6 +239,14 @@ def _is_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _fresh_handlers(signums: tuple[int, ...]) -> None:
+    """The handlers a fresh interpreter has: KeyboardInterrupt for SIGINT, else the
+    default action."""
+    for signum in signums:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -442,9 +448,7 @@ def _run_child(conn: socket.socket, fds: list[int], request: dict[str, Any],
     global _in_child
     _in_child = True
     os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
+    _fresh_handlers((*FORWARDED, signal.SIGCHLD))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
